@@ -1,0 +1,73 @@
+/*
+ * hotproxy: main() reads the configuration, daemonizes if asked, writes the
+ * pidfile and runs one px_server until it is told to stop.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "proxy/px_config.h"
+#include "proxy/px_server.h"
+
+static void daemonize(void)
+{
+    pid_t pid = fork();
+    if (pid < 0) {
+        perror("hotproxy: fork");
+        exit(1);
+    }
+    if (pid > 0) exit(0);
+    setsid();
+    int fd = open("/dev/null", O_RDWR);
+    if (fd >= 0) {
+        dup2(fd, STDIN_FILENO);
+        dup2(fd, STDOUT_FILENO);
+        dup2(fd, STDERR_FILENO);
+        if (fd > STDERR_FILENO) close(fd);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    px_config cfg;
+    char err[1024], out[2048];
+    px_config_init(&cfg);
+    int rc = px_config_from_args(&cfg, argc, argv, out, sizeof(out), err, sizeof(err));
+    if (rc == 1) {
+        fputs(out, stdout);
+        px_config_free(&cfg);
+        return 0;
+    }
+    if (rc != 0) {
+        fprintf(stderr, "\n*** FATAL CONFIG ERROR (hotproxy) ***\n%s\n", err);
+        px_config_free(&cfg);
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    if (cfg.daemonize) daemonize();
+
+    px_server *s = px_server_create(&cfg, err, sizeof(err));
+    if (!s) {
+        fprintf(stderr, "hotproxy: %s\n", err);
+        px_config_free(&cfg);
+        return 1;
+    }
+    if (cfg.pidfile && *cfg.pidfile) {
+        FILE *f = fopen(cfg.pidfile, "w");
+        if (f) {
+            fprintf(f, "%d\n", (int)getpid());
+            fclose(f);
+        } else {
+            fprintf(stderr, "hotproxy: cannot write pidfile %s: %s\n", cfg.pidfile, strerror(errno));
+        }
+    }
+    rc = px_server_run(s);
+    px_server_destroy(s);
+    if (cfg.pidfile && *cfg.pidfile) unlink(cfg.pidfile);
+    px_config_free(&cfg);
+    return rc;
+}

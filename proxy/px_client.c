@@ -1,0 +1,430 @@
+/*
+ * px_client: client connections.  See px_client.h.
+ */
+#include "proxy/px_client.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "proxy/px_command.h"
+#include "proxy/px_local.h"
+#include "proxy/px_router.h"
+#include "proxy/px_server.h"
+#include "proxy/px_upstream.h"
+
+#define READ_CHUNK (16 * 1024)
+#define FREE_REQS_MAX 4096
+
+static void client_read_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void client_write_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void process_input(px_client *c);
+
+px_client *px_client_create(px_server *s, int fd, const char *addr)
+{
+    px_client *c = calloc(1, sizeof(*c));
+    if (!c) abort();
+    c->srv = s;
+    c->fd = fd;
+    c->id = ++s->next_client_id;
+    c->created = c->last_active = px_now(s);
+    snprintf(c->addr, sizeof(c->addr), "%s", addr);
+    px_req_parser_init(&c->parser, s->cfg->proto_max_bulk_len);
+    ev_io_init(&c->rw, client_read_cb, fd, EV_READ);
+    ev_io_init(&c->ww, client_write_cb, fd, EV_WRITE);
+    c->rw.data = c->ww.data = c;
+    ev_io_start(s->loop, &c->rw);
+
+    c->next = s->clients;
+    if (s->clients) s->clients->prev = c;
+    s->clients = c;
+    s->nclients++;
+    return c;
+}
+
+static px_req *req_new(px_client *c)
+{
+    px_server *s = c->srv;
+    px_req *r = s->req_free;
+    if (r) {
+        s->req_free = r->next;
+        s->req_free_len--;
+        memset(r, 0, sizeof(*r));
+    } else {
+        r = calloc(1, sizeof(*r));
+        if (!r) abort();
+    }
+    r->client = c;
+    if (c->qtail) c->qtail->next = r;
+    else c->qhead = r;
+    c->qtail = r;
+    c->nqueued++;
+    return r;
+}
+
+void px_req_free(px_server *s, px_req *r)
+{
+    free(r->reply);
+    if (s->req_free_len < FREE_REQS_MAX) {
+        r->next = s->req_free;
+        s->req_free = r;
+        s->req_free_len++;
+    } else {
+        free(r);
+    }
+}
+
+void px_client_close(px_client *c, const char *why)
+{
+    px_server *s = c->srv;
+    if (c->flags & PX_CLIENT_CLOSING) return;
+    c->flags |= PX_CLIENT_CLOSING;
+    if (why) px_log_verbose(&s->log, "Client id=%llu addr=%s closed: %s", (unsigned long long)c->id, c->addr, why);
+    ev_io_stop(s->loop, &c->rw);
+    ev_io_stop(s->loop, &c->ww);
+    /* Requests still in an upstream queue stay there, detached, so later
+     * replies keep lining up; the rest go now. */
+    px_req *r = c->qhead;
+    while (r) {
+        px_req *next = r->next;
+        r->next = NULL;
+        if (r->forwarded) r->client = NULL;
+        else px_req_free(s, r);
+        r = next;
+    }
+    c->qhead = c->qtail = NULL;
+    c->nqueued = c->ninflight = 0;
+    c->cnext = s->closing;
+    s->closing = c;
+}
+
+void px_client_free(px_client *c)
+{
+    px_server *s = c->srv;
+    if (c->prev) c->prev->next = c->next;
+    else s->clients = c->next;
+    if (c->next) c->next->prev = c->prev;
+    s->nclients--;
+    close(c->fd);
+    px_buf_free(&c->in);
+    px_buf_free(&c->out);
+    px_req_parser_free(&c->parser);
+    free(c->argv);
+    free(c->argvlen);
+    free(c);
+}
+
+int px_client_idle(const px_client *c)
+{
+    return c->nqueued == 0 && px_buf_used(&c->out) == 0;
+}
+
+void px_client_stop_reading(px_client *c)
+{
+    ev_io_stop(c->srv->loop, &c->rw);
+    c->flags |= PX_CLIENT_PAUSED;
+}
+
+static void want_write(px_client *c)
+{
+    px_server_want_write_client(c->srv, c);
+}
+
+/* Move completed replies from the head of the queue into the output buffer. */
+static void drain_queue(px_client *c)
+{
+    px_req *r;
+    while ((r = c->qhead) && r->done) {
+        px_buf_append(&c->out, r->reply, r->reply_len);
+        c->qhead = r->next;
+        if (!c->qhead) c->qtail = NULL;
+        c->nqueued--;
+        px_req_free(c->srv, r);
+    }
+}
+
+static void after_output(px_client *c)
+{
+    px_server *s = c->srv;
+    long long limit = s->cfg->client_output_buffer_limit;
+    if (limit && (long long)px_buf_used(&c->out) > limit) {
+        s->stats.output_buffer_limit_disconnects++;
+        px_log_notice(&s->log, "Client id=%llu addr=%s closed for overcoming of output buffer limits (%zu bytes)",
+                      (unsigned long long)c->id, c->addr, px_buf_used(&c->out));
+        px_client_close(c, NULL);
+        return;
+    }
+    want_write(c);
+}
+
+void px_client_reply(px_req *r, const char *data, size_t len)
+{
+    px_client *c = r->client;
+    px_server *s;
+    if (r->forwarded) {
+        r->forwarded = 0;
+        if (c) c->ninflight--;
+    }
+    if (!c) {
+        /* the client has gone: its reply is dropped, the slot is free */
+        free(r->reply);
+        r->reply = NULL;
+        free(r);
+        return;
+    }
+    s = c->srv;
+    px_buf hooked = {0};
+    if (r->hook && r->hook(r, data, len, &hooked)) {
+        data = hooked.data;
+        len = hooked.len;
+    }
+    if (r == c->qhead) {
+        px_buf_append(&c->out, data, len);
+        c->qhead = r->next;
+        if (!c->qhead) c->qtail = NULL;
+        c->nqueued--;
+        px_req_free(s, r);
+        drain_queue(c);
+        after_output(c);
+    } else {
+        r->reply = malloc(len ? len : 1);
+        if (!r->reply) abort();
+        memcpy(r->reply, data, len);
+        r->reply_len = len;
+        r->done = 1;
+    }
+    px_buf_free(&hooked);
+    /* Resume a client paused for having too much in flight; the fed event
+     * makes the loop parse what it already buffered. */
+    if ((c->flags & PX_CLIENT_PAUSED) && !(c->flags & (PX_CLIENT_CLOSING | PX_CLIENT_CLOSE_AFTER_REPLY)) &&
+        !s->shutting_down && c->ninflight < s->cfg->upstream_max_inflight / 2 + 1) {
+        c->flags &= ~PX_CLIENT_PAUSED;
+        ev_io_start(s->loop, &c->rw);
+        if (px_buf_used(&c->in)) ev_feed_event(s->loop, &c->rw, EV_READ);
+    }
+}
+
+void px_client_reply_error(px_req *r, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    msg[0] = '-';
+    va_start(ap, fmt);
+    int n = vsnprintf(msg + 1, sizeof(msg) - 3, fmt, ap);
+    va_end(ap);
+    if (n < 0) n = 0;
+    if (n > (int)sizeof(msg) - 4) n = (int)sizeof(msg) - 4;
+    /* an error line may not hold CR or LF */
+    for (int i = 1; i <= n; i++)
+        if (msg[i] == '\r' || msg[i] == '\n') msg[i] = ' ';
+    msg[n + 1] = '\r';
+    msg[n + 2] = '\n';
+    px_client_reply(r, msg, (size_t)n + 3);
+}
+
+int px_client_flush(px_client *c)
+{
+    px_server *s = c->srv;
+    if (c->flags & PX_CLIENT_CLOSING) return -1;
+    while (px_buf_used(&c->out)) {
+        ssize_t n = write(c->fd, px_buf_start(&c->out), px_buf_used(&c->out));
+        if (n > 0) {
+            s->stats.net_output_bytes += (uint64_t)n;
+            px_buf_consume(&c->out, (size_t)n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (!(c->flags & PX_CLIENT_WRITE_ARMED)) {
+                c->flags |= PX_CLIENT_WRITE_ARMED;
+                ev_io_start(s->loop, &c->ww);
+            }
+            return 0;
+        }
+        px_client_close(c, n < 0 ? strerror(errno) : "write returned 0");
+        return -1;
+    }
+    if (c->flags & PX_CLIENT_WRITE_ARMED) {
+        c->flags &= ~PX_CLIENT_WRITE_ARMED;
+        ev_io_stop(s->loop, &c->ww);
+    }
+    /* Give back memory a large reply left behind. */
+    if (c->out.cap > 1024 * 1024) px_buf_clear(&c->out, 0);
+    if ((c->flags & PX_CLIENT_CLOSE_AFTER_REPLY) && c->nqueued == 0) {
+        px_client_close(c, "closed after reply");
+        return -1;
+    }
+    return 0;
+}
+
+static void client_write_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    px_client_flush(w->data);
+}
+
+static void client_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    px_client *c = w->data;
+    px_server *s = c->srv;
+    (void)loop;
+    (void)revents;
+    if (c->flags & (PX_CLIENT_CLOSING | PX_CLIENT_PAUSED)) return;
+    /* Read what the command being parsed still needs, at least a chunk. */
+    size_t want = READ_CHUNK;
+    size_t used = px_buf_used(&c->in);
+    if (c->parser.need > used && c->parser.need - used > want) want = c->parser.need - used;
+    if (want > 64u << 20) want = 64u << 20;
+    char *p = px_buf_reserve(&c->in, want);
+    ssize_t n = read(c->fd, p, want);
+    if (n > 0) {
+        c->in.len += (size_t)n;
+        s->stats.net_input_bytes += (uint64_t)n;
+        c->last_active = px_now(s);
+    } else if (n == 0) {
+        px_client_close(c, "client closed connection");
+        return;
+    } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        px_client_close(c, strerror(errno));
+        return;
+    }
+    process_input(c);
+}
+
+/* Encode argv as a multibulk request, for commands that arrived inline. */
+static void encode_multibulk(px_buf *b, int argc, const char *const *argv, const size_t *argvlen)
+{
+    px_buf_appendf(b, "*%d\r\n", argc);
+    for (int i = 0; i < argc; i++) {
+        px_buf_appendf(b, "$%zu\r\n", argvlen[i]);
+        px_buf_append(b, argv[i], argvlen[i]);
+        px_buf_append(b, "\r\n", 2);
+    }
+}
+
+static int has_block_option(int argc, const char *const *argv, const size_t *argvlen)
+{
+    for (int i = 1; i < argc; i++) {
+        if (argvlen[i] == 7 && !strncasecmp(argv[i], "streams", 7)) return 0;
+        if (argvlen[i] == 5 && !strncasecmp(argv[i], "block", 5)) return 1;
+    }
+    return 0;
+}
+
+static void forward(px_client *c, px_req *r, const char *raw, size_t rawlen, int argc)
+{
+    px_server *s = c->srv;
+    px_route_args a = {r->cmd, argc, c->argv, c->argvlen};
+    px_pool *pool = s->router->route(s->router, c, &a);
+    px_upstream *u = pool ? px_pool_pick(pool, c) : NULL;
+    if (!u) {
+        if (r->cmd && r->cmd->handler == PX_H_INFO) {
+            px_local_info_alone(c, r);
+            return;
+        }
+        s->stats.upstream_error_replies++;
+        px_client_reply_error(r, "ERR %s", pool ? px_pool_unavailable(pool) : "no upstream for this command");
+        return;
+    }
+    s->stats.commands_forwarded++;
+    r->forwarded = 1;
+    c->ninflight++;
+    c->up = u;
+    if (c->parser.type == 'i') {
+        px_buf tmp = {0};
+        encode_multibulk(&tmp, argc, c->argv, c->argvlen);
+        px_upstream_send(u, r, tmp.data, tmp.len);
+        px_buf_free(&tmp);
+    } else {
+        px_upstream_send(u, r, raw, rawlen);
+    }
+}
+
+static void dispatch(px_client *c, const char *raw, size_t rawlen)
+{
+    px_server *s = c->srv;
+    int argc = c->parser.argc;
+    if (argc > c->argv_cap) {
+        c->argv_cap = argc < 16 ? 16 : argc;
+        c->argv = realloc(c->argv, sizeof(*c->argv) * (size_t)c->argv_cap);
+        c->argvlen = realloc(c->argvlen, sizeof(*c->argvlen) * (size_t)c->argv_cap);
+        if (!c->argv || !c->argvlen) abort();
+    }
+    for (int i = 0; i < argc; i++) c->argv[i] = px_req_arg(&c->parser, raw, i, &c->argvlen[i]);
+
+    s->stats.commands_processed++;
+    const px_command *cmd = px_command_lookup(c->argv[0], c->argvlen[0], argc > 1 ? c->argv[1] : NULL,
+                                              argc > 1 ? c->argvlen[1] : 0);
+    s->stats.cmd_calls[cmd ? px_command_index(cmd) : px_command_count()]++;
+    px_req *r = req_new(c);
+    r->cmd = cmd;
+    px_handler h = cmd ? cmd->handler : PX_H_FWD;
+    if (h == PX_H_FWD && cmd && (cmd->flags & PX_F_BL) && has_block_option(argc, c->argv, c->argvlen))
+        h = PX_H_BLOCK;
+    switch (h) {
+    case PX_H_FWD:
+        forward(c, r, raw, rawlen, argc);
+        return;
+    case PX_H_PIN:
+    case PX_H_BLOCK:
+        s->stats.commands_refused++;
+        px_client_reply_error(r, "ERR hotproxy: '%.*s' needs an upstream connection of its own, "
+                                 "which this version does not support yet", (int)c->argvlen[0] > 64 ? 64 : (int)c->argvlen[0], c->argv[0]);
+        return;
+    case PX_H_DENY:
+        s->stats.commands_refused++;
+        px_client_reply_error(r, "ERR hotproxy: '%s' is disabled on this proxy", cmd->name);
+        return;
+    default:
+        if (px_local_handle(c, r, argc, c->argv, c->argvlen)) {
+            s->stats.commands_local++;
+            return;
+        }
+        forward(c, r, raw, rawlen, argc);
+        return;
+    }
+}
+
+static void process_input(px_client *c)
+{
+    px_server *s = c->srv;
+    while (!(c->flags & (PX_CLIENT_CLOSING | PX_CLIENT_CLOSE_AFTER_REPLY | PX_CLIENT_PAUSED)) &&
+           px_buf_used(&c->in)) {
+        const char *start = px_buf_start(&c->in);
+        size_t used = px_buf_used(&c->in);
+        int rc = px_req_parse(&c->parser, start, used);
+        if (rc == PX_AGAIN) {
+            if ((long long)used > s->cfg->client_query_buffer_limit) {
+                s->stats.query_buffer_limit_disconnects++;
+                px_log_notice(&s->log, "Client id=%llu addr=%s closed: query buffer %zu bytes over client-query-buffer-limit",
+                              (unsigned long long)c->id, c->addr, used);
+                px_client_close(c, NULL);
+            }
+            return;
+        }
+        if (rc == PX_ERR) {
+            s->stats.protocol_errors++;
+            px_log_verbose(&s->log, "Client id=%llu addr=%s: %s", (unsigned long long)c->id, c->addr, c->parser.errstr);
+            px_req *r = req_new(c);
+            px_client_reply_error(r, "ERR %s", c->parser.errstr);
+            c->flags |= PX_CLIENT_CLOSE_AFTER_REPLY;
+            ev_io_stop(s->loop, &c->rw);
+            px_buf_clear(&c->in, 0);
+            want_write(c);
+            return;
+        }
+        if (c->parser.argc > 0) dispatch(c, start, c->parser.pos);
+        px_buf_consume(&c->in, c->parser.pos);
+        px_req_parser_reset(&c->parser);
+        if (c->ninflight >= s->cfg->upstream_max_inflight) {
+            c->flags |= PX_CLIENT_PAUSED;
+            ev_io_stop(s->loop, &c->rw);
+        }
+    }
+    if (c->flags & PX_CLIENT_CLOSE_AFTER_REPLY) ev_io_stop(s->loop, &c->rw);
+}

@@ -1,0 +1,63 @@
+/*
+ * px_command: lookup in the command table (px_commands.def).
+ *
+ * The table is sorted by name and immutable; lookup lowercases the name into a
+ * stack buffer and binary-searches it, so it needs no init and no globals.
+ */
+#ifndef PX_COMMAND_H
+#define PX_COMMAND_H
+
+#include <stddef.h>
+
+enum {
+    PX_F_W = 1 << 0,       /* may modify keys */
+    PX_F_R = 1 << 1,       /* reads only */
+    PX_F_A = 1 << 2,       /* admin */
+    PX_F_PS = 1 << 3,      /* pub/sub */
+    PX_F_BL = 1 << 4,      /* may block */
+    PX_F_MK = 1 << 5,      /* keys found by parsing arguments */
+    PX_F_FAST = 1 << 6,
+    PX_F_NOMULTI = 1 << 7,
+    PX_F_CONT = 1 << 8,    /* a container: the first argument names a subcommand */
+};
+
+typedef enum {
+    PX_H_FWD,   /* forward on the shared path */
+    PX_H_PING,
+    PX_H_ECHO,
+    PX_H_QUIT,
+    PX_H_INFO,
+    PX_H_RESET,
+    PX_H_PIN,   /* needs the client's own upstream connection */
+    PX_H_BLOCK, /* may wait: needs a connection of its own */
+    PX_H_DENY,  /* refused */
+} px_handler;
+
+typedef struct px_command {
+    const char *name;   /* lowercase; "container|sub" for subcommands */
+    int arity;          /* Redis' convention: -N means at least N */
+    unsigned flags;
+    int first_key, last_key, key_step;
+    px_handler handler;
+} px_command;
+
+/* Number of entries, and entry i (for INFO's per-command section). */
+int px_command_count(void);
+const px_command *px_command_at(int i);
+/* Position of c in the table, for per-command counters. */
+int px_command_index(const px_command *c);
+
+/*
+ * The command named by argv[0] (and argv[1] for containers), or NULL if
+ * unknown.  sub may be NULL.  A container whose subcommand is unknown returns
+ * the container itself.
+ */
+const px_command *px_command_lookup(const char *name, size_t len, const char *sub, size_t sublen);
+
+/* 1 if argc satisfies the command's arity. */
+static inline int px_command_arity_ok(const px_command *c, int argc)
+{
+    return c->arity >= 0 ? argc == c->arity : argc >= -c->arity;
+}
+
+#endif

@@ -1,0 +1,407 @@
+/*
+ * px_config: the directive table and its parsers.  See px_config.h.
+ */
+#include "proxy/px_config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+typedef enum { CT_INT, CT_MEMORY, CT_BOOL, CT_STRING, CT_ENUM, CT_HOSTPORT } cfg_type;
+
+typedef struct cfg_entry {
+    const char *name;
+    cfg_type type;
+    long long min, max;
+    const char *def;       /* default, as a config file would spell it */
+    size_t offset;
+    const char *const *enums;
+} cfg_entry;
+
+static const char *const loglevels[] = {"debug", "verbose", "notice", "warning", NULL};
+
+#define OFF(f) offsetof(px_config, f)
+#define GB (1024LL * 1024 * 1024)
+static const cfg_entry table[] = {
+    {"bind", CT_STRING, 0, 0, "127.0.0.1", OFF(bind), NULL},
+    {"port", CT_INT, 1, 65535, "6380", OFF(port), NULL},
+    {"tcp-backlog", CT_INT, 1, 65535, "511", OFF(tcp_backlog), NULL},
+    {"maxclients", CT_INT, 1, 1000000, "10000", OFF(maxclients), NULL},
+    {"timeout", CT_INT, 0, 100000000, "0", OFF(timeout), NULL},
+    {"tcp-keepalive", CT_INT, 0, 100000000, "300", OFF(tcp_keepalive), NULL},
+    {"upstream", CT_HOSTPORT, 0, 0, "127.0.0.1:6379", OFF(upstream), NULL},
+    {"upstream-connections", CT_INT, 1, 1024, "4", OFF(upstream_connections), NULL},
+    {"upstream-timeout", CT_INT, 0, 86400000, "5000", OFF(upstream_timeout), NULL},
+    {"connect-timeout", CT_INT, 1, 600000, "1000", OFF(connect_timeout), NULL},
+    {"upstream-max-inflight", CT_INT, 1, 1000000, "1024", OFF(upstream_max_inflight), NULL},
+    {"proto-max-bulk-len", CT_MEMORY, 1024 * 1024, LLONG_MAX, "512mb", OFF(proto_max_bulk_len), NULL},
+    {"client-query-buffer-limit", CT_MEMORY, 1024 * 1024, LLONG_MAX, "1gb", OFF(client_query_buffer_limit), NULL},
+    {"client-output-buffer-limit", CT_MEMORY, 0, LLONG_MAX, "1gb", OFF(client_output_buffer_limit), NULL},
+    {"loglevel", CT_ENUM, 0, 0, "notice", OFF(loglevel), loglevels},
+    {"logfile", CT_STRING, 0, 0, "", OFF(logfile), NULL},
+    {"pidfile", CT_STRING, 0, 0, "", OFF(pidfile), NULL},
+    {"daemonize", CT_BOOL, 0, 1, "no", OFF(daemonize), NULL},
+    {"shutdown-timeout", CT_INT, 0, 3600, "5", OFF(shutdown_timeout), NULL},
+};
+#define NTABLE (sizeof(table) / sizeof(table[0]))
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    if (!err || !errlen) return;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+int px_config_memtoll(const char *s, long long *out)
+{
+    char *end;
+    long long mul = 1;
+    errno = 0;
+    if (!*s || isspace((unsigned char)*s) || *s == '-' || *s == '+') return -1;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s) return -1;
+    if (!strcasecmp(end, "") || !strcasecmp(end, "b")) mul = 1;
+    else if (!strcasecmp(end, "k")) mul = 1000;
+    else if (!strcasecmp(end, "kb")) mul = 1024;
+    else if (!strcasecmp(end, "m")) mul = 1000 * 1000;
+    else if (!strcasecmp(end, "mb")) mul = 1024 * 1024;
+    else if (!strcasecmp(end, "g")) mul = 1000LL * 1000 * 1000;
+    else if (!strcasecmp(end, "gb")) mul = GB;
+    else return -1;
+    if (v > LLONG_MAX / mul) return -1;
+    *out = v * mul;
+    return 0;
+}
+
+static int parse_int(const char *s, long long *out)
+{
+    char *end;
+    errno = 0;
+    if (!*s || isspace((unsigned char)*s)) return -1;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end) return -1;
+    *out = v;
+    return 0;
+}
+
+static const cfg_entry *lookup(const char *name)
+{
+    for (size_t i = 0; i < NTABLE; i++)
+        if (!strcasecmp(table[i].name, name)) return &table[i];
+    return NULL;
+}
+
+static int split_hostport(const char *v, char **host, long long *port)
+{
+    const char *colon = strrchr(v, ':');
+    long long p;
+    if (!colon || colon == v || parse_int(colon + 1, &p) || p < 1 || p > 65535) return -1;
+    size_t hl = (size_t)(colon - v);
+    if (v[0] == '[' && hl > 2 && v[hl - 1] == ']') { v++; hl -= 2; } /* [::1]:6379 */
+    free(*host);
+    *host = strndup(v, hl);
+    *port = p;
+    return 0;
+}
+
+static int apply(px_config *c, const cfg_entry *e, const char *v, char *err, size_t errlen)
+{
+    char *base = (char *)c;
+    long long n;
+    switch (e->type) {
+    case CT_INT:
+    case CT_MEMORY:
+        if ((e->type == CT_INT ? parse_int(v, &n) : px_config_memtoll(v, &n)) != 0) {
+            seterr(err, errlen, "%s must be %s", e->name,
+                   e->type == CT_INT ? "an integer" : "a size such as 1024, 100kb, 512mb or 1gb");
+            return -1;
+        }
+        if (n < e->min || n > e->max) {
+            seterr(err, errlen, "%s must be between %lld and %lld inclusive", e->name, e->min, e->max);
+            return -1;
+        }
+        *(long long *)(base + e->offset) = n;
+        return 0;
+    case CT_BOOL:
+        if (!strcasecmp(v, "yes")) n = 1;
+        else if (!strcasecmp(v, "no")) n = 0;
+        else {
+            seterr(err, errlen, "%s must be 'yes' or 'no'", e->name);
+            return -1;
+        }
+        *(long long *)(base + e->offset) = n;
+        return 0;
+    case CT_ENUM:
+        for (int i = 0; e->enums[i]; i++)
+            if (!strcasecmp(v, e->enums[i])) {
+                *(long long *)(base + e->offset) = i;
+                return 0;
+            }
+        seterr(err, errlen, "%s must be one of: debug, verbose, notice, warning", e->name);
+        return -1;
+    case CT_HOSTPORT:
+        if (split_hostport(v, &c->upstream_host, &c->upstream_port) != 0) {
+            seterr(err, errlen, "%s must be host:port with a port from 1 to 65535", e->name);
+            return -1;
+        }
+        /* keep the text too */
+        __attribute__((fallthrough));
+    case CT_STRING: {
+        char **slot = (char **)(base + e->offset);
+        free(*slot);
+        *slot = strdup(v);
+        return 0;
+    }
+    }
+    return -1;
+}
+
+void px_config_init(px_config *c)
+{
+    memset(c, 0, sizeof(*c));
+    for (size_t i = 0; i < NTABLE; i++) {
+        int rc = apply(c, &table[i], table[i].def, NULL, 0);
+        (void)rc;
+        if (rc != 0) abort(); /* a bad default is a programming error */
+    }
+}
+
+void px_config_free(px_config *c)
+{
+    for (size_t i = 0; i < NTABLE; i++)
+        if (table[i].type == CT_STRING || table[i].type == CT_HOSTPORT) {
+            free(*(char **)((char *)c + table[i].offset));
+        }
+    free(c->upstream_host);
+    free(c->config_file);
+    memset(c, 0, sizeof(*c));
+}
+
+int px_config_set(px_config *c, const char *name, int argc, char **argv, char *err, size_t errlen)
+{
+    const cfg_entry *e = lookup(name);
+    if (!e) {
+        seterr(err, errlen, "unknown directive '%s'", name);
+        return -1;
+    }
+    if (argc != 1) {
+        /* logfile "" and bind with several addresses are the usual cases of a
+         * wrong count; say what is expected. */
+        seterr(err, errlen, "%s takes exactly one value, got %d", e->name, argc);
+        return -1;
+    }
+    return apply(c, e, argv[0], err, errlen);
+}
+
+/*
+ * Split a config line into words the way redis.conf is read: spaces separate,
+ * "double" and 'single' quotes group, and \n \t \\ \" \xHH escapes work inside
+ * double quotes.  Returns the word count or -1 on unbalanced quotes.
+ */
+#define MAXWORDS 64
+static int split_words(char *line, char **words)
+{
+    int n = 0;
+    char *p = line;
+    while (1) {
+        while (*p && isspace((unsigned char)*p)) p++;
+        if (!*p) return n;
+        if (n == MAXWORDS) return -1;
+        char *out = p, *w = p;
+        int inq = 0; /* 0, '"' or '\'' */
+        while (*p) {
+            if (inq == '"' && *p == '\\' && p[1]) {
+                p++;
+                switch (*p) {
+                case 'n': *out++ = '\n'; break;
+                case 'r': *out++ = '\r'; break;
+                case 't': *out++ = '\t'; break;
+                case 'x':
+                    if (isxdigit((unsigned char)p[1]) && isxdigit((unsigned char)p[2])) {
+                        char hex[3] = {p[1], p[2], 0};
+                        *out++ = (char)strtol(hex, NULL, 16);
+                        p += 2;
+                        break;
+                    }
+                    /* fall through */
+                default: *out++ = *p; break;
+                }
+                p++;
+            } else if (inq && *p == inq) {
+                inq = 0;
+                p++;
+                if (*p && !isspace((unsigned char)*p)) return -1; /* "a"b */
+                break;
+            } else if (!inq && (*p == '"' || *p == '\'') && out == w) {
+                inq = *p++;
+            } else if (!inq && isspace((unsigned char)*p)) {
+                break;
+            } else {
+                *out++ = *p++;
+            }
+        }
+        if (inq) return -1;
+        if (*p) p++;
+        *out = '\0';
+        words[n++] = w;
+    }
+}
+
+int px_config_load_string(px_config *c, const char *text, const char *source, char *err, size_t errlen)
+{
+    char *copy = strdup(text), *save = NULL;
+    int lineno = 0, rc = 0;
+    char *line = copy;
+    while (line && rc == 0) {
+        char *nl = strchr(line, '\n');
+        if (nl) *nl = '\0';
+        lineno++;
+        char *orig = strdup(line);
+        size_t ol = strlen(orig);
+        if (ol && orig[ol - 1] == '\r') orig[--ol] = '\0';
+        char *words[MAXWORDS];
+        char *p = line;
+        while (*p && isspace((unsigned char)*p)) p++;
+        if (*p && *p != '#') {
+            char reason[256];
+            int n = split_words(p, words);
+            if (n < 0) {
+                snprintf(reason, sizeof(reason), "unbalanced quotes");
+                rc = -1;
+            } else if (n > 0 && px_config_set(c, words[0], n - 1, words + 1, reason, sizeof(reason)) != 0) {
+                rc = -1;
+            }
+            if (rc) seterr(err, errlen, "%s:%d: '%s': %s", source, lineno, orig, reason);
+        }
+        free(orig);
+        line = nl ? nl + 1 : NULL;
+    }
+    (void)save;
+    free(copy);
+    return rc;
+}
+
+int px_config_load_file(px_config *c, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        seterr(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+    size_t cap = 4096, len = 0;
+    char *text = malloc(cap);
+    size_t n;
+    while ((n = fread(text + len, 1, cap - len - 1, f)) > 0) {
+        len += n;
+        if (cap - len < 2) text = realloc(text, cap *= 2);
+    }
+    int ioerr = ferror(f);
+    fclose(f);
+    text[len] = '\0';
+    if (ioerr) {
+        free(text);
+        seterr(err, errlen, "%s: read error", path);
+        return -1;
+    }
+    if (memchr(text, '\0', len)) {
+        free(text);
+        seterr(err, errlen, "%s: not a text file", path);
+        return -1;
+    }
+    int rc = px_config_load_string(c, text, path, err, errlen);
+    free(text);
+    if (rc == 0) {
+        char *abs = realpath(path, NULL);
+        free(c->config_file);
+        c->config_file = abs ? abs : strdup(path);
+    }
+    return rc;
+}
+
+static const char usage[] =
+    "Usage: hotproxy [/path/to/hotproxy.conf] [--directive value ...]\n"
+    "       hotproxy --help | -h\n"
+    "       hotproxy --version | -v\n"
+    "\n"
+    "A Redis-protocol proxy with an in-process cache for hot keys.\n"
+    "Every directive of the config file can be given on the command line,\n"
+    "where it wins over the file:\n"
+    "       hotproxy --port 6380 --upstream 127.0.0.1:6379\n"
+    "       hotproxy conf/hotproxy.conf --loglevel verbose\n"
+    "With no configuration it listens on 127.0.0.1:6380 and forwards to 127.0.0.1:6379.\n";
+
+int px_config_from_args(px_config *c, int argc, char **argv, char *out, size_t outlen, char *err, size_t errlen)
+{
+    int i = 1;
+    if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        snprintf(out, outlen, "%s", usage);
+        return 1;
+    }
+    if (argc >= 2 && (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-v"))) {
+        snprintf(out, outlen, "hotproxy v=%s\n", HOTPROXY_VERSION);
+        return 1;
+    }
+    if (argc >= 2 && strncmp(argv[1], "--", 2) != 0) {
+        if (px_config_load_file(c, argv[1], err, errlen) != 0) return -1;
+        i = 2;
+    }
+    /* Collect "--name v1 v2" groups into config lines, as redis-server does. */
+    size_t cap = 256, len = 0;
+    char *text = calloc(1, cap);
+    for (; i < argc; i++) {
+        const char *a = argv[i];
+        int directive = strncmp(a, "--", 2) == 0 && a[2];
+        if (!directive && len == 0) {
+            free(text);
+            seterr(err, errlen, "(command line): '%s': expected --directive before a value", a);
+            return -1;
+        }
+        size_t need = strlen(a) * 4 + 8;
+        if (len + need >= cap) {
+            while (len + need >= cap) cap *= 2;
+            text = realloc(text, cap);
+        }
+        if (directive) {
+            if (len) text[len++] = '\n';
+            len += (size_t)sprintf(text + len, "%s", a + 2);
+        } else {
+            /* quote the value so spaces and quotes in it survive */
+            text[len++] = ' ';
+            text[len++] = '"';
+            for (const char *p = a; *p; p++) {
+                if (*p == '"' || *p == '\\') text[len++] = '\\';
+                text[len++] = *p;
+            }
+            text[len++] = '"';
+        }
+        text[len] = '\0';
+    }
+    int rc = px_config_load_string(c, text, "(command line)", err, errlen);
+    free(text);
+    return rc;
+}
+
+int px_config_get(const px_config *c, int index, const char **name, char *value, size_t valuelen)
+{
+    if (index < 0 || (size_t)index >= NTABLE) return 0;
+    const cfg_entry *e = &table[index];
+    const char *base = (const char *)c;
+    *name = e->name;
+    switch (e->type) {
+    case CT_INT:
+    case CT_MEMORY: snprintf(value, valuelen, "%lld", *(const long long *)(base + e->offset)); break;
+    case CT_BOOL: snprintf(value, valuelen, "%s", *(const long long *)(base + e->offset) ? "yes" : "no"); break;
+    case CT_ENUM: snprintf(value, valuelen, "%s", e->enums[*(const long long *)(base + e->offset)]); break;
+    case CT_STRING:
+    case CT_HOSTPORT: snprintf(value, valuelen, "%s", *(char *const *)(base + e->offset)); break;
+    }
+    return 1;
+}

@@ -1,0 +1,71 @@
+/*
+ * px_config: hotproxy's configuration, the redis-server way.
+ *
+ * Every directive is declared once, in px_config.c's table {name, type, min,
+ * max, default, offset}; the file parser, the command line (--name value),
+ * the documentation check in tests and CONFIG-style introspection all read
+ * that table.  Parsing takes a string, so tests need no files.
+ */
+#ifndef PX_CONFIG_H
+#define PX_CONFIG_H
+
+#include <stddef.h>
+
+typedef struct px_config {
+    /* network */
+    char *bind;
+    long long port;
+    long long tcp_backlog;
+    long long maxclients;
+    long long timeout;              /* seconds a client may idle, 0 = never */
+    long long tcp_keepalive;        /* seconds, 0 = off */
+    /* upstream */
+    char *upstream;                 /* "host:port" as given */
+    char *upstream_host;            /* derived from upstream */
+    long long upstream_port;        /* derived from upstream */
+    long long upstream_connections; /* shared pool size */
+    long long upstream_timeout;     /* ms a command may wait for its reply, 0 = forever */
+    long long connect_timeout;      /* ms */
+    long long upstream_max_inflight;/* commands a client may have in flight before we stop reading it */
+    /* limits */
+    long long proto_max_bulk_len;
+    long long client_query_buffer_limit;
+    long long client_output_buffer_limit; /* bytes, 0 = unlimited */
+    /* process */
+    long long loglevel;             /* PX_LL_* */
+    char *logfile;                  /* "" = standard output */
+    char *pidfile;                  /* "" = none */
+    long long daemonize;
+    long long shutdown_timeout;     /* seconds to flush in-flight commands on SIGTERM */
+    char *config_file;              /* absolute path of the file read, or NULL */
+} px_config;
+
+enum { PX_LL_DEBUG, PX_LL_VERBOSE, PX_LL_NOTICE, PX_LL_WARNING };
+
+/* Set every directive to its default. */
+void px_config_init(px_config *c);
+void px_config_free(px_config *c);
+
+/*
+ * Apply the directives in text, one per line, "#" comments allowed.  source
+ * names the text in errors (a file name, or "(command line)").  Returns 0, or
+ * -1 with err holding "source:line: 'line': reason".
+ */
+int px_config_load_string(px_config *c, const char *text, const char *source, char *err, size_t errlen);
+int px_config_load_file(px_config *c, const char *path, char *err, size_t errlen);
+/* One directive; argv-style values already split. */
+int px_config_set(px_config *c, const char *name, int argc, char **argv, char *err, size_t errlen);
+
+/*
+ * The command line: hotproxy [file.conf] [--directive value ...].  Directives
+ * on the command line win over the file.  Returns 0, 1 when --help or
+ * --version was handled (text written to out), or -1 with err set.
+ */
+int px_config_from_args(px_config *c, int argc, char **argv, char *out, size_t outlen, char *err, size_t errlen);
+
+/* Iterate directives: name and current value as text; returns 0 past the end. */
+int px_config_get(const px_config *c, int index, const char **name, char *value, size_t valuelen);
+/* Parse "1gb", "512mb", "100k", "42": returns 0 and *out, or -1. */
+int px_config_memtoll(const char *s, long long *out);
+
+#endif

@@ -1,0 +1,22 @@
+/*
+ * px_local: the commands hotproxy answers or rewrites itself (PING, ECHO,
+ * QUIT, RESET, INFO), as the command table's handler column says.
+ */
+#ifndef PX_LOCAL_H
+#define PX_LOCAL_H
+
+#include <stddef.h>
+
+struct px_client;
+struct px_req;
+
+/*
+ * Handle request r (its command's handler is not "fwd").  Returns 1 when r
+ * was answered, 0 when it must still be forwarded (r->hook may be set).
+ */
+int px_local_handle(struct px_client *c, struct px_req *r, int argc, const char *const *argv, const size_t *argvlen);
+
+/* INFO when the upstream cannot be asked: hotproxy's sections alone. */
+void px_local_info_alone(struct px_client *c, struct px_req *r);
+
+#endif

@@ -1,0 +1,293 @@
+/*
+ * px_server: the listener, the loop's housekeeping and the process's signals.
+ * See px_server.h.
+ */
+#include "proxy/px_server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "proxy/px_client.h"
+#include "proxy/px_router.h"
+#include "proxy/px_upstream.h"
+
+#define CRON_INTERVAL 0.1
+
+double px_now(px_server *s) { return ev_now(s->loop); }
+
+void px_server_want_write_client(px_server *s, px_client *c)
+{
+    if (c->flags & (PX_CLIENT_IN_WRITE_LIST | PX_CLIENT_CLOSING | PX_CLIENT_WRITE_ARMED)) return;
+    c->flags |= PX_CLIENT_IN_WRITE_LIST;
+    c->wnext = s->write_clients;
+    s->write_clients = c;
+}
+
+void px_server_want_write_upstream(px_server *s, px_upstream *u)
+{
+    if (u->in_write_list || u->write_armed) return;
+    u->in_write_list = 1;
+    u->wnext = s->write_ups;
+    s->write_ups = u;
+}
+
+static int all_clients_idle(px_server *s)
+{
+    for (px_client *c = s->clients; c; c = c->next)
+        if (!(c->flags & PX_CLIENT_CLOSING) && !px_client_idle(c)) return 0;
+    return 1;
+}
+
+/* Before the loop sleeps: write what this iteration produced, free what
+ * was closed, and finish a graceful shutdown once nothing is in flight. */
+static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    px_server *s = w->data;
+    (void)revents;
+    /* Upstreams first: their writes are what later replies wait for. */
+    while (s->write_ups) {
+        px_upstream *u = s->write_ups;
+        s->write_ups = u->wnext;
+        u->in_write_list = 0;
+        px_upstream_flush(u);
+    }
+    while (s->write_clients) {
+        px_client *c = s->write_clients;
+        s->write_clients = c->wnext;
+        c->flags &= ~PX_CLIENT_IN_WRITE_LIST;
+        px_client_flush(c);
+    }
+    while (s->closing) {
+        px_client *c = s->closing;
+        s->closing = c->cnext;
+        /* it may still sit in the write list */
+        if (c->flags & PX_CLIENT_IN_WRITE_LIST) {
+            px_client **pp = &s->write_clients;
+            while (*pp && *pp != c) pp = &(*pp)->wnext;
+            if (*pp) *pp = c->wnext;
+        }
+        px_client_free(c);
+    }
+    if (s->shutting_down && (all_clients_idle(s) || px_now(s) >= s->shutdown_deadline)) ev_break(loop, EVBREAK_ALL);
+}
+
+static void cron_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    px_server *s = w->data;
+    double now = ev_now(loop);
+    (void)revents;
+    s->router->cron(s->router, now);
+    if (s->cfg->timeout > 0) {
+        for (px_client *c = s->clients; c; c = c->next) {
+            if (c->flags & PX_CLIENT_CLOSING || c->ninflight > 0) continue;
+            if (now - c->last_active > (double)s->cfg->timeout) {
+                s->stats.idle_timeouts++;
+                px_client_close(c, "idle timeout");
+            }
+        }
+    }
+}
+
+static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    px_server *s = w->data;
+    (void)loop;
+    (void)revents;
+    for (int i = 0; i < 64; i++) {
+        struct sockaddr_storage sa;
+        socklen_t salen = sizeof(sa);
+        int fd = accept4(s->listen_fd, (struct sockaddr *)&sa, &salen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR) continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                px_log_warning(&s->log, "Accepting client connection: %s", strerror(errno));
+            return;
+        }
+        char host[INET6_ADDRSTRLEN] = "?", addr[64];
+        int port = 0;
+        if (sa.ss_family == AF_INET) {
+            struct sockaddr_in *in = (struct sockaddr_in *)&sa;
+            inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+            port = ntohs(in->sin_port);
+        } else if (sa.ss_family == AF_INET6) {
+            struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&sa;
+            inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+            port = ntohs(in6->sin6_port);
+        }
+        snprintf(addr, sizeof(addr), "%s:%d", host, port);
+        if (s->nclients >= s->cfg->maxclients) {
+            static const char msg[] = "-ERR max number of clients reached\r\n";
+            ssize_t n = write(fd, msg, sizeof(msg) - 1);
+            (void)n;
+            close(fd);
+            s->stats.rejected_connections++;
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (s->cfg->tcp_keepalive > 0) {
+            int idle = (int)s->cfg->tcp_keepalive;
+            setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+            setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+        }
+        s->stats.connections_received++;
+        px_client_create(s, fd, addr);
+    }
+}
+
+static int listen_on(px_server *s, char *err, size_t errlen)
+{
+    struct addrinfo hints, *res = NULL, *ai;
+    char port[16];
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    snprintf(port, sizeof(port), "%lld", s->cfg->port);
+    int rc = getaddrinfo(s->cfg->bind, port, &hints, &res);
+    if (rc != 0) {
+        snprintf(err, errlen, "bind %s: %s", s->cfg->bind, gai_strerror(rc));
+        return -1;
+    }
+    int fd = -1;
+    for (ai = res; ai; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) continue;
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, (int)s->cfg->tcp_backlog) == 0) break;
+        snprintf(err, errlen, "Could not create server TCP listening socket %s:%lld: %s", s->cfg->bind, s->cfg->port,
+                 strerror(errno));
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd < 0) return -1;
+    s->listen_fd = fd;
+    return 0;
+}
+
+static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    px_server *s = w->data;
+    (void)loop;
+    (void)revents;
+    if (w->signum == SIGHUP) {
+        if (px_log_reopen(&s->log) != 0)
+            px_log_warning(&s->log, "SIGHUP: cannot reopen the log file: %s", strerror(errno));
+        else
+            px_log_notice(&s->log, "SIGHUP: log file reopened");
+        return;
+    }
+    if (s->shutting_down) {
+        px_log_warning(&s->log, "Received %s again: exiting now", w->signum == SIGINT ? "SIGINT" : "SIGTERM");
+        ev_break(s->loop, EVBREAK_ALL);
+        return;
+    }
+    px_log_notice(&s->log, "Received %s scheduling shutdown...", w->signum == SIGINT ? "SIGINT" : "SIGTERM");
+    px_server_shutdown(s);
+}
+
+void px_server_shutdown(px_server *s)
+{
+    if (s->shutting_down) return;
+    s->shutting_down = 1;
+    s->shutdown_deadline = px_now(s) + (double)s->cfg->shutdown_timeout;
+    ev_io_stop(s->loop, &s->accept_w);
+    if (s->listen_fd >= 0) {
+        close(s->listen_fd);
+        s->listen_fd = -1;
+    }
+    /* Stop reading: what was read is still answered, nothing new starts. */
+    for (px_client *c = s->clients; c; c = c->next) px_client_stop_reading(c);
+}
+
+px_server *px_server_create(px_config *cfg, char *err, size_t errlen)
+{
+    px_server *s = calloc(1, sizeof(*s));
+    if (!s) abort();
+    s->cfg = cfg;
+    s->listen_fd = -1;
+    s->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
+    if (!s->loop) {
+        snprintf(err, errlen, "cannot create the event loop");
+        free(s);
+        return NULL;
+    }
+    if (px_log_open(&s->log, (int)cfg->loglevel, cfg->logfile) != 0) {
+        snprintf(err, errlen, "cannot open logfile %s: %s", cfg->logfile, strerror(errno));
+        ev_loop_destroy(s->loop);
+        free(s);
+        return NULL;
+    }
+    px_stats_init(&s->stats);
+    s->start_time = ev_now(s->loop);
+    if (listen_on(s, err, errlen) != 0) {
+        px_server_destroy(s);
+        return NULL;
+    }
+    s->router = px_router_create(s, err, errlen);
+    if (!s->router) {
+        px_server_destroy(s);
+        return NULL;
+    }
+    ev_io_init(&s->accept_w, accept_cb, s->listen_fd, EV_READ);
+    ev_prepare_init(&s->flush_w, flush_cb);
+    ev_timer_init(&s->cron_w, cron_cb, CRON_INTERVAL, CRON_INTERVAL);
+    ev_signal_init(&s->sigterm_w, signal_cb, SIGTERM);
+    ev_signal_init(&s->sigint_w, signal_cb, SIGINT);
+    ev_signal_init(&s->sighup_w, signal_cb, SIGHUP);
+    s->accept_w.data = s->flush_w.data = s->cron_w.data = s;
+    s->sigterm_w.data = s->sigint_w.data = s->sighup_w.data = s;
+    ev_io_start(s->loop, &s->accept_w);
+    ev_prepare_start(s->loop, &s->flush_w);
+    ev_timer_start(s->loop, &s->cron_w);
+    ev_signal_start(s->loop, &s->sigterm_w);
+    ev_signal_start(s->loop, &s->sigint_w);
+    ev_signal_start(s->loop, &s->sighup_w);
+    return s;
+}
+
+int px_server_run(px_server *s)
+{
+    px_log_notice(&s->log, "hotproxy %s ready to accept connections on %s:%lld, upstream %s", HOTPROXY_VERSION,
+                  s->cfg->bind, s->cfg->port, s->cfg->upstream);
+    ev_run(s->loop, 0);
+    /* Write what can still be written without waiting. */
+    for (px_client *c = s->clients; c; c = c->next) px_client_flush(c);
+    px_log_notice(&s->log, "hotproxy is now ready to exit, bye bye...");
+    return s->exit_code;
+}
+
+void px_server_destroy(px_server *s)
+{
+    if (!s) return;
+    while (s->clients) {
+        px_client *c = s->clients;
+        px_client_close(c, NULL);
+        s->closing = NULL;
+        px_client_free(c);
+    }
+    s->write_clients = NULL;
+    if (s->router) s->router->destroy(s->router);
+    while (s->req_free) {
+        px_req *r = s->req_free;
+        s->req_free = r->next;
+        free(r);
+    }
+    if (s->listen_fd >= 0) close(s->listen_fd);
+    px_stats_free(&s->stats);
+    px_log_close(&s->log);
+    ev_loop_destroy(s->loop);
+    free(s);
+}

@@ -1,0 +1,71 @@
+/*
+ * px_server: one proxy instance — its event loop, listener, clients,
+ * upstream router, counters and logger.  Everything that would be a global
+ * in redis-server lives here and is passed down, so a later version can run
+ * one px_server per thread.
+ *
+ * Writes are batched: modules append to a connection's output buffer and
+ * call px_server_want_write(); an ev_prepare watcher (redis' beforeSleep)
+ * flushes every such connection once per loop iteration, so a pipeline read
+ * in one go is answered with one write.  Connections are never freed inside
+ * their own callbacks: they are marked and reaped from that same watcher.
+ */
+#ifndef PX_SERVER_H
+#define PX_SERVER_H
+
+#include <ev.h>
+#include <stdint.h>
+
+#include "proxy/px_config.h"
+#include "proxy/px_log.h"
+#include "proxy/px_stats.h"
+
+struct px_client;
+struct px_upstream;
+struct px_router;
+struct px_req;
+
+typedef struct px_server {
+    struct ev_loop *loop;
+    px_config *cfg;      /* borrowed */
+    px_log log;
+    px_stats stats;
+    struct px_router *router;
+
+    int listen_fd;
+    ev_io accept_w;
+    ev_prepare flush_w;
+    ev_timer cron_w;
+    ev_signal sigterm_w, sigint_w, sighup_w;
+
+    struct px_client *clients;       /* every connected client */
+    long nclients;
+    uint64_t next_client_id;
+    struct px_client *write_clients; /* clients with output to flush */
+    struct px_upstream *write_ups;   /* upstreams with output to flush */
+    struct px_client *closing;       /* clients to free from the loop */
+
+    struct px_req *req_free;         /* recycled request objects */
+    long req_free_len;
+
+    double start_time;
+    int shutting_down;
+    double shutdown_deadline;
+    int exit_code;
+} px_server;
+
+/* Create from cfg (borrowed, must outlive the server); listens.  NULL + err on failure. */
+px_server *px_server_create(px_config *cfg, char *err, size_t errlen);
+/* Run until SIGTERM/SIGINT; returns the exit code. */
+int px_server_run(px_server *s);
+void px_server_destroy(px_server *s);
+/* Begin a graceful stop, as SIGTERM does. */
+void px_server_shutdown(px_server *s);
+
+/* Queue c (or u) for the flush before the loop sleeps. */
+void px_server_want_write_client(px_server *s, struct px_client *c);
+void px_server_want_write_upstream(px_server *s, struct px_upstream *u);
+
+double px_now(px_server *s); /* seconds, from the loop's clock */
+
+#endif
