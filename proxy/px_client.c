@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "proxy/px_command.h"
+#include "proxy/px_config.h"
 #include "proxy/px_local.h"
 #include "proxy/px_router.h"
 #include "proxy/px_server.h"
@@ -34,6 +35,9 @@ px_client *px_client_create(px_server *s, int fd, const char *addr)
     c->created = c->last_active = px_now(s);
     snprintf(c->addr, sizeof(c->addr), "%s", addr);
     px_req_parser_init(&c->parser, s->cfg->proto_max_bulk_len);
+    c->proto = 2;
+    c->authenticated = !px_config_auth_required(s->cfg);
+    c->user = strdup("default");
     ev_io_init(&c->rw, client_read_cb, fd, EV_READ);
     ev_io_init(&c->ww, client_write_cb, fd, EV_WRITE);
     c->rw.data = c->ww.data = c;
@@ -98,6 +102,11 @@ void px_client_close(px_client *c, const char *why)
     }
     c->qhead = c->qtail = NULL;
     c->nqueued = c->ninflight = 0;
+    if (c->pinned) {
+        struct px_upstream *u = c->pinned;
+        c->pinned = NULL;
+        px_pool_unpin(u->pool, u);
+    }
     c->cnext = s->closing;
     s->closing = c;
 }
@@ -112,9 +121,14 @@ void px_client_free(px_client *c)
     close(c->fd);
     px_buf_free(&c->in);
     px_buf_free(&c->out);
+    px_buf_free(&c->rewrite);
     px_req_parser_free(&c->parser);
     free(c->argv);
     free(c->argvlen);
+    free(c->user);
+    free(c->name);
+    free(c->lib_name);
+    free(c->lib_ver);
     free(c);
 }
 
@@ -169,6 +183,8 @@ void px_client_reply(px_req *r, const char *data, size_t len)
         r->forwarded = 0;
         if (c) c->ninflight--;
     }
+    if (c && r->blocking) c->nblocking--;
+    if (r->silent) len = 0; /* CLIENT REPLY OFF/SKIP: the slot stays, the bytes go */
     if (!c) {
         /* the client has gone: its reply is dropped, the slot is free */
         free(r->reply);
@@ -177,6 +193,7 @@ void px_client_reply(px_req *r, const char *data, size_t len)
         return;
     }
     s = c->srv;
+    int r_was_pinned = r->pinned;
     px_buf hooked = {0};
     if (r->hook && r->hook(r, data, len, &hooked)) {
         data = hooked.data;
@@ -198,10 +215,21 @@ void px_client_reply(px_req *r, const char *data, size_t len)
         r->done = 1;
     }
     px_buf_free(&hooked);
-    /* Resume a client paused for having too much in flight; the fed event
-     * makes the loop parse what it already buffered. */
-    if ((c->flags & PX_CLIENT_PAUSED) && !(c->flags & (PX_CLIENT_CLOSING | PX_CLIENT_CLOSE_AFTER_REPLY)) &&
-        !s->shutting_down && c->ninflight < s->cfg->upstream_max_inflight / 2 + 1) {
+    if (r_was_pinned) px_client_maybe_unpin(c);
+    /* Resume a client paused for having too much in flight, or holding a
+     * command until its in-flight replies are in; the fed event makes the
+     * loop parse what it already buffered. */
+    if (c->flags & PX_CLIENT_CLOSING) return;
+    if ((c->flags & PX_CLIENT_HOLD) && c->ninflight == 0) {
+        c->flags &= ~PX_CLIENT_HOLD;
+        if (!(c->flags & PX_CLIENT_PAUSED)) {
+            ev_io_start(s->loop, &c->rw);
+            if (px_buf_used(&c->in)) ev_feed_event(s->loop, &c->rw, EV_READ);
+        }
+    }
+    if ((c->flags & PX_CLIENT_PAUSED) && !(c->flags & (PX_CLIENT_CLOSE_AFTER_REPLY | PX_CLIENT_HOLD)) &&
+        !s->shutting_down &&
+        c->ninflight < s->cfg->upstream_max_inflight / 2 + 1) {
         c->flags &= ~PX_CLIENT_PAUSED;
         ev_io_start(s->loop, &c->rw);
         if (px_buf_used(&c->in)) ev_feed_event(s->loop, &c->rw, EV_READ);
@@ -274,7 +302,7 @@ static void client_read_cb(struct ev_loop *loop, ev_io *w, int revents)
     px_server *s = c->srv;
     (void)loop;
     (void)revents;
-    if (c->flags & (PX_CLIENT_CLOSING | PX_CLIENT_PAUSED)) return;
+    if (c->flags & (PX_CLIENT_CLOSING | PX_CLIENT_PAUSED | PX_CLIENT_HOLD)) return;
     /* Read what the command being parsed still needs, at least a chunk. */
     size_t want = READ_CHUNK;
     size_t used = px_buf_used(&c->in);
@@ -307,6 +335,7 @@ static void encode_multibulk(px_buf *b, int argc, const char *const *argv, const
     }
 }
 
+/* XREAD and XREADGROUP block only with a BLOCK option before STREAMS. */
 static int has_block_option(int argc, const char *const *argv, const size_t *argvlen)
 {
     for (int i = 1; i < argc; i++) {
@@ -316,36 +345,175 @@ static int has_block_option(int argc, const char *const *argv, const size_t *arg
     return 0;
 }
 
-static void forward(px_client *c, px_req *r, const char *raw, size_t rawlen, int argc)
+/*
+ * Send r's command on u.  noreply: what Redis sends back is not a reply to
+ * it (pub/sub confirmations are pushes in RESP3, and everything is a frame in
+ * RESP2 pub/sub mode), so r is complete now, with no bytes of its own.
+ */
+static void send_on(px_client *c, px_req *r, struct px_upstream *u, const char *raw, size_t rawlen, int noreply)
 {
     px_server *s = c->srv;
-    px_route_args a = {r->cmd, argc, c->argv, c->argvlen};
-    px_pool *pool = s->router->route(s->router, c, &a);
-    px_upstream *u = pool ? px_pool_pick(pool, c) : NULL;
-    if (!u) {
-        if (r->cmd && r->cmd->handler == PX_H_INFO) {
-            px_local_info_alone(c, r);
-            return;
-        }
-        s->stats.upstream_error_replies++;
-        px_client_reply_error(r, "ERR %s", pool ? px_pool_unavailable(pool) : "no upstream for this command");
-        return;
+    px_buf tmp = {0};
+    if (c->rewrite.len) {
+        raw = c->rewrite.data;
+        rawlen = c->rewrite.len;
+    } else if (c->parser.type == 'i') {
+        encode_multibulk(&tmp, c->parser.argc, c->argv, c->argvlen);
+        raw = tmp.data;
+        rawlen = tmp.len;
     }
     s->stats.commands_forwarded++;
-    r->forwarded = 1;
-    c->ninflight++;
-    c->up = u;
-    if (c->parser.type == 'i') {
-        px_buf tmp = {0};
-        encode_multibulk(&tmp, argc, c->argv, c->argvlen);
-        px_upstream_send(u, r, tmp.data, tmp.len);
-        px_buf_free(&tmp);
+    if (noreply) {
+        px_upstream_write(u, raw, rawlen);
+        px_client_reply(r, "", 0);
     } else {
+        r->forwarded = 1;
+        r->pinned = u == c->pinned;
+        c->ninflight++;
+        c->up = u;
         px_upstream_send(u, r, raw, rawlen);
+    }
+    px_buf_free(&tmp);
+}
+
+static void on_marker(struct px_upstream *u, const char *reply, size_t len)
+{
+    px_client *c = u->owner;
+    (void)reply;
+    (void)len;
+    if (!c) return;
+    c->markers--;
+    if (!(c->state & (PX_STATE_SUB | PX_STATE_SSUB | PX_STATE_MONITOR))) u->raw = 0;
+    px_client_maybe_unpin(c);
+}
+
+/* "unsubscribe"/"punsubscribe"/"sunsubscribe" frame reporting 0 left. */
+static int unsubscribed_all(const char *f, size_t n, unsigned *which)
+{
+    if (n < 4 + 19 + 4 || (f[0] != '*' && f[0] != '>') || memcmp(f + 1, "3\r\n", 3) || memcmp(f + n - 4, ":0\r\n", 4))
+        return 0;
+    if (!memcmp(f + 4, "$11\r\nunsubscribe\r\n", 18) || !memcmp(f + 4, "$12\r\npunsubscribe\r\n", 19)) {
+        *which = PX_STATE_SUB;
+        return 1;
+    }
+    if (!memcmp(f + 4, "$12\r\nsunsubscribe\r\n", 19)) {
+        *which = PX_STATE_SSUB;
+        return 1;
+    }
+    return 0;
+}
+
+void px_client_upstream_frame(px_client *c, struct px_upstream *u, const char *frame, size_t len)
+{
+    if (c->flags & PX_CLIENT_CLOSING) return;
+    if (!c->qhead) {
+        px_buf_append(&c->out, frame, len);
+    } else {
+        /* behind replies still awaited: keep its place in the queue */
+        px_req *r = req_new(c);
+        r->reply = malloc(len ? len : 1);
+        if (!r->reply) abort();
+        memcpy(r->reply, frame, len);
+        r->reply_len = len;
+        r->done = 1;
+    }
+    unsigned which;
+    if ((c->state & (PX_STATE_SUB | PX_STATE_SSUB)) && unsubscribed_all(frame, len, &which) && (c->state & which)) {
+        /* Frames for commands sent before this one may still be on their
+         * way: the marker says when they are all in. */
+        c->state &= ~which;
+        c->markers++;
+        px_upstream_marker(u, on_marker);
+    }
+    after_output(c);
+}
+
+void px_client_pinned_lost(px_client *c, struct px_upstream *u)
+{
+    (void)u;
+    c->pinned = NULL;
+    c->up = NULL;
+    c->state = 0;
+    c->nblocking = 0;
+    c->markers = 0;
+    if (c->flags & PX_CLIENT_CLOSING) return;
+    /* Its MULTI, subscriptions or blocked command are gone: close it as
+     * Redis going away would, once the errors already queued are written. */
+    c->flags |= PX_CLIENT_CLOSE_AFTER_REPLY;
+    ev_io_stop(c->srv->loop, &c->rw);
+    want_write(c);
+}
+
+void px_client_maybe_unpin(px_client *c)
+{
+    struct px_upstream *u = c->pinned;
+    if (!u || c->state || c->nblocking || c->markers || u->nsent || u->raw) return;
+    c->pinned = NULL;
+    c->up = NULL;
+    px_pool_unpin(u->pool, u);
+}
+
+/* Commands that do their work on an upstream connection of the client's own. */
+static int needs_pin(px_handler h)
+{
+    switch (h) {
+    case PX_H_MULTI: case PX_H_WATCH: case PX_H_SUBSCRIBE: case PX_H_MONITOR: case PX_H_TRACKING:
+    case PX_H_PIN: case PX_H_BLOCK:
+        return 1;
+    default:
+        return 0;
     }
 }
 
-static void dispatch(px_client *c, const char *raw, size_t rawlen)
+/* Local handlers that run upstream when the client is pinned, to keep
+ * Redis' behaviour for its state (PING in pub/sub mode, SELECT in MULTI). */
+static int upstream_when_pinned(px_handler h)
+{
+    return h == PX_H_PING || h == PX_H_ECHO || h == PX_H_SELECT || h == PX_H_UNSUBSCRIBE || h == PX_H_INFO;
+}
+
+/* What a command sent on the pinned connection does to the client's state. */
+static int apply_state(px_client *c, px_req *r, px_handler h, int argc)
+{
+    struct px_upstream *u = c->pinned;
+    int in_multi = c->state & PX_STATE_MULTI;
+    switch (h) {
+    case PX_H_MULTI: c->state |= PX_STATE_MULTI; break;
+    case PX_H_WATCH: if (!in_multi) c->state |= PX_STATE_WATCH; break;
+    case PX_H_EXEC: c->state &= ~(unsigned)(PX_STATE_MULTI | PX_STATE_WATCH); break;
+    case PX_H_UNWATCH: if (!in_multi) c->state &= ~(unsigned)PX_STATE_WATCH; break;
+    case PX_H_SUBSCRIBE:
+        if (in_multi) break;
+        c->state |= !strcmp(r->cmd->name, "ssubscribe") ? PX_STATE_SSUB : PX_STATE_SUB;
+        if (c->proto == 2) u->raw = 1;
+        return 1;
+    case PX_H_UNSUBSCRIBE:
+        if (in_multi) break;
+        return u->raw || c->proto == 3;
+    case PX_H_MONITOR:
+        c->state |= PX_STATE_MONITOR;
+        break;
+    case PX_H_TRACKING:
+        if (argc >= 3 && c->argvlen[2] == 2 && !strncasecmp(c->argv[2], "on", 2)) c->state |= PX_STATE_TRACKING;
+        else if (argc >= 3 && c->argvlen[2] == 3 && !strncasecmp(c->argv[2], "off", 3))
+            c->state &= ~(unsigned)PX_STATE_TRACKING;
+        break;
+    case PX_H_PIN: c->state |= PX_STATE_OTHER; break;
+    case PX_H_BLOCK:
+        r->blocking = 1;
+        c->nblocking++;
+        break;
+    default: break;
+    }
+    return u->raw;
+}
+
+/*
+ * Returns 0 when the command must wait (it would run on another connection
+ * than the client's in-flight commands: they must be answered first, so
+ * Redis sees the client's commands in order); it stays unread.
+ */
+static int dispatch(px_client *c, const char *raw, size_t rawlen)
 {
     px_server *s = c->srv;
     int argc = c->parser.argc;
@@ -357,43 +525,105 @@ static void dispatch(px_client *c, const char *raw, size_t rawlen)
     }
     for (int i = 0; i < argc; i++) c->argv[i] = px_req_arg(&c->parser, raw, i, &c->argvlen[i]);
 
-    s->stats.commands_processed++;
     const px_command *cmd = px_command_lookup(c->argv[0], c->argvlen[0], argc > 1 ? c->argv[1] : NULL,
                                               argc > 1 ? c->argvlen[1] : 0);
-    s->stats.cmd_calls[cmd ? px_command_index(cmd) : px_command_count()]++;
-    px_req *r = req_new(c);
-    r->cmd = cmd;
     px_handler h = cmd ? cmd->handler : PX_H_FWD;
     if (h == PX_H_FWD && cmd && (cmd->flags & PX_F_BL) && has_block_option(argc, c->argv, c->argvlen))
         h = PX_H_BLOCK;
-    switch (h) {
-    case PX_H_FWD:
-        forward(c, r, raw, rawlen, argc);
-        return;
-    case PX_H_PIN:
-    case PX_H_BLOCK:
+    int upstream = h == PX_H_FWD || h == PX_H_EXEC || h == PX_H_UNWATCH || needs_pin(h) ||
+                   (c->pinned && upstream_when_pinned(h));
+    int authorized = c->authenticated || h == PX_H_AUTH || h == PX_H_HELLO || h == PX_H_QUIT || h == PX_H_RESET;
+    const char *refused = NULL;
+    if (cmd && authorized) {
+        char top[64];
+        const char *bar = strchr(cmd->name, '|');
+        snprintf(top, sizeof(top), "%.*s", bar ? (int)(bar - cmd->name) : (int)strlen(cmd->name), cmd->name);
+        if (px_config_refused(s->cfg, cmd->name) || px_config_refused(s->cfg, top)) refused = cmd->name;
+    }
+    if (!authorized || refused || h == PX_H_DENY) upstream = 0;
+
+    /* Decide the connection before anything happens, so a command can wait. */
+    px_pool *pool = NULL;
+    struct px_upstream *u = NULL;
+    const char *err = NULL;
+    if (upstream) {
+        if (h == PX_H_RESET) upstream = 0;
+        if (needs_pin(h) && !c->pinned) {
+            if (c->ninflight > 0) return 0;
+            px_route_args a = {cmd, argc, c->argv, c->argvlen};
+            pool = s->router->route(s->router, c, &a);
+            if (pool) c->pinned = px_pool_pin(pool, c, &err);
+        }
+        if (c->pinned) {
+            u = c->pinned;
+        } else if (!err) {
+            px_route_args a = {cmd, argc, c->argv, c->argvlen};
+            pool = s->router->route(s->router, c, &a);
+            u = pool ? px_pool_pick(pool, c) : NULL;
+        }
+        if (u && c->ninflight > 0 && c->up != u) return 0;
+    } else if (h == PX_H_RESET && c->ninflight > 0) {
+        return 0; /* RESET drops the pinned connection: let it answer first */
+    }
+
+    s->stats.commands_processed++;
+    s->stats.cmd_calls[cmd ? px_command_index(cmd) : px_command_count()]++;
+    c->ncommands++;
+    px_req *r = req_new(c);
+    r->cmd = cmd;
+    if (c->reply_mode) {
+        r->silent = 1;
+        if (c->reply_mode == 2) c->reply_mode = 0;
+    }
+    c->rewrite.len = c->rewrite.rpos = 0;
+
+    if (!authorized) {
+        px_client_reply_error(r, "NOAUTH Authentication required.");
+        return 1;
+    }
+    if (refused || h == PX_H_DENY) {
         s->stats.commands_refused++;
-        px_client_reply_error(r, "ERR hotproxy: '%.*s' needs an upstream connection of its own, "
-                                 "which this version does not support yet", (int)c->argvlen[0] > 64 ? 64 : (int)c->argvlen[0], c->argv[0]);
-        return;
-    case PX_H_DENY:
-        s->stats.commands_refused++;
-        px_client_reply_error(r, "ERR hotproxy: '%s' is disabled on this proxy", cmd->name);
-        return;
-    default:
+        px_client_reply_error(r, "ERR hotproxy: '%s' is refused by this proxy%s", cmd->name,
+                              h == PX_H_DENY ? " (replication does not go through a proxy)" : "");
+        return 1;
+    }
+    if (!upstream || (!needs_pin(h) && h != PX_H_FWD && h != PX_H_EXEC && h != PX_H_UNWATCH)) {
+        /* local, or local first (INFO's hook, SELECT's database, CLIENT UNBLOCK's id) */
         if (px_local_handle(c, r, argc, c->argv, c->argvlen)) {
             s->stats.commands_local++;
-            return;
+            return 1;
         }
-        forward(c, r, raw, rawlen, argc);
-        return;
+        if (!u) { /* a local handler that forwards when not pinned */
+            px_route_args a = {cmd, argc, c->argv, c->argvlen};
+            pool = s->router->route(s->router, c, &a);
+            u = pool ? px_pool_pick(pool, c) : NULL;
+        }
     }
+    if (!u) {
+        if (err) {
+            s->stats.commands_refused++;
+            px_client_reply_error(r, "%s", err);
+        } else if (h == PX_H_INFO) {
+            px_local_info_alone(c, r);
+        } else {
+            s->stats.upstream_error_replies++;
+            px_client_reply_error(r, "ERR %s", pool ? px_pool_unavailable(pool) : "no upstream for this command");
+        }
+        return 1;
+    }
+    if (h == PX_H_TRACKING && px_local_tracking(c, r, argc, c->argv, c->argvlen) < 0) {
+        px_client_maybe_unpin(c);
+        return 1;
+    }
+    int noreply = u == c->pinned ? apply_state(c, r, h, argc) : 0;
+    send_on(c, r, u, raw, rawlen, noreply);
+    return 1;
 }
 
 static void process_input(px_client *c)
 {
     px_server *s = c->srv;
-    while (!(c->flags & (PX_CLIENT_CLOSING | PX_CLIENT_CLOSE_AFTER_REPLY | PX_CLIENT_PAUSED)) &&
+    while (!(c->flags & (PX_CLIENT_CLOSING | PX_CLIENT_CLOSE_AFTER_REPLY | PX_CLIENT_PAUSED | PX_CLIENT_HOLD)) &&
            px_buf_used(&c->in)) {
         const char *start = px_buf_start(&c->in);
         size_t used = px_buf_used(&c->in);
@@ -418,7 +648,13 @@ static void process_input(px_client *c)
             want_write(c);
             return;
         }
-        if (c->parser.argc > 0) dispatch(c, start, c->parser.pos);
+        if (c->parser.argc > 0 && !dispatch(c, start, c->parser.pos)) {
+            /* wait for the in-flight replies; the parse is redone then */
+            px_req_parser_reset(&c->parser);
+            c->flags |= PX_CLIENT_HOLD;
+            ev_io_stop(s->loop, &c->rw);
+            return;
+        }
         px_buf_consume(&c->in, c->parser.pos);
         px_req_parser_reset(&c->parser);
         if (c->ninflight >= s->cfg->upstream_max_inflight) {

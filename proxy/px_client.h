@@ -40,6 +40,12 @@ typedef struct px_req {
     size_t reply_len;
     unsigned done : 1;
     unsigned forwarded : 1;        /* in an upstream's queue, unanswered */
+    unsigned pinned : 1;           /* forwarded on the client's pinned connection */
+    unsigned blocking : 1;         /* may wait for ever: upstream-timeout does not apply */
+    unsigned silent : 1;           /* CLIENT REPLY OFF/SKIP: the reply is dropped */
+    unsigned marker : 1;           /* an internal PING whose reply carries the connection's token */
+    /* internal requests (no client): the reply goes here instead */
+    void (*internal)(struct px_upstream *u, const char *reply, size_t len);
     px_reply_hook hook;
     unsigned hook_flags;           /* the hook's own argument */
 } px_req;
@@ -50,6 +56,18 @@ enum {
     PX_CLIENT_PAUSED = 1 << 2,            /* not read: too many requests in flight */
     PX_CLIENT_IN_WRITE_LIST = 1 << 3,
     PX_CLIENT_WRITE_ARMED = 1 << 4,       /* write watcher started (socket was full) */
+    PX_CLIENT_HOLD = 1 << 5,              /* next command changes connection: wait for in-flight replies */
+};
+
+/* Connection state a client built upstream; any of it pins the client. */
+enum {
+    PX_STATE_MULTI = 1 << 0,
+    PX_STATE_WATCH = 1 << 1,
+    PX_STATE_SUB = 1 << 2,       /* SUBSCRIBE / PSUBSCRIBE */
+    PX_STATE_SSUB = 1 << 3,      /* SSUBSCRIBE */
+    PX_STATE_MONITOR = 1 << 4,
+    PX_STATE_TRACKING = 1 << 5,
+    PX_STATE_OTHER = 1 << 6,     /* anything else that pins until RESET */
 };
 
 typedef struct px_client {
@@ -64,8 +82,23 @@ typedef struct px_client {
     px_req *qhead, *qtail;  /* requests in arrival order, not yet written */
     long nqueued;
     long ninflight;         /* of those, forwarded and unanswered */
-    struct px_upstream *up; /* shared connection its in-flight requests are on */
+    struct px_upstream *up; /* connection its in-flight requests are on */
+    struct px_upstream *pinned; /* its own upstream connection, while it has state there */
+    unsigned state;         /* PX_STATE_* */
+    long nblocking;         /* blocking commands in flight */
+    long markers;           /* pub/sub end markers in flight (see px_client.c) */
 
+    /* what hotproxy itself keeps for the connection */
+    int db;
+    int proto;              /* 2 or 3 */
+    int authenticated;
+    char *user;
+    char *name;
+    char *lib_name, *lib_ver;
+    int reply_mode;         /* 0 on, 1 off, 2 skip the next command */
+    uint64_t ncommands;
+
+    px_buf rewrite;         /* a local handler's replacement for the command's bytes */
     int argv_cap;           /* scratch argv for the command being dispatched */
     const char **argv;
     size_t *argvlen;
@@ -89,6 +122,15 @@ void px_client_close(px_client *c, const char *why);
 void px_client_reply(px_req *r, const char *data, size_t len);
 /* Answer r with "-<text>\r\n" built from fmt (as px_client_reply). */
 void px_client_reply_error(px_req *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* A frame its pinned connection received that answers no request (a push,
+ * a pub/sub message, a MONITOR line): delivered in arrival order. */
+void px_client_upstream_frame(px_client *c, struct px_upstream *u, const char *frame, size_t len);
+/* Its pinned connection died: the state is gone, so is the client, once
+ * the errors already queued are written. */
+void px_client_pinned_lost(px_client *c, struct px_upstream *u);
+/* Give up the pinned connection if no state needs it any more. */
+void px_client_maybe_unpin(px_client *c);
 
 /* Write what is buffered; returns -1 if the client was closed. */
 int px_client_flush(px_client *c);

@@ -11,6 +11,18 @@
 #define quit PX_H_QUIT
 #define info PX_H_INFO
 #define reset PX_H_RESET
+#define auth PX_H_AUTH
+#define hello PX_H_HELLO
+#define select PX_H_SELECT
+#define client PX_H_CLIENT
+#define multi PX_H_MULTI
+#define watch PX_H_WATCH
+#define exec PX_H_EXEC
+#define unwatch PX_H_UNWATCH
+#define subscribe PX_H_SUBSCRIBE
+#define unsubscribe PX_H_UNSUBSCRIBE
+#define monitor PX_H_MONITOR
+#define tracking PX_H_TRACKING
 #define pin PX_H_PIN
 #define block PX_H_BLOCK
 #define deny PX_H_DENY
@@ -25,6 +37,18 @@ static const px_command table[] = {
 #undef quit
 #undef info
 #undef reset
+#undef auth
+#undef hello
+#undef select
+#undef client
+#undef multi
+#undef watch
+#undef exec
+#undef unwatch
+#undef subscribe
+#undef unsubscribe
+#undef monitor
+#undef tracking
 #undef pin
 #undef block
 #undef deny

@@ -21,16 +21,29 @@ enum {
     PX_F_CONT = 1 << 8,    /* a container: the first argument names a subcommand */
 };
 
+/* The handler column of px_commands.def; its comment says what each means. */
 typedef enum {
-    PX_H_FWD,   /* forward on the shared path */
+    PX_H_FWD,
     PX_H_PING,
     PX_H_ECHO,
     PX_H_QUIT,
     PX_H_INFO,
     PX_H_RESET,
-    PX_H_PIN,   /* needs the client's own upstream connection */
-    PX_H_BLOCK, /* may wait: needs a connection of its own */
-    PX_H_DENY,  /* refused */
+    PX_H_AUTH,
+    PX_H_HELLO,
+    PX_H_SELECT,
+    PX_H_CLIENT,
+    PX_H_MULTI,
+    PX_H_WATCH,
+    PX_H_EXEC,
+    PX_H_UNWATCH,
+    PX_H_SUBSCRIBE,
+    PX_H_UNSUBSCRIBE,
+    PX_H_MONITOR,
+    PX_H_TRACKING,
+    PX_H_PIN,
+    PX_H_BLOCK,
+    PX_H_DENY,
 } px_handler;
 
 typedef struct px_command {

@@ -12,7 +12,7 @@
 #include <string.h>
 #include <strings.h>
 
-typedef enum { CT_INT, CT_MEMORY, CT_BOOL, CT_STRING, CT_ENUM, CT_HOSTPORT } cfg_type;
+typedef enum { CT_INT, CT_MEMORY, CT_BOOL, CT_STRING, CT_ENUM, CT_HOSTPORT, CT_SECRET, CT_USER, CT_REFUSE } cfg_type;
 
 typedef struct cfg_entry {
     const char *name;
@@ -47,6 +47,14 @@ static const cfg_entry table[] = {
     {"pidfile", CT_STRING, 0, 0, "", OFF(pidfile), NULL},
     {"daemonize", CT_BOOL, 0, 1, "no", OFF(daemonize), NULL},
     {"shutdown-timeout", CT_INT, 0, 3600, "5", OFF(shutdown_timeout), NULL},
+    {"requirepass", CT_SECRET, 0, 0, "", OFF(requirepass), NULL},
+    {"user", CT_USER, 0, 0, NULL, 0, NULL},
+    {"upstream-user", CT_STRING, 0, 0, "", OFF(upstream_user), NULL},
+    {"upstream-password", CT_SECRET, 0, 0, "", OFF(upstream_password), NULL},
+    {"refuse-command", CT_REFUSE, 0, 0, NULL, 0, NULL},
+    {"allow-shutdown", CT_BOOL, 0, 1, "no", OFF(allow_shutdown), NULL},
+    {"upstream-max-pinned", CT_INT, 0, 1000000, "1000", OFF(upstream_max_pinned), NULL},
+    {"upstream-spare", CT_INT, 0, 10000, "16", OFF(upstream_spare), NULL},
 };
 #define NTABLE (sizeof(table) / sizeof(table[0]))
 
@@ -154,20 +162,117 @@ static int apply(px_config *c, const cfg_entry *e, const char *v, char *err, siz
         }
         /* keep the text too */
         __attribute__((fallthrough));
+    case CT_SECRET:
     case CT_STRING: {
         char **slot = (char **)(base + e->offset);
         free(*slot);
         *slot = strdup(v);
         return 0;
     }
+    case CT_USER:
+    case CT_REFUSE:
+        break; /* take several words: see px_config_set */
     }
     return -1;
+}
+
+/* user <name> [on|off] [>password ...] [nopass] [resetpass] */
+static int add_user(px_config *c, int argc, char **argv, char *err, size_t errlen)
+{
+    if (argc < 1) {
+        seterr(err, errlen, "user needs a name: user <name> on >password");
+        return -1;
+    }
+    px_user u = {strdup(argv[0]), 0, 0, 0, NULL};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcasecmp(a, "on")) u.enabled = 1;
+        else if (!strcasecmp(a, "off")) u.enabled = 0;
+        else if (!strcasecmp(a, "nopass")) u.nopass = 1;
+        else if (!strcasecmp(a, "resetpass")) u.nopass = 0;
+        else if (a[0] == '>') {
+            u.passwords = realloc(u.passwords, sizeof(char *) * (size_t)(u.npasswords + 1));
+            u.passwords[u.npasswords++] = strdup(a + 1);
+        } else {
+            for (int j = 0; j < u.npasswords; j++) free(u.passwords[j]);
+            free(u.passwords);
+            free(u.name);
+            seterr(err, errlen,
+                   "user: '%s' is not understood: hotproxy users take on|off, >password, nopass; "
+                   "key and command rules belong to the upstream user (upstream-user)", a);
+            return -1;
+        }
+    }
+    for (int i = 0; i < c->nusers; i++)
+        if (!strcmp(c->users[i].name, u.name)) {
+            seterr(err, errlen, "user '%s' is defined twice", u.name);
+            for (int j = 0; j < u.npasswords; j++) free(u.passwords[j]);
+            free(u.passwords);
+            free(u.name);
+            return -1;
+        }
+    c->users = realloc(c->users, sizeof(px_user) * (size_t)(c->nusers + 1));
+    c->users[c->nusers++] = u;
+    return 0;
+}
+
+static int add_refused(px_config *c, int argc, char **argv, char *err, size_t errlen)
+{
+    if (argc < 1) {
+        seterr(err, errlen, "refuse-command needs at least one command name");
+        return -1;
+    }
+    for (int i = 0; i < argc; i++) {
+        char *n = strdup(argv[i]);
+        for (char *p = n; *p; p++) *p = (char)tolower((unsigned char)*p);
+        c->refused = realloc(c->refused, sizeof(char *) * (size_t)(c->nrefused + 1));
+        c->refused[c->nrefused++] = n;
+    }
+    return 0;
+}
+
+int px_config_auth_required(const px_config *c)
+{
+    return (c->requirepass && *c->requirepass) || c->nusers > 0;
+}
+
+const px_user *px_config_user(const px_config *c, const char *name, size_t len)
+{
+    for (int i = 0; i < c->nusers; i++)
+        if (strlen(c->users[i].name) == len && !memcmp(c->users[i].name, name, len)) return &c->users[i];
+    return NULL;
+}
+
+static int ct_equal(const char *a, size_t alen, const char *b, size_t blen)
+{
+    /* time depends on the attempt's length only, never on where it differs */
+    unsigned char diff = alen != blen;
+    for (size_t i = 0; i < alen; i++) diff |= (unsigned char)(a[i] ^ (i < blen ? b[i] : 0));
+    return diff == 0;
+}
+
+int px_config_user_check(const px_user *u, const char *pass, size_t len)
+{
+    if (!u->enabled) return 0;
+    if (u->nopass) return 1;
+    int ok = 0;
+    for (int i = 0; i < u->npasswords; i++) ok |= ct_equal(pass, len, u->passwords[i], strlen(u->passwords[i]));
+    return ok;
+}
+
+int px_config_refused(const px_config *c, const char *name)
+{
+    if (!c->allow_shutdown && !strcmp(name, "shutdown")) return 1;
+    for (int i = 0; i < c->nrefused; i++)
+        if (!strcmp(c->refused[i], name)) return 1;
+    return 0;
 }
 
 void px_config_init(px_config *c)
 {
     memset(c, 0, sizeof(*c));
     for (size_t i = 0; i < NTABLE; i++) {
+        if (!table[i].def) continue;
         int rc = apply(c, &table[i], table[i].def, NULL, 0);
         (void)rc;
         if (rc != 0) abort(); /* a bad default is a programming error */
@@ -177,9 +282,17 @@ void px_config_init(px_config *c)
 void px_config_free(px_config *c)
 {
     for (size_t i = 0; i < NTABLE; i++)
-        if (table[i].type == CT_STRING || table[i].type == CT_HOSTPORT) {
+        if (table[i].type == CT_STRING || table[i].type == CT_HOSTPORT || table[i].type == CT_SECRET) {
             free(*(char **)((char *)c + table[i].offset));
         }
+    for (int i = 0; i < c->nusers; i++) {
+        for (int j = 0; j < c->users[i].npasswords; j++) free(c->users[i].passwords[j]);
+        free(c->users[i].passwords);
+        free(c->users[i].name);
+    }
+    free(c->users);
+    for (int i = 0; i < c->nrefused; i++) free(c->refused[i]);
+    free(c->refused);
     free(c->upstream_host);
     free(c->config_file);
     memset(c, 0, sizeof(*c));
@@ -192,6 +305,8 @@ int px_config_set(px_config *c, const char *name, int argc, char **argv, char *e
         seterr(err, errlen, "unknown directive '%s'", name);
         return -1;
     }
+    if (e->type == CT_USER) return add_user(c, argc, argv, err, errlen);
+    if (e->type == CT_REFUSE) return add_refused(c, argc, argv, err, errlen);
     if (argc != 1) {
         /* logfile "" and bind with several addresses are the usual cases of a
          * wrong count; say what is expected. */
@@ -402,6 +517,15 @@ int px_config_get(const px_config *c, int index, const char **name, char *value,
     case CT_ENUM: snprintf(value, valuelen, "%s", e->enums[*(const long long *)(base + e->offset)]); break;
     case CT_STRING:
     case CT_HOSTPORT: snprintf(value, valuelen, "%s", *(char *const *)(base + e->offset)); break;
+    case CT_SECRET: snprintf(value, valuelen, "%s", **(char *const *)(base + e->offset) ? "(set)" : ""); break;
+    case CT_USER: snprintf(value, valuelen, "%d user(s)", c->nusers); break;
+    case CT_REFUSE: {
+        size_t n = 0;
+        value[0] = '\0';
+        for (int i = 0; i < c->nrefused && n + 1 < valuelen; i++)
+            n += (size_t)snprintf(value + n, valuelen - n, "%s%s", i ? " " : "", c->refused[i]);
+        break;
+    }
     }
     return 1;
 }

@@ -11,6 +11,15 @@
 
 #include <stddef.h>
 
+/* A client identity hotproxy itself checks ("user" directive, ACL-style). */
+typedef struct px_user {
+    char *name;
+    int enabled;
+    int nopass;
+    int npasswords;
+    char **passwords;
+} px_user;
+
 typedef struct px_config {
     /* network */
     char *bind;
@@ -37,6 +46,17 @@ typedef struct px_config {
     char *pidfile;                  /* "" = none */
     long long daemonize;
     long long shutdown_timeout;     /* seconds to flush in-flight commands on SIGTERM */
+    /* security and compatibility */
+    char *requirepass;              /* password of the "default" user, "" = none */
+    int nusers;
+    px_user *users;                 /* "user" directives */
+    char *upstream_user;            /* credentials hotproxy uses upstream */
+    char *upstream_password;
+    int nrefused;
+    char **refused;                 /* "refuse-command" names, lowercase */
+    long long allow_shutdown;
+    long long upstream_max_pinned;  /* cap on connections pinned to clients */
+    long long upstream_spare;       /* clean pinned connections kept for reuse */
     char *config_file;              /* absolute path of the file read, or NULL */
 } px_config;
 
@@ -63,7 +83,17 @@ int px_config_set(px_config *c, const char *name, int argc, char **argv, char *e
  */
 int px_config_from_args(px_config *c, int argc, char **argv, char *out, size_t outlen, char *err, size_t errlen);
 
-/* Iterate directives: name and current value as text; returns 0 past the end. */
+/* 1 if any client authentication is configured. */
+int px_config_auth_required(const px_config *c);
+/* The user with that name ("default" is requirepass), or NULL. */
+const px_user *px_config_user(const px_config *c, const char *name, size_t len);
+/* 1 if pass is one of u's passwords (constant time in the password). */
+int px_config_user_check(const px_user *u, const char *pass, size_t len);
+/* 1 if the operator refused this command (refuse-command, SHUTDOWN unless allowed). */
+int px_config_refused(const px_config *c, const char *name);
+
+/* Iterate directives: name and current value as text (secrets masked);
+ * returns 0 past the end. */
 int px_config_get(const px_config *c, int index, const char **name, char *value, size_t valuelen);
 /* Parse "1gb", "512mb", "100k", "42": returns 0 and *out, or -1. */
 int px_config_memtoll(const char *s, long long *out);

@@ -1,6 +1,12 @@
 /*
  * px_local: commands hotproxy answers itself.  See px_local.h.
  *
+ * Connection-level commands (AUTH, HELLO, SELECT, RESET, CLIENT SETNAME and
+ * friends) act on what hotproxy keeps for the client, never on a shared
+ * upstream connection: the database and protocol choose the lane its
+ * commands travel on, and the name and libraries are reported by CLIENT
+ * LIST/INFO, which speak of hotproxy's own clients.
+ *
  * INFO is half local: Redis' own INFO is fetched (clients such as BullMQ
  * read redis_version from it) and hotproxy's sections are appended to it,
  * in Redis' format.  hotproxy's keys all start with "hotproxy_" so they never
@@ -9,6 +15,7 @@
 #include "proxy/px_local.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
@@ -17,6 +24,7 @@
 #include "proxy/px_command.h"
 #include "proxy/px_router.h"
 #include "proxy/px_server.h"
+#include "proxy/px_upstream.h"
 
 enum {
     SEC_PROXY = 1 << 0,
@@ -106,15 +114,53 @@ static void append_sections(px_server *s, unsigned bits, px_buf *out)
     }
 }
 
+/* Encoders for local replies, in the client's protocol. */
+static void add_bulk(px_buf *b, const char *p, size_t n)
+{
+    px_buf_appendf(b, "$%zu\r\n", n);
+    px_buf_append(b, p, n);
+    px_buf_append(b, "\r\n", 2);
+}
+
+static void add_str(px_buf *b, const char *p) { add_bulk(b, p, strlen(p)); }
+
 static void reply_bulk(px_req *r, const char *p, size_t n)
 {
     px_buf b = {0};
-    px_buf_appendf(&b, "$%zu\r\n", n);
+    add_bulk(&b, p, n);
+    px_client_reply(r, b.data, b.len);
+    px_buf_free(&b);
+}
+
+/* Text a RESP3 client gets as a verbatim string, as Redis sends INFO. */
+static void reply_text(px_client *c, px_req *r, const char *p, size_t n)
+{
+    if (c->proto < 3) {
+        reply_bulk(r, p, n);
+        return;
+    }
+    px_buf b = {0};
+    px_buf_appendf(&b, "=%zu\r\ntxt:", n + 4);
     px_buf_append(&b, p, n);
     px_buf_append(&b, "\r\n", 2);
     px_client_reply(r, b.data, b.len);
     px_buf_free(&b);
 }
+
+static void reply_null(px_client *c, px_req *r)
+{
+    if (c->proto >= 3) px_client_reply(r, "_\r\n", 3);
+    else px_client_reply(r, "$-1\r\n", 5);
+}
+
+static void reply_int(px_req *r, long long v)
+{
+    char b[32];
+    int n = snprintf(b, sizeof(b), ":%lld\r\n", v);
+    px_client_reply(r, b, (size_t)n);
+}
+
+static void reply_ok(px_req *r) { px_client_reply(r, "+OK\r\n", 5); }
 
 /* The hook on a forwarded INFO: Redis' text, then hotproxy's sections. */
 static int info_hook(px_req *r, const char *reply, size_t len, px_buf *out)
@@ -143,14 +189,439 @@ void px_local_info_alone(px_client *c, px_req *r)
     px_buf body = {0};
     append_sections(c->srv, r->hook_flags ? r->hook_flags : SEC_DEFAULT, &body);
     px_buf_append(&body, "\r\n", 2);
-    reply_bulk(r, body.data, body.len);
+    reply_text(c, r, body.data, body.len);
     px_buf_free(&body);
 }
 
 static int arity_error(px_req *r, const px_command *cmd)
 {
-    px_client_reply_error(r, "ERR wrong number of arguments for '%s' command", cmd->name);
+    const char *bar = strchr(cmd->name, '|');
+    if (bar)
+        px_client_reply_error(r, "ERR unknown subcommand or wrong number of arguments for '%s'. Try %.*s HELP.",
+                              bar + 1, (int)(bar - cmd->name), cmd->name);
+    else
+        px_client_reply_error(r, "ERR wrong number of arguments for '%s' command", cmd->name);
     return 1;
+}
+
+static int eq(const char *a, size_t alen, const char *lit)
+{
+    return strlen(lit) == alen && !strncasecmp(a, lit, alen);
+}
+
+static char *dupn(const char *p, size_t n)
+{
+    char *d = malloc(n + 1);
+    if (!d) abort();
+    memcpy(d, p, n);
+    d[n] = '\0';
+    return d;
+}
+
+/* Redis' rule for client names: printable, no spaces. */
+static int valid_name(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] < '!' || p[i] > '~') return 0;
+    return 1;
+}
+
+/* Check a user and password; on success the client is that user. */
+static int authenticate(px_client *c, const char *user, size_t ulen, const char *pass, size_t plen)
+{
+    px_server *s = c->srv;
+    const px_config *cfg = s->cfg;
+    int ok = 0;
+    if (eq(user, ulen, "default") && !px_config_user(cfg, user, ulen)) {
+        if (cfg->requirepass && *cfg->requirepass) {
+            px_user def = {(char *)"default", 1, 0, 1, (char **)&cfg->requirepass};
+            ok = px_config_user_check(&def, pass, plen);
+        } else {
+            ok = cfg->nusers == 0; /* no password: default is open unless users are defined */
+        }
+    } else {
+        const px_user *u = px_config_user(cfg, user, ulen);
+        ok = u && px_config_user_check(u, pass, plen);
+    }
+    if (ok) {
+        c->authenticated = 1;
+        free(c->user);
+        c->user = dupn(user, ulen);
+    } else {
+        /* never the password */
+        px_log_verbose(&s->log, "Client id=%llu addr=%s: authentication failed for user '%.*s'",
+                       (unsigned long long)c->id, c->addr, (int)(ulen > 64 ? 64 : ulen), user);
+    }
+    return ok;
+}
+
+static int do_auth(px_client *c, px_req *r, int argc, const char *const *argv, const size_t *argvlen)
+{
+    if (argc < 2 || argc > 3) {
+        if (argc > 3) px_client_reply_error(r, "ERR syntax error");
+        else arity_error(r, r->cmd);
+        return 1;
+    }
+    if (argc == 2 && !px_config_auth_required(c->srv->cfg)) {
+        px_client_reply_error(r, "ERR AUTH <password> called without any password configured for the default user. "
+                                 "Are you sure your configuration is correct?");
+        return 1;
+    }
+    const char *user = argc == 3 ? argv[1] : "default";
+    size_t ulen = argc == 3 ? argvlen[1] : 7;
+    if (authenticate(c, user, ulen, argv[argc - 1], argvlen[argc - 1])) reply_ok(r);
+    else px_client_reply_error(r, "WRONGPASS invalid username-password pair or user is disabled.");
+    return 1;
+}
+
+static void hello_internal_done(struct px_upstream *u, const char *reply, size_t len)
+{
+    (void)u;
+    (void)reply;
+    (void)len;
+}
+
+static int do_hello(px_client *c, px_req *r, int argc, const char *const *argv, const size_t *argvlen)
+{
+    px_server *s = c->srv;
+    long long ver = c->proto;
+    int i = 1;
+    const char *setname = NULL;
+    size_t setnamelen = 0;
+    if (argc >= 2) {
+        if (!px_string2ll(argv[1], argvlen[1], &ver)) {
+            px_client_reply_error(r, "ERR Protocol version is not an integer or out of range");
+            return 1;
+        }
+        i = 2;
+    }
+    const char *user = NULL, *pass = NULL;
+    size_t ulen = 0, plen = 0;
+    for (; i < argc; i++) {
+        int left = argc - i - 1;
+        if (eq(argv[i], argvlen[i], "AUTH") && left >= 2) {
+            user = argv[i + 1];
+            ulen = argvlen[i + 1];
+            pass = argv[i + 2];
+            plen = argvlen[i + 2];
+            i += 2;
+        } else if (eq(argv[i], argvlen[i], "SETNAME") && left >= 1) {
+            setname = argv[i + 1];
+            setnamelen = argvlen[i + 1];
+            i += 1;
+        } else {
+            px_client_reply_error(r, "ERR Syntax error in HELLO option '%.*s'", (int)(argvlen[i] > 64 ? 64 : argvlen[i]),
+                                  argv[i]);
+            return 1;
+        }
+    }
+    if (ver < 2 || ver > 3) {
+        px_client_reply_error(r, "NOPROTO unsupported protocol version");
+        return 1;
+    }
+    if (!user && !c->authenticated) {
+        px_client_reply_error(r, "NOAUTH HELLO must be called with the client already authenticated, otherwise the "
+                                 "HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and "
+                                 "select the RESP protocol version at the same time");
+        return 1;
+    }
+    if (user && !authenticate(c, user, ulen, pass, plen)) {
+        px_client_reply_error(r, "WRONGPASS invalid username-password pair or user is disabled.");
+        return 1;
+    }
+    if (setname && !valid_name(setname, setnamelen)) {
+        px_client_reply_error(r, "ERR Client names cannot contain spaces, newlines or special characters.");
+        return 1;
+    }
+    if (setname) {
+        free(c->name);
+        c->name = setnamelen ? dupn(setname, setnamelen) : NULL;
+    }
+    if (c->pinned && c->pinned->proto != ver) {
+        /* its own connection must speak the same protocol */
+        char cmd[40];
+        int n = snprintf(cmd, sizeof(cmd), "*2\r\n$5\r\nHELLO\r\n$1\r\n%lld\r\n", ver);
+        px_upstream_send_internal(c->pinned, cmd, (size_t)n, hello_internal_done);
+        c->pinned->proto = (int)ver;
+    }
+    c->proto = (int)ver;
+
+    px_route_args a = {r->cmd, argc, argv, argvlen};
+    px_pool *pool = s->router->route(s->router, c, &a);
+    const char *version = pool && pool->redis_version[0] ? pool->redis_version : "7.0.0";
+    px_buf b = {0};
+    px_buf_append(&b, c->proto >= 3 ? "%7\r\n" : "*14\r\n", c->proto >= 3 ? 4 : 5);
+    add_str(&b, "server");
+    add_str(&b, "redis");
+    add_str(&b, "version");
+    add_str(&b, version);
+    add_str(&b, "proto");
+    px_buf_appendf(&b, ":%d\r\n", c->proto);
+    add_str(&b, "id");
+    px_buf_appendf(&b, ":%llu\r\n", (unsigned long long)c->id);
+    add_str(&b, "mode");
+    add_str(&b, "standalone");
+    add_str(&b, "role");
+    add_str(&b, "master");
+    add_str(&b, "modules");
+    px_buf_append(&b, "*0\r\n", 4);
+    px_client_reply(r, b.data, b.len);
+    px_buf_free(&b);
+    return 1;
+}
+
+static int do_select(px_client *c, px_req *r, int argc, const char *const *argv, const size_t *argvlen)
+{
+    long long db;
+    if (argc != 2) return arity_error(r, r->cmd);
+    if (!px_string2ll(argv[1], argvlen[1], &db) || db < INT32_MIN || db > INT32_MAX) {
+        px_client_reply_error(r, "ERR value is not an integer or out of range");
+        return 1;
+    }
+    px_route_args a = {r->cmd, argc, argv, argvlen};
+    px_pool *pool = c->srv->router->route(c->srv->router, c, &a);
+    long long ndb = pool ? pool->databases : 16;
+    if (db < 0 || db >= ndb) {
+        px_client_reply_error(r, "ERR DB index is out of range");
+        return 1;
+    }
+    c->db = (int)db;
+    if (c->pinned) return 0; /* Redis does it on the client's own connection (and queues it in MULTI) */
+    reply_ok(r);
+    return 1;
+}
+
+static int do_reset(px_client *c, px_req *r)
+{
+    if (c->pinned) {
+        struct px_upstream *u = c->pinned;
+        c->pinned = NULL;
+        c->up = NULL;
+        px_pool_unpin(u->pool, u);
+    }
+    c->state = 0;
+    c->nblocking = 0;
+    c->markers = 0;
+    c->db = 0;
+    c->proto = 2;
+    c->reply_mode = 0;
+    free(c->name);
+    c->name = NULL;
+    c->authenticated = !px_config_auth_required(c->srv->cfg);
+    free(c->user);
+    c->user = strdup("default");
+    r->silent = 0;
+    px_client_reply(r, "+RESET\r\n", 8);
+    return 1;
+}
+
+/* Pub/sub: an UNSUBSCRIBE from a client that never subscribed (Redis'
+ * answer: one frame per channel, or one with a null channel, count 0). */
+static int do_unsubscribe(px_client *c, px_req *r, int argc, const char *const *argv, const size_t *argvlen)
+{
+    const char *kind = r->cmd->name;
+    px_buf b = {0};
+    const char *hdr = c->proto >= 3 ? ">3\r\n" : "*3\r\n";
+    for (int i = argc > 1 ? 1 : 0; i < (argc > 1 ? argc : 1); i++) {
+        px_buf_append(&b, hdr, 4);
+        add_str(&b, kind);
+        if (argc > 1) add_bulk(&b, argv[i], argvlen[i]);
+        else if (c->proto >= 3) px_buf_append(&b, "_\r\n", 3);
+        else px_buf_append(&b, "$-1\r\n", 5);
+        px_buf_append(&b, ":0\r\n", 4);
+    }
+    px_client_reply(r, b.data, b.len);
+    px_buf_free(&b);
+    return 1;
+}
+
+static void client_line(px_client *c, px_buf *b)
+{
+    double now = px_now(c->srv);
+    const char *flags = c->state & PX_STATE_MULTI ? "x" : (c->state & (PX_STATE_SUB | PX_STATE_SSUB)) ? "P" : "N";
+    px_buf_appendf(b,
+                   "id=%llu addr=%s laddr=%s:%lld fd=%d name=%s age=%lld idle=%lld flags=%s db=%d sub=%d psub=%d "
+                   "ssub=%d multi=%d qbuf=%zu obl=0 oll=%ld omem=%zu tot-mem=%zu events=r cmd=%s user=%s "
+                   "redir=-1 resp=%d lib-name=%s lib-ver=%s\n",
+                   (unsigned long long)c->id, c->addr, c->srv->cfg->bind, c->srv->cfg->port, c->fd,
+                   c->name ? c->name : "", (long long)(now - c->created), (long long)(now - c->last_active), flags,
+                   c->db, !!(c->state & PX_STATE_SUB), 0, !!(c->state & PX_STATE_SSUB),
+                   c->state & PX_STATE_MULTI ? 0 : -1, px_buf_used(&c->in), c->nqueued, px_buf_used(&c->out),
+                   c->in.cap + c->out.cap, "client", c->user ? c->user : "default", c->proto,
+                   c->lib_name ? c->lib_name : "", c->lib_ver ? c->lib_ver : "");
+}
+
+static px_client *client_by_id(px_server *s, const char *p, size_t n)
+{
+    long long id;
+    if (!px_string2ll(p, n, &id)) return NULL;
+    for (px_client *o = s->clients; o; o = o->next)
+        if ((long long)o->id == id && !(o->flags & PX_CLIENT_CLOSING)) return o;
+    return NULL;
+}
+
+static int do_client(px_client *c, px_req *r, int argc, const char *const *argv, const size_t *argvlen)
+{
+    px_server *s = c->srv;
+    const char *sub = strchr(r->cmd->name, '|') + 1;
+    if (!px_command_arity_ok(r->cmd, argc)) return arity_error(r, r->cmd);
+    if (!strcmp(sub, "id")) {
+        reply_int(r, (long long)c->id);
+    } else if (!strcmp(sub, "getname")) {
+        if (c->name) reply_bulk(r, c->name, strlen(c->name));
+        else reply_null(c, r);
+    } else if (!strcmp(sub, "setname")) {
+        if (!valid_name(argv[2], argvlen[2])) {
+            px_client_reply_error(r, "ERR Client names cannot contain spaces, newlines or special characters.");
+            return 1;
+        }
+        free(c->name);
+        c->name = argvlen[2] ? dupn(argv[2], argvlen[2]) : NULL;
+        reply_ok(r);
+    } else if (!strcmp(sub, "setinfo")) {
+        if (!valid_name(argv[3], argvlen[3])) {
+            px_client_reply_error(r, "ERR %.*s cannot contain spaces, newlines or special characters.",
+                                  (int)(argvlen[2] > 32 ? 32 : argvlen[2]), argv[2]);
+            return 1;
+        }
+        if (eq(argv[2], argvlen[2], "lib-name")) {
+            free(c->lib_name);
+            c->lib_name = dupn(argv[3], argvlen[3]);
+        } else if (eq(argv[2], argvlen[2], "lib-ver")) {
+            free(c->lib_ver);
+            c->lib_ver = dupn(argv[3], argvlen[3]);
+        } else {
+            px_client_reply_error(r, "ERR Unrecognized option '%.*s'", (int)(argvlen[2] > 32 ? 32 : argvlen[2]), argv[2]);
+            return 1;
+        }
+        reply_ok(r);
+    } else if (!strcmp(sub, "info")) {
+        px_buf b = {0};
+        client_line(c, &b);
+        reply_text(c, r, b.data, b.len);
+        px_buf_free(&b);
+    } else if (!strcmp(sub, "list")) {
+        px_buf b = {0};
+        int only_ids = argc >= 4 && eq(argv[2], argvlen[2], "id");
+        if (argc > 2 && !only_ids && !(argc == 4 && eq(argv[2], argvlen[2], "type"))) {
+            px_client_reply_error(r, "ERR syntax error");
+            return 1;
+        }
+        for (px_client *o = s->clients; o; o = o->next) {
+            if (o->flags & PX_CLIENT_CLOSING) continue;
+            if (only_ids) {
+                int match = 0;
+                for (int i = 3; i < argc; i++) match |= client_by_id(s, argv[i], argvlen[i]) == o;
+                if (!match) continue;
+            }
+            if (argc == 4 && !only_ids && !eq(argv[3], argvlen[3], (o->state & (PX_STATE_SUB | PX_STATE_SSUB)) ? "pubsub" : "normal"))
+                continue;
+            client_line(o, &b);
+        }
+        reply_text(c, r, b.data ? b.data : "", b.len);
+        px_buf_free(&b);
+    } else if (!strcmp(sub, "kill")) {
+        if (argc == 3) { /* CLIENT KILL addr:port */
+            for (px_client *o = s->clients; o; o = o->next)
+                if (!(o->flags & PX_CLIENT_CLOSING) && eq(argv[2], argvlen[2], o->addr)) {
+                    if (o == c) c->flags |= PX_CLIENT_CLOSE_AFTER_REPLY;
+                    else px_client_close(o, "CLIENT KILL");
+                    reply_ok(r);
+                    return 1;
+                }
+            px_client_reply_error(r, "ERR No such client");
+            return 1;
+        }
+        if (argc % 2 != 0) {
+            px_client_reply_error(r, "ERR syntax error");
+            return 1;
+        }
+        long long killed = 0;
+        int skipme = 1;
+        for (int i = 2; i < argc; i += 2)
+            if (eq(argv[i], argvlen[i], "skipme")) skipme = eq(argv[i + 1], argvlen[i + 1], "yes");
+        for (px_client *o = s->clients; o; o = o->next) {
+            if (o->flags & PX_CLIENT_CLOSING || (skipme && o == c)) continue;
+            int match = 1;
+            for (int i = 2; i < argc && match; i += 2) {
+                const char *k = argv[i], *v = argv[i + 1];
+                size_t kl = argvlen[i], vl = argvlen[i + 1];
+                if (eq(k, kl, "id")) match = client_by_id(s, v, vl) == o;
+                else if (eq(k, kl, "addr")) match = eq(v, vl, o->addr);
+                else if (eq(k, kl, "user")) match = o->user && eq(v, vl, o->user);
+                else if (eq(k, kl, "type")) match = eq(v, vl, (o->state & (PX_STATE_SUB | PX_STATE_SSUB)) ? "pubsub" : "normal");
+                else if (eq(k, kl, "skipme")) match = 1;
+                else if (eq(k, kl, "laddr")) match = 1;
+                else {
+                    px_client_reply_error(r, "ERR syntax error");
+                    return 1;
+                }
+            }
+            if (!match) continue;
+            killed++;
+            if (o == c) c->flags |= PX_CLIENT_CLOSE_AFTER_REPLY;
+            else px_client_close(o, "CLIENT KILL");
+        }
+        reply_int(r, killed);
+    } else if (!strcmp(sub, "reply")) {
+        if (eq(argv[2], argvlen[2], "on")) {
+            c->reply_mode = 0;
+            r->silent = 0;
+            reply_ok(r);
+        } else if (eq(argv[2], argvlen[2], "off") || eq(argv[2], argvlen[2], "skip")) {
+            c->reply_mode = eq(argv[2], argvlen[2], "off") ? 1 : 2;
+            r->silent = 1;
+            reply_ok(r);
+        } else {
+            px_client_reply_error(r, "ERR syntax error");
+        }
+    } else if (!strcmp(sub, "no-evict")) {
+        if (!eq(argv[2], argvlen[2], "on") && !eq(argv[2], argvlen[2], "off")) px_client_reply_error(r, "ERR syntax error");
+        else reply_ok(r); /* hotproxy's connections are not Redis' to evict */
+    } else if (!strcmp(sub, "unblock")) {
+        /* the blocked command runs on that client's own connection */
+        px_client *o = client_by_id(s, argv[2], argvlen[2]);
+        if (!o || !o->pinned || !o->nblocking || !o->pinned->redis_id) {
+            reply_int(r, 0);
+            return 1;
+        }
+        char id[24];
+        int n = snprintf(id, sizeof(id), "%lld", o->pinned->redis_id);
+        px_buf_appendf(&c->rewrite, "*%d\r\n$6\r\nCLIENT\r\n$7\r\nUNBLOCK\r\n$%d\r\n%s\r\n", argc, n, id);
+        if (argc == 4) {
+            px_buf_appendf(&c->rewrite, "$%zu\r\n", argvlen[3]);
+            px_buf_append(&c->rewrite, argv[3], argvlen[3]);
+            px_buf_append(&c->rewrite, "\r\n", 2);
+        }
+        return 0;
+    } else {
+        px_client_reply_error(r, "ERR hotproxy: no local handler for CLIENT %s", sub);
+    }
+    return 1;
+}
+
+int px_local_tracking(px_client *c, px_req *r, int argc, const char *const *argv, const size_t *argvlen)
+{
+    int at = -1;
+    for (int i = 3; i + 1 < argc; i++)
+        if (eq(argv[i], argvlen[i], "redirect")) at = i + 1;
+    if (at < 0) return 0;
+    px_client *o = client_by_id(c->srv, argv[at], argvlen[at]);
+    if (!o || !o->pinned || !o->pinned->redis_id) {
+        px_client_reply_error(r, "ERR The client ID you want redirect to does not exist");
+        return -1;
+    }
+    char id[24];
+    snprintf(id, sizeof(id), "%lld", o->pinned->redis_id);
+    px_buf_appendf(&c->rewrite, "*%d\r\n", argc);
+    for (int i = 0; i < argc; i++) {
+        const char *p = i == at ? id : argv[i];
+        size_t n = i == at ? strlen(id) : argvlen[i];
+        px_buf_appendf(&c->rewrite, "$%zu\r\n", n);
+        px_buf_append(&c->rewrite, p, n);
+        px_buf_append(&c->rewrite, "\r\n", 2);
+    }
+    return 0;
 }
 
 int px_local_handle(px_client *c, px_req *r, int argc, const char *const *argv, const size_t *argvlen)
@@ -158,22 +629,31 @@ int px_local_handle(px_client *c, px_req *r, int argc, const char *const *argv, 
     const px_command *cmd = r->cmd;
     switch (cmd->handler) {
     case PX_H_PING:
+        if (c->pinned) return 0; /* Redis' answer depends on the connection's state */
         if (argc > 2) return arity_error(r, cmd);
         if (argc == 2) reply_bulk(r, argv[1], argvlen[1]);
         else px_client_reply(r, "+PONG\r\n", 7);
         return 1;
     case PX_H_ECHO:
+        if (c->pinned) return 0;
         if (argc != 2) return arity_error(r, cmd);
         reply_bulk(r, argv[1], argvlen[1]);
         return 1;
     case PX_H_QUIT:
         c->flags |= PX_CLIENT_CLOSE_AFTER_REPLY;
-        px_client_reply(r, "+OK\r\n", 5);
+        r->silent = 0;
+        reply_ok(r);
         return 1;
     case PX_H_RESET:
         if (argc != 1) return arity_error(r, cmd);
-        px_client_reply(r, "+RESET\r\n", 8);
-        return 1;
+        return do_reset(c, r);
+    case PX_H_AUTH: return do_auth(c, r, argc, argv, argvlen);
+    case PX_H_HELLO: return do_hello(c, r, argc, argv, argvlen);
+    case PX_H_SELECT: return do_select(c, r, argc, argv, argvlen);
+    case PX_H_CLIENT: return do_client(c, r, argc, argv, argvlen);
+    case PX_H_UNSUBSCRIBE:
+        if (c->pinned) return 0;
+        return do_unsubscribe(c, r, argc, argv, argvlen);
     case PX_H_INFO: {
         unsigned bits = info_sections(argc, argv, argvlen);
         r->hook_flags = bits & SEC_ALL;

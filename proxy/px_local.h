@@ -16,6 +16,14 @@ struct px_req;
  */
 int px_local_handle(struct px_client *c, struct px_req *r, int argc, const char *const *argv, const size_t *argvlen);
 
+/*
+ * CLIENT TRACKING ... REDIRECT <id>: the id a client knows is hotproxy's; Redis
+ * needs the id of that client's pinned connection.  Writes the translated
+ * command into c->rewrite; returns -1 (r answered with Redis' error) when
+ * no such pinned client exists.
+ */
+int px_local_tracking(struct px_client *c, struct px_req *r, int argc, const char *const *argv, const size_t *argvlen);
+
 /* INFO when the upstream cannot be asked: hotproxy's sections alone. */
 void px_local_info_alone(struct px_client *c, struct px_req *r);
 

@@ -44,6 +44,7 @@ typedef struct px_server {
     struct px_client *write_clients; /* clients with output to flush */
     struct px_upstream *write_ups;   /* upstreams with output to flush */
     struct px_client *closing;       /* clients to free from the loop */
+    struct px_upstream *reap_ups;    /* closed pinned connections to free */
 
     struct px_req *req_free;         /* recycled request objects */
     long req_free_len;

@@ -1,5 +1,5 @@
 /*
- * px_upstream: upstream connections and pools.  See px_upstream.h.
+ * px_upstream: upstream connections, lanes and pools.  See px_upstream.h.
  */
 #include "proxy/px_upstream.h"
 
@@ -26,16 +26,47 @@ static void up_read_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void up_write_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void up_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
-/*
- * Close the socket and answer everything in flight with an error; then retry
- * after the backoff (at once when retry_now, for a connection that was
- * replaced rather than refused).
- */
-static void up_fail(px_upstream *u, const char *fmt, const char *detail, int retry_now)
+static int is_pinned(const px_upstream *u) { return u->lane == NULL; }
+
+static void list_remove(px_upstream **head, px_upstream *u)
+{
+    if (u->pprev) u->pprev->pnext = u->pnext;
+    else *head = u->pnext;
+    if (u->pnext) u->pnext->pprev = u->pprev;
+    u->pnext = u->pprev = NULL;
+}
+
+static void list_push(px_upstream **head, px_upstream *u)
+{
+    u->pprev = NULL;
+    u->pnext = *head;
+    if (*head) (*head)->pprev = u;
+    *head = u;
+}
+
+/* Answer every request in flight with the connection's error. */
+static void fail_queue(px_upstream *u)
 {
     px_server *s = u->srv;
-    int was_ready = u->state == PX_UP_READY;
-    snprintf(u->errstr, sizeof(u->errstr), fmt, u->pool->name, detail);
+    px_req *r = u->shead;
+    u->shead = u->stail = NULL;
+    u->nsent = 0;
+    while (r) {
+        px_req *next = r->up_next;
+        r->up_next = NULL;
+        if (r->internal) {
+            free(r);
+        } else {
+            if (r->client) s->stats.upstream_error_replies++;
+            px_client_reply_error(r, "ERR %s", u->errstr);
+        }
+        r = next;
+    }
+}
+
+static void close_socket(px_upstream *u)
+{
+    px_server *s = u->srv;
     if (u->fd >= 0) {
         ev_io_stop(s->loop, &u->rw);
         ev_io_stop(s->loop, &u->ww);
@@ -44,30 +75,188 @@ static void up_fail(px_upstream *u, const char *fmt, const char *detail, int ret
     }
     ev_timer_stop(s->loop, &u->timer);
     u->write_armed = 0;
-    u->state = PX_UP_DOWN;
-    if (was_ready) s->stats.upstream_disconnects++;
-    else s->stats.upstream_connect_failures++;
-    px_log_write(&s->log, was_ready ? 3 : 1, "Upstream: %s", u->errstr);
-
     px_buf_clear(&u->out, 0);
     px_buf_clear(&u->in, 0);
     px_reply_scanner_reset(&u->scan);
-    /* Detach the queue first: answering may let clients send again. */
-    px_req *r = u->shead;
-    u->shead = u->stail = NULL;
-    u->nsent = 0;
-    while (r) {
-        px_req *next = r->up_next;
-        r->up_next = NULL;
-        s->stats.upstream_error_replies++;
-        px_client_reply_error(r, "ERR %s", u->errstr);
-        r = next;
+}
+
+/* A pinned connection ends here: closed now, freed from the loop. */
+static void up_close_pinned(px_upstream *u)
+{
+    px_server *s = u->srv;
+    px_pool *p = u->pool;
+    if (u->state == PX_UP_CLOSED) return;
+    close_socket(u);
+    u->state = PX_UP_CLOSED;
+    if (!u->owner && !u->releasing) p->nspare--;
+    list_remove(&p->pinned, u);
+    p->npinned--;
+    if (!u->errstr[0]) snprintf(u->errstr, sizeof(u->errstr), "upstream %s connection closed", p->name);
+    fail_queue(u);
+    px_client *owner = u->owner;
+    u->owner = NULL;
+    if (owner) px_client_pinned_lost(owner, u);
+    u->rnext = s->reap_ups;
+    s->reap_ups = u;
+}
+
+/*
+ * Close the socket and answer everything in flight with an error.  A shared
+ * connection retries after the backoff (at once when retry_now, for one that
+ * was replaced rather than refused); a pinned one is closed for good, since
+ * the state its client built there is gone.
+ */
+static void up_fail(px_upstream *u, const char *fmt, const char *detail, int retry_now)
+{
+    px_server *s = u->srv;
+    int was_ready = u->state == PX_UP_READY;
+    if (u->state == PX_UP_CLOSED) return;
+    snprintf(u->errstr, sizeof(u->errstr), fmt, u->pool->name, detail);
+    if (was_ready) s->stats.upstream_disconnects++;
+    else s->stats.upstream_connect_failures++;
+    px_log_write(&s->log, was_ready ? 3 : 1, "Upstream: %s", u->errstr);
+    if (is_pinned(u)) {
+        up_close_pinned(u);
+        return;
     }
+    close_socket(u);
+    u->state = PX_UP_DOWN;
+    fail_queue(u);
     double wait = retry_now ? 0 : u->backoff;
     u->backoff = u->backoff < BACKOFF_MIN ? BACKOFF_MIN : u->backoff * 2;
     if (u->backoff > BACKOFF_MAX) u->backoff = BACKOFF_MAX;
     ev_timer_set(&u->timer, wait, 0);
     ev_timer_start(s->loop, &u->timer);
+}
+
+static void queue_req(px_upstream *u, px_req *r)
+{
+    r->sent_at = px_now(u->srv);
+    r->up_next = NULL;
+    if (u->stail) u->stail->up_next = r;
+    else u->shead = r;
+    u->stail = r;
+    u->nsent++;
+}
+
+void px_upstream_send_internal(px_upstream *u, const char *cmd, size_t len, px_internal_cb cb)
+{
+    px_req *r = calloc(1, sizeof(*r));
+    if (!r) abort();
+    r->internal = cb;
+    queue_req(u, r);
+    px_buf_append(&u->out, cmd, len);
+    if (u->state == PX_UP_READY) px_server_want_write_upstream(u->srv, u);
+}
+
+void px_upstream_write(px_upstream *u, const char *cmd, size_t len)
+{
+    px_buf_append(&u->out, cmd, len);
+    if (u->state == PX_UP_READY) px_server_want_write_upstream(u->srv, u);
+}
+
+void px_upstream_marker(px_upstream *u, px_internal_cb cb)
+{
+    char cmd[96];
+    if (!u->marker[0]) snprintf(u->marker, sizeof(u->marker), "hotproxy-marker-%p-%x", (void *)u, (unsigned)rand());
+    int n = snprintf(cmd, sizeof(cmd), "*2\r\n$4\r\nPING\r\n$%zu\r\n%s\r\n", strlen(u->marker), u->marker);
+    px_upstream_send_internal(u, cmd, (size_t)n, cb);
+    u->stail->marker = 1;
+}
+
+static void send_internalv(px_upstream *u, px_internal_cb cb, int argc, const char **argv)
+{
+    px_buf b = {0};
+    px_buf_appendf(&b, "*%d\r\n", argc);
+    for (int i = 0; i < argc; i++) {
+        size_t n = strlen(argv[i]);
+        px_buf_appendf(&b, "$%zu\r\n", n);
+        px_buf_append(&b, argv[i], n);
+        px_buf_append(&b, "\r\n", 2);
+    }
+    px_upstream_send_internal(u, b.data, b.len, cb);
+    px_buf_free(&b);
+}
+
+/* Handshake replies: any error fails the connection. */
+static void expect_ok(px_upstream *u, const char *reply, size_t len)
+{
+    if (len && reply[0] == '-') {
+        char detail[160];
+        snprintf(detail, sizeof(detail), "%.*s", (int)(len > 150 ? 150 : len - 2), reply + 1);
+        up_fail(u, "upstream %s refused the connection setup: %s", detail, 0);
+    }
+}
+
+static void got_client_id(px_upstream *u, const char *reply, size_t len)
+{
+    long long id;
+    if (len > 3 && reply[0] == ':' && px_string2ll(reply + 1, len - 3, &id)) u->redis_id = id;
+}
+
+static void got_info(px_upstream *u, const char *reply, size_t len)
+{
+    const char *text, *v;
+    size_t tlen;
+    if (px_reply_string(reply, len, &text, &tlen) != 0 || reply[0] == '-') return;
+    for (v = text; v && v < text + tlen; v = memchr(v, '\n', (size_t)(text + tlen - v)), v = v ? v + 1 : v) {
+        if ((size_t)(text + tlen - v) > 14 && !memcmp(v, "redis_version:", 14)) {
+            const char *e = v + 14;
+            size_t n = 0;
+            while (e + n < text + tlen && e[n] != '\r' && e[n] != '\n' && n < sizeof(u->pool->redis_version) - 1) n++;
+            memcpy(u->pool->redis_version, e, n);
+            u->pool->redis_version[n] = '\0';
+            return;
+        }
+    }
+}
+
+static void got_databases(px_upstream *u, const char *reply, size_t len)
+{
+    /* *2\r\n$9\r\ndatabases\r\n$2\r\n16\r\n in RESP2, %1 ... in RESP3 */
+    const char *p = memchr(reply, '\n', len);
+    long long n;
+    for (int i = 0; p && i < 3; i++) p = memchr(p + 1, '\n', (size_t)(reply + len - p - 1));
+    if (!p) return;
+    const char *start = p + 1, *cr = memchr(start, '\r', (size_t)(reply + len - start));
+    if (cr && px_string2ll(start, (size_t)(cr - start), &n) && n > 0) u->pool->databases = n;
+}
+
+/* Queued ahead of anything a client sends on a new (or reused) connection. */
+static void up_handshake(px_upstream *u, int with_id)
+{
+    px_server *s = u->srv;
+    const px_config *cfg = s->cfg;
+    if (cfg->upstream_password && *cfg->upstream_password) {
+        if (cfg->upstream_user && *cfg->upstream_user) {
+            const char *argv[] = {"AUTH", cfg->upstream_user, cfg->upstream_password};
+            send_internalv(u, expect_ok, 3, argv);
+        } else {
+            const char *argv[] = {"AUTH", cfg->upstream_password};
+            send_internalv(u, expect_ok, 2, argv);
+        }
+    }
+    if (u->proto == 3) {
+        const char *argv[] = {"HELLO", "3"};
+        send_internalv(u, expect_ok, 2, argv);
+    }
+    if (u->db != 0) {
+        char db[24];
+        snprintf(db, sizeof(db), "%d", u->db);
+        const char *argv[] = {"SELECT", db};
+        send_internalv(u, expect_ok, 2, argv);
+    }
+    if (with_id) {
+        const char *argv[] = {"CLIENT", "ID"};
+        send_internalv(u, got_client_id, 2, argv);
+    }
+    if (!u->pool->probed) {
+        const char *info[] = {"INFO", "server"};
+        const char *dbs[] = {"CONFIG", "GET", "databases"};
+        u->pool->probed = 1;
+        send_internalv(u, got_info, 2, info);
+        send_internalv(u, got_databases, 3, dbs);
+    }
 }
 
 static void up_ready(px_upstream *u)
@@ -82,7 +271,8 @@ static void up_ready(px_upstream *u)
     u->errstr[0] = '\0';
     setsockopt(u->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     s->stats.upstream_connects++;
-    px_log_verbose(&s->log, "Upstream: connected to %s", u->pool->name);
+    px_log_verbose(&s->log, "Upstream: connected to %s (db %d, RESP%d%s)", u->pool->name, u->db, u->proto,
+                   is_pinned(u) ? ", pinned" : "");
     ev_io_set(&u->rw, u->fd, EV_READ);
     ev_io_start(s->loop, &u->rw);
     if (px_buf_used(&u->out)) px_server_want_write_upstream(s, u);
@@ -119,6 +309,7 @@ static void up_connect(px_upstream *u)
         up_fail(u, "upstream %s unavailable: %s", strerror(errno), 0);
         return;
     }
+    up_handshake(u, is_pinned(u));
     ev_io_set(&u->ww, fd, EV_WRITE);
     ev_io_start(s->loop, &u->ww);
     ev_timer_set(&u->timer, (double)s->cfg->connect_timeout / 1000.0, 0);
@@ -183,6 +374,41 @@ static void up_write_cb(struct ev_loop *loop, ev_io *w, int revents)
     px_upstream_flush(u);
 }
 
+/*
+ * One complete frame.  Pushes (RESP3 '>') and, in raw mode, every frame
+ * once the FIFO is empty, belong to the pinned connection's owner as they
+ * come; everything else answers the oldest request.
+ */
+static int deliver(px_upstream *u, const char *frame, size_t len)
+{
+    int push = (u->proto == 3 && frame[0] == '>') || (u->raw && !u->shead);
+    /* In raw mode a marker is answered by the frame that carries its token;
+     * frames before it belong to the owner. */
+    if (!push && u->raw && u->shead && u->shead->marker && !memmem(frame, len, u->marker, strlen(u->marker)))
+        push = 1;
+    if (push || (!u->shead && is_pinned(u))) {
+        if (u->owner) px_client_upstream_frame(u->owner, u, frame, len);
+        return 0; /* a spare or releasing connection's late frames are dropped */
+    }
+    if (!u->shead) {
+        up_fail(u, "upstream %s protocol error: %s", "reply with no request", 0);
+        return -1;
+    }
+    px_req *r = u->shead;
+    u->shead = r->up_next;
+    if (!u->shead) u->stail = NULL;
+    u->nsent--;
+    r->up_next = NULL;
+    if (r->internal) {
+        px_internal_cb cb = r->internal;
+        free(r);
+        cb(u, frame, len);
+    } else {
+        px_client_reply(r, frame, len);
+    }
+    return 0;
+}
+
 static void up_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     px_upstream *u = w->data;
@@ -203,37 +429,66 @@ static void up_read_cb(struct ev_loop *loop, ev_io *w, int revents)
         return;
     }
     u->in.len += (size_t)n;
-    while (px_buf_used(&u->in)) {
+    while (u->state == PX_UP_READY && px_buf_used(&u->in)) {
         const char *start = px_buf_start(&u->in);
         int rc = px_reply_scan(&u->scan, start, px_buf_used(&u->in));
         if (rc == PX_AGAIN) break;
-        if (rc == PX_ERR || !u->shead) {
-            up_fail(u, "upstream %s protocol error: %s", rc == PX_ERR ? u->scan.errstr : "reply with no request", 0);
+        if (rc == PX_ERR) {
+            up_fail(u, "upstream %s protocol error: %s", u->scan.errstr, 0);
             return;
         }
-        px_req *r = u->shead;
-        u->shead = r->up_next;
-        if (!u->shead) u->stail = NULL;
-        u->nsent--;
-        r->up_next = NULL;
         size_t len = u->scan.pos;
         px_reply_scanner_reset(&u->scan);
-        px_client_reply(r, start, len);
+        /* Consume first: the frame's bytes stay valid until the next
+         * append, and a callback may fail (and clear) the connection. */
         px_buf_consume(&u->in, len);
+        if (deliver(u, start, len) != 0) return;
     }
-    if (!px_buf_used(&u->in) && u->in.cap > 1024 * 1024) px_buf_clear(&u->in, 0);
+    if (u->state == PX_UP_READY && !px_buf_used(&u->in) && u->in.cap > 1024 * 1024) px_buf_clear(&u->in, 0);
 }
 
 void px_upstream_send(px_upstream *u, px_req *r, const char *cmd, size_t len)
 {
-    r->sent_at = px_now(u->srv);
-    r->up_next = NULL;
-    if (u->stail) u->stail->up_next = r;
-    else u->shead = r;
-    u->stail = r;
-    u->nsent++;
+    queue_req(u, r);
     px_buf_append(&u->out, cmd, len);
     if (u->state == PX_UP_READY) px_server_want_write_upstream(u->srv, u);
+}
+
+static void up_init(px_upstream *u, px_pool *p, px_lane *lane, int db, int proto)
+{
+    memset(u, 0, sizeof(*u));
+    u->srv = p->srv;
+    u->pool = p;
+    u->lane = lane;
+    u->db = db;
+    u->proto = proto;
+    u->fd = -1;
+    u->state = PX_UP_DOWN;
+    ev_io_init(&u->rw, up_read_cb, -1, EV_READ);
+    ev_io_init(&u->ww, up_write_cb, -1, EV_WRITE);
+    ev_timer_init(&u->timer, up_timer_cb, 0, 0);
+    u->rw.data = u->ww.data = u->timer.data = u;
+}
+
+static px_lane *lane_get(px_pool *p, int db, int proto)
+{
+    for (int i = 0; i < p->nlanes; i++)
+        if (p->lanes[i]->db == db && p->lanes[i]->proto == proto) return p->lanes[i];
+    px_lane *l = calloc(1, sizeof(*l));
+    if (!l) abort();
+    l->db = db;
+    l->proto = proto;
+    l->nconns = p->nconns;
+    l->conns = calloc((size_t)l->nconns, sizeof(px_upstream));
+    if (!l->conns) abort();
+    p->lanes = realloc(p->lanes, sizeof(*p->lanes) * (size_t)(p->nlanes + 1));
+    if (!p->lanes) abort();
+    p->lanes[p->nlanes++] = l;
+    for (int i = 0; i < l->nconns; i++) {
+        up_init(&l->conns[i], p, l, db, proto);
+        up_connect(&l->conns[i]);
+    }
+    return l;
 }
 
 px_pool *px_pool_create(px_server *s, const char *host, int port, int nconns)
@@ -243,99 +498,193 @@ px_pool *px_pool_create(px_server *s, const char *host, int port, int nconns)
     p->srv = s;
     p->host = strdup(host);
     p->port = port;
+    p->databases = 16;
     snprintf(p->name, sizeof(p->name), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
     p->nconns = nconns;
-    p->conns = calloc((size_t)nconns, sizeof(px_upstream));
-    if (!p->conns) abort();
-    for (int i = 0; i < nconns; i++) {
-        px_upstream *u = &p->conns[i];
-        u->srv = s;
-        u->pool = p;
-        u->fd = -1;
-        u->state = PX_UP_DOWN;
-        ev_io_init(&u->rw, up_read_cb, -1, EV_READ);
-        ev_io_init(&u->ww, up_write_cb, -1, EV_WRITE);
-        ev_timer_init(&u->timer, up_timer_cb, 0, 0);
-        u->rw.data = u->ww.data = u->timer.data = u;
-        up_connect(u);
-    }
+    lane_get(p, 0, 2);
     return p;
+}
+
+static void up_release(px_upstream *u)
+{
+    px_server *s = u->srv;
+    close_socket(u);
+    px_req *r = u->shead;
+    u->shead = u->stail = NULL;
+    while (r) {
+        px_req *next = r->up_next;
+        r->up_next = NULL;
+        if (r->internal) free(r);
+        else px_client_reply_error(r, "ERR hotproxy is shutting down");
+        r = next;
+    }
+    (void)s;
 }
 
 void px_pool_destroy(px_pool *p)
 {
-    px_server *s = p->srv;
-    for (int i = 0; i < p->nconns; i++) {
-        px_upstream *u = &p->conns[i];
-        ev_timer_stop(s->loop, &u->timer);
-        ev_io_stop(s->loop, &u->rw);
-        ev_io_stop(s->loop, &u->ww);
-        if (u->fd >= 0) close(u->fd);
-        px_req *r = u->shead;
-        while (r) {
-            px_req *next = r->up_next;
-            r->up_next = NULL;
-            px_client_reply_error(r, "ERR hotproxy is shutting down");
-            r = next;
-        }
-        px_buf_free(&u->in);
-        px_buf_free(&u->out);
+    for (int i = 0; i < p->nlanes; i++) {
+        for (int j = 0; j < p->lanes[i]->nconns; j++) up_release(&p->lanes[i]->conns[j]);
+        free(p->lanes[i]->conns);
+        free(p->lanes[i]);
     }
-    free(p->conns);
+    free(p->lanes);
+    while (p->pinned) {
+        px_upstream *u = p->pinned;
+        list_remove(&p->pinned, u);
+        u->owner = NULL;
+        up_release(u);
+        free(u);
+    }
     free(p->host);
     free(p);
 }
 
+void px_upstream_free(px_upstream *u)
+{
+    px_buf_free(&u->in);
+    px_buf_free(&u->out);
+    free(u);
+}
+
 px_upstream *px_pool_pick(px_pool *p, px_client *c)
 {
+    px_lane *l = lane_get(p, c->db, c->proto);
     /* A client with requests in flight stays where they are, so its writes
      * and reads reach Redis in the order it sent them. */
-    if (c->ninflight > 0 && c->up && c->up->pool == p && c->up->state != PX_UP_DOWN) return c->up;
+    if (c->ninflight > 0 && c->up && c->up->lane == l && c->up->state != PX_UP_DOWN) return c->up;
     px_upstream *best = NULL;
-    for (int i = 0; i < p->nconns; i++) {
-        px_upstream *u = &p->conns[(p->rr + (unsigned)i) % (unsigned)p->nconns];
+    for (int i = 0; i < l->nconns; i++) {
+        px_upstream *u = &l->conns[(l->rr + (unsigned)i) % (unsigned)l->nconns];
         if (u->state == PX_UP_DOWN) continue;
         if (!best || (best->state != PX_UP_READY && u->state == PX_UP_READY) ||
             (u->state == best->state && u->nsent < best->nsent))
             best = u;
     }
-    p->rr++;
+    l->rr++;
     return best;
 }
 
 const char *px_pool_unavailable(px_pool *p)
 {
-    for (int i = 0; i < p->nconns; i++)
-        if (p->conns[i].errstr[0]) return p->conns[i].errstr;
+    for (int i = 0; i < p->nlanes; i++)
+        for (int j = 0; j < p->lanes[i]->nconns; j++)
+            if (p->lanes[i]->conns[j].errstr[0]) return p->lanes[i]->conns[j].errstr;
     return "upstream unavailable";
+}
+
+px_upstream *px_pool_pin(px_pool *p, px_client *c, const char **err)
+{
+    px_server *s = p->srv;
+    px_upstream *u;
+    /* a spare: RESET cleaned it, the handshake sets it up for this client */
+    for (u = p->pinned; u; u = u->pnext)
+        if (!u->owner && !u->releasing && u->state == PX_UP_READY) break;
+    if (u) {
+        p->nspare--;
+        u->owner = c;
+        u->db = c->db;
+        u->proto = c->proto;
+        u->raw = 0;
+        u->errstr[0] = '\0';
+        up_handshake(u, 0);
+        return u;
+    }
+    if (p->npinned - p->nspare >= s->cfg->upstream_max_pinned) {
+        *err = "ERR hotproxy: too many clients hold an upstream connection of their own "
+               "(upstream-max-pinned reached); try again later";
+        return NULL;
+    }
+    /* make room by dropping a spare that is not ready */
+    u = calloc(1, sizeof(*u));
+    if (!u) abort();
+    up_init(u, p, NULL, c->db, c->proto);
+    u->owner = c;
+    list_push(&p->pinned, u);
+    p->npinned++;
+    up_connect(u);
+    if (u->state == PX_UP_CLOSED) {
+        *err = "ERR hotproxy: cannot open an upstream connection for this client";
+        return NULL;
+    }
+    return u;
+}
+
+static void reset_done(px_upstream *u, const char *reply, size_t len)
+{
+    px_pool *p = u->pool;
+    u->releasing = 0;
+    if (len >= 8 && !memcmp(reply, "+RESET\r\n", 8) && !u->owner && u->nsent == 0 &&
+        p->nspare < p->srv->cfg->upstream_spare) {
+        u->db = 0;
+        u->proto = 2;
+        p->nspare++;
+        return;
+    }
+    snprintf(u->errstr, sizeof(u->errstr), "upstream %s connection not reusable", p->name);
+    u->nsent ? (void)0 : (void)0;
+    p->nspare++; /* up_close_pinned counts it as a spare */
+    up_close_pinned(u);
+}
+
+void px_pool_unpin(px_pool *p, px_upstream *u)
+{
+    u->owner = NULL;
+    if (u->state == PX_UP_READY && u->nsent == 0 && !u->raw && p->nspare < p->srv->cfg->upstream_spare) {
+        /* verifiably clean only once Redis has answered RESET */
+        u->releasing = 1;
+        px_upstream_send_internal(u, "*1\r\n$5\r\nRESET\r\n", 15, reset_done);
+        return;
+    }
+    p->nspare++; /* up_close_pinned counts an unowned connection as a spare */
+    up_close_pinned(u);
+}
+
+static void check_timeout(px_upstream *u, double now, long long timeout_ms)
+{
+    px_req *r = u->shead;
+    if (u->state != PX_UP_READY || !r || r->blocking || u->raw) return;
+    if ((now - r->sent_at) * 1000.0 < (double)timeout_ms) return;
+    char detail[64];
+    snprintf(detail, sizeof(detail), "no reply within %lld ms", timeout_ms);
+    u->srv->stats.upstream_timeouts++;
+    up_fail(u, "upstream %s timeout: %s", detail, 1);
 }
 
 void px_pool_cron(px_pool *p, double now, long long timeout_ms)
 {
     if (timeout_ms <= 0) return;
-    for (int i = 0; i < p->nconns; i++) {
-        px_upstream *u = &p->conns[i];
-        if (u->state != PX_UP_READY || !u->shead) continue;
-        if ((now - u->shead->sent_at) * 1000.0 < (double)timeout_ms) continue;
-        char detail[64];
-        snprintf(detail, sizeof(detail), "no reply within %lld ms", timeout_ms);
-        p->srv->stats.upstream_timeouts++;
-        up_fail(u, "upstream %s timeout: %s", detail, 1);
+    for (int i = 0; i < p->nlanes; i++)
+        for (int j = 0; j < p->lanes[i]->nconns; j++) check_timeout(&p->lanes[i]->conns[j], now, timeout_ms);
+    px_upstream *u = p->pinned;
+    while (u) {
+        px_upstream *next = u->pnext; /* a timeout unlinks u */
+        check_timeout(u, now, timeout_ms);
+        u = next;
     }
 }
 
 void px_pool_info(px_pool *p, px_buf *out)
 {
-    int ready = 0;
+    int ready = 0, total = 0;
     long inflight = 0;
-    for (int i = 0; i < p->nconns; i++) {
-        ready += p->conns[i].state == PX_UP_READY;
-        inflight += p->conns[i].nsent;
-    }
+    for (int i = 0; i < p->nlanes; i++)
+        for (int j = 0; j < p->lanes[i]->nconns; j++) {
+            total++;
+            ready += p->lanes[i]->conns[j].state == PX_UP_READY;
+            inflight += p->lanes[i]->conns[j].nsent;
+        }
     px_buf_appendf(out, "hotproxy_upstream:%s\r\n", p->name);
     px_buf_appendf(out, "hotproxy_upstream_status:%s\r\n", ready ? "up" : "down");
-    px_buf_appendf(out, "hotproxy_upstream_connections:%d\r\n", p->nconns);
+    px_buf_appendf(out, "hotproxy_upstream_redis_version:%s\r\n", p->redis_version);
+    px_buf_appendf(out, "hotproxy_upstream_lanes:%d\r\n", p->nlanes);
+    px_buf_appendf(out, "hotproxy_upstream_connections:%d\r\n", total);
     px_buf_appendf(out, "hotproxy_upstream_connections_ready:%d\r\n", ready);
     px_buf_appendf(out, "hotproxy_upstream_inflight:%ld\r\n", inflight);
+    px_buf_appendf(out, "hotproxy_pinned_connections:%ld\r\n", p->npinned - p->nspare);
+    px_buf_appendf(out, "hotproxy_spare_connections:%ld\r\n", p->nspare);
+    for (int i = 0; i < p->nlanes; i++)
+        px_buf_appendf(out, "hotproxy_lane%d:db=%d,resp=%d,connections=%d\r\n", i, p->lanes[i]->db,
+                       p->lanes[i]->proto, p->lanes[i]->nconns);
     if (!ready) px_buf_appendf(out, "hotproxy_upstream_last_error:%s\r\n", px_pool_unavailable(p));
 }

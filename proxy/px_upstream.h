@@ -7,16 +7,27 @@
  * answering (upstream-timeout) answers every request it holds with an error
  * and reconnects with exponential backoff.
  *
- * A pool is the shared path to one server: a few connections multiplexing
- * many clients.  To keep read-your-writes, a client stays on the connection
- * it already has requests on; only an idle client may move to the least
- * loaded one.  (A connection of a client's own, for MULTI or BLPOP, is a
- * px_upstream with pool == NULL and the same code.)
+ * Every new connection first runs a handshake, pipelined ahead of any client
+ * command: AUTH with upstream-user/upstream-password, HELLO 3 for RESP3,
+ * SELECT for a database other than 0.  Its replies go to internal callbacks,
+ * never to a client; an error there fails the connection.
+ *
+ * A pool is everything hotproxy holds to one server:
+ *  - lanes, the shared path: for each (database, protocol) pair in use, a
+ *    few connections multiplexing many clients.  Connection state is never
+ *    shared: a client that said SELECT 2 or HELLO 3 uses that lane.  A client
+ *    stays on the connection it has requests in flight on (read-your-writes).
+ *  - pinned connections, one per client in a connection state (MULTI, WATCH,
+ *    SUBSCRIBE, MONITOR, CLIENT TRACKING, a blocking command), capped by
+ *    upstream-max-pinned.  When the state ends the connection is RESET and,
+ *    once Redis confirms, kept as a spare for the next client that pins;
+ *    otherwise it is closed.
  */
 #ifndef PX_UPSTREAM_H
 #define PX_UPSTREAM_H
 
 #include <ev.h>
+#include <stdint.h>
 
 #include "proxy/px_buf.h"
 #include "proxy/px_resp.h"
@@ -25,16 +36,25 @@ struct px_server;
 struct px_req;
 struct px_client;
 struct px_pool;
+struct px_lane;
+struct px_upstream;
 
 typedef enum {
-    PX_UP_DOWN,        /* not connected; retry after backoff */
+    PX_UP_DOWN,        /* not connected; retry after backoff (shared), or dead (pinned) */
     PX_UP_CONNECTING,
     PX_UP_READY,
+    PX_UP_CLOSED,      /* pinned connection closed, waiting to be freed */
 } px_up_state;
+
+/* Reply callback of an internal request (handshake, RESET, INFO). */
+typedef void (*px_internal_cb)(struct px_upstream *u, const char *reply, size_t len);
 
 typedef struct px_upstream {
     struct px_server *srv;
     struct px_pool *pool;
+    struct px_lane *lane;    /* shared connections: their lane; NULL when pinned */
+    struct px_client *owner; /* pinned connections: their client (NULL when spare or releasing) */
+    int db, proto;           /* what the handshake selected */
     int fd;
     px_up_state state;
     ev_io rw, ww;
@@ -46,29 +66,56 @@ typedef struct px_upstream {
     long nsent;
 
     double backoff;          /* seconds to wait before the next attempt */
-    char errstr[160];        /* why it is down, for error replies and INFO */
+    char errstr[400];        /* why it is down, for error replies and INFO */
+    long long redis_id;      /* CLIENT ID upstream (pinned connections) */
+    char marker[48];         /* token of this connection's markers */
     unsigned in_write_list : 1, write_armed : 1;
-    struct px_upstream *wnext;
+    unsigned raw : 1;        /* frames go to the owner as they come (RESP2 pub/sub, MONITOR) */
+    unsigned releasing : 1;  /* RESET sent; spare once confirmed */
+    struct px_upstream *wnext;       /* server's write list */
+    struct px_upstream *pnext, *pprev; /* pool's pinned list */
+    struct px_upstream *rnext;       /* server's reap list */
 } px_upstream;
+
+typedef struct px_lane {
+    int db, proto;
+    int nconns;
+    unsigned rr;
+    px_upstream *conns;
+} px_lane;
 
 typedef struct px_pool {
     struct px_server *srv;
     char *host;
     int port;
     char name[300];          /* "host:port" */
-    int nconns;
-    px_upstream *conns;
-    unsigned rr;
+    int nconns;              /* per lane */
+    int nlanes;
+    px_lane **lanes;
+    px_upstream *pinned;     /* pinned, spare and releasing connections */
+    long npinned;            /* connections in that list */
+    long nspare;
+    char redis_version[32];  /* from INFO server, for HELLO */
+    long long databases;     /* from CONFIG GET databases, for SELECT */
+    unsigned probed : 1;
 } px_pool;
 
 px_pool *px_pool_create(struct px_server *s, const char *host, int port, int nconns);
 void px_pool_destroy(px_pool *p);
 /*
- * The connection client c's next request should use, or NULL when every
- * connection is down (the caller answers with px_pool_unavailable()).
+ * The shared connection client c's next request should use, for its
+ * database and protocol, or NULL when every connection of that lane is down
+ * (the caller answers with px_pool_unavailable()).
  */
 px_upstream *px_pool_pick(px_pool *p, struct px_client *c);
 const char *px_pool_unavailable(px_pool *p);
+/*
+ * A connection of c's own, set up for its database and protocol; NULL with
+ * err set when upstream-max-pinned is reached.
+ */
+px_upstream *px_pool_pin(px_pool *p, struct px_client *c, const char **err);
+/* c no longer needs u: RESET it for reuse if it is idle, else close it. */
+void px_pool_unpin(px_pool *p, px_upstream *u);
 /* Fail requests that waited longer than timeout_ms; called from the cron. */
 void px_pool_cron(px_pool *p, double now, long long timeout_ms);
 /* Append "name:value\r\n" lines about the pool to out. */
@@ -79,9 +126,18 @@ void px_pool_info(px_pool *p, px_buf *out);
  * answered (by Redis, or by an error) exactly once, through px_client_reply.
  */
 void px_upstream_send(px_upstream *u, struct px_req *r, const char *cmd, size_t len);
+/* Write bytes whose replies must not reach the client (a forwarded command
+ * whose reply the client turned off); the reply is read and dropped. */
+void px_upstream_send_internal(px_upstream *u, const char *cmd, size_t len, px_internal_cb cb);
+/* Write a command whose answer will not be a reply (RESP2 pub/sub mode,
+ * MONITOR): what Redis sends back arrives as frames for the owner. */
+void px_upstream_write(px_upstream *u, const char *cmd, size_t len);
+/* Queue a marker (a PING with this connection's token); cb runs once every
+ * frame Redis sent before it has been delivered. */
+void px_upstream_marker(px_upstream *u, px_internal_cb cb);
 /* Write buffered bytes; returns -1 if the connection failed. */
 int px_upstream_flush(px_upstream *u);
-/* 1 if the connection has nothing in flight. */
-static inline int px_upstream_idle(const px_upstream *u) { return u->nsent == 0; }
+/* Free a closed pinned connection; only the server's reaper calls this. */
+void px_upstream_free(px_upstream *u);
 
 #endif
