@@ -240,6 +240,16 @@ const px_user *px_config_user(const px_config *c, const char *name, size_t len)
 {
     for (int i = 0; i < c->nusers; i++)
         if (strlen(c->users[i].name) == len && !memcmp(c->users[i].name, name, len)) return &c->users[i];
+    if (len == 7 && !memcmp(name, "default", 7) && c->requirepass && *c->requirepass) {
+        /* requirepass is the default user's password, as in Redis */
+        px_config *m = (px_config *)c;
+        m->default_user.name = (char *)"default";
+        m->default_user.enabled = 1;
+        m->default_user.nopass = 0;
+        m->default_user.npasswords = 1;
+        m->default_user.passwords = &m->requirepass;
+        return &c->default_user;
+    }
     return NULL;
 }
 
@@ -329,7 +339,7 @@ static int split_words(char *line, char **words)
     while (1) {
         while (*p && isspace((unsigned char)*p)) p++;
         if (!*p) return n;
-        if (n == MAXWORDS) return -1;
+        if (n == MAXWORDS) return -2;
         char *out = p, *w = p;
         int inq = 0; /* 0, '"' or '\'' */
         while (*p) {
@@ -389,7 +399,8 @@ int px_config_load_string(px_config *c, const char *text, const char *source, ch
             char reason[256];
             int n = split_words(p, words);
             if (n < 0) {
-                snprintf(reason, sizeof(reason), "unbalanced quotes");
+                snprintf(reason, sizeof(reason), n == -2 ? "more than %d words on one line" : "unbalanced quotes",
+                         MAXWORDS);
                 rc = -1;
             } else if (n > 0 && px_config_set(c, words[0], n - 1, words + 1, reason, sizeof(reason)) != 0) {
                 rc = -1;

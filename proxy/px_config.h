@@ -50,6 +50,7 @@ typedef struct px_config {
     char *requirepass;              /* password of the "default" user, "" = none */
     int nusers;
     px_user *users;                 /* "user" directives */
+    px_user default_user;           /* "default" when requirepass is set and no "user default" line */
     char *upstream_user;            /* credentials hotproxy uses upstream */
     char *upstream_password;
     int nrefused;

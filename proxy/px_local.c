@@ -231,18 +231,9 @@ static int authenticate(px_client *c, const char *user, size_t ulen, const char 
 {
     px_server *s = c->srv;
     const px_config *cfg = s->cfg;
-    int ok = 0;
-    if (eq(user, ulen, "default") && !px_config_user(cfg, user, ulen)) {
-        if (cfg->requirepass && *cfg->requirepass) {
-            px_user def = {(char *)"default", 1, 0, 1, (char **)&cfg->requirepass};
-            ok = px_config_user_check(&def, pass, plen);
-        } else {
-            ok = cfg->nusers == 0; /* no password: default is open unless users are defined */
-        }
-    } else {
-        const px_user *u = px_config_user(cfg, user, ulen);
-        ok = u && px_config_user_check(u, pass, plen);
-    }
+    const px_user *u = px_config_user(cfg, user, ulen);
+    /* with no password at all, "default" is open unless users are defined */
+    int ok = u ? px_config_user_check(u, pass, plen) : eq(user, ulen, "default") && cfg->nusers == 0;
     if (ok) {
         c->authenticated = 1;
         free(c->user);

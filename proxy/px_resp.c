@@ -306,6 +306,10 @@ int px_reply_scan(px_reply_scanner *s, const char *buf, size_t len)
             return PX_AGAIN;
         }
         const char *p = buf + s->pos;
+        if (!strchr("+-:_,#($!=*~>%|", p[0]) || p[0] == '\0') {
+            s->errstr = "unknown reply type byte"; /* at once: garbage may never send CR LF */
+            return PX_ERR;
+        }
         long ll = line_end(p, len - s->pos);
         if (ll < 0) {
             s->need = len + 1;
