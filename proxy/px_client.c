@@ -376,9 +376,10 @@ static void send_on(px_client *c, px_req *r, struct px_upstream *u, const char *
     px_buf_free(&tmp);
 }
 
-static void on_marker(struct px_upstream *u, const char *reply, size_t len)
+static void on_marker(struct px_upstream *u, void *ctx, const char *reply, size_t len)
 {
     px_client *c = u->owner;
+    (void)ctx;
     (void)reply;
     (void)len;
     if (!c) return;

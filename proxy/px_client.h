@@ -45,7 +45,8 @@ typedef struct px_req {
     unsigned silent : 1;           /* CLIENT REPLY OFF/SKIP: the reply is dropped */
     unsigned marker : 1;           /* an internal PING whose reply carries the connection's token */
     /* internal requests (no client): the reply goes here instead */
-    void (*internal)(struct px_upstream *u, const char *reply, size_t len);
+    void (*internal)(struct px_upstream *u, void *ctx, const char *reply, size_t len);
+    void *ctx;
     px_reply_hook hook;
     unsigned hook_flags;           /* the hook's own argument */
 } px_req;

@@ -4,6 +4,9 @@
 #include "proxy/px_command.h"
 
 #include <string.h>
+#include <strings.h>
+
+#include "proxy/px_resp.h"
 
 #define fwd PX_H_FWD
 #define ping PX_H_PING
@@ -26,11 +29,25 @@
 #define pin PX_H_PIN
 #define block PX_H_BLOCK
 #define deny PX_H_DENY
-#define PX_CMD(name, arity, flags, first, last, step, handler) {name, arity, flags, first, last, step, handler},
+#define fixed PX_KS_FIXED
+#define numkeys1 PX_KS_NUMKEYS1
+#define numkeys2 PX_KS_NUMKEYS2
+#define store_numkeys PX_KS_STORE_NUMKEYS
+#define streams PX_KS_STREAMS
+#define sort PX_KS_SORT
+#define unknown PX_KS_UNKNOWN
+#define PX_CMD(name, arity, flags, first, last, step, handler, keys) {name, arity, flags, first, last, step, handler, keys},
 static const px_command table[] = {
 #include "proxy/px_commands.def"
 };
 #undef PX_CMD
+#undef fixed
+#undef numkeys1
+#undef numkeys2
+#undef store_numkeys
+#undef streams
+#undef sort
+#undef unknown
 #undef fwd
 #undef ping
 #undef echo
@@ -101,4 +118,52 @@ const px_command *px_command_lookup(const char *name, size_t len, const char *su
     if (!lower(key + n + 1, sizeof(key) - n - 1, sub, sublen)) return c;
     const px_command *s = find(key);
     return s ? s : c;
+}
+
+static int add_key(int *out, int max, int n, int pos)
+{
+    if (n < max) out[n] = pos;
+    return n + 1;
+}
+
+int px_command_keys(const px_command *c, int argc, const char *const *argv, const size_t *argvlen, int *out, int max)
+{
+    int n = 0;
+    long long nk;
+    switch (c->keys) {
+    case PX_KS_FIXED: {
+        if (c->first_key <= 0) return 0;
+        int last = c->last_key < 0 ? argc + c->last_key : c->last_key;
+        if (last >= argc) last = argc - 1;
+        for (int i = c->first_key; i <= last; i += c->key_step > 0 ? c->key_step : 1) n = add_key(out, max, n, i);
+        return n;
+    }
+    case PX_KS_NUMKEYS1:
+    case PX_KS_NUMKEYS2:
+    case PX_KS_STORE_NUMKEYS: {
+        int at = c->keys == PX_KS_NUMKEYS1 ? 1 : 2;
+        if (argc <= at || !px_string2ll(argv[at], argvlen[at], &nk) || nk < 0 || nk > argc - at - 1) return -1;
+        if (c->keys == PX_KS_STORE_NUMKEYS) n = add_key(out, max, n, 1);
+        for (int i = 0; i < (int)nk; i++) n = add_key(out, max, n, at + 1 + i);
+        return n;
+    }
+    case PX_KS_STREAMS:
+        for (int i = 1; i < argc; i++)
+            if (argvlen[i] == 7 && !strncasecmp(argv[i], "streams", 7)) {
+                int rest = argc - i - 1;
+                if (rest <= 0 || rest % 2) return -1;
+                for (int k = 0; k < rest / 2; k++) n = add_key(out, max, n, i + 1 + k);
+                return n;
+            }
+        return -1;
+    case PX_KS_SORT:
+        if (argc < 2) return -1;
+        n = add_key(out, max, n, 1);
+        for (int i = 2; i + 1 < argc; i++)
+            if (argvlen[i] == 5 && !strncasecmp(argv[i], "store", 5)) n = add_key(out, max, n, i + 1);
+        return n;
+    case PX_KS_UNKNOWN:
+    default:
+        return -1;
+    }
 }

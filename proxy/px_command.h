@@ -19,7 +19,19 @@ enum {
     PX_F_FAST = 1 << 6,
     PX_F_NOMULTI = 1 << 7,
     PX_F_CONT = 1 << 8,    /* a container: the first argument names a subcommand */
+    PX_F_CACHE = 1 << 9,   /* the L1 may keep its reply (see px_commands.def) */
 };
+
+/* The keys column of px_commands.def. */
+typedef enum {
+    PX_KS_FIXED,
+    PX_KS_NUMKEYS1,
+    PX_KS_NUMKEYS2,
+    PX_KS_STORE_NUMKEYS,
+    PX_KS_STREAMS,
+    PX_KS_SORT,
+    PX_KS_UNKNOWN,
+} px_keyspec;
 
 /* The handler column of px_commands.def; its comment says what each means. */
 typedef enum {
@@ -52,6 +64,7 @@ typedef struct px_command {
     unsigned flags;
     int first_key, last_key, key_step;
     px_handler handler;
+    px_keyspec keys;
 } px_command;
 
 /* Number of entries, and entry i (for INFO's per-command section). */
@@ -66,6 +79,19 @@ int px_command_index(const px_command *c);
  * the container itself.
  */
 const px_command *px_command_lookup(const char *name, size_t len, const char *sub, size_t sublen);
+
+/*
+ * The argument positions of the keys of a command, into out (at most max);
+ * returns how many, or -1 when they cannot be worked out (PX_KS_UNKNOWN, or
+ * arguments too malformed to say: Redis will refuse the command anyway).
+ */
+int px_command_keys(const px_command *c, int argc, const char *const *argv, const size_t *argvlen, int *out, int max);
+
+/* 1 if a command may change the data set (anything not read-only counts). */
+static inline int px_command_writes(const px_command *c)
+{
+    return c == NULL || !(c->flags & PX_F_R);
+}
 
 /* 1 if argc satisfies the command's arity. */
 static inline int px_command_arity_ok(const px_command *c, int argc)

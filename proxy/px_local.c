@@ -265,9 +265,10 @@ static int do_auth(px_client *c, px_req *r, int argc, const char *const *argv, c
     return 1;
 }
 
-static void hello_internal_done(struct px_upstream *u, const char *reply, size_t len)
+static void hello_internal_done(struct px_upstream *u, void *ctx, const char *reply, size_t len)
 {
     (void)u;
+    (void)ctx;
     (void)reply;
     (void)len;
 }
@@ -332,7 +333,7 @@ static int do_hello(px_client *c, px_req *r, int argc, const char *const *argv, 
         /* its own connection must speak the same protocol */
         char cmd[40];
         int n = snprintf(cmd, sizeof(cmd), "*2\r\n$5\r\nHELLO\r\n$1\r\n%lld\r\n", ver);
-        px_upstream_send_internal(c->pinned, cmd, (size_t)n, hello_internal_done);
+        px_upstream_send_internal(c->pinned, cmd, (size_t)n, hello_internal_done, NULL);
         c->pinned->proto = (int)ver;
     }
     c->proto = (int)ver;
@@ -433,13 +434,13 @@ static void client_line(px_client *c, px_buf *b)
     px_buf_appendf(b,
                    "id=%llu addr=%s laddr=%s:%lld fd=%d name=%s age=%lld idle=%lld flags=%s db=%d sub=%d psub=%d "
                    "ssub=%d multi=%d qbuf=%zu obl=0 oll=%ld omem=%zu tot-mem=%zu events=r cmd=%s user=%s "
-                   "redir=-1 resp=%d lib-name=%s lib-ver=%s\n",
+                   "redir=-1 resp=%d lib-name=%s lib-ver=%s inflight=%ld pinned=%d\n",
                    (unsigned long long)c->id, c->addr, c->srv->cfg->bind, c->srv->cfg->port, c->fd,
                    c->name ? c->name : "", (long long)(now - c->created), (long long)(now - c->last_active), flags,
                    c->db, !!(c->state & PX_STATE_SUB), 0, !!(c->state & PX_STATE_SSUB),
                    c->state & PX_STATE_MULTI ? 0 : -1, px_buf_used(&c->in), c->nqueued, px_buf_used(&c->out),
                    c->in.cap + c->out.cap, "client", c->user ? c->user : "default", c->proto,
-                   c->lib_name ? c->lib_name : "", c->lib_ver ? c->lib_ver : "");
+                   c->lib_name ? c->lib_name : "", c->lib_ver ? c->lib_ver : "", c->ninflight, c->pinned != NULL);
 }
 
 static px_client *client_by_id(px_server *s, const char *p, size_t n)

@@ -55,7 +55,12 @@ static void fail_queue(px_upstream *u)
         px_req *next = r->up_next;
         r->up_next = NULL;
         if (r->internal) {
+            char err[sizeof(u->errstr) + 8];
+            int n = snprintf(err, sizeof(err), "-ERR %s\r\n", u->errstr);
+            px_internal_cb cb = r->internal;
+            void *ctx = r->ctx;
             free(r);
+            cb(u, ctx, err, (size_t)n);
         } else {
             if (r->client) s->stats.upstream_error_replies++;
             px_client_reply_error(r, "ERR %s", u->errstr);
@@ -88,7 +93,8 @@ static void up_close_pinned(px_upstream *u)
     if (u->state == PX_UP_CLOSED) return;
     close_socket(u);
     u->state = PX_UP_CLOSED;
-    if (!u->owner && !u->releasing) p->nspare--;
+    if (u->spare) p->nspare--;
+    u->spare = 0;
     list_remove(&p->pinned, u);
     p->npinned--;
     if (!u->errstr[0]) snprintf(u->errstr, sizeof(u->errstr), "upstream %s connection closed", p->name);
@@ -96,6 +102,13 @@ static void up_close_pinned(px_upstream *u)
     px_client *owner = u->owner;
     u->owner = NULL;
     if (owner) px_client_pinned_lost(owner, u);
+    if (u->on_lost || u->link_ctx) p->nlinks--;
+    if (u->on_lost) {
+        px_lost_cb lost = u->on_lost;
+        u->on_lost = NULL;
+        u->on_frame = NULL;
+        lost(u, u->link_ctx);
+    }
     u->rnext = s->reap_ups;
     s->reap_ups = u;
 }
@@ -139,11 +152,12 @@ static void queue_req(px_upstream *u, px_req *r)
     u->nsent++;
 }
 
-void px_upstream_send_internal(px_upstream *u, const char *cmd, size_t len, px_internal_cb cb)
+void px_upstream_send_internal(px_upstream *u, const char *cmd, size_t len, px_internal_cb cb, void *ctx)
 {
     px_req *r = calloc(1, sizeof(*r));
     if (!r) abort();
     r->internal = cb;
+    r->ctx = ctx;
     queue_req(u, r);
     px_buf_append(&u->out, cmd, len);
     if (u->state == PX_UP_READY) px_server_want_write_upstream(u->srv, u);
@@ -160,7 +174,7 @@ void px_upstream_marker(px_upstream *u, px_internal_cb cb)
     char cmd[96];
     if (!u->marker[0]) snprintf(u->marker, sizeof(u->marker), "hotproxy-marker-%p-%x", (void *)u, (unsigned)rand());
     int n = snprintf(cmd, sizeof(cmd), "*2\r\n$4\r\nPING\r\n$%zu\r\n%s\r\n", strlen(u->marker), u->marker);
-    px_upstream_send_internal(u, cmd, (size_t)n, cb);
+    px_upstream_send_internal(u, cmd, (size_t)n, cb, NULL);
     u->stail->marker = 1;
 }
 
@@ -174,28 +188,31 @@ static void send_internalv(px_upstream *u, px_internal_cb cb, int argc, const ch
         px_buf_append(&b, argv[i], n);
         px_buf_append(&b, "\r\n", 2);
     }
-    px_upstream_send_internal(u, b.data, b.len, cb);
+    px_upstream_send_internal(u, b.data, b.len, cb, NULL);
     px_buf_free(&b);
 }
 
 /* Handshake replies: any error fails the connection. */
-static void expect_ok(px_upstream *u, const char *reply, size_t len)
+static void expect_ok(px_upstream *u, void *ctx, const char *reply, size_t len)
 {
-    if (len && reply[0] == '-') {
+    (void)ctx;
+    if (u->state == PX_UP_READY && len && reply[0] == '-') {
         char detail[160];
         snprintf(detail, sizeof(detail), "%.*s", (int)(len > 150 ? 150 : len - 2), reply + 1);
         up_fail(u, "upstream %s refused the connection setup: %s", detail, 0);
     }
 }
 
-static void got_client_id(px_upstream *u, const char *reply, size_t len)
+static void got_client_id(px_upstream *u, void *ctx, const char *reply, size_t len)
 {
+    (void)ctx;
     long long id;
     if (len > 3 && reply[0] == ':' && px_string2ll(reply + 1, len - 3, &id)) u->redis_id = id;
 }
 
-static void got_info(px_upstream *u, const char *reply, size_t len)
+static void got_info(px_upstream *u, void *ctx, const char *reply, size_t len)
 {
+    (void)ctx;
     const char *text, *v;
     size_t tlen;
     if (px_reply_string(reply, len, &text, &tlen) != 0 || reply[0] == '-') return;
@@ -211,8 +228,9 @@ static void got_info(px_upstream *u, const char *reply, size_t len)
     }
 }
 
-static void got_databases(px_upstream *u, const char *reply, size_t len)
+static void got_databases(px_upstream *u, void *ctx, const char *reply, size_t len)
 {
+    (void)ctx;
     /* *2\r\n$9\r\ndatabases\r\n$2\r\n16\r\n in RESP2, %1 ... in RESP3 */
     const char *p = memchr(reply, '\n', len);
     long long n;
@@ -388,6 +406,7 @@ static int deliver(px_upstream *u, const char *frame, size_t len)
         push = 1;
     if (push || (!u->shead && is_pinned(u))) {
         if (u->owner) px_client_upstream_frame(u->owner, u, frame, len);
+        else if (u->on_frame) u->on_frame(u, u->link_ctx, frame, len);
         return 0; /* a spare or releasing connection's late frames are dropped */
     }
     if (!u->shead) {
@@ -401,8 +420,9 @@ static int deliver(px_upstream *u, const char *frame, size_t len)
     r->up_next = NULL;
     if (r->internal) {
         px_internal_cb cb = r->internal;
+        void *ctx = r->ctx;
         free(r);
-        cb(u, frame, len);
+        cb(u, ctx, frame, len);
     } else {
         px_client_reply(r, frame, len);
     }
@@ -579,8 +599,9 @@ px_upstream *px_pool_pin(px_pool *p, px_client *c, const char **err)
     px_upstream *u;
     /* a spare: RESET cleaned it, the handshake sets it up for this client */
     for (u = p->pinned; u; u = u->pnext)
-        if (!u->owner && !u->releasing && u->state == PX_UP_READY) break;
+        if (u->spare && u->state == PX_UP_READY) break;
     if (u) {
+        u->spare = 0;
         p->nspare--;
         u->owner = c;
         u->db = c->db;
@@ -590,12 +611,11 @@ px_upstream *px_pool_pin(px_pool *p, px_client *c, const char **err)
         up_handshake(u, 0);
         return u;
     }
-    if (p->npinned - p->nspare >= s->cfg->upstream_max_pinned) {
+    if (p->npinned - p->nspare - p->nlinks >= s->cfg->upstream_max_pinned) {
         *err = "ERR hotproxy: too many clients hold an upstream connection of their own "
                "(upstream-max-pinned reached); try again later";
         return NULL;
     }
-    /* make room by dropping a spare that is not ready */
     u = calloc(1, sizeof(*u));
     if (!u) abort();
     up_init(u, p, NULL, c->db, c->proto);
@@ -610,20 +630,21 @@ px_upstream *px_pool_pin(px_pool *p, px_client *c, const char **err)
     return u;
 }
 
-static void reset_done(px_upstream *u, const char *reply, size_t len)
+static void reset_done(px_upstream *u, void *ctx, const char *reply, size_t len)
 {
     px_pool *p = u->pool;
+    (void)ctx;
+    if (u->state != PX_UP_READY) return; /* failed meanwhile: being closed */
     u->releasing = 0;
     if (len >= 8 && !memcmp(reply, "+RESET\r\n", 8) && !u->owner && u->nsent == 0 &&
         p->nspare < p->srv->cfg->upstream_spare) {
         u->db = 0;
         u->proto = 2;
+        u->spare = 1;
         p->nspare++;
         return;
     }
     snprintf(u->errstr, sizeof(u->errstr), "upstream %s connection not reusable", p->name);
-    u->nsent ? (void)0 : (void)0;
-    p->nspare++; /* up_close_pinned counts it as a spare */
     up_close_pinned(u);
 }
 
@@ -633,11 +654,39 @@ void px_pool_unpin(px_pool *p, px_upstream *u)
     if (u->state == PX_UP_READY && u->nsent == 0 && !u->raw && p->nspare < p->srv->cfg->upstream_spare) {
         /* verifiably clean only once Redis has answered RESET */
         u->releasing = 1;
-        px_upstream_send_internal(u, "*1\r\n$5\r\nRESET\r\n", 15, reset_done);
+        px_upstream_send_internal(u, "*1\r\n$5\r\nRESET\r\n", 15, reset_done, NULL);
         return;
     }
-    p->nspare++; /* up_close_pinned counts an unowned connection as a spare */
     up_close_pinned(u);
+}
+
+px_upstream *px_pool_open_link(px_pool *p, px_frame_cb on_frame, px_lost_cb on_lost, void *ctx)
+{
+    px_upstream *u = calloc(1, sizeof(*u));
+    if (!u) abort();
+    up_init(u, p, NULL, 0, 2);
+    u->on_frame = on_frame;
+    u->on_lost = on_lost;
+    u->link_ctx = ctx;
+    list_push(&p->pinned, u);
+    p->npinned++;
+    p->nlinks++;
+    up_connect(u);
+    return u->state == PX_UP_CLOSED ? NULL : u;
+}
+
+void px_pool_close(px_pool *p, px_upstream *u, const char *why)
+{
+    (void)p;
+    if (u->state == PX_UP_CLOSED) return;
+    snprintf(u->errstr, sizeof(u->errstr), "upstream %s connection closed: %s", u->pool->name, why);
+    up_close_pinned(u);
+}
+
+void px_pool_each_shared(px_pool *p, void (*fn)(px_upstream *u, void *arg), void *arg)
+{
+    for (int i = 0; i < p->nlanes; i++)
+        for (int j = 0; j < p->lanes[i]->nconns; j++) fn(&p->lanes[i]->conns[j], arg);
 }
 
 static void check_timeout(px_upstream *u, double now, long long timeout_ms)
@@ -676,12 +725,12 @@ void px_pool_info(px_pool *p, px_buf *out)
         }
     px_buf_appendf(out, "hotproxy_upstream:%s\r\n", p->name);
     px_buf_appendf(out, "hotproxy_upstream_status:%s\r\n", ready ? "up" : "down");
-    px_buf_appendf(out, "hotproxy_upstream_redis_version:%s\r\n", p->redis_version);
+    px_buf_appendf(out, "hotproxy_upstream_server_version:%s\r\n", p->redis_version);
     px_buf_appendf(out, "hotproxy_upstream_lanes:%d\r\n", p->nlanes);
     px_buf_appendf(out, "hotproxy_upstream_connections:%d\r\n", total);
     px_buf_appendf(out, "hotproxy_upstream_connections_ready:%d\r\n", ready);
     px_buf_appendf(out, "hotproxy_upstream_inflight:%ld\r\n", inflight);
-    px_buf_appendf(out, "hotproxy_pinned_connections:%ld\r\n", p->npinned - p->nspare);
+    px_buf_appendf(out, "hotproxy_pinned_connections:%ld\r\n", p->npinned - p->nspare - p->nlinks);
     px_buf_appendf(out, "hotproxy_spare_connections:%ld\r\n", p->nspare);
     for (int i = 0; i < p->nlanes; i++)
         px_buf_appendf(out, "hotproxy_lane%d:db=%d,resp=%d,connections=%d\r\n", i, p->lanes[i]->db,

@@ -46,8 +46,14 @@ typedef enum {
     PX_UP_CLOSED,      /* pinned connection closed, waiting to be freed */
 } px_up_state;
 
-/* Reply callback of an internal request (handshake, RESET, INFO). */
-typedef void (*px_internal_cb)(struct px_upstream *u, const char *reply, size_t len);
+/*
+ * Reply callback of an internal request (handshake, RESET, a fill).  When the
+ * connection fails first, it is called with an error reply ("-ERR ...").
+ */
+typedef void (*px_internal_cb)(struct px_upstream *u, void *ctx, const char *reply, size_t len);
+/* A link's frames that answer no request, and its end. */
+typedef void (*px_frame_cb)(struct px_upstream *u, void *ctx, const char *frame, size_t len);
+typedef void (*px_lost_cb)(struct px_upstream *u, void *ctx);
 
 typedef struct px_upstream {
     struct px_server *srv;
@@ -72,6 +78,11 @@ typedef struct px_upstream {
     unsigned in_write_list : 1, write_armed : 1;
     unsigned raw : 1;        /* frames go to the owner as they come (RESP2 pub/sub, MONITOR) */
     unsigned releasing : 1;  /* RESET sent; spare once confirmed */
+    unsigned spare : 1;      /* clean, waiting for a client to pin it */
+    uint64_t tracking_epoch; /* shared: the invalidation link epoch its CLIENT TRACKING names (0: none) */
+    px_frame_cb on_frame;    /* links: who gets frames and the end of the link */
+    px_lost_cb on_lost;
+    void *link_ctx;
     struct px_upstream *wnext;       /* server's write list */
     struct px_upstream *pnext, *pprev; /* pool's pinned list */
     struct px_upstream *rnext;       /* server's reap list */
@@ -95,6 +106,7 @@ typedef struct px_pool {
     px_upstream *pinned;     /* pinned, spare and releasing connections */
     long npinned;            /* connections in that list */
     long nspare;
+    long nlinks;             /* of those, hotproxy's own links */
     char redis_version[32];  /* from INFO server, for HELLO */
     long long databases;     /* from CONFIG GET databases, for SELECT */
     unsigned probed : 1;
@@ -114,6 +126,16 @@ const char *px_pool_unavailable(px_pool *p);
  * err set when upstream-max-pinned is reached.
  */
 px_upstream *px_pool_pin(px_pool *p, struct px_client *c, const char **err);
+/*
+ * A connection of hotproxy's own (the invalidation link): frames that answer
+ * no request go to on_frame, its end to on_lost (called once; the
+ * connection is freed after).  Not counted against upstream-max-pinned.
+ */
+px_upstream *px_pool_open_link(px_pool *p, px_frame_cb on_frame, px_lost_cb on_lost, void *ctx);
+/* Close a pinned connection or link now (its requests get errors). */
+void px_pool_close(px_pool *p, px_upstream *u, const char *why);
+/* Call fn for every shared connection (to set up tracking on each). */
+void px_pool_each_shared(px_pool *p, void (*fn)(px_upstream *u, void *arg), void *arg);
 /* c no longer needs u: RESET it for reuse if it is idle, else close it. */
 void px_pool_unpin(px_pool *p, px_upstream *u);
 /* Fail requests that waited longer than timeout_ms; called from the cron. */
@@ -128,7 +150,7 @@ void px_pool_info(px_pool *p, px_buf *out);
 void px_upstream_send(px_upstream *u, struct px_req *r, const char *cmd, size_t len);
 /* Write bytes whose replies must not reach the client (a forwarded command
  * whose reply the client turned off); the reply is read and dropped. */
-void px_upstream_send_internal(px_upstream *u, const char *cmd, size_t len, px_internal_cb cb);
+void px_upstream_send_internal(px_upstream *u, const char *cmd, size_t len, px_internal_cb cb, void *ctx);
 /* Write a command whose answer will not be a reply (RESP2 pub/sub mode,
  * MONITOR): what Redis sends back arrives as frames for the owner. */
 void px_upstream_write(px_upstream *u, const char *cmd, size_t len);

@@ -1,0 +1,434 @@
+/*
+ * l1: the L1 cache library.  See l1.h for what it promises.
+ *
+ * Layout: entries live in one uthash table keyed by [u32 glen][group][variant]
+ * and hashed with a keyed SipHash (HASH_*_BYHASHVALUE: uthash never hashes
+ * itself), in one LRU list, and in their group's list (a second table keyed
+ * by the group), so an invalidation drops a group's entries without a scan.
+ */
+#include "cache/l1.h"
+
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uthash.h>
+
+#define SLOTS (1u << 15)       /* invalidation memory, per hash slot of a group */
+#define SKETCH_ROWS 4
+
+typedef struct l1_group l1_group;
+
+typedef struct l1_entry {
+    UT_hash_handle hh;
+    struct l1_entry *lru_prev, *lru_next; /* head: most recently used */
+    struct l1_entry *gprev, *gnext;
+    l1_group *group;
+    l1_value *value;
+    uint64_t expires_ms;
+    size_t charge;
+    size_t klen;
+    char key[];               /* [u32 glen][group][variant] */
+} l1_entry;
+
+struct l1_group {
+    UT_hash_handle hh;
+    l1_entry *entries;
+    size_t glen;
+    char name[];
+};
+
+struct l1 {
+    l1_config cfg;
+    l1_entry *table;
+    l1_group *groups;
+    l1_entry *lru_head, *lru_tail;
+    l1_stats st;
+    uint64_t seq;             /* bumped by every invalidation and flush */
+    uint64_t flush_seq;
+    uint64_t *slots;          /* seq of the last invalidation per group slot */
+    uint64_t *sketch;         /* SKETCH_ROWS rows of width/16 words, 4-bit counters */
+    size_t width;             /* counters per row, a power of two */
+    uint64_t sketch_adds;
+};
+
+/* ---- SipHash-2-4 (Aumasson & Bernstein), written from the paper ---- */
+
+#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+#define SIPROUND                                                                                   \
+    do {                                                                                           \
+        v0 += v1; v1 = ROTL(v1, 13); v1 ^= v0; v0 = ROTL(v0, 32);                                  \
+        v2 += v3; v3 = ROTL(v3, 16); v3 ^= v2;                                                     \
+        v0 += v3; v3 = ROTL(v3, 21); v3 ^= v0;                                                     \
+        v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32);                                  \
+    } while (0)
+
+static uint64_t load64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+    return v;
+}
+
+uint64_t l1_hash(const uint64_t key[2], const void *data, size_t len)
+{
+    const unsigned char *in = data;
+    uint64_t v0 = 0x736f6d6570736575ULL ^ key[0], v1 = 0x646f72616e646f6dULL ^ key[1];
+    uint64_t v2 = 0x6c7967656e657261ULL ^ key[0], v3 = 0x7465646279746573ULL ^ key[1];
+    size_t whole = len & ~(size_t)7;
+    for (size_t i = 0; i < whole; i += 8) {
+        uint64_t m = load64(in + i);
+        v3 ^= m;
+        SIPROUND;
+        SIPROUND;
+        v0 ^= m;
+    }
+    uint64_t b = (uint64_t)len << 56;
+    for (size_t i = 0; i < (len & 7); i++) b |= (uint64_t)in[whole + i] << (8 * i);
+    v3 ^= b;
+    SIPROUND;
+    SIPROUND;
+    v0 ^= b;
+    v2 ^= 0xff;
+    SIPROUND;
+    SIPROUND;
+    SIPROUND;
+    SIPROUND;
+    return v0 ^ v1 ^ v2 ^ v3;
+}
+
+/* ---- frequency sketch ---- */
+
+static unsigned sketch_get(const l1 *c, size_t row, size_t idx)
+{
+    size_t word = row * (c->width / 16) + idx / 16;
+    return (unsigned)((c->sketch[word] >> ((idx % 16) * 4)) & 0xf);
+}
+
+static void sketch_indexes(const l1 *c, uint64_t h, size_t idx[SKETCH_ROWS])
+{
+    uint32_t h1 = (uint32_t)h, h2 = (uint32_t)(h >> 32) | 1;
+    for (size_t r = 0; r < SKETCH_ROWS; r++) idx[r] = (size_t)(h1 + r * h2) & (c->width - 1);
+}
+
+static uint32_t sketch_estimate(const l1 *c, uint64_t h)
+{
+    size_t idx[SKETCH_ROWS];
+    unsigned m = 15;
+    sketch_indexes(c, h, idx);
+    for (size_t r = 0; r < SKETCH_ROWS; r++) {
+        unsigned v = sketch_get(c, r, idx[r]);
+        if (v < m) m = v;
+    }
+    return m;
+}
+
+static void sketch_add(l1 *c, uint64_t h)
+{
+    size_t idx[SKETCH_ROWS];
+    uint32_t m = sketch_estimate(c, h);
+    if (m == 15) goto count;
+    sketch_indexes(c, h, idx);
+    /* conservative update: raise only the counters at the minimum */
+    for (size_t r = 0; r < SKETCH_ROWS; r++) {
+        if (sketch_get(c, r, idx[r]) != m) continue;
+        size_t word = r * (c->width / 16) + idx[r] / 16;
+        c->sketch[word] += (uint64_t)1 << ((idx[r] % 16) * 4);
+    }
+count:
+    if (++c->sketch_adds >= c->cfg.sample_size) {
+        /* age: halve every counter, so yesterday's hot keys fade */
+        size_t words = SKETCH_ROWS * (c->width / 16);
+        for (size_t i = 0; i < words; i++) c->sketch[i] = (c->sketch[i] >> 1) & 0x7777777777777777ULL;
+        c->sketch_adds /= 2;
+    }
+}
+
+/* ---- entries ---- */
+
+static uint64_t group_hash(const l1 *c, const void *g, size_t glen)
+{
+    return l1_hash(c->cfg.hash_seed, g, glen);
+}
+
+static size_t make_key(char *out, const void *g, size_t glen, const void *v, size_t vlen)
+{
+    uint32_t gl = (uint32_t)glen;
+    memcpy(out, &gl, 4);
+    memcpy(out + 4, g, glen);
+    memcpy(out + 4 + glen, v, vlen);
+    return 4 + glen + vlen;
+}
+
+static void lru_unlink(l1 *c, l1_entry *e)
+{
+    if (e->lru_prev) e->lru_prev->lru_next = e->lru_next;
+    else c->lru_head = e->lru_next;
+    if (e->lru_next) e->lru_next->lru_prev = e->lru_prev;
+    else c->lru_tail = e->lru_prev;
+    e->lru_prev = e->lru_next = NULL;
+}
+
+static void lru_push_head(l1 *c, l1_entry *e)
+{
+    e->lru_prev = NULL;
+    e->lru_next = c->lru_head;
+    if (c->lru_head) c->lru_head->lru_prev = e;
+    c->lru_head = e;
+    if (!c->lru_tail) c->lru_tail = e;
+}
+
+void l1_value_put(l1_value *v)
+{
+    if (v && --v->refs == 0) free(v);
+}
+
+static size_t group_charge(size_t glen) { return sizeof(l1_group) + glen; }
+
+static void entry_remove(l1 *c, l1_entry *e)
+{
+    l1_group *g = e->group;
+    HASH_DELETE(hh, c->table, e);
+    lru_unlink(c, e);
+    if (e->gprev) e->gprev->gnext = e->gnext;
+    else g->entries = e->gnext;
+    if (e->gnext) e->gnext->gprev = e->gprev;
+    c->st.entries--;
+    c->st.bytes -= e->charge;
+    if (!g->entries) {
+        HASH_DELETE(hh, c->groups, g);
+        c->st.bytes -= group_charge(g->glen);
+        free(g);
+    }
+    l1_value_put(e->value);
+    free(e);
+}
+
+l1 *l1_create(const l1_config *cfg)
+{
+    l1 *c = calloc(1, sizeof(*c));
+    if (!c) return NULL;
+    c->cfg = *cfg;
+    /* the sketch: about 4 counters per entry the memory could hold at 128 bytes each */
+    size_t expected = cfg->maxmemory / 128 + 1;
+    c->width = 1024;
+    while (c->width < expected * 4 && c->width < ((size_t)1 << 26)) c->width <<= 1;
+    if (!c->cfg.sample_size) c->cfg.sample_size = (uint32_t)(expected * 10 < UINT32_MAX ? expected * 10 : UINT32_MAX);
+    c->sketch = calloc(SKETCH_ROWS * (c->width / 16), sizeof(uint64_t));
+    c->slots = calloc(SLOTS, sizeof(uint64_t));
+    if (!c->sketch || !c->slots) {
+        l1_destroy(c);
+        return NULL;
+    }
+    return c;
+}
+
+void l1_destroy(l1 *c)
+{
+    if (!c) return;
+    while (c->lru_head) entry_remove(c, c->lru_head);
+    free(c->sketch);
+    free(c->slots);
+    free(c);
+}
+
+static l1_entry *find(l1 *c, const char *key, size_t klen)
+{
+    l1_entry *e = NULL;
+    uint64_t h = l1_hash(c->cfg.hash_seed, key, klen);
+    HASH_FIND_BYHASHVALUE(hh, c->table, key, klen, (unsigned)h, e);
+    return e;
+}
+
+l1_value *l1_get(l1 *c, const void *group, size_t glen, const void *variant, size_t vlen, uint64_t now_ms)
+{
+    char stackkey[512];
+    size_t klen = 4 + glen + vlen;
+    char *key = klen <= sizeof(stackkey) ? stackkey : malloc(klen);
+    if (!key) abort();
+    make_key(key, group, glen, variant, vlen);
+    sketch_add(c, group_hash(c, group, glen));
+    l1_entry *e = find(c, key, klen);
+    if (key != stackkey) free(key);
+    if (e && e->expires_ms <= now_ms) {
+        c->st.expirations++;
+        entry_remove(c, e);
+        e = NULL;
+    }
+    if (!e) {
+        c->st.misses++;
+        return NULL;
+    }
+    c->st.hits++;
+    lru_unlink(c, e);
+    lru_push_head(c, e);
+    e->value->refs++;
+    return e->value;
+}
+
+uint64_t l1_ticket(l1 *c, const void *group, size_t glen)
+{
+    (void)group;
+    (void)glen;
+    return c->seq;
+}
+
+static int stale(const l1 *c, uint64_t h, uint64_t ticket)
+{
+    return c->flush_seq > ticket || c->slots[h & (SLOTS - 1)] > ticket;
+}
+
+int l1_store(l1 *c, const void *group, size_t glen, const void *variant, size_t vlen, const void *reply, size_t len,
+             uint64_t ticket, uint64_t ttl_ms, uint64_t now_ms)
+{
+    uint64_t gh = group_hash(c, group, glen);
+    if (stale(c, gh, ticket)) {
+        c->st.stale_fills++;
+        return 0;
+    }
+    size_t klen = 4 + glen + vlen;
+    size_t charge = sizeof(l1_entry) + klen + sizeof(l1_value) + len;
+    if (len > c->cfg.max_entry_size || len > UINT32_MAX || charge + group_charge(glen) > c->cfg.maxmemory) {
+        c->st.oversize++;
+        return 0;
+    }
+    uint32_t freq = sketch_estimate(c, gh);
+    if (freq < c->cfg.hot_threshold) {
+        c->st.admissions_rejected++;
+        return 0;
+    }
+    l1_entry *e = malloc(sizeof(l1_entry) + klen);
+    if (!e) abort();
+    memset(e, 0, sizeof(*e));
+    e->klen = make_key(e->key, group, glen, variant, vlen);
+    l1_entry *old = find(c, e->key, e->klen);
+    if (old) entry_remove(c, old);
+
+    l1_group *g = NULL;
+    HASH_FIND_BYHASHVALUE(hh, c->groups, group, glen, (unsigned)gh, g);
+    size_t need = charge + (g ? 0 : group_charge(glen));
+    /* TinyLFU: make room only by evicting entries that are less frequent */
+    while (c->st.bytes + need > c->cfg.maxmemory) {
+        l1_entry *victim = c->lru_tail;
+        assert(victim);
+        if (victim->group != g) {
+            uint32_t vf = sketch_estimate(c, group_hash(c, victim->group->name, victim->group->glen));
+            if (vf >= freq) {
+                c->st.admissions_rejected++;
+                free(e);
+                return 0;
+            }
+        }
+        if (victim->group == g && g->entries == victim && !victim->gnext) {
+            need += group_charge(glen); /* evicting it frees g: count g again */
+            g = NULL;
+        }
+        c->st.evictions++;
+        entry_remove(c, victim);
+        if (!g) HASH_FIND_BYHASHVALUE(hh, c->groups, group, glen, (unsigned)gh, g);
+    }
+    if (!g) {
+        g = malloc(sizeof(l1_group) + glen);
+        if (!g) abort();
+        memset(g, 0, sizeof(*g));
+        g->glen = glen;
+        memcpy(g->name, group, glen);
+        HASH_ADD_KEYPTR_BYHASHVALUE(hh, c->groups, g->name, glen, (unsigned)gh, g);
+        c->st.bytes += group_charge(glen);
+    }
+    l1_value *v = malloc(sizeof(l1_value) + len);
+    if (!v) abort();
+    v->refs = 1;
+    v->len = (uint32_t)len;
+    memcpy(v->data, reply, len);
+    e->value = v;
+    e->group = g;
+    e->expires_ms = now_ms + ttl_ms;
+    e->charge = charge;
+    e->gnext = g->entries;
+    if (g->entries) g->entries->gprev = e;
+    g->entries = e;
+    uint64_t kh = l1_hash(c->cfg.hash_seed, e->key, e->klen);
+    HASH_ADD_KEYPTR_BYHASHVALUE(hh, c->table, e->key, e->klen, (unsigned)kh, e);
+    lru_push_head(c, e);
+    c->st.entries++;
+    c->st.bytes += charge;
+    c->st.stores++;
+    return 1;
+}
+
+void l1_invalidate(l1 *c, const void *group, size_t glen)
+{
+    uint64_t gh = group_hash(c, group, glen);
+    l1_group *g = NULL;
+    c->slots[gh & (SLOTS - 1)] = ++c->seq;
+    c->st.invalidations++;
+    HASH_FIND_BYHASHVALUE(hh, c->groups, group, glen, (unsigned)gh, g);
+    while (g) {
+        /* removing the last entry frees g */
+        l1_entry *e = g->entries;
+        int last = e->gnext == NULL;
+        entry_remove(c, e);
+        if (last) break;
+    }
+}
+
+void l1_flush(l1 *c)
+{
+    c->flush_seq = ++c->seq;
+    c->st.flushes++;
+    while (c->lru_head) entry_remove(c, c->lru_head);
+}
+
+size_t l1_expire(l1 *c, uint64_t now_ms, size_t max_work)
+{
+    size_t removed = 0;
+    l1_entry *e = c->lru_tail;
+    /* from the least recently used end: short TTLs expire roughly in that order */
+    for (size_t seen = 0; e && seen < max_work; seen++) {
+        l1_entry *prev = e->lru_prev;
+        if (e->expires_ms <= now_ms) {
+            c->st.expirations++;
+            entry_remove(c, e);
+            removed++;
+        }
+        e = prev;
+    }
+    return removed;
+}
+
+uint64_t l1_jitter(l1 *c, uint64_t ttl_ms, unsigned jitter_pct)
+{
+    if (!jitter_pct || !c->cfg.random || !ttl_ms) return ttl_ms ? ttl_ms : 1;
+    if (jitter_pct > 100) jitter_pct = 100;
+    /* uniform in [-pct, +pct] percent of ttl */
+    double u = (double)(c->cfg.random(c->cfg.random_arg) >> 11) / (double)(1ULL << 53);
+    double f = 1.0 + (u * 2.0 - 1.0) * (double)jitter_pct / 100.0;
+    double t = (double)ttl_ms * f;
+    return t < 1.0 ? 1 : (uint64_t)t;
+}
+
+uint32_t l1_frequency(l1 *c, const void *group, size_t glen)
+{
+    return sketch_estimate(c, group_hash(c, group, glen));
+}
+
+void l1_get_stats(const l1 *c, l1_stats *out) { *out = c->st; }
+
+uint64_t l1_scan(l1 *c, uint64_t cursor, size_t count,
+                 void (*fn)(void *arg, const void *group, size_t glen, const void *variant, size_t vlen, uint64_t expires_ms),
+                 void *arg)
+{
+    /* The cursor counts entries in the table's insertion order: an entry
+     * added during a scan is seen at the end; one removed may shift the
+     * rest by one, as SCAN allows. */
+    uint64_t i = 0;
+    l1_entry *e;
+    for (e = c->table; e && i < cursor; e = e->hh.next) i++;
+    for (size_t n = 0; e && n < count; e = e->hh.next, n++, i++) {
+        uint32_t gl;
+        memcpy(&gl, e->key, 4);
+        fn(arg, e->key + 4, gl, e->key + 4 + gl, e->klen - 4 - gl, e->expires_ms);
+    }
+    return e ? i : 0;
+}

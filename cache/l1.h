@@ -1,0 +1,107 @@
+/*
+ * l1: hotproxy's in-process cache of hot replies (the "L1" in front of Redis).
+ *
+ * A pure library: no sockets, no event loop, no globals.  Time (now_ms) and
+ * randomness (a 64-bit source) come from the caller, so tests drive the
+ * clock by hand.
+ *
+ * Keys have two parts.  The group is the Redis key a write or an
+ * invalidation names ("user:42"); the variant is everything else that makes a
+ * reply ("db 0, RESP2, HGET f").  One write to a Redis key drops every reply
+ * cached for it, in every database (Redis' invalidation messages carry key
+ * names only).
+ *
+ * Values are the raw RESP reply bytes, refcounted: a reader takes a
+ * reference, so eviction never frees bytes still being written.
+ *
+ * Correctness against races comes from tickets (memcache leases): a fill
+ * takes a ticket before its request goes upstream and may store its reply
+ * only if nothing invalidated that group (or flushed the cache) since.
+ * Invalidations are remembered per hash slot of the group, so a race is
+ * never missed; two keys sharing a slot only cost a skipped fill.
+ *
+ * Only hot keys take space: admission needs the group's estimated access
+ * frequency (a count-min sketch of 4-bit counters, halved every
+ * sample_size accesses, as TinyLFU) to reach hot_threshold, and when the
+ * cache is full, to be higher than the LRU victim's.
+ */
+#ifndef HP_CACHE_L1_H
+#define HP_CACHE_L1_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct l1 l1;
+
+typedef struct l1_value {
+    uint32_t refs;
+    uint32_t len;
+    char data[];
+} l1_value;
+
+typedef struct l1_config {
+    size_t maxmemory;        /* bytes, counting keys, values and per-entry overhead */
+    size_t max_entry_size;   /* a reply larger than this is never stored */
+    uint32_t hot_threshold;  /* estimated accesses a group needs before it is admitted (0: admit all) */
+    uint32_t sample_size;    /* accesses between two halvings of the sketch (0: 10 x expected entries) */
+    uint64_t (*random)(void *arg); /* jitter source */
+    void *random_arg;
+    uint64_t hash_seed[2];   /* keys for the hash, so a hostile key set cannot collide at will */
+} l1_config;
+
+typedef struct l1_stats {
+    uint64_t entries, bytes;
+    uint64_t hits, misses;
+    uint64_t stores, admissions_rejected, stale_fills, oversize;
+    uint64_t evictions, expirations;
+    uint64_t invalidations, flushes;
+} l1_stats;
+
+l1 *l1_create(const l1_config *cfg);
+void l1_destroy(l1 *c);
+
+/*
+ * The cached reply for (group, variant), with a reference the caller must
+ * drop with l1_value_put(); NULL on a miss (expired entries are dropped
+ * here).  Every lookup counts toward the group's frequency.
+ */
+l1_value *l1_get(l1 *c, const void *group, size_t glen, const void *variant, size_t vlen, uint64_t now_ms);
+void l1_value_put(l1_value *v);
+
+/* Before sending a fill upstream: the ticket l1_store() will check. */
+uint64_t l1_ticket(l1 *c, const void *group, size_t glen);
+
+/*
+ * Store a reply fetched under ticket for ttl_ms.  Returns 1 if stored; 0 if
+ * refused: the group was invalidated since the ticket (stale), it is not hot
+ * enough or loses to the LRU victim (admission), or it is too large.
+ */
+int l1_store(l1 *c, const void *group, size_t glen, const void *variant, size_t vlen, const void *reply, size_t len,
+             uint64_t ticket, uint64_t ttl_ms, uint64_t now_ms);
+
+/* Drop every entry of a group, and refuse fills ticketed before now. */
+void l1_invalidate(l1 *c, const void *group, size_t glen);
+/* Drop everything, and refuse every fill ticketed before now. */
+void l1_flush(l1 *c);
+
+/* Remove up to max_work expired entries (oldest deadlines first); returns how many. */
+size_t l1_expire(l1 *c, uint64_t now_ms, size_t max_work);
+
+/* ttl_ms spread by up to jitter_pct percent either way, never below 1 ms. */
+uint64_t l1_jitter(l1 *c, uint64_t ttl_ms, unsigned jitter_pct);
+
+/* The sketch's estimate for a group (for tests and INFO). */
+uint32_t l1_frequency(l1 *c, const void *group, size_t glen);
+
+void l1_get_stats(const l1 *c, l1_stats *out);
+
+/* Visit up to count entries from cursor on; returns the next cursor (0 at
+ * the end).  fn gets group and variant; the pointers live for the call. */
+uint64_t l1_scan(l1 *c, uint64_t cursor, size_t count,
+                 void (*fn)(void *arg, const void *group, size_t glen, const void *variant, size_t vlen, uint64_t expires_ms),
+                 void *arg);
+
+/* Keyed 64-bit hash (SipHash-2-4), exposed for tests. */
+uint64_t l1_hash(const uint64_t key[2], const void *data, size_t len);
+
+#endif
