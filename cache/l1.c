@@ -278,6 +278,11 @@ static int stale(const l1 *c, uint64_t h, uint64_t ticket)
     return c->flush_seq > ticket || c->slots[h & (SLOTS - 1)] > ticket;
 }
 
+int l1_is_stale(l1 *c, const void *group, size_t glen, uint64_t ticket)
+{
+    return stale(c, group_hash(c, group, glen), ticket);
+}
+
 int l1_store(l1 *c, const void *group, size_t glen, const void *variant, size_t vlen, const void *reply, size_t len,
              uint64_t ticket, uint64_t ttl_ms, uint64_t now_ms)
 {

@@ -79,6 +79,9 @@ uint64_t l1_ticket(l1 *c, const void *group, size_t glen);
 int l1_store(l1 *c, const void *group, size_t glen, const void *variant, size_t vlen, const void *reply, size_t len,
              uint64_t ticket, uint64_t ttl_ms, uint64_t now_ms);
 
+/* 1 if the group was invalidated (or the cache flushed) since ticket. */
+int l1_is_stale(l1 *c, const void *group, size_t glen, uint64_t ticket);
+
 /* Drop every entry of a group, and refuse fills ticketed before now. */
 void l1_invalidate(l1 *c, const void *group, size_t glen);
 /* Drop everything, and refuse every fill ticketed before now. */

@@ -13,6 +13,7 @@
 
 #include "proxy/px_command.h"
 #include "proxy/px_config.h"
+#include "proxy/px_l1.h"
 #include "proxy/px_local.h"
 #include "proxy/px_router.h"
 #include "proxy/px_server.h"
@@ -62,6 +63,7 @@ static px_req *req_new(px_client *c)
         r = calloc(1, sizeof(*r));
         if (!r) abort();
     }
+    r->srv = s;
     r->client = c;
     if (c->qtail) c->qtail->next = r;
     else c->qhead = r;
@@ -73,6 +75,7 @@ static px_req *req_new(px_client *c)
 void px_req_free(px_server *s, px_req *r)
 {
     free(r->reply);
+    free(r->inval);
     if (s->req_free_len < FREE_REQS_MAX) {
         r->next = s->req_free;
         s->req_free = r;
@@ -122,6 +125,7 @@ void px_client_free(px_client *c)
     px_buf_free(&c->in);
     px_buf_free(&c->out);
     px_buf_free(&c->rewrite);
+    px_buf_free(&c->multi_keys);
     px_req_parser_free(&c->parser);
     free(c->argv);
     free(c->argvlen);
@@ -184,11 +188,17 @@ void px_client_reply(px_req *r, const char *data, size_t len)
         if (c) c->ninflight--;
     }
     if (c && r->blocking) c->nblocking--;
+    if (r->writes) {
+        /* before anyone sees the ack: a fill that raced with it is refused */
+        r->writes = 0;
+        if (c) c->nwrites--;
+        px_l1_written(r->srv->l1, r);
+    }
     if (r->silent) len = 0; /* CLIENT REPLY OFF/SKIP: the slot stays, the bytes go */
     if (!c) {
         /* the client has gone: its reply is dropped, the slot is free */
         free(r->reply);
-        r->reply = NULL;
+        free(r->inval);
         free(r);
         return;
     }
@@ -361,6 +371,11 @@ static void send_on(px_client *c, px_req *r, struct px_upstream *u, const char *
         encode_multibulk(&tmp, c->parser.argc, c->argv, c->argvlen);
         raw = tmp.data;
         rawlen = tmp.len;
+    }
+    px_l1_write(s->l1, c, r);
+    if (u != c->pinned && px_l1_read(s->l1, c, r, u, raw, rawlen)) {
+        px_buf_free(&tmp);
+        return;
     }
     s->stats.commands_forwarded++;
     if (noreply) {

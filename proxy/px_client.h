@@ -31,6 +31,7 @@ struct px_req;
 typedef int (*px_reply_hook)(struct px_req *r, const char *reply, size_t len, px_buf *out);
 
 typedef struct px_req {
+    struct px_server *srv;
     struct px_client *client;      /* NULL once the client has gone */
     struct px_req *next;           /* client queue */
     struct px_req *up_next;        /* upstream in-flight queue */
@@ -44,6 +45,10 @@ typedef struct px_req {
     unsigned blocking : 1;         /* may wait for ever: upstream-timeout does not apply */
     unsigned silent : 1;           /* CLIENT REPLY OFF/SKIP: the reply is dropped */
     unsigned marker : 1;           /* an internal PING whose reply carries the connection's token */
+    unsigned writes : 1;           /* may write: counted in the client's nwrites */
+    unsigned inval_flush : 1;      /* its reply flushes the L1 */
+    char *inval;                   /* keys its reply invalidates again: [u32 len][key]... */
+    size_t inval_len;
     /* internal requests (no client): the reply goes here instead */
     void (*internal)(struct px_upstream *u, void *ctx, const char *reply, size_t len);
     void *ctx;
@@ -88,6 +93,9 @@ typedef struct px_client {
     unsigned state;         /* PX_STATE_* */
     long nblocking;         /* blocking commands in flight */
     long markers;           /* pub/sub end markers in flight (see px_client.c) */
+    long nwrites;           /* writes in flight: its reads skip the L1 until they are answered */
+    px_buf multi_keys;      /* keys written inside MULTI, invalidated again at EXEC */
+    int multi_flush;
 
     /* what hotproxy itself keeps for the connection */
     int db;

@@ -55,6 +55,15 @@ static const cfg_entry table[] = {
     {"allow-shutdown", CT_BOOL, 0, 1, "no", OFF(allow_shutdown), NULL},
     {"upstream-max-pinned", CT_INT, 0, 1000000, "1000", OFF(upstream_max_pinned), NULL},
     {"upstream-spare", CT_INT, 0, 10000, "16", OFF(upstream_spare), NULL},
+    {"l1", CT_BOOL, 0, 1, "yes", OFF(l1), NULL},
+    {"l1-maxmemory", CT_MEMORY, 1024 * 1024, LLONG_MAX, "64mb", OFF(l1_maxmemory), NULL},
+    {"l1-max-entry-size", CT_MEMORY, 1, 512LL * 1024 * 1024, "512kb", OFF(l1_max_entry_size), NULL},
+    {"l1-ttl", CT_INT, 1, 86400000, "1000", OFF(l1_ttl), NULL},
+    {"l1-ttl-jitter", CT_INT, 0, 100, "10", OFF(l1_ttl_jitter), NULL},
+    {"l1-negative-ttl", CT_INT, 0, 86400000, "250", OFF(l1_negative_ttl), NULL},
+    {"l1-hot-threshold", CT_INT, 0, 15, "2", OFF(l1_hot_threshold), NULL},
+    {"l1-max-waiters", CT_INT, 1, 1000000, "10000", OFF(l1_max_waiters), NULL},
+    {"l1-tracking", CT_BOOL, 0, 1, "yes", OFF(l1_tracking), NULL},
 };
 #define NTABLE (sizeof(table) / sizeof(table[0]))
 

@@ -58,6 +58,16 @@ typedef struct px_config {
     long long allow_shutdown;
     long long upstream_max_pinned;  /* cap on connections pinned to clients */
     long long upstream_spare;       /* clean pinned connections kept for reuse */
+    /* the L1 */
+    long long l1;                   /* yes/no */
+    long long l1_maxmemory;
+    long long l1_max_entry_size;
+    long long l1_ttl;               /* ms */
+    long long l1_ttl_jitter;        /* percent */
+    long long l1_negative_ttl;      /* ms */
+    long long l1_hot_threshold;
+    long long l1_max_waiters;
+    long long l1_tracking;          /* yes/no */
     char *config_file;              /* absolute path of the file read, or NULL */
 } px_config;
 

@@ -22,6 +22,7 @@
 
 #include "proxy/px_client.h"
 #include "proxy/px_command.h"
+#include "proxy/px_l1.h"
 #include "proxy/px_router.h"
 #include "proxy/px_server.h"
 #include "proxy/px_upstream.h"
@@ -31,7 +32,8 @@ enum {
     SEC_STATS = 1 << 1,
     SEC_UPSTREAM = 1 << 2,
     SEC_COMMANDS = 1 << 3,
-    SEC_DEFAULT = SEC_PROXY | SEC_STATS | SEC_UPSTREAM,
+    SEC_CACHE = 1 << 4,
+    SEC_DEFAULT = SEC_PROXY | SEC_STATS | SEC_UPSTREAM | SEC_CACHE,
     SEC_ALL = SEC_DEFAULT | SEC_COMMANDS,
     SEC_REDIS = 1 << 8, /* some section only Redis has */
 };
@@ -44,6 +46,7 @@ static const struct {
     {"hotproxy_stats", SEC_STATS},
     {"hotproxy_upstream", SEC_UPSTREAM},
     {"hotproxy_commandstats", SEC_COMMANDS},
+    {"hotproxy_cache", SEC_CACHE},
     {"default", SEC_DEFAULT | SEC_REDIS},
     {"all", SEC_ALL | SEC_REDIS},
     {"everything", SEC_ALL | SEC_REDIS},
@@ -96,6 +99,11 @@ static void append_sections(px_server *s, unsigned bits, px_buf *out)
         if (out->len) px_buf_append(out, "\r\n", 2);
         px_buf_appendf(out, "# Hotproxy_upstream\r\n");
         s->router->info(s->router, out);
+    }
+    if (bits & SEC_CACHE) {
+        if (out->len) px_buf_append(out, "\r\n", 2);
+        px_buf_appendf(out, "# Hotproxy_cache\r\n");
+        px_l1_info(s->l1, out);
     }
     if (bits & SEC_COMMANDS) {
         if (out->len) px_buf_append(out, "\r\n", 2);

@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <hiredis/hiredis.h>
+
 int px_string2ll(const char *s, size_t slen, long long *value)
 {
     const char *p = s;
@@ -394,4 +396,14 @@ int px_reply_string(const char *buf, size_t len, const char **out, size_t *outle
     default:
         return -1;
     }
+}
+
+struct redisReply *px_reply_decode(const char *buf, size_t len)
+{
+    redisReader *r = redisReaderCreate();
+    void *reply = NULL;
+    if (!r) return NULL;
+    if (redisReaderFeed(r, buf, len) != REDIS_OK || redisReaderGetReply(r, &reply) != REDIS_OK) reply = NULL;
+    redisReaderFree(r);
+    return reply;
 }

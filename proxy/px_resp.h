@@ -103,6 +103,14 @@ int px_reply_scan(px_reply_scanner *s, const char *buf, size_t len);
  */
 int px_reply_string(const char *buf, size_t len, const char **out, size_t *outlen);
 
+/*
+ * Decode one complete RESP2 reply into hiredis objects (free with
+ * freeReplyObject), for the few replies hotproxy reads in full: the
+ * invalidation link's messages.  NULL if it is not one complete RESP2 reply.
+ */
+struct redisReply;
+struct redisReply *px_reply_decode(const char *buf, size_t len);
+
 /* Redis' string2ll: strict decimal, no spaces, no '+', no leading zeros. */
 int px_string2ll(const char *s, size_t len, long long *value);
 

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "proxy/px_client.h"
+#include "proxy/px_l1.h"
 #include "proxy/px_router.h"
 #include "proxy/px_upstream.h"
 
@@ -67,6 +68,17 @@ static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
         c->flags &= ~PX_CLIENT_IN_WRITE_LIST;
         px_client_flush(c);
     }
+    while (s->reap_ups) {
+        px_upstream *u = s->reap_ups;
+        s->reap_ups = u->rnext;
+        /* it may still sit in the write list */
+        if (u->in_write_list) {
+            px_upstream **pp = &s->write_ups;
+            while (*pp && *pp != u) pp = &(*pp)->wnext;
+            if (*pp) *pp = u->wnext;
+        }
+        px_upstream_free(u);
+    }
     while (s->closing) {
         px_client *c = s->closing;
         s->closing = c->cnext;
@@ -87,6 +99,7 @@ static void cron_cb(struct ev_loop *loop, ev_timer *w, int revents)
     double now = ev_now(loop);
     (void)revents;
     s->router->cron(s->router, now);
+    px_l1_cron(s->l1, now);
     if (s->cfg->timeout > 0) {
         for (px_client *c = s->clients; c; c = c->next) {
             if (c->flags & PX_CLIENT_CLOSING || c->ninflight > 0) continue;
@@ -236,6 +249,7 @@ px_server *px_server_create(px_config *cfg, char *err, size_t errlen)
         px_server_destroy(s);
         return NULL;
     }
+    s->l1 = px_l1_create(s); /* before the pool connects: its handshakes ask for tracking */
     s->router = px_router_create(s, err, errlen);
     if (!s->router) {
         px_server_destroy(s);
@@ -280,6 +294,7 @@ void px_server_destroy(px_server *s)
     }
     s->write_clients = NULL;
     if (s->router) s->router->destroy(s->router);
+    px_l1_destroy(s->l1); /* after the pool: its teardown answers the fills */
     while (s->req_free) {
         px_req *r = s->req_free;
         s->req_free = r->next;

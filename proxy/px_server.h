@@ -24,6 +24,7 @@ struct px_client;
 struct px_upstream;
 struct px_router;
 struct px_req;
+struct px_l1;
 
 typedef struct px_server {
     struct ev_loop *loop;
@@ -31,6 +32,7 @@ typedef struct px_server {
     px_log log;
     px_stats stats;
     struct px_router *router;
+    struct px_l1 *l1;                /* NULL when "l1 no" */
 
     int listen_fd;
     ev_io accept_w;

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "proxy/px_client.h"
+#include "proxy/px_l1.h"
 #include "proxy/px_server.h"
 
 #define READ_CHUNK (16 * 1024)
@@ -264,6 +265,7 @@ static void up_handshake(px_upstream *u, int with_id)
         const char *argv[] = {"SELECT", db};
         send_internalv(u, expect_ok, 2, argv);
     }
+    if (u->lane) px_l1_track(s->l1, u); /* shared connections fill the L1: Redis tracks what they read */
     if (with_id) {
         const char *argv[] = {"CLIENT", "ID"};
         send_internalv(u, got_client_id, 2, argv);
@@ -527,18 +529,10 @@ px_pool *px_pool_create(px_server *s, const char *host, int port, int nconns)
 
 static void up_release(px_upstream *u)
 {
-    px_server *s = u->srv;
     close_socket(u);
-    px_req *r = u->shead;
-    u->shead = u->stail = NULL;
-    while (r) {
-        px_req *next = r->up_next;
-        r->up_next = NULL;
-        if (r->internal) free(r);
-        else px_client_reply_error(r, "ERR hotproxy is shutting down");
-        r = next;
-    }
-    (void)s;
+    u->state = PX_UP_DOWN;
+    snprintf(u->errstr, sizeof(u->errstr), "hotproxy is shutting down");
+    fail_queue(u);
 }
 
 void px_pool_destroy(px_pool *p)

@@ -1,0 +1,557 @@
+/*
+ * px_l1: the L1 on the network side.  See px_l1.h.
+ *
+ * A cache key has two parts (cache/l1.h): the group is the Redis key the
+ * command reads; the variant is [protocol][database][command name][the
+ * other arguments, length-prefixed], so "HGET k f" in db 0 over RESP2 and
+ * the same over RESP3 are different entries of group "k".
+ *
+ * Staleness bounds (README states them): with tracking up, an entry lives at
+ * most l1-ttl (+ jitter) and never past the key's PTTL, and a write made
+ * elsewhere is dropped when Redis' invalidation message arrives; a write
+ * through this hotproxy is never followed by an older read.  With tracking
+ * off or refused, a write made elsewhere may be missed for up to l1-ttl
+ * (+ jitter).  If the link stops answering, the L1 is flushed and no fill is
+ * stored until it is back.
+ */
+#include "proxy/px_l1.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include <hiredis/hiredis.h>
+#include <uthash.h>
+
+#include "cache/l1.h"
+#include "proxy/px_client.h"
+#include "proxy/px_command.h"
+#include "proxy/px_router.h"
+#include "proxy/px_server.h"
+#include "proxy/px_upstream.h"
+
+#define HEARTBEAT_EVERY 1.0
+#define HEARTBEAT_DEADLINE 3.0
+#define LINK_RETRY 1.0
+#define EXPIRE_WORK 200
+
+typedef struct flight {
+    UT_hash_handle hh;
+    px_l1 *l1;
+    char *key;          /* [u32 glen][group][variant] */
+    size_t klen, glen;
+    uint64_t ticket;
+    px_req **waiters;
+    int nwaiters, cap;
+    char *reply;        /* kept for the store, once the PTTL is in */
+    size_t reply_len;
+    int in_table;
+} flight;
+
+struct px_l1 {
+    px_server *srv;
+    l1 *cache;
+    flight *flights;
+    uint64_t rng;
+    /* tracking */
+    px_upstream *link;
+    int link_ready;
+    int refused;
+    uint64_t epoch;
+    double last_pong, next_ping, next_attempt;
+    /* counters beyond the library's */
+    uint64_t coalesced, fills, bypassed, inval_local, inval_tracking, flush_tracking, flush_link;
+};
+
+static uint64_t next_random(void *arg)
+{
+    uint64_t *s = arg; /* xorshift64* */
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 0x2545F4914F6CDD1DULL;
+}
+
+static uint64_t now_ms(px_l1 *l) { return (uint64_t)(px_now(l->srv) * 1000.0); }
+
+static px_pool *pool_of(px_l1 *l)
+{
+    px_route_args a = {NULL, 0, NULL, NULL};
+    return l->srv->router->route(l->srv->router, NULL, &a);
+}
+
+px_l1 *px_l1_create(px_server *s)
+{
+    const px_config *cfg = s->cfg;
+    if (!cfg->l1) return NULL;
+    px_l1 *l = calloc(1, sizeof(*l));
+    if (!l) abort();
+    l->srv = s;
+    uint64_t seed[3];
+    if (getrandom(seed, sizeof(seed), 0) != (ssize_t)sizeof(seed)) {
+        seed[0] = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)l;
+        seed[1] = seed[0] * 0x9E3779B97F4A7C15ULL;
+        seed[2] = seed[1] ^ 0xD1B54A32D192ED03ULL;
+    }
+    l->rng = seed[2] | 1;
+    l1_config lc = {
+        .maxmemory = (size_t)cfg->l1_maxmemory,
+        .max_entry_size = (size_t)cfg->l1_max_entry_size,
+        .hot_threshold = (uint32_t)cfg->l1_hot_threshold,
+        .random = next_random,
+        .random_arg = &l->rng,
+        .hash_seed = {seed[0], seed[1]},
+    };
+    l->cache = l1_create(&lc);
+    if (!l->cache) abort();
+    return l;
+}
+
+void px_l1_destroy(px_l1 *l)
+{
+    if (!l) return;
+    flight *f, *tmp;
+    HASH_ITER(hh, l->flights, f, tmp) {
+        HASH_DEL(l->flights, f);
+        f->in_table = 0;
+        /* its requests are answered (with errors) by the pool's teardown */
+    }
+    l1_destroy(l->cache);
+    free(l);
+}
+
+/* ---- keys ---- */
+
+static void put_u32(px_buf *b, uint32_t v) { px_buf_append(b, &v, 4); }
+
+/* The variant of the command being dispatched (see the top of the file). */
+static void build_variant(px_client *c, const px_command *cmd, px_buf *b)
+{
+    uint8_t proto = (uint8_t)c->proto;
+    px_buf_append(b, &proto, 1);
+    put_u32(b, (uint32_t)c->db);
+    px_buf_append(b, cmd->name, strlen(cmd->name) + 1);
+    for (int i = 2; i < c->parser.argc; i++) {
+        put_u32(b, (uint32_t)c->argvlen[i]);
+        px_buf_append(b, c->argv[i], c->argvlen[i]);
+    }
+}
+
+static flight *flight_find(px_l1 *l, const char *key, size_t klen)
+{
+    flight *f = NULL;
+    HASH_FIND(hh, l->flights, key, klen, f);
+    return f;
+}
+
+static void flight_unlist(px_l1 *l, flight *f)
+{
+    if (f->in_table) {
+        HASH_DEL(l->flights, f);
+        f->in_table = 0;
+    }
+}
+
+static void flight_free(flight *f)
+{
+    free(f->waiters);
+    free(f->reply);
+    free(f->key);
+    free(f);
+}
+
+static void add_waiter(flight *f, px_client *c, px_req *r, px_upstream *u)
+{
+    if (f->nwaiters == f->cap) {
+        f->cap = f->cap ? f->cap * 2 : 4;
+        f->waiters = realloc(f->waiters, sizeof(*f->waiters) * (size_t)f->cap);
+        if (!f->waiters) abort();
+    }
+    f->waiters[f->nwaiters++] = r;
+    /* in flight like a forwarded request: a client that leaves detaches it */
+    r->forwarded = 1;
+    c->ninflight++;
+    c->up = u;
+}
+
+/* A reply not worth keeping: errors (and RESP3 blob errors). */
+static int cacheable_reply(const char *reply, size_t len)
+{
+    return len > 0 && reply[0] != '-' && reply[0] != '!';
+}
+
+/* The reply to a fill: every waiter gets it now; the store waits for PTTL. */
+static void fill_reply(px_upstream *u, void *ctx, const char *reply, size_t len)
+{
+    flight *f = ctx;
+    px_l1 *l = f->l1;
+    (void)u;
+    flight_unlist(l, f); /* later readers miss, and start a fill of their own */
+    if (cacheable_reply(reply, len) && len <= (size_t)l->srv->cfg->l1_max_entry_size) {
+        f->reply = malloc(len);
+        if (!f->reply) abort();
+        memcpy(f->reply, reply, len);
+        f->reply_len = len;
+    }
+    for (int i = 0; i < f->nwaiters; i++) px_client_reply(f->waiters[i], reply, len);
+    f->nwaiters = 0;
+}
+
+/* A reply for a key that does not exist: kept with the negative TTL. */
+static int absent_reply(const char *r, size_t n)
+{
+    static const char *const forms[] = {"$-1\r\n", "_\r\n", "*-1\r\n", "*0\r\n", "%0\r\n", "~0\r\n", ":0\r\n"};
+    for (size_t i = 0; i < sizeof(forms) / sizeof(forms[0]); i++)
+        if (strlen(forms[i]) == n && !memcmp(forms[i], r, n)) return 1;
+    return 0;
+}
+
+static void fill_ttl(px_upstream *u, void *ctx, const char *reply, size_t len)
+{
+    flight *f = ctx;
+    px_l1 *l = f->l1;
+    const px_config *cfg = l->srv->cfg;
+    long long pttl;
+    (void)u;
+    flight_unlist(l, f);
+    if (f->reply && len > 3 && reply[0] == ':' && px_string2ll(reply + 1, len - 3, &pttl)) {
+        uint64_t ttl = 0;
+        if (pttl == -2) {
+            /* gone now: keep only an answer that says so */
+            if (absent_reply(f->reply, f->reply_len)) ttl = (uint64_t)cfg->l1_negative_ttl;
+        } else {
+            ttl = l1_jitter(l->cache, (uint64_t)cfg->l1_ttl, (unsigned)cfg->l1_ttl_jitter);
+            if (absent_reply(f->reply, f->reply_len) && ttl > (uint64_t)cfg->l1_negative_ttl)
+                ttl = (uint64_t)cfg->l1_negative_ttl;
+            if (pttl >= 0 && (uint64_t)pttl < ttl) ttl = (uint64_t)pttl; /* never past the key's own TTL */
+        }
+        if (ttl > 0) {
+            uint32_t glen;
+            memcpy(&glen, f->key, 4);
+            l1_store(l->cache, f->key + 4, glen, f->key + 4 + glen, f->klen - 4 - glen, f->reply, f->reply_len,
+                     f->ticket, ttl, now_ms(l));
+        }
+    }
+    flight_free(f);
+}
+
+int px_l1_read(px_l1 *l, px_client *c, px_req *r, px_upstream *u, const char *raw, size_t rawlen)
+{
+    const px_command *cmd = r->cmd;
+    if (!l || !u || !u->lane || !cmd || !(cmd->flags & PX_F_CACHE) || c->parser.argc < 2) return 0;
+    if (c->nwrites > 0) {
+        /* its own write is in flight: read behind it, in order, from Redis */
+        l->bypassed++;
+        return 0;
+    }
+    const char *group = c->argv[1];
+    size_t glen = c->argvlen[1];
+    px_buf key = {0};
+    put_u32(&key, (uint32_t)glen);
+    px_buf_append(&key, group, glen);
+    build_variant(c, cmd, &key);
+    const char *variant = key.data + 4 + glen;
+    size_t vlen = key.len - 4 - glen;
+
+    l1_value *v = l1_get(l->cache, group, glen, variant, vlen, now_ms(l));
+    if (v) {
+        px_client_reply(r, v->data, v->len);
+        l1_value_put(v);
+        px_buf_free(&key);
+        return 1;
+    }
+    if (!px_l1_can_fill(l, u)) {
+        px_buf_free(&key);
+        return 0;
+    }
+    flight *f = flight_find(l, key.data, key.len);
+    if (f && l1_is_stale(l->cache, group, glen, f->ticket)) {
+        flight_unlist(l, f); /* a write came after it started: it serves only who it has */
+        f = NULL;
+    }
+    if (f) {
+        if (f->nwaiters >= l->srv->cfg->l1_max_waiters) {
+            px_buf_free(&key);
+            return 0;
+        }
+        l->coalesced++;
+        add_waiter(f, c, r, f->nwaiters ? c->up : u);
+        px_buf_free(&key);
+        return 1;
+    }
+    f = calloc(1, sizeof(*f));
+    if (!f) abort();
+    f->l1 = l;
+    f->key = key.data; /* taken */
+    f->klen = key.len;
+    f->glen = glen;
+    f->ticket = l1_ticket(l->cache, group, glen);
+    HASH_ADD_KEYPTR(hh, l->flights, f->key, f->klen, f);
+    f->in_table = 1;
+    add_waiter(f, c, r, u);
+    l->fills++;
+    l->srv->stats.commands_forwarded++;
+    /* the command, then its key's PTTL, back to back on one connection */
+    px_upstream_send_internal(u, raw, rawlen, fill_reply, f);
+    px_buf pttl = {0};
+    px_buf_appendf(&pttl, "*2\r\n$4\r\nPTTL\r\n$%zu\r\n", glen);
+    px_buf_append(&pttl, group, glen);
+    px_buf_append(&pttl, "\r\n", 2);
+    px_upstream_send_internal(u, pttl.data, pttl.len, fill_ttl, f);
+    px_buf_free(&pttl);
+    return 1;
+}
+
+/* ---- writes ---- */
+
+static void record(px_buf *b, const char *k, size_t n)
+{
+    put_u32(b, (uint32_t)n);
+    px_buf_append(b, k, n);
+}
+
+static void invalidate_list(px_l1 *l, const char *p, size_t n)
+{
+    size_t i = 0;
+    while (i + 4 <= n) {
+        uint32_t kl;
+        memcpy(&kl, p + i, 4);
+        l1_invalidate(l->cache, p + i + 4, kl);
+        i += 4 + kl;
+    }
+}
+
+void px_l1_write(px_l1 *l, px_client *c, px_req *r)
+{
+    const px_command *cmd = r->cmd;
+    if (!l || (cmd && !px_command_writes(cmd))) return;
+    int argc = c->parser.argc;
+    px_buf keys = {0};
+    int flush = 0;
+    if (cmd && cmd->handler == PX_H_EXEC) {
+        /* the transaction's writes run now: drop their keys again at its reply */
+        if (!strcmp(cmd->name, "exec")) {
+            keys = c->multi_keys;
+            flush = c->multi_flush;
+        } else {
+            px_buf_free(&c->multi_keys);
+        }
+        memset(&c->multi_keys, 0, sizeof(c->multi_keys));
+        c->multi_flush = 0;
+    } else {
+        int pos[64];
+        int n = cmd ? px_command_keys(cmd, argc, c->argv, c->argvlen, pos, 64) : -1;
+        if (n < 0 || n > 64 || (n == 0 && cmd && (cmd->flags & PX_F_W))) {
+            flush = n != 0 || !cmd || (cmd->flags & PX_F_W);
+        }
+        if (n > 64) {
+            /* more keys than we keep positions for: list them all */
+            flush = 0;
+            int *all = malloc(sizeof(int) * (size_t)n);
+            if (!all) abort();
+            px_command_keys(cmd, argc, c->argv, c->argvlen, all, n);
+            for (int i = 0; i < n; i++) record(&keys, c->argv[all[i]], c->argvlen[all[i]]);
+            free(all);
+        } else {
+            for (int i = 0; i < n; i++) record(&keys, c->argv[pos[i]], c->argvlen[pos[i]]);
+        }
+        if (c->state & PX_STATE_MULTI) {
+            /* queued: it runs at EXEC, which invalidates again */
+            px_buf_append(&c->multi_keys, keys.data, keys.len);
+            c->multi_flush |= flush;
+        }
+    }
+    if (!keys.len && !flush) {
+        px_buf_free(&keys);
+        return;
+    }
+    if (flush) {
+        l1_flush(l->cache);
+    } else {
+        invalidate_list(l, keys.data, keys.len);
+        l->inval_local++;
+    }
+    r->inval = keys.data;
+    r->inval_len = keys.len;
+    r->inval_flush = flush;
+    r->writes = 1;
+    c->nwrites++;
+}
+
+void px_l1_written(px_l1 *l, px_req *r)
+{
+    if (l) {
+        if (r->inval_flush) l1_flush(l->cache);
+        else invalidate_list(l, r->inval, r->inval_len);
+    }
+    free(r->inval);
+    r->inval = NULL;
+    r->inval_len = 0;
+    r->inval_flush = 0;
+}
+
+/* ---- tracking ---- */
+
+int px_l1_can_fill(px_l1 *l, px_upstream *u)
+{
+    if (!l) return 0;
+    if (!l->srv->cfg->l1_tracking || l->refused) return 1; /* TTL-only */
+    return l->link_ready && u->tracking_epoch == l->epoch && u->tracking_epoch != 0;
+}
+
+static void tracking_reply(px_upstream *u, void *ctx, const char *reply, size_t len)
+{
+    px_l1 *l = u->srv->l1;
+    uint64_t epoch = (uint64_t)(uintptr_t)ctx;
+    if (!l || u->state != PX_UP_READY) return;
+    if (len >= 3 && !memcmp(reply, "+OK", 3)) {
+        u->tracking_epoch = epoch;
+        return;
+    }
+    if (!l->refused) {
+        px_log_warning(&l->srv->log, "L1: Redis refused CLIENT TRACKING (%.*s); the L1 falls back to TTL-only",
+                       (int)(len > 200 ? 200 : len - 2), reply);
+        l->refused = 1;
+    }
+}
+
+void px_l1_track(px_l1 *l, px_upstream *u)
+{
+    u->tracking_epoch = 0;
+    if (!l || !l->srv->cfg->l1_tracking || l->refused || !l->link_ready || !l->link || !l->link->redis_id) return;
+    char cmd[128], id[24];
+    int idn = snprintf(id, sizeof(id), "%lld", l->link->redis_id);
+    int n = snprintf(cmd, sizeof(cmd), "*5\r\n$6\r\nCLIENT\r\n$8\r\nTRACKING\r\n$2\r\non\r\n$8\r\nREDIRECT\r\n$%d\r\n%s\r\n",
+                     idn, id);
+    px_upstream_send_internal(u, cmd, (size_t)n, tracking_reply, (void *)(uintptr_t)l->epoch);
+}
+
+static void track_each(px_upstream *u, void *arg)
+{
+    if (u->state != PX_UP_DOWN) px_l1_track(arg, u);
+}
+
+static int str_is(const redisReply *r, const char *s)
+{
+    return r && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) && r->len == strlen(s) &&
+           !strncasecmp(r->str, s, r->len);
+}
+
+static void link_frame(px_upstream *u, void *ctx, const char *frame, size_t len)
+{
+    px_l1 *l = ctx;
+    redisReply *m = px_reply_decode(frame, len);
+    (void)u;
+    if (!m) return;
+    if (m->type == REDIS_REPLY_ARRAY && m->elements >= 2) {
+        if (str_is(m->element[0], "pong")) {
+            l->last_pong = px_now(l->srv);
+        } else if (str_is(m->element[0], "subscribe")) {
+            l->link_ready = 1;
+            l->epoch++;
+            l->last_pong = px_now(l->srv);
+            px_log_notice(&l->srv->log, "L1: invalidation link up (Redis client id %lld)", l->link->redis_id);
+            px_pool_each_shared(pool_of(l), track_each, l);
+        } else if (str_is(m->element[0], "message") && m->elements == 3) {
+            redisReply *keys = m->element[2];
+            if (keys->type == REDIS_REPLY_ARRAY) {
+                for (size_t i = 0; i < keys->elements; i++)
+                    if (keys->element[i]->type == REDIS_REPLY_STRING) {
+                        l1_invalidate(l->cache, keys->element[i]->str, keys->element[i]->len);
+                        l->inval_tracking++;
+                    }
+            } else if (keys->type == REDIS_REPLY_NIL) {
+                l1_flush(l->cache); /* FLUSHALL / FLUSHDB upstream */
+                l->flush_tracking++;
+            } else if (keys->type == REDIS_REPLY_STRING) {
+                l1_invalidate(l->cache, keys->str, keys->len);
+                l->inval_tracking++;
+            }
+        }
+    }
+    freeReplyObject(m);
+}
+
+static void link_lost(px_upstream *u, void *ctx)
+{
+    px_l1 *l = ctx;
+    (void)u;
+    if (l->link_ready) px_log_warning(&l->srv->log, "L1: invalidation link lost (%s): L1 flushed, filling stops until it is back", u->errstr);
+    l->link = NULL;
+    l->link_ready = 0;
+    l1_flush(l->cache);
+    l->flush_link++;
+    l->next_attempt = px_now(l->srv) + LINK_RETRY;
+}
+
+static void link_open(px_l1 *l)
+{
+    px_pool *p = pool_of(l);
+    l->link = p ? px_pool_open_link(p, link_frame, link_lost, l) : NULL;
+    if (!l->link) {
+        l->next_attempt = px_now(l->srv) + LINK_RETRY;
+        return;
+    }
+    static const char sub[] = "*2\r\n$9\r\nSUBSCRIBE\r\n$20\r\n__redis__:invalidate\r\n";
+    l->link->raw = 1;
+    px_upstream_write(l->link, sub, sizeof(sub) - 1);
+}
+
+void px_l1_cron(px_l1 *l, double now)
+{
+    if (!l) return;
+    l1_expire(l->cache, now_ms(l), EXPIRE_WORK);
+    if (!l->srv->cfg->l1_tracking || l->refused || l->srv->shutting_down) return;
+    if (!l->link) {
+        if (now >= l->next_attempt) link_open(l);
+        return;
+    }
+    if (!l->link_ready) return;
+    if (now - l->last_pong > HEARTBEAT_DEADLINE) {
+        px_pool_close(l->link->pool, l->link, "invalidation link heartbeat timeout");
+        return;
+    }
+    if (now >= l->next_ping) {
+        static const char ping[] = "*1\r\n$4\r\nPING\r\n";
+        px_upstream_write(l->link, ping, sizeof(ping) - 1);
+        l->next_ping = now + HEARTBEAT_EVERY;
+    }
+}
+
+void px_l1_info(px_l1 *l, px_buf *out)
+{
+    if (!l) {
+        px_buf_appendf(out, "hotproxy_l1:off\r\n");
+        return;
+    }
+    const px_config *cfg = l->srv->cfg;
+    l1_stats st;
+    l1_get_stats(l->cache, &st);
+    uint64_t lookups = st.hits + st.misses;
+    const char *tracking = !cfg->l1_tracking ? "off" : l->refused ? "refused" : l->link_ready ? "up" : "down";
+    px_buf_appendf(out, "hotproxy_l1:on\r\n");
+    px_buf_appendf(out, "hotproxy_l1_mode:%s\r\n", !cfg->l1_tracking || l->refused ? "ttl-only" : "tracking");
+    px_buf_appendf(out, "hotproxy_l1_tracking:%s\r\n", tracking);
+    px_buf_appendf(out, "hotproxy_l1_tracking_link_id:%lld\r\n", l->link ? l->link->redis_id : -1);
+    px_buf_appendf(out, "hotproxy_l1_entries:%llu\r\n", (unsigned long long)st.entries);
+    px_buf_appendf(out, "hotproxy_l1_bytes:%llu\r\n", (unsigned long long)st.bytes);
+    px_buf_appendf(out, "hotproxy_l1_maxmemory:%lld\r\n", cfg->l1_maxmemory);
+    px_buf_appendf(out, "hotproxy_l1_hits:%llu\r\n", (unsigned long long)st.hits);
+    px_buf_appendf(out, "hotproxy_l1_misses:%llu\r\n", (unsigned long long)st.misses);
+    px_buf_appendf(out, "hotproxy_l1_hit_ratio:%.4f\r\n", lookups ? (double)st.hits / (double)lookups : 0.0);
+    px_buf_appendf(out, "hotproxy_l1_fills:%llu\r\n", (unsigned long long)l->fills);
+    px_buf_appendf(out, "hotproxy_l1_coalesced:%llu\r\n", (unsigned long long)l->coalesced);
+    px_buf_appendf(out, "hotproxy_l1_bypassed:%llu\r\n", (unsigned long long)l->bypassed);
+    px_buf_appendf(out, "hotproxy_l1_stores:%llu\r\n", (unsigned long long)st.stores);
+    px_buf_appendf(out, "hotproxy_l1_admissions_rejected:%llu\r\n", (unsigned long long)st.admissions_rejected);
+    px_buf_appendf(out, "hotproxy_l1_stale_fills:%llu\r\n", (unsigned long long)st.stale_fills);
+    px_buf_appendf(out, "hotproxy_l1_evictions:%llu\r\n", (unsigned long long)st.evictions);
+    px_buf_appendf(out, "hotproxy_l1_expirations:%llu\r\n", (unsigned long long)st.expirations);
+    px_buf_appendf(out, "hotproxy_l1_invalidations_local:%llu\r\n", (unsigned long long)l->inval_local);
+    px_buf_appendf(out, "hotproxy_l1_invalidations_tracking:%llu\r\n", (unsigned long long)l->inval_tracking);
+    px_buf_appendf(out, "hotproxy_l1_flushes:%llu\r\n", (unsigned long long)st.flushes);
+    px_buf_appendf(out, "hotproxy_l1_flushes_tracking:%llu\r\n", (unsigned long long)l->flush_tracking);
+    px_buf_appendf(out, "hotproxy_l1_flushes_link_lost:%llu\r\n", (unsigned long long)l->flush_link);
+}

@@ -1,0 +1,59 @@
+/*
+ * px_l1: the L1 on the network side — which requests it answers, how fills
+ * are coalesced and stored, how writes and Redis' invalidations reach it.
+ *
+ * The cache itself is cache/l1 (no sockets); this module decides:
+ *  - reads: a command flagged PX_F_CACHE from a client on the shared path is
+ *    answered from the L1, or joins the fill already in flight for the same
+ *    reply (one upstream fetch for any number of clients), or starts a fill:
+ *    the command and a PTTL of its key, pipelined on one connection, so the
+ *    entry never outlives the key in Redis;
+ *  - writes: every command that is not read-only drops the keys it names
+ *    (the command table's key positions) before it is forwarded and again
+ *    when its reply arrives, so a fill racing with it can never be stored;
+ *    commands whose keys cannot be known flush the L1;
+ *  - invalidations from elsewhere: the shared connections use Redis'
+ *    tracking (CLIENT TRACKING on REDIRECT) towards a link subscribed to
+ *    __redis__:invalidate; while that link is down, nothing is filled.
+ */
+#ifndef PX_L1_H
+#define PX_L1_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proxy/px_buf.h"
+
+struct px_server;
+struct px_client;
+struct px_req;
+struct px_upstream;
+struct px_pool;
+
+typedef struct px_l1 px_l1;
+
+/* NULL when the config says "l1 no". */
+px_l1 *px_l1_create(struct px_server *s);
+void px_l1_destroy(px_l1 *l);
+
+/*
+ * Request r (a PX_F_CACHE command) would go on shared connection u.  Returns
+ * 1 when the L1 answered it or it waits on a fill; 0 when it must be
+ * forwarded as usual.  raw is the command's bytes as they go upstream.
+ */
+int px_l1_read(px_l1 *l, struct px_client *c, struct px_req *r, struct px_upstream *u, const char *raw, size_t rawlen);
+
+/* Request r may write: drop what it names now, and once more at its reply. */
+void px_l1_write(px_l1 *l, struct px_client *c, struct px_req *r);
+/* r's reply has arrived: the second invalidation (px_client_reply calls it). */
+void px_l1_written(px_l1 *l, struct px_req *r);
+
+/* Whether fills may use this shared connection now. */
+int px_l1_can_fill(px_l1 *l, struct px_upstream *u);
+/* A shared connection is being set up: queue its CLIENT TRACKING. */
+void px_l1_track(px_l1 *l, struct px_upstream *u);
+
+void px_l1_cron(px_l1 *l, double now);
+void px_l1_info(px_l1 *l, px_buf *out);
+
+#endif
