@@ -20,6 +20,7 @@ enum {
     PX_F_NOMULTI = 1 << 7,
     PX_F_CONT = 1 << 8,    /* a container: the first argument names a subcommand */
     PX_F_CACHE = 1 << 9,   /* the L1 may keep its reply (see px_commands.def) */
+    PX_F_MULTIGET = 1 << 10, /* its reply is an array of each key's GET reply (MGET) */
 };
 
 /* The keys column of px_commands.def. */

@@ -126,17 +126,24 @@ void px_l1_destroy(px_l1 *l)
 
 static void put_u32(px_buf *b, uint32_t v) { px_buf_append(b, &v, 4); }
 
-/* The variant of the command being dispatched (see the top of the file). */
-static void build_variant(px_client *c, const px_command *cmd, px_buf *b)
+/* The variant of a command (see the top of the file); with_args: the
+ * dispatched command's arguments after the key are part of it. */
+static void build_variant_for(px_client *c, const px_command *cmd, int with_args, px_buf *b)
 {
     uint8_t proto = (uint8_t)c->proto;
     px_buf_append(b, &proto, 1);
     put_u32(b, (uint32_t)c->db);
     px_buf_append(b, cmd->name, strlen(cmd->name) + 1);
-    for (int i = 2; i < c->parser.argc; i++) {
+    for (int i = 2; with_args && i < c->parser.argc; i++) {
         put_u32(b, (uint32_t)c->argvlen[i]);
         px_buf_append(b, c->argv[i], c->argvlen[i]);
     }
+}
+
+static void record_key(px_buf *b, const char *k, size_t n)
+{
+    put_u32(b, (uint32_t)n);
+    px_buf_append(b, k, n);
 }
 
 static flight *flight_find(px_l1 *l, const char *key, size_t klen)
@@ -237,10 +244,185 @@ static void fill_ttl(px_upstream *u, void *ctx, const char *reply, size_t len)
     flight_free(f);
 }
 
+/* ---- MGET: each key's GET entry, one fetch for the misses ---- */
+
+typedef struct mfill {
+    px_l1 *l1;
+    px_req *r;
+    int n;                  /* keys */
+    l1_value **hits;        /* per key: the cached GET reply, or NULL */
+    int nmiss, ttls_seen;
+    int *miss;              /* key index of each miss */
+    px_buf keys;            /* [u32 len][key] per miss */
+    px_buf variant;         /* the GET variant for this client's db and protocol */
+    char **got;             /* per miss: the element Redis sent */
+    size_t *gotlen;
+    uint64_t ticket;
+} mfill;
+
+static void mfill_free(mfill *m)
+{
+    for (int i = 0; i < m->n; i++) l1_value_put(m->hits[i]);
+    for (int j = 0; j < m->nmiss; j++) free(m->got ? m->got[j] : NULL);
+    free(m->hits);
+    free(m->miss);
+    free(m->got);
+    free(m->gotlen);
+    px_buf_free(&m->keys);
+    px_buf_free(&m->variant);
+    free(m);
+}
+
+static const char *miss_key(const mfill *m, int j, uint32_t *len)
+{
+    size_t off = 0;
+    for (int i = 0; i < j; i++) {
+        uint32_t kl;
+        memcpy(&kl, m->keys.data + off, 4);
+        off += 4 + kl;
+    }
+    memcpy(len, m->keys.data + off, 4);
+    return m->keys.data + off + 4;
+}
+
+static void mget_reply(px_upstream *u, void *ctx, const char *reply, size_t len)
+{
+    mfill *m = ctx;
+    long long count;
+    const char *nl = memchr(reply, '\n', len);
+    (void)u;
+    if (reply[0] != '*' || !nl || !px_string2ll(reply + 1, (size_t)(nl - reply - 2), &count) || count != m->nmiss) {
+        px_client_reply(m->r, reply, len); /* an error: the client gets it as Redis said it */
+        m->r = NULL;
+        return;
+    }
+    m->got = calloc((size_t)m->nmiss, sizeof(char *));
+    m->gotlen = calloc((size_t)m->nmiss, sizeof(size_t));
+    if (!m->got || !m->gotlen) abort();
+    size_t pos = (size_t)(nl - reply) + 1;
+    for (int j = 0; j < m->nmiss; j++) {
+        px_reply_scanner sc;
+        px_reply_scanner_reset(&sc);
+        if (px_reply_scan(&sc, reply + pos, len - pos) != PX_OK) break;
+        m->got[j] = malloc(sc.pos);
+        if (!m->got[j]) abort();
+        memcpy(m->got[j], reply + pos, sc.pos);
+        m->gotlen[j] = sc.pos;
+        pos += sc.pos;
+    }
+    px_buf out = {0};
+    px_buf_appendf(&out, "*%d\r\n", m->n);
+    for (int i = 0, j = 0; i < m->n; i++) {
+        if (m->hits[i]) {
+            px_buf_append(&out, m->hits[i]->data, m->hits[i]->len);
+        } else {
+            px_buf_append(&out, m->got[j] ? m->got[j] : "$-1\r\n", m->got[j] ? m->gotlen[j] : 5);
+            j++;
+        }
+    }
+    px_client_reply(m->r, out.data, out.len);
+    m->r = NULL;
+    px_buf_free(&out);
+}
+
+static void mget_ttl(px_upstream *u, void *ctx, const char *reply, size_t len)
+{
+    mfill *m = ctx;
+    px_l1 *l = m->l1;
+    const px_config *cfg = l->srv->cfg;
+    int j = m->ttls_seen++;
+    long long pttl;
+    (void)u;
+    if (m->got && m->got[j] && len > 3 && reply[0] == ':' && px_string2ll(reply + 1, len - 3, &pttl)) {
+        int absent = absent_reply(m->got[j], m->gotlen[j]);
+        uint64_t ttl = 0;
+        if (pttl == -2) {
+            if (absent) ttl = (uint64_t)cfg->l1_negative_ttl;
+        } else {
+            ttl = l1_jitter(l->cache, (uint64_t)cfg->l1_ttl, (unsigned)cfg->l1_ttl_jitter);
+            if (absent && ttl > (uint64_t)cfg->l1_negative_ttl) ttl = (uint64_t)cfg->l1_negative_ttl;
+            if (pttl >= 0 && (uint64_t)pttl < ttl) ttl = (uint64_t)pttl;
+        }
+        uint32_t kl;
+        const char *k = miss_key(m, j, &kl);
+        if (ttl > 0 && m->gotlen[j] <= (size_t)cfg->l1_max_entry_size && cacheable_reply(m->got[j], m->gotlen[j]))
+            l1_store(l->cache, k, kl, m->variant.data, m->variant.len, m->got[j], m->gotlen[j], m->ticket, ttl,
+                     now_ms(l));
+    }
+    if (m->ttls_seen == m->nmiss) {
+        if (m->r) px_client_reply(m->r, "-ERR upstream connection lost\r\n", 31);
+        mfill_free(m);
+    }
+}
+
+static int read_multiget(px_l1 *l, px_client *c, px_req *r, px_upstream *u)
+{
+    int n = c->parser.argc - 1;
+    mfill *m = calloc(1, sizeof(*m));
+    if (!m) abort();
+    m->l1 = l;
+    m->n = n;
+    m->hits = calloc((size_t)n, sizeof(*m->hits));
+    m->miss = calloc((size_t)n, sizeof(int));
+    if (!m->hits || !m->miss) abort();
+    const px_command *get = px_command_lookup("get", 3, NULL, 0);
+    build_variant_for(c, get, 0, &m->variant);
+    uint64_t now = now_ms(l);
+    for (int i = 0; i < n; i++) {
+        m->hits[i] = l1_get(l->cache, c->argv[i + 1], c->argvlen[i + 1], m->variant.data, m->variant.len, now);
+        if (!m->hits[i]) {
+            m->miss[m->nmiss++] = i;
+            record_key(&m->keys, c->argv[i + 1], c->argvlen[i + 1]);
+        }
+    }
+    if (m->nmiss == 0) {
+        px_buf out = {0};
+        px_buf_appendf(&out, "*%d\r\n", n);
+        for (int i = 0; i < n; i++) px_buf_append(&out, m->hits[i]->data, m->hits[i]->len);
+        px_client_reply(r, out.data, out.len);
+        px_buf_free(&out);
+        mfill_free(m);
+        return 1;
+    }
+    if (!px_l1_can_fill(l, u)) {
+        mfill_free(m);
+        return 0;
+    }
+    m->r = r;
+    m->ticket = l1_ticket(l->cache, NULL, 0);
+    r->forwarded = 1;
+    c->ninflight++;
+    c->up = u;
+    l->fills++;
+    l->srv->stats.commands_forwarded++;
+    px_buf cmd = {0};
+    px_buf_appendf(&cmd, "*%d\r\n$4\r\nMGET\r\n", m->nmiss + 1);
+    for (int j = 0; j < m->nmiss; j++) {
+        uint32_t kl;
+        const char *k = miss_key(m, j, &kl);
+        px_buf_appendf(&cmd, "$%u\r\n", kl);
+        px_buf_append(&cmd, k, kl);
+        px_buf_append(&cmd, "\r\n", 2);
+    }
+    px_upstream_send_internal(u, cmd.data, cmd.len, mget_reply, m);
+    for (int j = 0; j < m->nmiss; j++) {
+        uint32_t kl;
+        const char *k = miss_key(m, j, &kl);
+        cmd.len = cmd.rpos = 0;
+        px_buf_appendf(&cmd, "*2\r\n$4\r\nPTTL\r\n$%u\r\n", kl);
+        px_buf_append(&cmd, k, kl);
+        px_buf_append(&cmd, "\r\n", 2);
+        px_upstream_send_internal(u, cmd.data, cmd.len, mget_ttl, m);
+    }
+    px_buf_free(&cmd);
+    return 1;
+}
+
 int px_l1_read(px_l1 *l, px_client *c, px_req *r, px_upstream *u, const char *raw, size_t rawlen)
 {
     const px_command *cmd = r->cmd;
-    if (!l || !u || !u->lane || !cmd || !(cmd->flags & PX_F_CACHE) || c->parser.argc < 2) return 0;
+    if (!l || !u || !u->lane || !cmd || !(cmd->flags & (PX_F_CACHE | PX_F_MULTIGET)) || c->parser.argc < 2) return 0;
+    if ((cmd->flags & PX_F_MULTIGET) && c->nwrites == 0) return read_multiget(l, c, r, u);
     if (c->nwrites > 0) {
         /* its own write is in flight: read behind it, in order, from Redis */
         l->bypassed++;
@@ -251,7 +433,7 @@ int px_l1_read(px_l1 *l, px_client *c, px_req *r, px_upstream *u, const char *ra
     px_buf key = {0};
     put_u32(&key, (uint32_t)glen);
     px_buf_append(&key, group, glen);
-    build_variant(c, cmd, &key);
+    build_variant_for(c, cmd, 1, &key);
     const char *variant = key.data + 4 + glen;
     size_t vlen = key.len - 4 - glen;
 
@@ -306,12 +488,6 @@ int px_l1_read(px_l1 *l, px_client *c, px_req *r, px_upstream *u, const char *ra
 
 /* ---- writes ---- */
 
-static void record(px_buf *b, const char *k, size_t n)
-{
-    put_u32(b, (uint32_t)n);
-    px_buf_append(b, k, n);
-}
-
 static void invalidate_list(px_l1 *l, const char *p, size_t n)
 {
     size_t i = 0;
@@ -352,10 +528,10 @@ void px_l1_write(px_l1 *l, px_client *c, px_req *r)
             int *all = malloc(sizeof(int) * (size_t)n);
             if (!all) abort();
             px_command_keys(cmd, argc, c->argv, c->argvlen, all, n);
-            for (int i = 0; i < n; i++) record(&keys, c->argv[all[i]], c->argvlen[all[i]]);
+            for (int i = 0; i < n; i++) record_key(&keys, c->argv[all[i]], c->argvlen[all[i]]);
             free(all);
         } else {
-            for (int i = 0; i < n; i++) record(&keys, c->argv[pos[i]], c->argvlen[pos[i]]);
+            for (int i = 0; i < n; i++) record_key(&keys, c->argv[pos[i]], c->argvlen[pos[i]]);
         }
         if (c->state & PX_STATE_MULTI) {
             /* queued: it runs at EXEC, which invalidates again */
