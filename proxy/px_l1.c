@@ -40,6 +40,7 @@
 typedef struct flight {
     UT_hash_handle hh;
     px_l1 *l1;
+    px_upstream *u;     /* where the fill runs: its waiters are in flight there */
     char *key;          /* [u32 glen][group][variant] */
     size_t klen, glen;
     uint64_t ticket;
@@ -61,6 +62,7 @@ struct px_l1 {
     int refused;
     uint64_t epoch;
     double last_pong, next_ping, next_attempt;
+    px_buf scratch;     /* the key being looked up, reused: no allocation per hit */
     /* counters beyond the library's */
     uint64_t coalesced, fills, bypassed, inval_local, inval_tracking, flush_tracking, flush_link;
 };
@@ -119,6 +121,7 @@ void px_l1_destroy(px_l1 *l)
         /* its requests are answered (with errors) by the pool's teardown */
     }
     l1_destroy(l->cache);
+    px_buf_free(&l->scratch);
     free(l);
 }
 
@@ -430,7 +433,8 @@ int px_l1_read(px_l1 *l, px_client *c, px_req *r, px_upstream *u, const char *ra
     }
     const char *group = c->argv[1];
     size_t glen = c->argvlen[1];
-    px_buf key = {0};
+    px_buf key = l->scratch;
+    key.len = key.rpos = 0;
     put_u32(&key, (uint32_t)glen);
     px_buf_append(&key, group, glen);
     build_variant_for(c, cmd, 1, &key);
@@ -438,37 +442,35 @@ int px_l1_read(px_l1 *l, px_client *c, px_req *r, px_upstream *u, const char *ra
     size_t vlen = key.len - 4 - glen;
 
     l1_value *v = l1_get(l->cache, group, glen, variant, vlen, now_ms(l));
+    l->scratch = key; /* keep the (possibly grown) buffer */
     if (v) {
         px_client_reply(r, v->data, v->len);
         l1_value_put(v);
-        px_buf_free(&key);
         return 1;
     }
-    if (!px_l1_can_fill(l, u)) {
-        px_buf_free(&key);
-        return 0;
-    }
+    if (!px_l1_can_fill(l, u)) return 0;
     flight *f = flight_find(l, key.data, key.len);
     if (f && l1_is_stale(l->cache, group, glen, f->ticket)) {
         flight_unlist(l, f); /* a write came after it started: it serves only who it has */
         f = NULL;
     }
     if (f) {
-        if (f->nwaiters >= l->srv->cfg->l1_max_waiters) {
-            px_buf_free(&key);
-            return 0;
-        }
+        /* A client with commands in flight on another connection reads
+         * there, so its commands reach Redis in its order. */
+        if (f->nwaiters >= l->srv->cfg->l1_max_waiters || (c->ninflight > 0 && c->up != f->u)) return 0;
         l->coalesced++;
-        add_waiter(f, c, r, f->nwaiters ? c->up : u);
-        px_buf_free(&key);
+        add_waiter(f, c, r, f->u);
         return 1;
     }
     f = calloc(1, sizeof(*f));
     if (!f) abort();
     f->l1 = l;
-    f->key = key.data; /* taken */
+    f->key = malloc(key.len);
+    if (!f->key) abort();
+    memcpy(f->key, key.data, key.len);
     f->klen = key.len;
     f->glen = glen;
+    f->u = u;
     f->ticket = l1_ticket(l->cache, group, glen);
     HASH_ADD_KEYPTR(hh, l->flights, f->key, f->klen, f);
     f->in_table = 1;
