@@ -26,6 +26,7 @@ typedef struct l1_entry {
     l1_group *group;
     l1_value *value;
     uint64_t expires_ms;
+    size_t heap_idx;          /* position in the expiry heap */
     size_t charge;
     size_t klen;
     char key[];               /* [u32 glen][group][variant] */
@@ -43,6 +44,8 @@ struct l1 {
     l1_entry *table;
     l1_group *groups;
     l1_entry *lru_head, *lru_tail;
+    l1_entry **heap;          /* min-heap on expires_ms, for active expiry */
+    size_t heap_len, heap_cap;
     l1_stats st;
     uint64_t seq;             /* bumped by every invalidation and flush */
     uint64_t flush_seq;
@@ -178,6 +181,65 @@ static void lru_push_head(l1 *c, l1_entry *e)
     if (!c->lru_tail) c->lru_tail = e;
 }
 
+/* ---- expiry heap ---- */
+
+static void heap_set(l1 *c, size_t i, l1_entry *e)
+{
+    c->heap[i] = e;
+    e->heap_idx = i;
+}
+
+static void heap_up(l1 *c, size_t i)
+{
+    l1_entry *e = c->heap[i];
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (c->heap[parent]->expires_ms <= e->expires_ms) break;
+        heap_set(c, i, c->heap[parent]);
+        i = parent;
+    }
+    heap_set(c, i, e);
+}
+
+static void heap_down(l1 *c, size_t i)
+{
+    l1_entry *e = c->heap[i];
+    for (;;) {
+        size_t l = 2 * i + 1, m = i;
+        uint64_t best = e->expires_ms;
+        if (l < c->heap_len && c->heap[l]->expires_ms < best) {
+            m = l;
+            best = c->heap[l]->expires_ms;
+        }
+        if (l + 1 < c->heap_len && c->heap[l + 1]->expires_ms < best) m = l + 1;
+        if (m == i) break;
+        heap_set(c, i, c->heap[m]);
+        i = m;
+    }
+    heap_set(c, i, e);
+}
+
+static void heap_push(l1 *c, l1_entry *e)
+{
+    if (c->heap_len == c->heap_cap) {
+        c->heap_cap = c->heap_cap ? c->heap_cap * 2 : 64;
+        c->heap = realloc(c->heap, sizeof(*c->heap) * c->heap_cap);
+        if (!c->heap) abort();
+    }
+    heap_set(c, c->heap_len++, e);
+    heap_up(c, e->heap_idx);
+}
+
+static void heap_remove(l1 *c, l1_entry *e)
+{
+    size_t i = e->heap_idx;
+    l1_entry *last = c->heap[--c->heap_len];
+    if (last == e) return;
+    heap_set(c, i, last);
+    heap_up(c, i);
+    heap_down(c, last->heap_idx);
+}
+
 void l1_value_put(l1_value *v)
 {
     if (v && --v->refs == 0) free(v);
@@ -190,6 +252,7 @@ static void entry_remove(l1 *c, l1_entry *e)
     l1_group *g = e->group;
     HASH_DELETE(hh, c->table, e);
     lru_unlink(c, e);
+    heap_remove(c, e);
     if (e->gprev) e->gprev->gnext = e->gnext;
     else g->entries = e->gnext;
     if (e->gnext) e->gnext->gprev = e->gprev;
@@ -229,6 +292,7 @@ void l1_destroy(l1 *c)
     while (c->lru_head) entry_remove(c, c->lru_head);
     free(c->sketch);
     free(c->slots);
+    free(c->heap);
     free(c);
 }
 
@@ -316,7 +380,7 @@ int l1_store(l1 *c, const void *group, size_t glen, const void *variant, size_t 
     while (c->st.bytes + need > c->cfg.maxmemory) {
         l1_entry *victim = c->lru_tail;
         assert(victim);
-        if (victim->group != g) {
+        if (victim->group != g && c->cfg.hot_threshold > 0) {
             uint32_t vf = sketch_estimate(c, group_hash(c, victim->group->name, victim->group->glen));
             if (vf >= freq) {
                 c->st.admissions_rejected++;
@@ -356,6 +420,7 @@ int l1_store(l1 *c, const void *group, size_t glen, const void *variant, size_t 
     uint64_t kh = l1_hash(c->cfg.hash_seed, e->key, e->klen);
     HASH_ADD_KEYPTR_BYHASHVALUE(hh, c->table, e->key, e->klen, (unsigned)kh, e);
     lru_push_head(c, e);
+    heap_push(c, e);
     c->st.entries++;
     c->st.bytes += charge;
     c->st.stores++;
@@ -388,16 +453,10 @@ void l1_flush(l1 *c)
 size_t l1_expire(l1 *c, uint64_t now_ms, size_t max_work)
 {
     size_t removed = 0;
-    l1_entry *e = c->lru_tail;
-    /* from the least recently used end: short TTLs expire roughly in that order */
-    for (size_t seen = 0; e && seen < max_work; seen++) {
-        l1_entry *prev = e->lru_prev;
-        if (e->expires_ms <= now_ms) {
-            c->st.expirations++;
-            entry_remove(c, e);
-            removed++;
-        }
-        e = prev;
+    while (removed < max_work && c->heap_len && c->heap[0]->expires_ms <= now_ms) {
+        c->st.expirations++;
+        entry_remove(c, c->heap[0]);
+        removed++;
     }
     return removed;
 }

@@ -23,7 +23,8 @@
  * Only hot keys take space: admission needs the group's estimated access
  * frequency (a count-min sketch of 4-bit counters, halved every
  * sample_size accesses, as TinyLFU) to reach hot_threshold, and when the
- * cache is full, to be higher than the LRU victim's.
+ * cache is full, to be higher than the LRU victim's.  hot_threshold 0 admits
+ * every store (the LRU alone decides).
  */
 #ifndef HP_CACHE_L1_H
 #define HP_CACHE_L1_H

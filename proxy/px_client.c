@@ -345,14 +345,14 @@ static void encode_multibulk(px_buf *b, int argc, const char *const *argv, const
     }
 }
 
-/* XREAD and XREADGROUP block only with a BLOCK option before STREAMS. */
-static int has_block_option(int argc, const char *const *argv, const size_t *argvlen)
+/* Commands flagged blocking in the table that block only with an option
+ * (XREAD and XREADGROUP with BLOCK); the others always may. */
+static int blocks(const px_command *cmd, int argc, const char *const *argv, const size_t *argvlen)
 {
-    for (int i = 1; i < argc; i++) {
-        if (argvlen[i] == 7 && !strncasecmp(argv[i], "streams", 7)) return 0;
-        if (argvlen[i] == 5 && !strncasecmp(argv[i], "block", 5)) return 1;
-    }
-    return 0;
+    int block = 0;
+    if (cmd->keys != PX_KS_STREAMS) return 1;
+    px_command_streams(cmd, argc, argv, argvlen, &block);
+    return block;
 }
 
 /*
@@ -544,8 +544,7 @@ static int dispatch(px_client *c, const char *raw, size_t rawlen)
     const px_command *cmd = px_command_lookup(c->argv[0], c->argvlen[0], argc > 1 ? c->argv[1] : NULL,
                                               argc > 1 ? c->argvlen[1] : 0);
     px_handler h = cmd ? cmd->handler : PX_H_FWD;
-    if (h == PX_H_FWD && cmd && (cmd->flags & PX_F_BL) && has_block_option(argc, c->argv, c->argvlen))
-        h = PX_H_BLOCK;
+    if (h == PX_H_FWD && cmd && (cmd->flags & PX_F_BL) && blocks(cmd, argc, c->argv, c->argvlen)) h = PX_H_BLOCK;
     int upstream = h == PX_H_FWD || h == PX_H_EXEC || h == PX_H_UNWATCH || needs_pin(h) ||
                    (c->pinned && upstream_when_pinned(h));
     int authorized = c->authenticated || h == PX_H_AUTH || h == PX_H_HELLO || h == PX_H_QUIT || h == PX_H_RESET;

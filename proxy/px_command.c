@@ -110,6 +110,7 @@ static size_t lower(char *out, size_t cap, const char *s, size_t n)
 const px_command *px_command_lookup(const char *name, size_t len, const char *sub, size_t sublen)
 {
     char key[64];
+    if (memchr(name, '|', len)) return NULL; /* "client|setname" is not a name a client may send */
     size_t n = lower(key, 32, name, len);
     if (!n) return NULL;
     const px_command *c = find(key);
@@ -118,6 +119,30 @@ const px_command *px_command_lookup(const char *name, size_t len, const char *su
     if (!lower(key + n + 1, sizeof(key) - n - 1, sub, sublen)) return c;
     const px_command *s = find(key);
     return s ? s : c;
+}
+
+static int is(const char *a, size_t n, const char *lit)
+{
+    return strlen(lit) == n && !strncasecmp(a, lit, n);
+}
+
+int px_command_streams(const px_command *c, int argc, const char *const *argv, const size_t *argvlen, int *block)
+{
+    /* XREAD [COUNT n] [BLOCK ms] STREAMS ...
+     * XREADGROUP GROUP g c [COUNT n] [BLOCK ms] [NOACK] STREAMS ... */
+    int i = 1;
+    if (block) *block = 0;
+    if (!strcmp(c->name, "xreadgroup")) {
+        if (argc < 4 || !is(argv[1], argvlen[1], "group")) return -1;
+        i = 4;
+    }
+    for (; i < argc; i++) {
+        if (is(argv[i], argvlen[i], "streams")) return i;
+        if (is(argv[i], argvlen[i], "block") && block) *block = 1;
+        if (is(argv[i], argvlen[i], "count") || is(argv[i], argvlen[i], "block")) i++;
+        else if (!is(argv[i], argvlen[i], "noack")) return -1;
+    }
+    return -1;
 }
 
 static int add_key(int *out, int max, int n, int pos)
@@ -147,20 +172,22 @@ int px_command_keys(const px_command *c, int argc, const char *const *argv, cons
         for (int i = 0; i < (int)nk; i++) n = add_key(out, max, n, at + 1 + i);
         return n;
     }
-    case PX_KS_STREAMS:
-        for (int i = 1; i < argc; i++)
-            if (argvlen[i] == 7 && !strncasecmp(argv[i], "streams", 7)) {
-                int rest = argc - i - 1;
-                if (rest <= 0 || rest % 2) return -1;
-                for (int k = 0; k < rest / 2; k++) n = add_key(out, max, n, i + 1 + k);
-                return n;
-            }
-        return -1;
+    case PX_KS_STREAMS: {
+        int at = px_command_streams(c, argc, argv, argvlen, NULL);
+        int rest = argc - at - 1;
+        if (at < 0 || rest <= 0 || rest % 2) return -1;
+        for (int k = 0; k < rest / 2; k++) n = add_key(out, max, n, at + 1 + k);
+        return n;
+    }
     case PX_KS_SORT:
         if (argc < 2) return -1;
         n = add_key(out, max, n, 1);
-        for (int i = 2; i + 1 < argc; i++)
-            if (argvlen[i] == 5 && !strncasecmp(argv[i], "store", 5)) n = add_key(out, max, n, i + 1);
+        /* SORT key [BY p] [LIMIT o c] [GET p ...] [ASC|DESC] [ALPHA] [STORE dst] */
+        for (int i = 2; i < argc; i++) {
+            if (is(argv[i], argvlen[i], "by") || is(argv[i], argvlen[i], "get")) i += 1;
+            else if (is(argv[i], argvlen[i], "limit")) i += 2;
+            else if (is(argv[i], argvlen[i], "store") && i + 1 < argc) n = add_key(out, max, n, ++i);
+        }
         return n;
     case PX_KS_UNKNOWN:
     default:

@@ -88,6 +88,12 @@ const px_command *px_command_lookup(const char *name, size_t len, const char *su
  */
 int px_command_keys(const px_command *c, int argc, const char *const *argv, const size_t *argvlen, int *out, int max);
 
+/*
+ * XREAD/XREADGROUP: the position of the STREAMS keyword (-1 if missing), and
+ * in *block (if given) whether a BLOCK option came before it.
+ */
+int px_command_streams(const px_command *c, int argc, const char *const *argv, const size_t *argvlen, int *block);
+
 /* 1 if a command may change the data set (anything not read-only counts). */
 static inline int px_command_writes(const px_command *c)
 {
