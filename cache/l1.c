@@ -380,7 +380,7 @@ int l1_store(l1 *c, const void *group, size_t glen, const void *variant, size_t 
     while (c->st.bytes + need > c->cfg.maxmemory) {
         l1_entry *victim = c->lru_tail;
         assert(victim);
-        if (victim->group != g && c->cfg.hot_threshold > 0) {
+        if (victim->group != g && c->cfg.hot_threshold > 0 && victim->expires_ms > now_ms) {
             uint32_t vf = sketch_estimate(c, group_hash(c, victim->group->name, victim->group->glen));
             if (vf >= freq) {
                 c->st.admissions_rejected++;
