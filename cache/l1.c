@@ -26,6 +26,7 @@ typedef struct l1_entry {
     l1_group *group;
     l1_value *value;
     uint64_t expires_ms;
+    uint64_t ttl_ms;
     size_t heap_idx;          /* position in the expiry heap */
     size_t charge;
     size_t klen;
@@ -306,6 +307,12 @@ static l1_entry *find(l1 *c, const char *key, size_t klen)
 
 l1_value *l1_get(l1 *c, const void *group, size_t glen, const void *variant, size_t vlen, uint64_t now_ms)
 {
+    return l1_get_meta(c, group, glen, variant, vlen, now_ms, NULL, NULL);
+}
+
+l1_value *l1_get_meta(l1 *c, const void *group, size_t glen, const void *variant, size_t vlen, uint64_t now_ms,
+                      uint64_t *expires_ms, uint64_t *ttl_ms)
+{
     char stackkey[512];
     size_t klen = 4 + glen + vlen;
     char *key = klen <= sizeof(stackkey) ? stackkey : malloc(klen);
@@ -327,6 +334,8 @@ l1_value *l1_get(l1 *c, const void *group, size_t glen, const void *variant, siz
     lru_unlink(c, e);
     lru_push_head(c, e);
     e->value->refs++;
+    if (expires_ms) *expires_ms = e->expires_ms;
+    if (ttl_ms) *ttl_ms = e->ttl_ms;
     return e->value;
 }
 
@@ -413,6 +422,7 @@ int l1_store(l1 *c, const void *group, size_t glen, const void *variant, size_t 
     e->value = v;
     e->group = g;
     e->expires_ms = now_ms + ttl_ms;
+    e->ttl_ms = ttl_ms;
     e->charge = charge;
     e->gnext = g->entries;
     if (g->entries) g->entries->gprev = e;

@@ -68,6 +68,9 @@ void l1_destroy(l1 *c);
  */
 l1_value *l1_get(l1 *c, const void *group, size_t glen, const void *variant, size_t vlen, uint64_t now_ms);
 void l1_value_put(l1_value *v);
+/* l1_get, also telling when the entry expires and the TTL it was stored with. */
+l1_value *l1_get_meta(l1 *c, const void *group, size_t glen, const void *variant, size_t vlen, uint64_t now_ms,
+                      uint64_t *expires_ms, uint64_t *ttl_ms);
 
 /* Before sending a fill upstream: the ticket l1_store() will check. */
 uint64_t l1_ticket(l1 *c, const void *group, size_t glen);

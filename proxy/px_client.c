@@ -15,6 +15,7 @@
 #include "proxy/px_config.h"
 #include "proxy/px_l1.h"
 #include "proxy/px_local.h"
+#include "proxy/px_policy.h"
 #include "proxy/px_router.h"
 #include "proxy/px_server.h"
 #include "proxy/px_upstream.h"
@@ -630,6 +631,7 @@ static int dispatch(px_client *c, const char *raw, size_t rawlen)
         px_client_maybe_unpin(c);
         return 1;
     }
+    px_policy_write_ttl(c, r, &s->rng);
     int noreply = u == c->pinned ? apply_state(c, r, h, argc) : 0;
     send_on(c, r, u, raw, rawlen, noreply);
     return 1;

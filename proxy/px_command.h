@@ -21,6 +21,9 @@ enum {
     PX_F_CONT = 1 << 8,    /* a container: the first argument names a subcommand */
     PX_F_CACHE = 1 << 9,   /* the L1 may keep its reply (see px_commands.def) */
     PX_F_MULTIGET = 1 << 10, /* its reply is an array of each key's GET reply (MGET) */
+    PX_F_TTL_OPT = 1 << 11,  /* a relative TTL in an EX/PX option (SET, GETEX) */
+    PX_F_TTL_S2 = 1 << 12,   /* a TTL in seconds at argument 2 (SETEX, EXPIRE) */
+    PX_F_TTL_MS2 = 1 << 13,  /* a TTL in milliseconds at argument 2 (PSETEX, PEXPIRE) */
 };
 
 /* The keys column of px_commands.def. */

@@ -12,7 +12,7 @@
 #include <string.h>
 #include <strings.h>
 
-typedef enum { CT_INT, CT_MEMORY, CT_BOOL, CT_STRING, CT_ENUM, CT_HOSTPORT, CT_SECRET, CT_USER, CT_REFUSE } cfg_type;
+typedef enum { CT_INT, CT_MEMORY, CT_BOOL, CT_STRING, CT_ENUM, CT_HOSTPORT, CT_SECRET, CT_USER, CT_REFUSE, CT_RULE } cfg_type;
 
 typedef struct cfg_entry {
     const char *name;
@@ -64,6 +64,8 @@ static const cfg_entry table[] = {
     {"l1-hot-threshold", CT_INT, 0, 15, "2", OFF(l1_hot_threshold), NULL},
     {"l1-max-waiters", CT_INT, 1, 1000000, "10000", OFF(l1_max_waiters), NULL},
     {"l1-tracking", CT_BOOL, 0, 1, "yes", OFF(l1_tracking), NULL},
+    {"l1-refresh-ahead", CT_INT, 0, 50, "10", OFF(l1_refresh_ahead), NULL},
+    {"cache-rule", CT_RULE, 0, 0, NULL, 0, NULL},
 };
 #define NTABLE (sizeof(table) / sizeof(table[0]))
 
@@ -180,6 +182,7 @@ static int apply(px_config *c, const cfg_entry *e, const char *v, char *err, siz
     }
     case CT_USER:
     case CT_REFUSE:
+    case CT_RULE:
         break; /* take several words: see px_config_set */
     }
     return -1;
@@ -192,13 +195,14 @@ static int add_user(px_config *c, int argc, char **argv, char *err, size_t errle
         seterr(err, errlen, "user needs a name: user <name> on >password");
         return -1;
     }
-    px_user u = {strdup(argv[0]), 0, 0, 0, NULL};
+    px_user u = {strdup(argv[0]), 0, 0, 0, 0, NULL};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcasecmp(a, "on")) u.enabled = 1;
         else if (!strcasecmp(a, "off")) u.enabled = 0;
         else if (!strcasecmp(a, "nopass")) u.nopass = 1;
         else if (!strcasecmp(a, "resetpass")) u.nopass = 0;
+        else if (!strcasecmp(a, "+@admin")) u.admin = 1;
         else if (a[0] == '>') {
             u.passwords = realloc(u.passwords, sizeof(char *) * (size_t)(u.npasswords + 1));
             u.passwords[u.npasswords++] = strdup(a + 1);
@@ -207,7 +211,7 @@ static int add_user(px_config *c, int argc, char **argv, char *err, size_t errle
             free(u.passwords);
             free(u.name);
             seterr(err, errlen,
-                   "user: '%s' is not understood: hotproxy users take on|off, >password, nopass; "
+                   "user: '%s' is not understood: hotproxy users take on|off, >password, nopass, +@admin; "
                    "key and command rules belong to the upstream user (upstream-user)", a);
             return -1;
         }
@@ -240,6 +244,71 @@ static int add_refused(px_config *c, int argc, char **argv, char *err, size_t er
     return 0;
 }
 
+/* cache-rule <prefix> [cache yes|no] [ttl ms] [jitter pct] [negative-ttl ms]
+ *            [max-entry-size size] [write-ttl-jitter pct] [write-ttl-floor ms] */
+static int add_rule(px_config *c, int argc, char **argv, char *err, size_t errlen)
+{
+    static const struct {
+        const char *name;
+        size_t off;
+        long long min, max;
+        int memory;
+    } fields[] = {
+        {"ttl", offsetof(px_rule, ttl), 1, 86400000, 0},
+        {"jitter", offsetof(px_rule, jitter), 0, 100, 0},
+        {"negative-ttl", offsetof(px_rule, negative_ttl), 0, 86400000, 0},
+        {"max-entry-size", offsetof(px_rule, max_entry_size), 1, 512LL * 1024 * 1024, 1},
+        {"write-ttl-jitter", offsetof(px_rule, write_ttl_jitter), 0, 100, 0},
+        {"write-ttl-floor", offsetof(px_rule, write_ttl_floor), 0, 86400000LL * 365, 0},
+    };
+    if (argc < 1 || (argc - 1) % 2) {
+        seterr(err, errlen, "cache-rule takes a prefix, then option/value pairs");
+        return -1;
+    }
+    px_rule r = {strdup(argv[0]), strlen(argv[0]), !strcmp(argv[0], "*"), 1, -1, -1, -1, -1, 0, 0};
+    for (int i = 1; i < argc; i += 2) {
+        const char *k = argv[i], *v = argv[i + 1];
+        int found = 0;
+        if (!strcasecmp(k, "cache")) {
+            found = 1;
+            if (!strcasecmp(v, "yes")) r.cache = 1;
+            else if (!strcasecmp(v, "no")) r.cache = 0;
+            else found = -1;
+        }
+        for (size_t f = 0; !found && f < sizeof(fields) / sizeof(fields[0]); f++) {
+            if (strcasecmp(k, fields[f].name)) continue;
+            long long n;
+            found = (fields[f].memory ? px_config_memtoll(v, &n) : parse_int(v, &n)) == 0 && n >= fields[f].min &&
+                    n <= fields[f].max ? 1 : -1;
+            if (found == 1) *(long long *)((char *)&r + fields[f].off) = n;
+        }
+        if (found != 1) {
+            seterr(err, errlen, found ? "cache-rule: bad value '%s' for %s" : "cache-rule: unknown option '%s%s'",
+                   found ? v : k, found ? k : "");
+            free(r.prefix);
+            return -1;
+        }
+    }
+    c->rules = realloc(c->rules, sizeof(px_rule) * (size_t)(c->nrules + 1));
+    c->rules[c->nrules++] = r;
+    return 0;
+}
+
+void px_config_policy(const px_config *c, const char *key, size_t len, px_policy *out)
+{
+    const px_rule *r = NULL;
+    for (int i = 0; i < c->nrules && !r; i++)
+        if (c->rules[i].any || (c->rules[i].plen <= len && !memcmp(c->rules[i].prefix, key, c->rules[i].plen)))
+            r = &c->rules[i];
+    out->cache = c->nrules ? r && r->cache : 1;
+    out->ttl = r && r->ttl >= 0 ? r->ttl : c->l1_ttl;
+    out->jitter = r && r->jitter >= 0 ? r->jitter : c->l1_ttl_jitter;
+    out->negative_ttl = r && r->negative_ttl >= 0 ? r->negative_ttl : c->l1_negative_ttl;
+    out->max_entry_size = r && r->max_entry_size >= 0 ? r->max_entry_size : c->l1_max_entry_size;
+    out->write_ttl_jitter = r ? r->write_ttl_jitter : 0;
+    out->write_ttl_floor = r ? r->write_ttl_floor : 0;
+}
+
 int px_config_auth_required(const px_config *c)
 {
     return (c->requirepass && *c->requirepass) || c->nusers > 0;
@@ -256,6 +325,7 @@ const px_user *px_config_user(const px_config *c, const char *name, size_t len)
         m->default_user.enabled = 1;
         m->default_user.nopass = 0;
         m->default_user.npasswords = 1;
+        m->default_user.admin = 1;
         m->default_user.passwords = &m->requirepass;
         return &c->default_user;
     }
@@ -312,6 +382,8 @@ void px_config_free(px_config *c)
     free(c->users);
     for (int i = 0; i < c->nrefused; i++) free(c->refused[i]);
     free(c->refused);
+    for (int i = 0; i < c->nrules; i++) free(c->rules[i].prefix);
+    free(c->rules);
     free(c->upstream_host);
     free(c->config_file);
     memset(c, 0, sizeof(*c));
@@ -326,6 +398,7 @@ int px_config_set(px_config *c, const char *name, int argc, char **argv, char *e
     }
     if (e->type == CT_USER) return add_user(c, argc, argv, err, errlen);
     if (e->type == CT_REFUSE) return add_refused(c, argc, argv, err, errlen);
+    if (e->type == CT_RULE) return add_rule(c, argc, argv, err, errlen);
     if (argc != 1) {
         /* logfile "" and bind with several addresses are the usual cases of a
          * wrong count; say what is expected. */
@@ -539,6 +612,7 @@ int px_config_get(const px_config *c, int index, const char **name, char *value,
     case CT_HOSTPORT: snprintf(value, valuelen, "%s", *(char *const *)(base + e->offset)); break;
     case CT_SECRET: snprintf(value, valuelen, "%s", **(char *const *)(base + e->offset) ? "(set)" : ""); break;
     case CT_USER: snprintf(value, valuelen, "%d user(s)", c->nusers); break;
+    case CT_RULE: snprintf(value, valuelen, "%d rule(s)", c->nrules); break;
     case CT_REFUSE: {
         size_t n = 0;
         value[0] = '\0';

@@ -16,9 +16,30 @@ typedef struct px_user {
     char *name;
     int enabled;
     int nopass;
+    int admin;              /* "+@admin": may use HOTPROXY admin commands */
     int npasswords;
     char **passwords;
 } px_user;
+
+/*
+ * A cache-rule: the L1 policy for keys starting with prefix ("*" matches
+ * every key).  -1 in a field means "the l1-* directive's value".
+ */
+typedef struct px_rule {
+    char *prefix;
+    size_t plen;
+    int any;
+    long long cache;            /* 1 or 0 */
+    long long ttl, jitter, negative_ttl, max_entry_size;
+    long long write_ttl_jitter; /* percent by which TTLs written to Redis are spread; 0 = off */
+    long long write_ttl_floor;  /* ms: spreading never shortens a TTL below this */
+} px_rule;
+
+/* A rule resolved against the l1-* defaults. */
+typedef struct px_policy {
+    int cache;
+    long long ttl, jitter, negative_ttl, max_entry_size, write_ttl_jitter, write_ttl_floor;
+} px_policy;
 
 typedef struct px_config {
     /* network */
@@ -68,6 +89,9 @@ typedef struct px_config {
     long long l1_hot_threshold;
     long long l1_max_waiters;
     long long l1_tracking;          /* yes/no */
+    long long l1_refresh_ahead;     /* percent of an entry's TTL before expiry when a read may refresh it */
+    int nrules;
+    px_rule *rules;                 /* "cache-rule" directives, first match wins */
     char *config_file;              /* absolute path of the file read, or NULL */
 } px_config;
 
@@ -100,6 +124,13 @@ int px_config_auth_required(const px_config *c);
 const px_user *px_config_user(const px_config *c, const char *name, size_t len);
 /* 1 if pass is one of u's passwords (constant time in the password). */
 int px_config_user_check(const px_user *u, const char *pass, size_t len);
+/*
+ * The L1 policy for a key: the first cache-rule whose prefix matches, or
+ * the l1-* directives when no rule is configured.  A key no rule matches is
+ * not cached (cache 0).
+ */
+void px_config_policy(const px_config *c, const char *key, size_t len, px_policy *out);
+
 /* 1 if the operator refused this command (refuse-command, SHUTDOWN unless allowed). */
 int px_config_refused(const px_config *c, const char *name);
 

@@ -16,6 +16,7 @@
  */
 #include "proxy/px_l1.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +50,7 @@ typedef struct flight {
     char *reply;        /* kept for the store, once the PTTL is in */
     size_t reply_len;
     int in_table;
+    px_policy pol;      /* the rule when the fill started: a reload changes later fills only */
 } flight;
 
 struct px_l1 {
@@ -64,7 +66,7 @@ struct px_l1 {
     double last_pong, next_ping, next_attempt;
     px_buf scratch;     /* the key being looked up, reused: no allocation per hit */
     /* counters beyond the library's */
-    uint64_t coalesced, fills, bypassed, inval_local, inval_tracking, flush_tracking, flush_link;
+    uint64_t coalesced, fills, refreshes, bypassed, inval_local, inval_tracking, flush_tracking, flush_link;
 };
 
 static uint64_t next_random(void *arg)
@@ -199,7 +201,7 @@ static void fill_reply(px_upstream *u, void *ctx, const char *reply, size_t len)
     px_l1 *l = f->l1;
     (void)u;
     flight_unlist(l, f); /* later readers miss, and start a fill of their own */
-    if (cacheable_reply(reply, len) && len <= (size_t)l->srv->cfg->l1_max_entry_size) {
+    if (cacheable_reply(reply, len) && len <= (size_t)f->pol.max_entry_size) {
         f->reply = malloc(len);
         if (!f->reply) abort();
         memcpy(f->reply, reply, len);
@@ -218,25 +220,26 @@ static int absent_reply(const char *r, size_t n)
     return 0;
 }
 
+/* How long a fetched reply may stay, given its key's PTTL (0: not at all). */
+static uint64_t entry_ttl(px_l1 *l, const px_policy *pol, const char *reply, size_t len, long long pttl)
+{
+    int absent = absent_reply(reply, len);
+    if (pttl == -2) return absent ? (uint64_t)pol->negative_ttl : 0; /* gone now: keep only an answer that says so */
+    uint64_t ttl = l1_jitter(l->cache, (uint64_t)pol->ttl, (unsigned)pol->jitter);
+    if (absent && ttl > (uint64_t)pol->negative_ttl) ttl = (uint64_t)pol->negative_ttl;
+    if (pttl >= 0 && (uint64_t)pttl < ttl) ttl = (uint64_t)pttl; /* never past the key's own TTL */
+    return ttl;
+}
+
 static void fill_ttl(px_upstream *u, void *ctx, const char *reply, size_t len)
 {
     flight *f = ctx;
     px_l1 *l = f->l1;
-    const px_config *cfg = l->srv->cfg;
     long long pttl;
     (void)u;
     flight_unlist(l, f);
     if (f->reply && len > 3 && reply[0] == ':' && px_string2ll(reply + 1, len - 3, &pttl)) {
-        uint64_t ttl = 0;
-        if (pttl == -2) {
-            /* gone now: keep only an answer that says so */
-            if (absent_reply(f->reply, f->reply_len)) ttl = (uint64_t)cfg->l1_negative_ttl;
-        } else {
-            ttl = l1_jitter(l->cache, (uint64_t)cfg->l1_ttl, (unsigned)cfg->l1_ttl_jitter);
-            if (absent_reply(f->reply, f->reply_len) && ttl > (uint64_t)cfg->l1_negative_ttl)
-                ttl = (uint64_t)cfg->l1_negative_ttl;
-            if (pttl >= 0 && (uint64_t)pttl < ttl) ttl = (uint64_t)pttl; /* never past the key's own TTL */
-        }
+        uint64_t ttl = entry_ttl(l, &f->pol, f->reply, f->reply_len, pttl);
         if (ttl > 0) {
             uint32_t glen;
             memcpy(&glen, f->key, 4);
@@ -337,18 +340,12 @@ static void mget_ttl(px_upstream *u, void *ctx, const char *reply, size_t len)
     long long pttl;
     (void)u;
     if (m->got && m->got[j] && len > 3 && reply[0] == ':' && px_string2ll(reply + 1, len - 3, &pttl)) {
-        int absent = absent_reply(m->got[j], m->gotlen[j]);
-        uint64_t ttl = 0;
-        if (pttl == -2) {
-            if (absent) ttl = (uint64_t)cfg->l1_negative_ttl;
-        } else {
-            ttl = l1_jitter(l->cache, (uint64_t)cfg->l1_ttl, (unsigned)cfg->l1_ttl_jitter);
-            if (absent && ttl > (uint64_t)cfg->l1_negative_ttl) ttl = (uint64_t)cfg->l1_negative_ttl;
-            if (pttl >= 0 && (uint64_t)pttl < ttl) ttl = (uint64_t)pttl;
-        }
         uint32_t kl;
         const char *k = miss_key(m, j, &kl);
-        if (ttl > 0 && m->gotlen[j] <= (size_t)cfg->l1_max_entry_size && cacheable_reply(m->got[j], m->gotlen[j]))
+        px_policy pol;
+        px_config_policy(cfg, k, kl, &pol);
+        uint64_t ttl = pol.cache ? entry_ttl(l, &pol, m->got[j], m->gotlen[j], pttl) : 0;
+        if (ttl > 0 && m->gotlen[j] <= (size_t)pol.max_entry_size && cacheable_reply(m->got[j], m->gotlen[j]))
             l1_store(l->cache, k, kl, m->variant.data, m->variant.len, m->got[j], m->gotlen[j], m->ticket, ttl,
                      now_ms(l));
     }
@@ -421,6 +418,51 @@ static int read_multiget(px_l1 *l, px_client *c, px_req *r, px_upstream *u)
     return 1;
 }
 
+/*
+ * Early refresh, as XFetch: in the last l1-refresh-ahead percent of its TTL
+ * (the window), a read refreshes the entry with probability
+ * exp(-remaining / window), which reaches 1 at expiry; one refresh per key
+ * at a time (the flight table), so a hot key's expiry causes no miss burst.
+ */
+static int should_refresh(px_l1 *l, uint64_t now, uint64_t expires, uint64_t ttl)
+{
+    double window = (double)ttl * (double)l->srv->cfg->l1_refresh_ahead / 100.0;
+    if (window <= 0 || expires <= now || (double)(expires - now) > window) return 0;
+    double u = (double)(next_random(&l->rng) >> 11) / (double)(1ULL << 53);
+    return -log(u > 0 ? u : 1e-300) * window >= (double)(expires - now);
+}
+
+/* Fetch key (the flight key in k) on u; r is its first waiter, or NULL for a refresh. */
+static void start_fill(px_l1 *l, px_client *c, px_req *r, px_upstream *u, const px_buf *k, size_t glen,
+                       const px_policy *pol, const char *raw, size_t rawlen)
+{
+    const char *group = k->data + 4;
+    flight *f = calloc(1, sizeof(*f));
+    if (!f) abort();
+    f->l1 = l;
+    f->key = malloc(k->len);
+    if (!f->key) abort();
+    memcpy(f->key, k->data, k->len);
+    f->klen = k->len;
+    f->glen = glen;
+    f->u = u;
+    f->pol = *pol;
+    f->ticket = l1_ticket(l->cache, group, glen);
+    HASH_ADD_KEYPTR(hh, l->flights, f->key, f->klen, f);
+    f->in_table = 1;
+    if (r) add_waiter(f, c, r, u);
+    l->fills++;
+    l->srv->stats.commands_forwarded++;
+    /* the command, then its key's PTTL, back to back on one connection */
+    px_upstream_send_internal(u, raw, rawlen, fill_reply, f);
+    px_buf pttl = {0};
+    px_buf_appendf(&pttl, "*2\r\n$4\r\nPTTL\r\n$%zu\r\n", glen);
+    px_buf_append(&pttl, group, glen);
+    px_buf_append(&pttl, "\r\n", 2);
+    px_upstream_send_internal(u, pttl.data, pttl.len, fill_ttl, f);
+    px_buf_free(&pttl);
+}
+
 int px_l1_read(px_l1 *l, px_client *c, px_req *r, px_upstream *u, const char *raw, size_t rawlen)
 {
     const px_command *cmd = r->cmd;
@@ -433,6 +475,9 @@ int px_l1_read(px_l1 *l, px_client *c, px_req *r, px_upstream *u, const char *ra
     }
     const char *group = c->argv[1];
     size_t glen = c->argvlen[1];
+    px_policy pol;
+    px_config_policy(l->srv->cfg, group, glen, &pol);
+    if (!pol.cache) return 0;
     px_buf key = l->scratch;
     key.len = key.rpos = 0;
     put_u32(&key, (uint32_t)glen);
@@ -441,11 +486,17 @@ int px_l1_read(px_l1 *l, px_client *c, px_req *r, px_upstream *u, const char *ra
     const char *variant = key.data + 4 + glen;
     size_t vlen = key.len - 4 - glen;
 
-    l1_value *v = l1_get(l->cache, group, glen, variant, vlen, now_ms(l));
+    uint64_t now = now_ms(l), expires = 0, ttl = 0;
+    l1_value *v = l1_get_meta(l->cache, group, glen, variant, vlen, now, &expires, &ttl);
     l->scratch = key; /* keep the (possibly grown) buffer */
     if (v) {
         px_client_reply(r, v->data, v->len);
         l1_value_put(v);
+        if (should_refresh(l, now, expires, ttl) && px_l1_can_fill(l, u) && !flight_find(l, key.data, key.len)) {
+            /* read near its expiry: fetch it again in the background, once */
+            l->refreshes++;
+            start_fill(l, c, NULL, u, &key, glen, &pol, raw, rawlen);
+        }
         return 1;
     }
     if (!px_l1_can_fill(l, u)) return 0;
@@ -462,29 +513,7 @@ int px_l1_read(px_l1 *l, px_client *c, px_req *r, px_upstream *u, const char *ra
         add_waiter(f, c, r, f->u);
         return 1;
     }
-    f = calloc(1, sizeof(*f));
-    if (!f) abort();
-    f->l1 = l;
-    f->key = malloc(key.len);
-    if (!f->key) abort();
-    memcpy(f->key, key.data, key.len);
-    f->klen = key.len;
-    f->glen = glen;
-    f->u = u;
-    f->ticket = l1_ticket(l->cache, group, glen);
-    HASH_ADD_KEYPTR(hh, l->flights, f->key, f->klen, f);
-    f->in_table = 1;
-    add_waiter(f, c, r, u);
-    l->fills++;
-    l->srv->stats.commands_forwarded++;
-    /* the command, then its key's PTTL, back to back on one connection */
-    px_upstream_send_internal(u, raw, rawlen, fill_reply, f);
-    px_buf pttl = {0};
-    px_buf_appendf(&pttl, "*2\r\n$4\r\nPTTL\r\n$%zu\r\n", glen);
-    px_buf_append(&pttl, group, glen);
-    px_buf_append(&pttl, "\r\n", 2);
-    px_upstream_send_internal(u, pttl.data, pttl.len, fill_ttl, f);
-    px_buf_free(&pttl);
+    start_fill(l, c, r, u, &key, glen, &pol, raw, rawlen);
     return 1;
 }
 
@@ -721,6 +750,7 @@ void px_l1_info(px_l1 *l, px_buf *out)
     px_buf_appendf(out, "hotproxy_l1_hit_ratio:%.4f\r\n", lookups ? (double)st.hits / (double)lookups : 0.0);
     px_buf_appendf(out, "hotproxy_l1_fills:%llu\r\n", (unsigned long long)l->fills);
     px_buf_appendf(out, "hotproxy_l1_coalesced:%llu\r\n", (unsigned long long)l->coalesced);
+    px_buf_appendf(out, "hotproxy_l1_refreshes:%llu\r\n", (unsigned long long)l->refreshes);
     px_buf_appendf(out, "hotproxy_l1_bypassed:%llu\r\n", (unsigned long long)l->bypassed);
     px_buf_appendf(out, "hotproxy_l1_stores:%llu\r\n", (unsigned long long)st.stores);
     px_buf_appendf(out, "hotproxy_l1_admissions_rejected:%llu\r\n", (unsigned long long)st.admissions_rejected);

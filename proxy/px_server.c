@@ -245,6 +245,7 @@ px_server *px_server_create(px_config *cfg, char *err, size_t errlen)
     }
     px_stats_init(&s->stats);
     s->start_time = ev_now(s->loop);
+    s->rng = ((uint64_t)getpid() << 32) ^ (uint64_t)(s->start_time * 1e6) ^ 0x9E3779B97F4A7C15ULL;
     if (listen_on(s, err, errlen) != 0) {
         px_server_destroy(s);
         return NULL;

@@ -51,6 +51,7 @@ typedef struct px_server {
     struct px_req *req_free;         /* recycled request objects */
     long req_free_len;
 
+    uint64_t rng;                    /* xorshift state for jitter */
     double start_time;
     int shutting_down;
     double shutdown_deadline;

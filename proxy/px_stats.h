@@ -25,6 +25,7 @@
     X(upstream_disconnects, "established upstream connections lost")                     \
     X(upstream_error_replies, "commands answered with -ERR because upstream failed")      \
     X(upstream_timeouts, "upstream connections replaced after upstream-timeout")         \
+    X(ttl_jittered, "TTLs spread on their way to Redis (cache-rule write-ttl-jitter)") \
     X(net_input_bytes, "bytes read from clients")                                        \
     X(net_output_bytes, "bytes written to clients")
 
