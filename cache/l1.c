@@ -297,6 +297,17 @@ void l1_destroy(l1 *c)
     free(c);
 }
 
+void l1_set_limits(l1 *c, size_t maxmemory, size_t max_entry_size, uint32_t hot_threshold)
+{
+    c->cfg.maxmemory = maxmemory;
+    c->cfg.max_entry_size = max_entry_size;
+    c->cfg.hot_threshold = hot_threshold;
+    while (c->st.bytes > c->cfg.maxmemory && c->lru_tail) {
+        c->st.evictions++;
+        entry_remove(c, c->lru_tail);
+    }
+}
+
 static l1_entry *find(l1 *c, const char *key, size_t klen)
 {
     l1_entry *e = NULL;

@@ -60,6 +60,8 @@ typedef struct l1_stats {
 
 l1 *l1_create(const l1_config *cfg);
 void l1_destroy(l1 *c);
+/* Change the limits while running (a config reload); evicts down to maxmemory. */
+void l1_set_limits(l1 *c, size_t maxmemory, size_t max_entry_size, uint32_t hot_threshold);
 
 /*
  * The cached reply for (group, variant), with a reference the caller must

@@ -56,6 +56,8 @@ int main(int argc, char **argv)
         px_config_free(&cfg);
         return 1;
     }
+    s->argc = argc; /* reload reads the same file and command line again */
+    s->argv = argv;
     if (cfg.pidfile && *cfg.pidfile) {
         FILE *f = fopen(cfg.pidfile, "w");
         if (f) {

@@ -18,6 +18,7 @@
 #define hello PX_H_HELLO
 #define select PX_H_SELECT
 #define client PX_H_CLIENT
+#define admin PX_H_ADMIN
 #define multi PX_H_MULTI
 #define watch PX_H_WATCH
 #define exec PX_H_EXEC
@@ -58,6 +59,7 @@ static const px_command table[] = {
 #undef hello
 #undef select
 #undef client
+#undef admin
 #undef multi
 #undef watch
 #undef exec

@@ -49,6 +49,7 @@ typedef enum {
     PX_H_HELLO,
     PX_H_SELECT,
     PX_H_CLIENT,
+    PX_H_ADMIN,
     PX_H_MULTI,
     PX_H_WATCH,
     PX_H_EXEC,

@@ -21,6 +21,7 @@ typedef struct cfg_entry {
     const char *def;       /* default, as a config file would spell it */
     size_t offset;
     const char *const *enums;
+    int restart;           /* 1: a change needs a restart (reload leaves it) */
 } cfg_entry;
 
 static const char *const loglevels[] = {"debug", "verbose", "notice", "warning", NULL};
@@ -28,44 +29,44 @@ static const char *const loglevels[] = {"debug", "verbose", "notice", "warning",
 #define OFF(f) offsetof(px_config, f)
 #define GB (1024LL * 1024 * 1024)
 static const cfg_entry table[] = {
-    {"bind", CT_STRING, 0, 0, "127.0.0.1", OFF(bind), NULL},
-    {"port", CT_INT, 1, 65535, "6380", OFF(port), NULL},
-    {"tcp-backlog", CT_INT, 1, 65535, "511", OFF(tcp_backlog), NULL},
-    {"maxclients", CT_INT, 1, 1000000, "10000", OFF(maxclients), NULL},
-    {"timeout", CT_INT, 0, 100000000, "0", OFF(timeout), NULL},
-    {"tcp-keepalive", CT_INT, 0, 100000000, "300", OFF(tcp_keepalive), NULL},
-    {"upstream", CT_HOSTPORT, 0, 0, "127.0.0.1:6379", OFF(upstream), NULL},
-    {"upstream-connections", CT_INT, 1, 1024, "4", OFF(upstream_connections), NULL},
-    {"upstream-timeout", CT_INT, 0, 86400000, "5000", OFF(upstream_timeout), NULL},
-    {"connect-timeout", CT_INT, 1, 600000, "1000", OFF(connect_timeout), NULL},
-    {"upstream-max-inflight", CT_INT, 1, 1000000, "1024", OFF(upstream_max_inflight), NULL},
-    {"proto-max-bulk-len", CT_MEMORY, 1024 * 1024, LLONG_MAX, "512mb", OFF(proto_max_bulk_len), NULL},
-    {"client-query-buffer-limit", CT_MEMORY, 1024 * 1024, LLONG_MAX, "1gb", OFF(client_query_buffer_limit), NULL},
-    {"client-output-buffer-limit", CT_MEMORY, 0, LLONG_MAX, "1gb", OFF(client_output_buffer_limit), NULL},
-    {"loglevel", CT_ENUM, 0, 0, "notice", OFF(loglevel), loglevels},
-    {"logfile", CT_STRING, 0, 0, "", OFF(logfile), NULL},
-    {"pidfile", CT_STRING, 0, 0, "", OFF(pidfile), NULL},
-    {"daemonize", CT_BOOL, 0, 1, "no", OFF(daemonize), NULL},
-    {"shutdown-timeout", CT_INT, 0, 3600, "5", OFF(shutdown_timeout), NULL},
-    {"requirepass", CT_SECRET, 0, 0, "", OFF(requirepass), NULL},
-    {"user", CT_USER, 0, 0, NULL, 0, NULL},
-    {"upstream-user", CT_STRING, 0, 0, "", OFF(upstream_user), NULL},
-    {"upstream-password", CT_SECRET, 0, 0, "", OFF(upstream_password), NULL},
-    {"refuse-command", CT_REFUSE, 0, 0, NULL, 0, NULL},
-    {"allow-shutdown", CT_BOOL, 0, 1, "no", OFF(allow_shutdown), NULL},
-    {"upstream-max-pinned", CT_INT, 0, 1000000, "1000", OFF(upstream_max_pinned), NULL},
-    {"upstream-spare", CT_INT, 0, 10000, "16", OFF(upstream_spare), NULL},
-    {"l1", CT_BOOL, 0, 1, "yes", OFF(l1), NULL},
-    {"l1-maxmemory", CT_MEMORY, 1024 * 1024, LLONG_MAX, "64mb", OFF(l1_maxmemory), NULL},
-    {"l1-max-entry-size", CT_MEMORY, 1, 512LL * 1024 * 1024, "512kb", OFF(l1_max_entry_size), NULL},
-    {"l1-ttl", CT_INT, 1, 86400000, "1000", OFF(l1_ttl), NULL},
-    {"l1-ttl-jitter", CT_INT, 0, 100, "10", OFF(l1_ttl_jitter), NULL},
-    {"l1-negative-ttl", CT_INT, 0, 86400000, "250", OFF(l1_negative_ttl), NULL},
-    {"l1-hot-threshold", CT_INT, 0, 15, "2", OFF(l1_hot_threshold), NULL},
-    {"l1-max-waiters", CT_INT, 1, 1000000, "10000", OFF(l1_max_waiters), NULL},
-    {"l1-tracking", CT_BOOL, 0, 1, "yes", OFF(l1_tracking), NULL},
-    {"l1-refresh-ahead", CT_INT, 0, 50, "10", OFF(l1_refresh_ahead), NULL},
-    {"cache-rule", CT_RULE, 0, 0, NULL, 0, NULL},
+    {"bind", CT_STRING, 0, 0, "127.0.0.1", OFF(bind), NULL, 1},
+    {"port", CT_INT, 1, 65535, "6380", OFF(port), NULL, 1},
+    {"tcp-backlog", CT_INT, 1, 65535, "511", OFF(tcp_backlog), NULL, 1},
+    {"maxclients", CT_INT, 1, 1000000, "10000", OFF(maxclients), NULL, 0},
+    {"timeout", CT_INT, 0, 100000000, "0", OFF(timeout), NULL, 0},
+    {"tcp-keepalive", CT_INT, 0, 100000000, "300", OFF(tcp_keepalive), NULL, 0},
+    {"upstream", CT_HOSTPORT, 0, 0, "127.0.0.1:6379", OFF(upstream), NULL, 1},
+    {"upstream-connections", CT_INT, 1, 1024, "4", OFF(upstream_connections), NULL, 1},
+    {"upstream-timeout", CT_INT, 0, 86400000, "5000", OFF(upstream_timeout), NULL, 0},
+    {"connect-timeout", CT_INT, 1, 600000, "1000", OFF(connect_timeout), NULL, 0},
+    {"upstream-max-inflight", CT_INT, 1, 1000000, "1024", OFF(upstream_max_inflight), NULL, 0},
+    {"proto-max-bulk-len", CT_MEMORY, 1024 * 1024, LLONG_MAX, "512mb", OFF(proto_max_bulk_len), NULL, 0},
+    {"client-query-buffer-limit", CT_MEMORY, 1024 * 1024, LLONG_MAX, "1gb", OFF(client_query_buffer_limit), NULL, 0},
+    {"client-output-buffer-limit", CT_MEMORY, 0, LLONG_MAX, "1gb", OFF(client_output_buffer_limit), NULL, 0},
+    {"loglevel", CT_ENUM, 0, 0, "notice", OFF(loglevel), loglevels, 0},
+    {"logfile", CT_STRING, 0, 0, "", OFF(logfile), NULL, 1},
+    {"pidfile", CT_STRING, 0, 0, "", OFF(pidfile), NULL, 1},
+    {"daemonize", CT_BOOL, 0, 1, "no", OFF(daemonize), NULL, 1},
+    {"shutdown-timeout", CT_INT, 0, 3600, "5", OFF(shutdown_timeout), NULL, 0},
+    {"requirepass", CT_SECRET, 0, 0, "", OFF(requirepass), NULL, 0},
+    {"user", CT_USER, 0, 0, NULL, 0, NULL, 0},
+    {"upstream-user", CT_STRING, 0, 0, "", OFF(upstream_user), NULL, 1},
+    {"upstream-password", CT_SECRET, 0, 0, "", OFF(upstream_password), NULL, 1},
+    {"refuse-command", CT_REFUSE, 0, 0, NULL, 0, NULL, 0},
+    {"allow-shutdown", CT_BOOL, 0, 1, "no", OFF(allow_shutdown), NULL, 0},
+    {"upstream-max-pinned", CT_INT, 0, 1000000, "1000", OFF(upstream_max_pinned), NULL, 0},
+    {"upstream-spare", CT_INT, 0, 10000, "16", OFF(upstream_spare), NULL, 0},
+    {"l1", CT_BOOL, 0, 1, "yes", OFF(l1), NULL, 1},
+    {"l1-maxmemory", CT_MEMORY, 1024 * 1024, LLONG_MAX, "64mb", OFF(l1_maxmemory), NULL, 0},
+    {"l1-max-entry-size", CT_MEMORY, 1, 512LL * 1024 * 1024, "512kb", OFF(l1_max_entry_size), NULL, 0},
+    {"l1-ttl", CT_INT, 1, 86400000, "1000", OFF(l1_ttl), NULL, 0},
+    {"l1-ttl-jitter", CT_INT, 0, 100, "10", OFF(l1_ttl_jitter), NULL, 0},
+    {"l1-negative-ttl", CT_INT, 0, 86400000, "250", OFF(l1_negative_ttl), NULL, 0},
+    {"l1-hot-threshold", CT_INT, 0, 15, "2", OFF(l1_hot_threshold), NULL, 0},
+    {"l1-max-waiters", CT_INT, 1, 1000000, "10000", OFF(l1_max_waiters), NULL, 0},
+    {"l1-tracking", CT_BOOL, 0, 1, "yes", OFF(l1_tracking), NULL, 1},
+    {"l1-refresh-ahead", CT_INT, 0, 50, "10", OFF(l1_refresh_ahead), NULL, 0},
+    {"cache-rule", CT_RULE, 0, 0, NULL, 0, NULL, 0},
 };
 #define NTABLE (sizeof(table) / sizeof(table[0]))
 
@@ -622,4 +623,80 @@ int px_config_get(const px_config *c, int index, const char **name, char *value,
     }
     }
     return 1;
+}
+
+int px_config_reload(px_config *live, px_config *fresh, char *restart, size_t restartlen)
+{
+    size_t used = 0;
+    int changed = 0;
+    restart[0] = '\0';
+    for (size_t i = 0; i < NTABLE; i++) {
+        const cfg_entry *e = &table[i];
+        char a[512], b[512];
+        const char *name;
+        px_config_get(live, (int)i, &name, a, sizeof(a));
+        px_config_get(fresh, (int)i, &name, b, sizeof(b));
+        int differs = strcmp(a, b) != 0 || e->type == CT_USER || e->type == CT_RULE || e->type == CT_SECRET;
+        if (!differs) continue;
+        if (e->restart) {
+            if (strcmp(a, b) && used + strlen(e->name) + 2 < restartlen)
+                used += (size_t)snprintf(restart + used, restartlen - used, "%s%s", used ? " " : "", e->name);
+            continue;
+        }
+        changed++;
+        /* swap, so freeing fresh frees the old value */
+        switch (e->type) {
+        case CT_USER: {
+            px_user *u = live->users;
+            int n = live->nusers;
+            live->users = fresh->users;
+            live->nusers = fresh->nusers;
+            fresh->users = u;
+            fresh->nusers = n;
+            break;
+        }
+        case CT_REFUSE: {
+            char **r = live->refused;
+            int n = live->nrefused;
+            live->refused = fresh->refused;
+            live->nrefused = fresh->nrefused;
+            fresh->refused = r;
+            fresh->nrefused = n;
+            break;
+        }
+        case CT_RULE: {
+            px_rule *r = live->rules;
+            int n = live->nrules;
+            live->rules = fresh->rules;
+            live->nrules = fresh->nrules;
+            fresh->rules = r;
+            fresh->nrules = n;
+            break;
+        }
+        case CT_STRING:
+        case CT_SECRET:
+        case CT_HOSTPORT: {
+            char **x = (char **)((char *)live + e->offset), **y = (char **)((char *)fresh + e->offset);
+            char *t = *x;
+            *x = *y;
+            *y = t;
+            break;
+        }
+        default:
+            *(long long *)((char *)live + e->offset) = *(long long *)((char *)fresh + e->offset);
+            break;
+        }
+    }
+    return changed;
+}
+
+int px_config_is_directive(const char *name)
+{
+    return lookup(name) != NULL;
+}
+
+int px_config_restart_only(const char *name)
+{
+    const cfg_entry *e = lookup(name);
+    return e && e->restart;
 }

@@ -137,6 +137,16 @@ int px_config_refused(const px_config *c, const char *name);
 /* Iterate directives: name and current value as text (secrets masked);
  * returns 0 past the end. */
 int px_config_get(const px_config *c, int index, const char **name, char *value, size_t valuelen);
+/*
+ * Take over from fresh (a config just read again) every directive that can
+ * change while running; those that need a restart are left, and their
+ * names listed in restart.  fresh keeps the old values, to be freed.
+ * Returns how many directives changed.
+ */
+int px_config_reload(px_config *live, px_config *fresh, char *restart, size_t restartlen);
+int px_config_is_directive(const char *name);
+int px_config_restart_only(const char *name);
+
 /* Parse "1gb", "512mb", "100k", "42": returns 0 and *out, or -1. */
 int px_config_memtoll(const char *s, long long *out);
 

@@ -29,6 +29,7 @@
 #include "cache/l1.h"
 #include "proxy/px_client.h"
 #include "proxy/px_command.h"
+#include "proxy/px_glob.h"
 #include "proxy/px_router.h"
 #include "proxy/px_server.h"
 #include "proxy/px_upstream.h"
@@ -762,4 +763,54 @@ void px_l1_info(px_l1 *l, px_buf *out)
     px_buf_appendf(out, "hotproxy_l1_flushes:%llu\r\n", (unsigned long long)st.flushes);
     px_buf_appendf(out, "hotproxy_l1_flushes_tracking:%llu\r\n", (unsigned long long)l->flush_tracking);
     px_buf_appendf(out, "hotproxy_l1_flushes_link_lost:%llu\r\n", (unsigned long long)l->flush_link);
+}
+
+void px_l1_reconfigure(px_l1 *l)
+{
+    if (!l) return;
+    const px_config *cfg = l->srv->cfg;
+    l1_set_limits(l->cache, (size_t)cfg->l1_maxmemory, (size_t)cfg->l1_max_entry_size,
+                  (uint32_t)cfg->l1_hot_threshold);
+}
+
+long px_l1_invalidate_keys(px_l1 *l, int n, const char *const *keys, const size_t *lens)
+{
+    if (!l) return 0;
+    for (int i = 0; i < n; i++) l1_invalidate(l->cache, keys[i], lens[i]);
+    l->inval_local += (uint64_t)n;
+    return n;
+}
+
+void px_l1_flush(px_l1 *l)
+{
+    if (l) l1_flush(l->cache);
+}
+
+typedef struct keys_walk {
+    const char *pat;
+    size_t patlen;
+    px_buf *out;
+    long n;
+} keys_walk;
+
+static void keys_visit(void *arg, const void *group, size_t glen, const void *variant, size_t vlen, uint64_t expires)
+{
+    keys_walk *w = arg;
+    (void)variant;
+    (void)vlen;
+    (void)expires;
+    if (!px_glob_match(w->pat, w->patlen, group, glen)) return;
+    px_buf_appendf(w->out, "$%zu\r\n", glen);
+    px_buf_append(w->out, group, glen);
+    px_buf_append(w->out, "\r\n", 2);
+    w->n++;
+}
+
+long px_l1_keys(px_l1 *l, const char *pat, size_t patlen, uint64_t cursor, long count, px_buf *out, uint64_t *next)
+{
+    keys_walk w = {pat, patlen, out, 0};
+    *next = 0;
+    if (!l) return 0;
+    *next = l1_scan(l->cache, cursor, (size_t)count, keys_visit, &w);
+    return w.n;
 }

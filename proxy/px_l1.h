@@ -53,6 +53,16 @@ int px_l1_can_fill(px_l1 *l, struct px_upstream *u);
 /* A shared connection is being set up: queue its CLIENT TRACKING. */
 void px_l1_track(px_l1 *l, struct px_upstream *u);
 
+/* Apply the l1-* limits of a reloaded config. */
+void px_l1_reconfigure(px_l1 *l);
+/* Admin: drop keys (returns how many groups were named), drop everything,
+ * and list cached keys matching a glob pattern from a cursor. */
+long px_l1_invalidate_keys(px_l1 *l, int n, const char *const *keys, const size_t *lens);
+void px_l1_flush(px_l1 *l);
+/* Appends up to count matching keys to out as RESP bulks; returns how many,
+ * and the next cursor (0 at the end) in *next. */
+long px_l1_keys(px_l1 *l, const char *pat, size_t patlen, uint64_t cursor, long count, px_buf *out, uint64_t *next);
+
 void px_l1_cron(px_l1 *l, double now);
 void px_l1_info(px_l1 *l, px_buf *out);
 

@@ -22,6 +22,7 @@
 
 #include "proxy/px_client.h"
 #include "proxy/px_command.h"
+#include "proxy/px_glob.h"
 #include "proxy/px_l1.h"
 #include "proxy/px_router.h"
 #include "proxy/px_server.h"
@@ -600,6 +601,117 @@ static int do_client(px_client *c, px_req *r, int argc, const char *const *argv,
     return 1;
 }
 
+/* HOTPROXY CACHE STATS|INVALIDATE|FLUSH|KEYS, HOTPROXY CONFIG GET|SET|RELOAD */
+static int do_admin(px_client *c, px_req *r, int argc, const char *const *argv, const size_t *argvlen)
+{
+    px_server *s = c->srv;
+    px_config *cfg = s->cfg;
+    if (px_config_auth_required(cfg)) {
+        const px_user *u = c->user ? px_config_user(cfg, c->user, strlen(c->user)) : NULL;
+        if (!u || !u->admin) {
+            px_client_reply_error(r, "NOPERM User %s has no permissions to run the 'hotproxy' command",
+                                  c->user ? c->user : "default");
+            return 1;
+        }
+    }
+    if (!strcmp(r->cmd->name, "hotproxy") || argc < 3) {
+        px_client_reply_error(r, "ERR unknown subcommand or wrong number of arguments for HOTPROXY. Try HOTPROXY "
+                                 "CACHE STATS|INVALIDATE|FLUSH|KEYS or HOTPROXY CONFIG GET|SET|RELOAD.");
+        return 1;
+    }
+    const char *sub = argv[2];
+    size_t sublen = argvlen[2];
+    if (!strcmp(r->cmd->name, "hotproxy|cache")) {
+        if (eq(sub, sublen, "stats") && argc == 3) {
+            px_buf b = {0};
+            px_l1_info(s->l1, &b);
+            reply_text(c, r, b.data, b.len);
+            px_buf_free(&b);
+        } else if (eq(sub, sublen, "invalidate") && argc >= 4) {
+            reply_int(r, px_l1_invalidate_keys(s->l1, argc - 3, argv + 3, argvlen + 3));
+        } else if (eq(sub, sublen, "flush") && argc == 3) {
+            px_l1_flush(s->l1);
+            reply_ok(r);
+        } else if (eq(sub, sublen, "keys") && argc >= 4 && argc % 2 == 0) {
+            long long count = 10, cursor = 0;
+            for (int i = 4; i + 1 < argc; i += 2) {
+                long long v;
+                if (!px_string2ll(argv[i + 1], argvlen[i + 1], &v) || v < 0) {
+                    px_client_reply_error(r, "ERR value is not an integer or out of range");
+                    return 1;
+                }
+                if (eq(argv[i], argvlen[i], "count") && v > 0) count = v > 1000 ? 1000 : v;
+                else if (eq(argv[i], argvlen[i], "cursor")) cursor = v;
+                else {
+                    px_client_reply_error(r, "ERR syntax error");
+                    return 1;
+                }
+            }
+            px_buf keys = {0}, b = {0};
+            uint64_t next;
+            long n = px_l1_keys(s->l1, argv[3], argvlen[3], (uint64_t)cursor, (long)count, &keys, &next);
+            char cur[24];
+            snprintf(cur, sizeof(cur), "%llu", (unsigned long long)next);
+            px_buf_append(&b, "*2\r\n", 4);
+            add_str(&b, cur);
+            px_buf_appendf(&b, "*%ld\r\n", n);
+            px_buf_append(&b, keys.data, keys.len);
+            px_client_reply(r, b.data, b.len);
+            px_buf_free(&keys);
+            px_buf_free(&b);
+        } else {
+            px_client_reply_error(r, "ERR unknown subcommand or wrong number of arguments for 'HOTPROXY CACHE %.*s'",
+                                  (int)(sublen > 32 ? 32 : sublen), sub);
+        }
+        return 1;
+    }
+    /* hotproxy|config */
+    if (eq(sub, sublen, "get") && argc == 4) {
+        px_buf items = {0}, b = {0};
+        char value[1024];
+        const char *name;
+        int n = 0;
+        for (int i = 0; px_config_get(cfg, i, &name, value, sizeof(value)); i++) {
+            if (!px_glob_match(argv[3], argvlen[3], name, strlen(name))) continue;
+            add_str(&items, name);
+            add_str(&items, value);
+            n++;
+        }
+        px_buf_appendf(&b, c->proto >= 3 ? "%%%d\r\n" : "*%d\r\n", c->proto >= 3 ? n : 2 * n);
+        px_buf_append(&b, items.data, items.len);
+        px_client_reply(r, b.data, b.len);
+        px_buf_free(&items);
+        px_buf_free(&b);
+    } else if (eq(sub, sublen, "set") && argc == 5) {
+        char name[64], err[512];
+        snprintf(name, sizeof(name), "%.*s", (int)(argvlen[3] > 63 ? 63 : argvlen[3]), argv[3]);
+        char *value = dupn(argv[4], argvlen[4]);
+        if (!px_config_is_directive(name)) {
+            px_client_reply_error(r, "ERR Unknown option '%s'", name);
+        } else if (px_config_restart_only(name)) {
+            px_client_reply_error(r, "ERR hotproxy: '%s' only changes with a restart", name);
+        } else if (!strcasecmp(name, "cache-rule") || !strcasecmp(name, "user") || !strcasecmp(name, "refuse-command")) {
+            px_client_reply_error(r, "ERR hotproxy: change '%s' in the config file, then HOTPROXY CONFIG RELOAD", name);
+        } else if (px_config_set(cfg, name, 1, &value, err, sizeof(err)) != 0) {
+            px_client_reply_error(r, "ERR %s", err);
+        } else {
+            s->log.level = (int)cfg->loglevel;
+            px_l1_reconfigure(s->l1);
+            px_log_notice(&s->log, "HOTPROXY CONFIG SET %s by client id=%llu", name, (unsigned long long)c->id);
+            reply_ok(r);
+        }
+        free(value);
+    } else if (eq(sub, sublen, "reload") && argc == 3) {
+        char err[1024];
+        if (px_server_reload(s, err, sizeof(err)) == 0) reply_ok(r);
+        else px_client_reply_error(r, "ERR hotproxy: config not reloaded: %s", err);
+    } else {
+        px_client_reply_error(r, "ERR unknown subcommand or wrong number of arguments for 'HOTPROXY CONFIG %.*s'",
+                              (int)(sublen > 32 ? 32 : sublen), sub);
+    }
+    return 1;
+}
+
 int px_local_tracking(px_client *c, px_req *r, int argc, const char *const *argv, const size_t *argvlen)
 {
     int at = -1;
@@ -651,6 +763,7 @@ int px_local_handle(px_client *c, px_req *r, int argc, const char *const *argv, 
     case PX_H_HELLO: return do_hello(c, r, argc, argv, argvlen);
     case PX_H_SELECT: return do_select(c, r, argc, argv, argvlen);
     case PX_H_CLIENT: return do_client(c, r, argc, argv, argvlen);
+    case PX_H_ADMIN: return do_admin(c, r, argc, argv, argvlen);
     case PX_H_UNSUBSCRIBE:
         if (c->pinned) return 0;
         return do_unsubscribe(c, r, argc, argv, argvlen);

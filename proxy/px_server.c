@@ -196,10 +196,13 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
     (void)loop;
     (void)revents;
     if (w->signum == SIGHUP) {
+        char err[1024];
         if (px_log_reopen(&s->log) != 0)
             px_log_warning(&s->log, "SIGHUP: cannot reopen the log file: %s", strerror(errno));
         else
             px_log_notice(&s->log, "SIGHUP: log file reopened");
+        if (s->cfg->config_file && px_server_reload(s, err, sizeof(err)) != 0)
+            px_log_warning(&s->log, "SIGHUP: config not reloaded: %s", err);
         return;
     }
     if (s->shutting_down) {
@@ -209,6 +212,27 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
     }
     px_log_notice(&s->log, "Received %s scheduling shutdown...", w->signum == SIGINT ? "SIGINT" : "SIGTERM");
     px_server_shutdown(s);
+}
+
+int px_server_reload(px_server *s, char *err, size_t errlen)
+{
+    px_config fresh;
+    char out[64], restart[512];
+    px_config_init(&fresh);
+    if (!s->argv || px_config_from_args(&fresh, s->argc, s->argv, out, sizeof(out), err, errlen) != 0) {
+        if (!s->argv) snprintf(err, errlen, "no command line to read again");
+        px_config_free(&fresh);
+        return -1;
+    }
+    int changed = px_config_reload(s->cfg, &fresh, restart, sizeof(restart));
+    px_config_free(&fresh);
+    s->log.level = (int)s->cfg->loglevel;
+    px_l1_reconfigure(s->l1);
+    s->reloads++;
+    px_log_notice(&s->log, "Config reloaded from %s: %d directive(s) took effect",
+                  s->cfg->config_file ? s->cfg->config_file : "the command line", changed);
+    if (restart[0]) px_log_warning(&s->log, "Config reload: changed but only applied at restart: %s", restart);
+    return 0;
 }
 
 void px_server_shutdown(px_server *s)

@@ -52,6 +52,9 @@ typedef struct px_server {
     long req_free_len;
 
     uint64_t rng;                    /* xorshift state for jitter */
+    int argc;                        /* the command line, read again on reload */
+    char **argv;
+    uint64_t reloads;
     double start_time;
     int shutting_down;
     double shutdown_deadline;
@@ -63,6 +66,13 @@ px_server *px_server_create(px_config *cfg, char *err, size_t errlen);
 /* Run until SIGTERM/SIGINT; returns the exit code. */
 int px_server_run(px_server *s);
 void px_server_destroy(px_server *s);
+/*
+ * Read the config file and command line again (SIGHUP, HOTPROXY CONFIG
+ * RELOAD) and apply what can change while running; clients stay connected.
+ * Returns 0, or -1 with err set (the running config is unchanged).
+ */
+int px_server_reload(px_server *s, char *err, size_t errlen);
+
 /* Begin a graceful stop, as SIGTERM does. */
 void px_server_shutdown(px_server *s);
 
