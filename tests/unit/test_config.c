@@ -351,7 +351,7 @@ static const char *const all_names[] = {
 };
 #define NALL (sizeof(all_names) / sizeof(all_names[0]))
 /* And those whose text is not a value: masked secrets, and the multi-word ones. */
-static const char *const other_names[] = {"requirepass", "upstream-password", "user", "refuse-command"};
+static const char *const other_names[] = {"requirepass", "upstream-password", "user", "refuse-command", "cache-rule"};
 #define NOTHER (sizeof(other_names) / sizeof(other_names[0]))
 
 static int is_other(const char *name)
