@@ -625,6 +625,33 @@ int px_config_get(const px_config *c, int index, const char **name, char *value,
     return 1;
 }
 
+static int users_equal(const px_config *a, const px_config *b)
+{
+    if (a->nusers != b->nusers) return 0;
+    for (int i = 0; i < a->nusers; i++) {
+        const px_user *x = &a->users[i], *y = &b->users[i];
+        if (strcmp(x->name, y->name) || x->enabled != y->enabled || x->nopass != y->nopass || x->admin != y->admin ||
+            x->npasswords != y->npasswords)
+            return 0;
+        for (int j = 0; j < x->npasswords; j++)
+            if (strcmp(x->passwords[j], y->passwords[j])) return 0;
+    }
+    return 1;
+}
+
+static int rules_equal(const px_config *a, const px_config *b)
+{
+    if (a->nrules != b->nrules) return 0;
+    for (int i = 0; i < a->nrules; i++) {
+        const px_rule *x = &a->rules[i], *y = &b->rules[i];
+        if (strcmp(x->prefix, y->prefix) || x->cache != y->cache || x->ttl != y->ttl || x->jitter != y->jitter ||
+            x->negative_ttl != y->negative_ttl || x->max_entry_size != y->max_entry_size ||
+            x->write_ttl_jitter != y->write_ttl_jitter || x->write_ttl_floor != y->write_ttl_floor)
+            return 0;
+    }
+    return 1;
+}
+
 int px_config_reload(px_config *live, px_config *fresh, char *restart, size_t restartlen)
 {
     size_t used = 0;
@@ -636,10 +663,17 @@ int px_config_reload(px_config *live, px_config *fresh, char *restart, size_t re
         const char *name;
         px_config_get(live, (int)i, &name, a, sizeof(a));
         px_config_get(fresh, (int)i, &name, b, sizeof(b));
-        int differs = strcmp(a, b) != 0 || e->type == CT_USER || e->type == CT_RULE || e->type == CT_SECRET;
+        int differs = strcmp(a, b) != 0;
+        if (e->type == CT_SECRET) differs = strcmp(*(char **)((char *)live + e->offset), *(char **)((char *)fresh + e->offset)) != 0;
+        if (e->type == CT_USER) differs = !users_equal(live, fresh);
+        if (e->type == CT_RULE) differs = !rules_equal(live, fresh);
+        if (e->type == CT_REFUSE) {
+            differs = live->nrefused != fresh->nrefused;
+            for (int k = 0; !differs && k < live->nrefused; k++) differs = strcmp(live->refused[k], fresh->refused[k]) != 0;
+        }
         if (!differs) continue;
         if (e->restart) {
-            if (strcmp(a, b) && used + strlen(e->name) + 2 < restartlen)
+            if (used + strlen(e->name) + 2 < restartlen)
                 used += (size_t)snprintf(restart + used, restartlen - used, "%s%s", used ? " " : "", e->name);
             continue;
         }

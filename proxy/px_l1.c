@@ -469,6 +469,9 @@ int px_l1_read(px_l1 *l, px_client *c, px_req *r, px_upstream *u, const char *ra
     const px_command *cmd = r->cmd;
     if (!l || !u || !u->lane || !cmd || !(cmd->flags & (PX_F_CACHE | PX_F_MULTIGET)) || c->parser.argc < 2) return 0;
     if ((cmd->flags & PX_F_MULTIGET) && c->nwrites == 0) return read_multiget(l, c, r, u);
+    /* An entry belongs to one key: a read naming several (EXISTS a b) is
+     * not kept, or a write to the second key would not drop it. */
+    if (cmd->last_key != cmd->first_key && c->parser.argc != cmd->first_key + 1) return 0;
     if (c->nwrites > 0) {
         /* its own write is in flight: read behind it, in order, from Redis */
         l->bypassed++;
@@ -650,12 +653,27 @@ static int str_is(const redisReply *r, const char *s)
 static void link_frame(px_upstream *u, void *ctx, const char *frame, size_t len)
 {
     px_l1 *l = ctx;
+    if (len && frame[0] == '-') {
+        /* SUBSCRIBE refused (an ACL without channel rights, say) */
+        px_log_warning(&l->srv->log, "L1: Redis refused the invalidation link (%.*s); the L1 falls back to TTL-only",
+                       (int)(len > 200 ? 200 : len - 2), frame);
+        l->refused = 1;
+        px_pool_close(u->pool, u, "invalidation link refused");
+        return;
+    }
     redisReply *m = px_reply_decode(frame, len);
-    (void)u;
     if (!m) return;
     if (m->type == REDIS_REPLY_ARRAY && m->elements >= 2) {
         if (str_is(m->element[0], "pong")) {
             l->last_pong = px_now(l->srv);
+        } else if (str_is(m->element[0], "subscribe") && !u->redis_id) {
+            /* CLIENT ID was refused: no REDIRECT can name this link */
+            px_log_warning(&l->srv->log, "L1: Redis did not tell the invalidation link's client id (CLIENT refused?); "
+                                         "the L1 falls back to TTL-only");
+            l->refused = 1;
+            freeReplyObject(m);
+            px_pool_close(u->pool, u, "no client id for the invalidation link");
+            return;
         } else if (str_is(m->element[0], "subscribe")) {
             l->link_ready = 1;
             l->epoch++;
@@ -685,7 +703,6 @@ static void link_frame(px_upstream *u, void *ctx, const char *frame, size_t len)
 static void link_lost(px_upstream *u, void *ctx)
 {
     px_l1 *l = ctx;
-    (void)u;
     if (l->link_ready) px_log_warning(&l->srv->log, "L1: invalidation link lost (%s): L1 flushed, filling stops until it is back", u->errstr);
     l->link = NULL;
     l->link_ready = 0;

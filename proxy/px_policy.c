@@ -15,7 +15,9 @@
 
 long long px_policy_spread(long long ttl, long long pct, long long floor, double u)
 {
-    if (ttl <= 0 || pct <= 0) return ttl;
+    /* beyond ~31,000 years Redis' own expiry arithmetic is near its limit:
+     * such a TTL is left as written */
+    if (ttl <= 0 || pct <= 0 || ttl > 1000000000000000LL) return ttl;
     double delta = (double)ttl * (double)pct / 100.0 * (u * 2.0 - 1.0);
     long long out = llround((double)ttl + delta);
     long long lowest = floor < ttl ? floor : ttl;
@@ -70,7 +72,9 @@ int px_policy_write_ttl(px_client *c, px_req *r, uint64_t *rng)
     long long ms = seconds ? ttl * 1000 : ttl;
     long long out = px_policy_spread(ms, pol.write_ttl_jitter, pol.write_ttl_floor, uniform(rng));
     if (seconds) {
+        long long lowest = pol.write_ttl_floor < ms ? pol.write_ttl_floor : ms;
         out = (out + 500) / 1000;
+        if (out * 1000 < lowest) out = (lowest + 999) / 1000; /* rounding must not undercut the floor */
         if (out < 1) out = 1;
     }
     if (out == ttl) return 0;
