@@ -26,6 +26,7 @@
 static void client_read_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void client_write_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void process_input(px_client *c);
+static void resume_held(px_client *c);
 
 px_client *px_client_create(px_server *s, int fd, const char *addr)
 {
@@ -106,6 +107,7 @@ void px_client_close(px_client *c, const char *why)
     }
     c->qhead = c->qtail = NULL;
     c->nqueued = c->ninflight = 0;
+    c->held = 0;
     if (c->pinned) {
         struct px_upstream *u = c->pinned;
         c->pinned = NULL;
@@ -159,6 +161,7 @@ static void drain_queue(px_client *c)
     px_req *r;
     while ((r = c->qhead) && r->done) {
         px_buf_append(&c->out, r->reply, r->reply_len);
+        c->held -= r->reply_len;
         c->qhead = r->next;
         if (!c->qhead) c->qtail = NULL;
         c->nqueued--;
@@ -170,14 +173,15 @@ static void after_output(px_client *c)
 {
     px_server *s = c->srv;
     long long limit = s->cfg->client_output_buffer_limit;
-    if (limit && (long long)px_buf_used(&c->out) > limit) {
+    /* replies held for an earlier one count too: they are output in waiting */
+    if (limit && (long long)(px_buf_used(&c->out) + c->held) > limit) {
         s->stats.output_buffer_limit_disconnects++;
         px_log_notice(&s->log, "Client id=%llu addr=%s closed for overcoming of output buffer limits (%zu bytes)",
                       (unsigned long long)c->id, c->addr, px_buf_used(&c->out));
         px_client_close(c, NULL);
         return;
     }
-    want_write(c);
+    if (px_buf_used(&c->out)) want_write(c);
 }
 
 void px_client_reply(px_req *r, const char *data, size_t len)
@@ -224,6 +228,12 @@ void px_client_reply(px_req *r, const char *data, size_t len)
         memcpy(r->reply, data, len);
         r->reply_len = len;
         r->done = 1;
+        c->held += len;
+        after_output(c);
+        if (c->flags & PX_CLIENT_CLOSING) {
+            px_buf_free(&hooked);
+            return;
+        }
     }
     px_buf_free(&hooked);
     if (r_was_pinned) px_client_maybe_unpin(c);
@@ -231,13 +241,7 @@ void px_client_reply(px_req *r, const char *data, size_t len)
      * command until its in-flight replies are in; the fed event makes the
      * loop parse what it already buffered. */
     if (c->flags & PX_CLIENT_CLOSING) return;
-    if ((c->flags & PX_CLIENT_HOLD) && c->ninflight == 0) {
-        c->flags &= ~PX_CLIENT_HOLD;
-        if (!(c->flags & PX_CLIENT_PAUSED)) {
-            ev_io_start(s->loop, &c->rw);
-            if (px_buf_used(&c->in)) ev_feed_event(s->loop, &c->rw, EV_READ);
-        }
-    }
+    resume_held(c);
     if ((c->flags & PX_CLIENT_PAUSED) && !(c->flags & (PX_CLIENT_CLOSE_AFTER_REPLY | PX_CLIENT_HOLD)) &&
         !s->shutting_down &&
         c->ninflight < s->cfg->upstream_max_inflight / 2 + 1) {
@@ -274,6 +278,7 @@ int px_client_flush(px_client *c)
         if (n > 0) {
             s->stats.net_output_bytes += (uint64_t)n;
             px_buf_consume(&c->out, (size_t)n);
+            c->last_active = px_now(s); /* as Redis: a reply written counts as activity */
             continue;
         }
         if (n < 0 && errno == EINTR) continue;
@@ -392,6 +397,16 @@ static void send_on(px_client *c, px_req *r, struct px_upstream *u, const char *
     px_buf_free(&tmp);
 }
 
+/* Parse again what a held client left unread. */
+static void resume_held(px_client *c)
+{
+    if (!(c->flags & PX_CLIENT_HOLD) || c->ninflight || c->markers || (c->flags & PX_CLIENT_CLOSING)) return;
+    c->flags &= ~PX_CLIENT_HOLD;
+    if (c->flags & PX_CLIENT_PAUSED) return;
+    ev_io_start(c->srv->loop, &c->rw);
+    if (px_buf_used(&c->in)) ev_feed_event(c->srv->loop, &c->rw, EV_READ);
+}
+
 static void on_marker(struct px_upstream *u, void *ctx, const char *reply, size_t len)
 {
     px_client *c = u->owner;
@@ -402,6 +417,7 @@ static void on_marker(struct px_upstream *u, void *ctx, const char *reply, size_
     c->markers--;
     if (!(c->state & (PX_STATE_SUB | PX_STATE_SSUB | PX_STATE_MONITOR))) u->raw = 0;
     px_client_maybe_unpin(c);
+    resume_held(c);
 }
 
 /* "unsubscribe"/"punsubscribe"/"sunsubscribe" frame reporting 0 left. */
@@ -420,6 +436,29 @@ static int unsubscribed_all(const char *f, size_t n, unsigned *which)
     return 0;
 }
 
+/* Subscription confirmations, for CLIENT LIST's sub= psub= ssub=. */
+static void count_subscriptions(px_client *c, const char *f, size_t n)
+{
+    static const struct {
+        const char *kind;
+        int delta;
+        int which; /* 0 sub, 1 psub, 2 ssub */
+    } kinds[] = {{"$9\r\nsubscribe\r\n", 1, 0},   {"$11\r\nunsubscribe\r\n", -1, 0},
+                 {"$10\r\npsubscribe\r\n", 1, 1}, {"$12\r\npunsubscribe\r\n", -1, 1},
+                 {"$10\r\nssubscribe\r\n", 1, 2}, {"$12\r\nsunsubscribe\r\n", -1, 2}};
+    if (n < 8 || (f[0] != '*' && f[0] != '>') || memcmp(f + 1, "3\r\n", 3)) return;
+    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+        size_t kl = strlen(kinds[i].kind);
+        if (n < 4 + kl || memcmp(f + 4, kinds[i].kind, kl)) continue;
+        /* an unsubscribe with a null channel (nothing to leave) changes nothing */
+        if (kinds[i].delta < 0 && n >= 4 + kl + 2 && (!memcmp(f + 4 + kl, "$-1", 3) || f[4 + kl] == '_')) return;
+        int *slot = kinds[i].which == 0 ? &c->nsub : kinds[i].which == 1 ? &c->npsub : &c->nssub;
+        *slot += kinds[i].delta;
+        if (*slot < 0) *slot = 0;
+        return;
+    }
+}
+
 void px_client_upstream_frame(px_client *c, struct px_upstream *u, const char *frame, size_t len)
 {
     if (c->flags & PX_CLIENT_CLOSING) return;
@@ -433,7 +472,9 @@ void px_client_upstream_frame(px_client *c, struct px_upstream *u, const char *f
         memcpy(r->reply, frame, len);
         r->reply_len = len;
         r->done = 1;
+        c->held += len;
     }
+    count_subscriptions(c, frame, len);
     unsigned which;
     if ((c->state & (PX_STATE_SUB | PX_STATE_SSUB)) && unsubscribed_all(frame, len, &which) && (c->state & which)) {
         /* Frames for commands sent before this one may still be on their
@@ -542,6 +583,9 @@ static int dispatch(px_client *c, const char *raw, size_t rawlen)
     }
     for (int i = 0; i < argc; i++) c->argv[i] = px_req_arg(&c->parser, raw, i, &c->argvlen[i]);
 
+    /* A subscriber's last frames are still coming (see on_marker): what it
+     * sends now must not go out as a frame nobody waits for. */
+    if (c->pinned && c->markers > 0) return 0;
     const px_command *cmd = px_command_lookup(c->argv[0], c->argvlen[0], argc > 1 ? c->argv[1] : NULL,
                                               argc > 1 ? c->argvlen[1] : 0);
     px_handler h = cmd ? cmd->handler : PX_H_FWD;
@@ -585,6 +629,9 @@ static int dispatch(px_client *c, const char *raw, size_t rawlen)
     s->stats.commands_processed++;
     s->stats.cmd_calls[cmd ? px_command_index(cmd) : px_command_count()]++;
     c->ncommands++;
+    c->last_cmd = cmd ? cmd->name : "unknown";
+    if ((c->state & PX_STATE_MULTI) && h != PX_H_EXEC && h != PX_H_MULTI) c->multi_queued++;
+    if (h == PX_H_EXEC || h == PX_H_MULTI) c->multi_queued = 0;
     px_req *r = req_new(c);
     r->cmd = cmd;
     if (c->reply_mode) {

@@ -87,6 +87,7 @@ typedef struct px_client {
 
     px_req *qhead, *qtail;  /* requests in arrival order, not yet written */
     long nqueued;
+    size_t held;            /* bytes of replies waiting in the queue for an earlier one */
     long ninflight;         /* of those, forwarded and unanswered */
     struct px_upstream *up; /* connection its in-flight requests are on */
     struct px_upstream *pinned; /* its own upstream connection, while it has state there */
@@ -105,6 +106,9 @@ typedef struct px_client {
     char *name;
     char *lib_name, *lib_ver;
     int reply_mode;         /* 0 on, 1 off, 2 skip the next command */
+    int nsub, npsub, nssub; /* subscriptions, for CLIENT LIST */
+    int multi_queued;       /* commands queued in its MULTI, for CLIENT LIST */
+    const char *last_cmd;   /* the table's name of its last command */
     uint64_t ncommands;
 
     px_buf rewrite;         /* a local handler's replacement for the command's bytes */

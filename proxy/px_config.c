@@ -196,6 +196,11 @@ static int add_user(px_config *c, int argc, char **argv, char *err, size_t errle
         seterr(err, errlen, "user needs a name: user <name> on >password");
         return -1;
     }
+    if (strpbrk(argv[0], " \t") || !argv[0][0]) {
+        seterr(err, errlen, "user: '%s': a user name cannot be empty or contain spaces "
+                            "(on the command line, give each word on its own: --user alice on '>secret')", argv[0]);
+        return -1;
+    }
     px_user u = {strdup(argv[0]), 0, 0, 0, 0, NULL};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];

@@ -180,8 +180,8 @@ static int info_hook(px_req *r, const char *reply, size_t len, px_buf *out)
     px_buf body = {0};
     px_buf_append(&body, text, tlen);
     while (body.len >= 2 && body.data[body.len - 1] == '\n') body.len -= body.data[body.len - 2] == '\r' ? 2 : 1;
+    if (body.len) px_buf_append(&body, "\r\n", 2); /* the last line ends, as Redis' does: no blank line after */
     append_sections(r->client->srv, r->hook_flags, &body);
-    px_buf_append(&body, "\r\n", 2);
     if (reply[0] == '=') {
         px_buf_appendf(out, "=%zu\r\ntxt:", body.len + 4);
     } else {
@@ -197,7 +197,6 @@ void px_local_info_alone(px_client *c, px_req *r)
 {
     px_buf body = {0};
     append_sections(c->srv, r->hook_flags ? r->hook_flags : SEC_DEFAULT, &body);
-    px_buf_append(&body, "\r\n", 2);
     reply_text(c, r, body.data, body.len);
     px_buf_free(&body);
 }
@@ -321,8 +320,9 @@ static int do_hello(px_client *c, px_req *r, int argc, const char *const *argv, 
         return 1;
     }
     if (!user && !c->authenticated) {
+        /* Redis 7.0's wording */
         px_client_reply_error(r, "NOAUTH HELLO must be called with the client already authenticated, otherwise the "
-                                 "HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and "
+                                 "HELLO AUTH <user> <pass> option can be used to authenticate the client and "
                                  "select the RESP protocol version at the same time");
         return 1;
     }
@@ -440,15 +440,16 @@ static void client_line(px_client *c, px_buf *b)
 {
     double now = px_now(c->srv);
     const char *flags = c->state & PX_STATE_MULTI ? "x" : (c->state & (PX_STATE_SUB | PX_STATE_SSUB)) ? "P" : "N";
+    const char *cmdname = c->last_cmd ? c->last_cmd : "NULL"; /* "client|list", as Redis 7 shows it */
     px_buf_appendf(b,
                    "id=%llu addr=%s laddr=%s:%lld fd=%d name=%s age=%lld idle=%lld flags=%s db=%d sub=%d psub=%d "
                    "ssub=%d multi=%d qbuf=%zu obl=0 oll=%ld omem=%zu tot-mem=%zu events=r cmd=%s user=%s "
                    "redir=-1 resp=%d lib-name=%s lib-ver=%s inflight=%ld pinned=%d\n",
                    (unsigned long long)c->id, c->addr, c->srv->cfg->bind, c->srv->cfg->port, c->fd,
                    c->name ? c->name : "", (long long)(now - c->created), (long long)(now - c->last_active), flags,
-                   c->db, !!(c->state & PX_STATE_SUB), 0, !!(c->state & PX_STATE_SSUB),
-                   c->state & PX_STATE_MULTI ? 0 : -1, px_buf_used(&c->in), c->nqueued, px_buf_used(&c->out),
-                   c->in.cap + c->out.cap, "client", c->user ? c->user : "default", c->proto,
+                   c->db, c->nsub, c->npsub, c->nssub, c->state & PX_STATE_MULTI ? c->multi_queued : -1,
+                   px_buf_used(&c->in), c->nqueued, px_buf_used(&c->out), c->in.cap + c->out.cap, cmdname,
+                   c->user ? c->user : "default", c->proto,
                    c->lib_name ? c->lib_name : "", c->lib_ver ? c->lib_ver : "", c->ninflight, c->pinned != NULL);
 }
 

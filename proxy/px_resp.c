@@ -257,7 +257,7 @@ int px_req_parse(px_req_parser *p, const char *buf, size_t len)
             if (s[0] != '$') {
                 /* Redis 7's addReplyErrorFormat turns CR and LF into spaces:
                  * the error must stay on one line of the reply. */
-                char got = s[0] == '\r' || s[0] == '\n' ? ' ' : s[0];
+                char got = s[0] == '\r' || s[0] == '\n' || s[0] == '\0' ? ' ' : s[0];
                 snprintf(p->errbuf, sizeof(p->errbuf), "Protocol error: expected '$', got '%c'", got);
                 p->errstr = p->errbuf;
                 return PX_ERR;

@@ -1,0 +1,916 @@
+/*
+ * harness.c: processes, ports and sockets for the integration tests.  See
+ * harness.h.
+ *
+ * The reply scanner below is the tests' own, written from the RESP2 spec: a
+ * test that judged hotproxy's bytes with hotproxy's own scanner would share
+ * its bugs.
+ */
+#include "harness.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tap.h"
+
+#define MAX_PROCS 64
+
+static pid_t owner_pid;              /* the test process; forked children are not it */
+static char tmpdir[256];
+static char bin[PATH_MAX];
+static pid_t procs[MAX_PROCS];       /* every child still to reap */
+static unsigned watchdog_secs;
+
+/* --- buffers --------------------------------------------------------------- */
+
+void hx_buf_reserve(hx_buf *b, size_t n)
+{
+    if (b->cap - b->len >= n) return;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap - b->len < n) cap *= 2;
+    char *d = realloc(b->data, cap);
+    if (!d) abort();
+    b->data = d;
+    b->cap = cap;
+}
+
+void hx_buf_append(hx_buf *b, const void *p, size_t n)
+{
+    if (!n) return;
+    hx_buf_reserve(b, n);
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+}
+
+void hx_buf_printf(hx_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    hx_buf_reserve(b, (size_t)n + 1);
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+void hx_buf_command(hx_buf *b, int argc, const char *const *argv, const size_t *argvlen)
+{
+    hx_buf_printf(b, "*%d\r\n", argc);
+    for (int i = 0; i < argc; i++) {
+        size_t l = argvlen ? argvlen[i] : strlen(argv[i]);
+        hx_buf_printf(b, "$%zu\r\n", l);
+        hx_buf_append(b, argv[i], l);
+        hx_buf_append(b, "\r\n", 2);
+    }
+}
+
+void hx_buf_reset(hx_buf *b) { b->len = 0; }
+
+int hx_mem_eq(const void *a, size_t alen, const void *b, size_t blen)
+{
+    return alen == blen && (alen == 0 || memcmp(a, b, alen) == 0);
+}
+
+void hx_buf_free(hx_buf *b)
+{
+    free(b->data);
+    memset(b, 0, sizeof(*b));
+}
+
+/* --- the test process ------------------------------------------------------ */
+
+double hx_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void hx_sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+const char *hx_tmpdir(void) { return tmpdir; }
+const char *hx_bin(void) { return bin; }
+
+static void track(pid_t pid)
+{
+    for (int i = 0; i < MAX_PROCS; i++)
+        if (!procs[i]) {
+            procs[i] = pid;
+            return;
+        }
+    fprintf(stderr, "harness: more than %d processes\n", MAX_PROCS);
+    kill(pid, SIGKILL);
+    abort();
+}
+
+static void untrack(pid_t pid)
+{
+    for (int i = 0; i < MAX_PROCS; i++)
+        if (procs[i] == pid) procs[i] = 0;
+}
+
+/* Async-signal-safe: kill and reap every child, remove the temp dir with a
+ * forked rm (nftw would allocate), and nothing else. */
+static void cleanup_all(void)
+{
+    for (int i = 0; i < MAX_PROCS; i++)
+        if (procs[i] > 0) kill(procs[i], SIGKILL);
+    for (int i = 0; i < MAX_PROCS; i++)
+        if (procs[i] > 0) {
+            while (waitpid(procs[i], NULL, 0) < 0 && errno == EINTR) {
+            }
+            procs[i] = 0;
+        }
+    if (tmpdir[0] && !getenv("HOTPROXY_KEEP_TMP")) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            char *argv[] = {"rm", "-rf", tmpdir, NULL};
+            execvp("rm", argv);
+            _exit(127);
+        }
+        if (pid > 0)
+            while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+            }
+        tmpdir[0] = '\0';
+    }
+}
+
+static void at_exit(void)
+{
+    if (getpid() != owner_pid) return;
+    cleanup_all();
+}
+
+static void on_signal(int sig)
+{
+    if (getpid() != owner_pid) _exit(128 + sig);
+    if (sig == SIGABRT) {
+        /* a failed assert or a sanitizer report in the test itself: clean
+         * up, then die of the abort as intended */
+        cleanup_all();
+        signal(SIGABRT, SIG_DFL);
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGABRT);
+        sigprocmask(SIG_UNBLOCK, &set, NULL);
+        raise(SIGABRT);
+        _exit(128 + sig);
+    }
+    if (sig == SIGALRM) {
+        char msg[128];
+        int n = snprintf(msg, sizeof(msg), "# watchdog: the test ran longer than %u s, stopped\n", watchdog_secs);
+        ssize_t w = write(STDOUT_FILENO, msg, (size_t)n);
+        (void)w;
+    }
+    cleanup_all();
+    _exit(128 + sig);
+}
+
+void hx_init(unsigned watchdog_seconds)
+{
+    owner_pid = getpid();
+    setvbuf(stdout, NULL, _IOLBF, 0);
+
+    const char *env = getenv("HOTPROXY_BIN");
+    if (env && *env) {
+        snprintf(bin, sizeof(bin), "%s", env);
+    } else if (access("./build/hotproxy", X_OK) == 0) {
+        snprintf(bin, sizeof(bin), "./build/hotproxy");
+    } else {
+        /* <build>/tests/integration/test_x -> <build>/hotproxy */
+        char self[PATH_MAX];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+        if (n > 0) {
+            self[n] = '\0';
+            char *slash = strrchr(self, '/');
+            if (slash) *slash = '\0';
+            snprintf(bin, sizeof(bin), "%.*s/../../hotproxy", (int)(sizeof(bin) - 20), self);
+        }
+    }
+    if (access(bin, X_OK) != 0) {
+        char why[PATH_MAX + 64];
+        snprintf(why, sizeof(why), "no hotproxy binary at '%s' (set HOTPROXY_BIN)", bin);
+        skip_all(why);
+    }
+    if (system("command -v redis-server >/dev/null 2>&1") != 0) skip_all("redis-server is not installed");
+
+    /* 1,000 clients need more descriptors than the usual soft limit; the
+     * children (hotproxy, redis-server) inherit this. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 16384) {
+        rl.rlim_cur = rl.rlim_max < 16384 ? rl.rlim_max : 16384;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+
+    const char *base = getenv("TMPDIR");
+    snprintf(tmpdir, sizeof(tmpdir), "%s/hotproxy-it-XXXXXX", base && *base ? base : "/tmp");
+    if (!mkdtemp(tmpdir)) {
+        perror("mkdtemp");
+        exit(255);
+    }
+    atexit(at_exit);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGALRM, SIGABRT};
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) sigaction(sigs[i], &sa, NULL);
+    signal(SIGPIPE, SIG_IGN); /* writes to a closed peer return EPIPE */
+    watchdog_secs = watchdog_seconds;
+    alarm(watchdog_seconds);
+}
+
+int hx_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa;
+    socklen_t len = sizeof(sa);
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sa.sin_port = 0;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
+        getsockname(fd, (struct sockaddr *)&sa, &len) != 0) {
+        perror("hx_free_port");
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
+void hx_diag_file(const char *path, size_t maxbytes)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    if (size > (long)maxbytes) fseek(f, size - (long)maxbytes, SEEK_SET);
+    else fseek(f, 0, SEEK_SET);
+    char line[1024];
+    diag("---- %s%s", path, size > (long)maxbytes ? " (tail)" : "");
+    while (fgets(line, sizeof(line), f)) {
+        size_t l = strlen(line);
+        if (l && line[l - 1] == '\n') line[l - 1] = '\0';
+        diag("| %s", line);
+    }
+    fclose(f);
+}
+
+/* --- processes ------------------------------------------------------------- */
+
+int hx_spawn(hx_proc *p, const char *name, const char *const *argv)
+{
+    memset(p, 0, sizeof(*p));
+    snprintf(p->name, sizeof(p->name), "%s", name);
+    snprintf(p->outfile, sizeof(p->outfile), "%s/%s.out", tmpdir, name);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) {
+        diag("fork: %s", strerror(errno));
+        return -1;
+    }
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != owner_pid) _exit(127);
+        signal(SIGPIPE, SIG_DFL);
+        int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGALRM, SIGABRT};
+        for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) signal(sigs[i], SIG_DFL);
+        int in = open("/dev/null", O_RDONLY);
+        int out = open(p->outfile, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (in >= 0) dup2(in, STDIN_FILENO);
+        if (out >= 0) {
+            dup2(out, STDOUT_FILENO);
+            dup2(out, STDERR_FILENO);
+        }
+        execvp(argv[0], (char *const *)argv);
+        fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    track(pid);
+    p->pid = pid;
+    return 0;
+}
+
+static int decode_status(int st)
+{
+    if (WIFEXITED(st)) return WEXITSTATUS(st);
+    if (WIFSIGNALED(st)) return 128 + WTERMSIG(st);
+    return -1;
+}
+
+int hx_alive(hx_proc *p)
+{
+    if (p->pid <= 0) return 0;
+    int st;
+    pid_t r = waitpid(p->pid, &st, WNOHANG);
+    if (r == 0) return 1;
+    untrack(p->pid);
+    p->pid = 0;
+    return 0;
+}
+
+int hx_wait_exit(hx_proc *p, int timeout_ms)
+{
+    if (p->pid <= 0) return -1;
+    double deadline = hx_now() + timeout_ms / 1000.0;
+    while (1) {
+        int st;
+        pid_t r = waitpid(p->pid, &st, WNOHANG);
+        if (r == p->pid) {
+            untrack(p->pid);
+            p->pid = 0;
+            int code = decode_status(st);
+            if (code != 0) {
+                diag("%s exited with status %d", p->name, code);
+                hx_diag_file(p->outfile, 8192);
+            }
+            return code;
+        }
+        if (r < 0 && errno != EINTR) {
+            untrack(p->pid);
+            p->pid = 0;
+            return -1;
+        }
+        if (hx_now() >= deadline) return -2;
+        hx_sleep_ms(10);
+    }
+}
+
+int hx_stop(hx_proc *p, int timeout_ms)
+{
+    if (p->pid <= 0) return -1;
+    kill(p->pid, SIGTERM);
+    int code = hx_wait_exit(p, timeout_ms);
+    if (code == -2) {
+        diag("%s did not exit within %d ms of SIGTERM: killed", p->name, timeout_ms);
+        hx_diag_file(p->outfile, 8192);
+        hx_kill(p);
+        return -1;
+    }
+    return code;
+}
+
+void hx_kill(hx_proc *p)
+{
+    if (p->pid <= 0) return;
+    kill(p->pid, SIGKILL);
+    while (waitpid(p->pid, NULL, 0) < 0 && errno == EINTR) {
+    }
+    untrack(p->pid);
+    p->pid = 0;
+}
+
+/* PING until +PONG, for up to timeout_ms; then QUIT and wait for the close, so
+ * the probe's connection is gone (from maxclients' count too) on return. */
+static int wait_ready(hx_proc *p, int timeout_ms)
+{
+    double deadline = hx_now() + timeout_ms / 1000.0;
+    while (hx_now() < deadline) {
+        if (!hx_alive(p)) return -1;
+        int fd = hx_connect(p->port);
+        if (fd >= 0) {
+            hx_buf b = {0};
+            int ok = hx_send_str(fd, "PING\r\n") == 0 && hx_read_n(fd, &b, 7, 2000) == HX_OK &&
+                     memcmp(b.data, "+PONG\r\n", 7) == 0;
+            if (ok) {
+                hx_buf_reset(&b);
+                hx_send_str(fd, "QUIT\r\n");
+                hx_read_eof(fd, &b, 2000);
+            }
+            hx_buf_free(&b);
+            close(fd);
+            if (ok) return 0;
+        }
+        hx_sleep_ms(20);
+    }
+    return -1;
+}
+
+int hx_redis_start(hx_proc *p, int port)
+{
+    for (int attempt = 0; attempt < 3; attempt++) {
+        int pt = port ? port : hx_free_port();
+        char portstr[16], name[48];
+        snprintf(portstr, sizeof(portstr), "%d", pt);
+        snprintf(name, sizeof(name), "redis-%d", pt);
+        char logfile[512];
+        snprintf(logfile, sizeof(logfile), "%s/%s.log", tmpdir, name);
+        const char *argv[] = {"redis-server", "--port", portstr, "--bind", "127.0.0.1", "--save", "",
+                              "--appendonly", "no", "--dir", tmpdir, "--daemonize", "no",
+                              "--logfile", logfile, NULL};
+        if (hx_spawn(p, name, argv) != 0) return -1;
+        p->port = pt;
+        snprintf(p->logfile, sizeof(p->logfile), "%s", logfile);
+        if (wait_ready(p, 10000) == 0) return 0;
+        diag("redis-server on port %d did not start", pt);
+        hx_diag_file(p->outfile, 4096);
+        hx_diag_file(p->logfile, 4096);
+        hx_kill(p);
+        if (port) break; /* a port the test chose: no retry elsewhere */
+    }
+    return -1;
+}
+
+int hx_proxy_startv(hx_proc *p, int port, int upstream_port, const char *const *extra)
+{
+    for (int attempt = 0; attempt < 3; attempt++) {
+        int pt = port ? port : hx_free_port();
+        char portstr[16], up[64], name[48], logfile[512];
+        snprintf(portstr, sizeof(portstr), "%d", pt);
+        snprintf(up, sizeof(up), "127.0.0.1:%d", upstream_port);
+        snprintf(name, sizeof(name), "hotproxy-%d", pt);
+        snprintf(logfile, sizeof(logfile), "%s/%s.log", tmpdir, name);
+        const char *argv[64];
+        int n = 0;
+        argv[n++] = bin;
+        argv[n++] = "--port";
+        argv[n++] = portstr;
+        argv[n++] = "--upstream";
+        argv[n++] = up;
+        argv[n++] = "--logfile";
+        argv[n++] = logfile;
+        for (int i = 0; extra && extra[i] && n < 63; i++) argv[n++] = extra[i];
+        argv[n] = NULL;
+        if (hx_spawn(p, name, argv) != 0) return -1;
+        p->port = pt;
+        snprintf(p->logfile, sizeof(p->logfile), "%s", logfile);
+        if (wait_ready(p, 15000) == 0) return 0;
+        diag("hotproxy on port %d did not start", pt);
+        hx_diag_file(p->outfile, 8192);
+        hx_diag_file(p->logfile, 4096);
+        hx_kill(p);
+        if (port) break;
+    }
+    return -1;
+}
+
+int hx_proxy_start(hx_proc *p, int port, int upstream_port, ...)
+{
+    const char *extra[48];
+    int n = 0;
+    va_list ap;
+    va_start(ap, upstream_port);
+    const char *a;
+    while ((a = va_arg(ap, const char *)) && n < 47) extra[n++] = a;
+    va_end(ap);
+    extra[n] = NULL;
+    return hx_proxy_startv(p, port, upstream_port, extra);
+}
+
+/* The fake upstream's loop, in the forked child. */
+static void fake_loop(int lfd, int mode, const char *reply, size_t replylen)
+{
+    struct pollfd fds[256];
+    int nfds = 1;
+    fds[0].fd = lfd;
+    fds[0].events = POLLIN;
+    char buf[16384];
+    while (1) {
+        if (poll(fds, (nfds_t)nfds, 1000) < 0 && errno != EINTR) _exit(1);
+        if (getppid() != owner_pid) _exit(0);
+        for (int i = nfds - 1; i >= 1; i--) {
+            if (!fds[i].revents) continue;
+            ssize_t n = read(fds[i].fd, buf, sizeof(buf));
+            int drop = n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR);
+            if (n > 0 && mode != HX_FAKE_SILENT) {
+                ssize_t w = write(fds[i].fd, reply, replylen);
+                (void)w;
+                if (mode == HX_FAKE_REPLY_CLOSE) drop = 1;
+            }
+            if (drop) {
+                close(fds[i].fd);
+                fds[i] = fds[--nfds];
+            }
+        }
+        if (fds[0].revents & POLLIN) {
+            int cfd = accept(lfd, NULL, NULL);
+            if (cfd >= 0) {
+                if (nfds < 256) {
+                    fds[nfds].fd = cfd;
+                    fds[nfds].events = POLLIN;
+                    fds[nfds].revents = 0;
+                    nfds++;
+                } else {
+                    close(cfd);
+                }
+            }
+        }
+    }
+}
+
+int hx_fake_start(hx_proc *p, int mode, const char *reply, size_t replylen)
+{
+    memset(p, 0, sizeof(*p));
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    struct sockaddr_in sa;
+    socklen_t len = sizeof(sa);
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (lfd < 0 || bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(lfd, 128) != 0 ||
+        getsockname(lfd, (struct sockaddr *)&sa, &len) != 0) {
+        diag("fake upstream: %s", strerror(errno));
+        if (lfd >= 0) close(lfd);
+        return -1;
+    }
+    p->port = ntohs(sa.sin_port);
+    snprintf(p->name, sizeof(p->name), "fake-upstream-%d", p->port);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(lfd);
+        return -1;
+    }
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGALRM, SIGABRT};
+        for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) signal(sigs[i], SIG_DFL);
+        alarm(0);
+        fake_loop(lfd, mode, reply, replylen);
+        _exit(0);
+    }
+    close(lfd);
+    track(pid);
+    p->pid = pid;
+    return 0;
+}
+
+/* --- sockets --------------------------------------------------------------- */
+
+const char *hx_status_name(int st)
+{
+    switch (st) {
+    case HX_OK: return "ok";
+    case HX_EOF: return "EOF";
+    case HX_RESET: return "connection reset";
+    case HX_TIMEOUT: return "timeout";
+    case HX_BADPROTO: return "malformed reply";
+    default: return "error";
+    }
+}
+
+int hx_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sa.sin_port = htons((uint16_t)port);
+    fcntl(fd, F_SETFL, O_NONBLOCK);
+    int rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+    if (rc != 0 && errno == EINPROGRESS) {
+        struct pollfd pfd = {fd, POLLOUT, 0};
+        int err = 0;
+        socklen_t el = sizeof(err);
+        if (poll(&pfd, 1, 5000) == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) == 0 && err == 0) rc = 0;
+    }
+    if (rc != 0) {
+        close(fd);
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    return fd;
+}
+
+static int ms_left(double deadline)
+{
+    double left = (deadline - hx_now()) * 1000.0;
+    return left <= 0 ? 0 : (int)left + 1;
+}
+
+int hx_send(int fd, const void *data, size_t n, int timeout_ms)
+{
+    const char *p = data;
+    double deadline = hx_now() + timeout_ms / 1000.0;
+    while (n) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w > 0) {
+            p += w;
+            n -= (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            int left = ms_left(deadline);
+            if (!left) return -1;
+            struct pollfd pfd = {fd, POLLOUT, 0};
+            poll(&pfd, 1, left);
+            continue;
+        }
+        return -1;
+    }
+    return 0;
+}
+
+int hx_send_str(int fd, const char *s) { return hx_send(fd, s, strlen(s), 10000); }
+
+/* One read into b: HX_OK with data, or a final status; HX_TIMEOUT when
+ * nothing came before the deadline. */
+static int read_some(int fd, hx_buf *b, double deadline)
+{
+    while (1) {
+        hx_buf_reserve(b, 65536);
+        ssize_t n = read(fd, b->data + b->len, b->cap - b->len);
+        if (n > 0) {
+            b->len += (size_t)n;
+            return HX_OK;
+        }
+        if (n == 0) return HX_EOF;
+        if (errno == EINTR) continue;
+        if (errno == ECONNRESET) return HX_RESET;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) return HX_ERROR;
+        int left = ms_left(deadline);
+        if (!left) return HX_TIMEOUT;
+        struct pollfd pfd = {fd, POLLIN, 0};
+        poll(&pfd, 1, left);
+    }
+}
+
+int hx_read_n(int fd, hx_buf *b, size_t want, int timeout_ms)
+{
+    double deadline = hx_now() + timeout_ms / 1000.0;
+    size_t target = b->len + want;
+    while (b->len < target) {
+        int st = read_some(fd, b, deadline);
+        if (st != HX_OK) return st;
+    }
+    return HX_OK;
+}
+
+int hx_read_eof(int fd, hx_buf *b, int timeout_ms)
+{
+    double deadline = hx_now() + timeout_ms / 1000.0;
+    while (1) {
+        int st = read_some(fd, b, deadline);
+        if (st != HX_OK) return st;
+    }
+}
+
+/* Scan forward from *pos counting replies; returns -1 on a malformed one. */
+static long scan_replies(const hx_buf *b, size_t *pos, long want)
+{
+    long got = 0;
+    while (got < want && *pos < b->len) {
+        long l = hx_reply_len(b->data + *pos, b->len - *pos);
+        if (l < 0) return -1;
+        if (l == 0) break;
+        *pos += (size_t)l;
+        got++;
+    }
+    return got;
+}
+
+int hx_read_replies(int fd, hx_buf *b, long n, long *got, int timeout_ms)
+{
+    double deadline = hx_now() + timeout_ms / 1000.0;
+    size_t pos = b->len;
+    long have = 0;
+    int st = HX_OK;
+    while (1) {
+        long c = scan_replies(b, &pos, n - have);
+        if (c < 0) {
+            st = HX_BADPROTO;
+            break;
+        }
+        have += c;
+        if (have >= n) break;
+        st = read_some(fd, b, deadline);
+        if (st != HX_OK) break;
+    }
+    if (got) *got = have;
+    return st;
+}
+
+int hx_exchange(int fd, const void *req, size_t reqlen, long n, hx_buf *out, long *got, int timeout_ms)
+{
+    double deadline = hx_now() + timeout_ms / 1000.0;
+    const char *p = req;
+    size_t sent = 0, pos = out->len;
+    long have = 0;
+    int st = HX_OK;
+    while (have < n) {
+        struct pollfd pfd = {fd, POLLIN | (sent < reqlen ? POLLOUT : 0), 0};
+        int left = ms_left(deadline);
+        if (!left) {
+            st = HX_TIMEOUT;
+            break;
+        }
+        if (poll(&pfd, 1, left) < 0 && errno != EINTR) {
+            st = HX_ERROR;
+            break;
+        }
+        if (sent < reqlen && (pfd.revents & (POLLOUT | POLLERR | POLLHUP))) {
+            ssize_t w = send(fd, p + sent, reqlen - sent, MSG_NOSIGNAL);
+            if (w > 0) sent += (size_t)w;
+            else if (w < 0 && errno != EAGAIN && errno != EINTR) sent = reqlen; /* peer gone: just read */
+        }
+        if (pfd.revents & (POLLIN | POLLERR | POLLHUP)) {
+            st = read_some(fd, out, hx_now()); /* no wait: poll said readable */
+            if (st == HX_TIMEOUT) st = HX_OK;
+            long c = scan_replies(out, &pos, n - have);
+            if (c < 0) {
+                st = HX_BADPROTO;
+                break;
+            }
+            have += c;
+            if (st != HX_OK) break;
+        }
+    }
+    if (got) *got = have;
+    return st;
+}
+
+int hx_roundtrip(int port, const void *req, size_t reqlen, long n, hx_buf *out, int timeout_ms)
+{
+    int fd = hx_connect(port);
+    if (fd < 0) return HX_ERROR;
+    int st = hx_exchange(fd, req, reqlen, n < 0 ? LONG_MAX : n, out, NULL, timeout_ms);
+    close(fd);
+    return st;
+}
+
+/* Position just past the \r\n ending the line at p, or 0 if not there yet. */
+static size_t line_len(const char *p, size_t n)
+{
+    for (size_t i = 0; i + 1 < n; i++)
+        if (p[i] == '\r') return p[i + 1] == '\n' ? i + 2 : 0;
+    return 0;
+}
+
+static int parse_ll(const char *p, size_t n, long long *out)
+{
+    char tmp[32];
+    if (n == 0 || n >= sizeof(tmp)) return -1;
+    memcpy(tmp, p, n);
+    tmp[n] = '\0';
+    char *end;
+    errno = 0;
+    long long v = strtoll(tmp, &end, 10);
+    if (errno || *end) return -1;
+    *out = v;
+    return 0;
+}
+
+static long reply_len_depth(const char *p, size_t n, int depth)
+{
+    if (n == 0) return 0;
+    if (depth > 64) return -1;
+    size_t ll = line_len(p, n);
+    if (!ll) {
+        /* a line with a lone \r in it is malformed; otherwise wait */
+        for (size_t i = 0; i + 1 < n; i++)
+            if (p[i] == '\r' && p[i + 1] != '\n') return -1;
+        return 0;
+    }
+    long long v;
+    switch (p[0]) {
+    case '+': case '-':
+        return (long)ll;
+    case ':':
+        return parse_ll(p + 1, ll - 3, &v) == 0 ? (long)ll : -1;
+    case '$':
+        if (parse_ll(p + 1, ll - 3, &v) != 0 || v < -1) return -1;
+        if (v == -1) return (long)ll;
+        if (n < ll + (size_t)v + 2) return 0;
+        if (p[ll + (size_t)v] != '\r' || p[ll + (size_t)v + 1] != '\n') return -1;
+        return (long)(ll + (size_t)v + 2);
+    case '*': {
+        if (parse_ll(p + 1, ll - 3, &v) != 0 || v < -1) return -1;
+        size_t pos = ll;
+        for (long long i = 0; i < v; i++) {
+            long e = reply_len_depth(p + pos, n - pos, depth + 1);
+            if (e <= 0) return e;
+            pos += (size_t)e;
+        }
+        return (long)pos;
+    }
+    default:
+        return -1;
+    }
+}
+
+long hx_reply_len(const char *p, size_t n) { return reply_len_depth(p, n, 0); }
+
+long hx_count_replies(const char *p, size_t n, size_t *used)
+{
+    size_t pos = 0;
+    long count = 0;
+    while (pos < n) {
+        long l = hx_reply_len(p + pos, n - pos);
+        if (l <= 0) break;
+        pos += (size_t)l;
+        count++;
+    }
+    if (used) *used = pos;
+    return count;
+}
+
+/* --- hiredis --------------------------------------------------------------- */
+
+redisContext *hx_redis(int port)
+{
+    struct timeval tv = {20, 0};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
+    if (!c || c->err) {
+        diag("hiredis connect to port %d: %s", port, c ? c->errstr : "out of memory");
+        if (c) redisFree(c);
+        return NULL;
+    }
+    redisSetTimeout(c, tv);
+    return c;
+}
+
+static char cmd_text[4096];
+
+static const char *reply_text(redisReply *r)
+{
+    switch (r->type) {
+    case REDIS_REPLY_STATUS:
+    case REDIS_REPLY_ERROR:
+    case REDIS_REPLY_STRING:
+        snprintf(cmd_text, sizeof(cmd_text), "%.*s", (int)(r->len < 4000 ? r->len : 4000), r->str);
+        break;
+    case REDIS_REPLY_INTEGER: snprintf(cmd_text, sizeof(cmd_text), "%lld", r->integer); break;
+    case REDIS_REPLY_NIL: snprintf(cmd_text, sizeof(cmd_text), "(nil)"); break;
+    case REDIS_REPLY_ARRAY: snprintf(cmd_text, sizeof(cmd_text), "(array %zu)", r->elements); break;
+    default: snprintf(cmd_text, sizeof(cmd_text), "(type %d)", r->type); break;
+    }
+    return cmd_text;
+}
+
+const char *hx_cmd(redisContext *c, const char *fmt, ...)
+{
+    if (!c) return "(no reply: no connection)";
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(c, fmt, ap);
+    va_end(ap);
+    if (!r) {
+        snprintf(cmd_text, sizeof(cmd_text), "(no reply: %s)", c->errstr);
+        return cmd_text;
+    }
+    reply_text(r);
+    freeReplyObject(r);
+    return cmd_text;
+}
+
+const char *hx_info_field(int port, const char *section, const char *field)
+{
+    static char value[512];
+    redisContext *c = hx_redis(port);
+    if (!c) return NULL;
+    redisReply *r = section ? redisCommand(c, "INFO %s", section) : redisCommand(c, "INFO");
+    const char *found = NULL;
+    if (r && r->type == REDIS_REPLY_STRING) {
+        size_t fl = strlen(field);
+        const char *p = r->str;
+        while (p && *p) {
+            if (!strncmp(p, field, fl) && p[fl] == ':') {
+                const char *e = strstr(p, "\r\n");
+                size_t vl = e ? (size_t)(e - p - (long)fl - 1) : strlen(p + fl + 1);
+                if (vl >= sizeof(value)) vl = sizeof(value) - 1;
+                memcpy(value, p + fl + 1, vl);
+                value[vl] = '\0';
+                found = value;
+                break;
+            }
+            p = strstr(p, "\r\n");
+            if (p) p += 2;
+        }
+    }
+    if (r) freeReplyObject(r);
+    redisFree(c);
+    return found;
+}
