@@ -67,6 +67,20 @@ static unsigned info_sections(int argc, const char *const *argv, const size_t *a
     return bits;
 }
 
+/* Append lines to out with every key prefixed "hotproxy_"; frees lines. */
+static void append_prefixed(px_buf *out, px_buf *lines)
+{
+    const char *p = lines->data, *end = lines->data + lines->len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t n = nl ? (size_t)(nl - p + 1) : (size_t)(end - p);
+        px_buf_append(out, "hotproxy_", 9);
+        px_buf_append(out, p, n);
+        p += n;
+    }
+    px_buf_free(lines);
+}
+
 static void append_sections(px_server *s, unsigned bits, px_buf *out)
 {
     if (bits & SEC_PROXY) {
@@ -85,16 +99,7 @@ static void append_sections(px_server *s, unsigned bits, px_buf *out)
         px_buf_appendf(out, "# Hotproxy_stats\r\n");
         px_buf tmp = {0};
         px_stats_info(&s->stats, &tmp);
-        /* prefix every key */
-        const char *p = tmp.data, *end = tmp.data + tmp.len;
-        while (p < end) {
-            const char *nl = memchr(p, '\n', (size_t)(end - p));
-            size_t n = nl ? (size_t)(nl - p + 1) : (size_t)(end - p);
-            px_buf_append(out, "hotproxy_", 9);
-            px_buf_append(out, p, n);
-            p += n;
-        }
-        px_buf_free(&tmp);
+        append_prefixed(out, &tmp);
     }
     if (bits & SEC_UPSTREAM) {
         if (out->len) px_buf_append(out, "\r\n", 2);
@@ -111,15 +116,7 @@ static void append_sections(px_server *s, unsigned bits, px_buf *out)
         px_buf_appendf(out, "# Hotproxy_commandstats\r\n");
         px_buf tmp = {0};
         px_stats_info_commands(&s->stats, &tmp);
-        const char *p = tmp.data, *end = tmp.data + tmp.len;
-        while (p < end) {
-            const char *nl = memchr(p, '\n', (size_t)(end - p));
-            size_t n = nl ? (size_t)(nl - p + 1) : (size_t)(end - p);
-            px_buf_append(out, "hotproxy_", 9);
-            px_buf_append(out, p, n);
-            p += n;
-        }
-        px_buf_free(&tmp);
+        append_prefixed(out, &tmp);
     }
 }
 
