@@ -425,8 +425,12 @@ static int read_multiget(px_l1 *l, px_client *c, px_req *r, px_upstream *u)
  * exp(-remaining / window), which reaches 1 at expiry; one refresh per key
  * at a time (the flight table), so a hot key's expiry causes no miss burst.
  */
-static int should_refresh(px_l1 *l, uint64_t now, uint64_t expires, uint64_t ttl)
+static int should_refresh(px_l1 *l, const px_policy *pol, uint64_t now, uint64_t expires, uint64_t ttl)
 {
+    /* An entry whose lifetime the key's own PTTL cut short is not refreshed:
+     * the key is expiring in Redis, and each refresh would only get a
+     * shorter lifetime and refresh again. */
+    if ((long long)ttl * 100 < pol->ttl * (100 - pol->jitter)) return 0;
     double window = (double)ttl * (double)l->srv->cfg->l1_refresh_ahead / 100.0;
     if (window <= 0 || expires <= now || (double)(expires - now) > window) return 0;
     double u = (double)(next_random(&l->rng) >> 11) / (double)(1ULL << 53);
@@ -496,7 +500,7 @@ int px_l1_read(px_l1 *l, px_client *c, px_req *r, px_upstream *u, const char *ra
     if (v) {
         px_client_reply(r, v->data, v->len);
         l1_value_put(v);
-        if (should_refresh(l, now, expires, ttl) && px_l1_can_fill(l, u) && !flight_find(l, key.data, key.len)) {
+        if (should_refresh(l, &pol, now, expires, ttl) && px_l1_can_fill(l, u) && !flight_find(l, key.data, key.len)) {
             /* read near its expiry: fetch it again in the background, once */
             l->refreshes++;
             start_fill(l, c, NULL, u, &key, glen, &pol, raw, rawlen);
