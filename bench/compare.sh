@@ -27,8 +27,8 @@
 # Redis share the cores, which is part of what is measured.  Exits 1 when a
 # run failed, redis-benchmark complained, or hotproxy crashed or did not exit 0.
 set -euo pipefail
-
-usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "$0")/lib.sh"
 
 rounds=3
 n1=${BENCH_N_P1:-200000}
@@ -67,90 +67,20 @@ while (($#)); do
     shift
 done
 
-src=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bin=${bin:-${HOTPROXY_BIN:-$src/build/hotproxy}}
-for cmd in redis-server redis-benchmark redis-cli python3 timeout; do
-    command -v "$cmd" >/dev/null || { echo "compare.sh: $cmd not found (run .ci/deps)" >&2; exit 1; }
-done
+need_cmds " (run .ci/deps)" redis-server redis-benchmark redis-cli python3 timeout
 [[ -x $bin ]] || { echo "compare.sh: no hotproxy at $bin (build it, or --bin)" >&2; exit 1; }
 if ((twemproxy)) && ! command -v nutcracker >/dev/null; then
     echo "compare.sh: nutcracker not installed; comparing without twemproxy" >&2
     twemproxy=0
 fi
 
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-    local p i
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do
-        for ((i = 0; i < 50; i++)); do
-            kill -0 "$p" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$p" 2>/dev/null || true
-        wait "$p" 2>/dev/null || true
-    done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# N distinct free loopback ports, bound together so they differ.
-free_ports() {
-    python3 - "$1" <<'EOF'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
-}
-
-# Wait until PORT accepts connections; fail if PID dies first.
-wait_port() {
-    local port=$1 pid=$2 name=$3 i
-    for ((i = 0; i < 100; i++)); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            echo "compare.sh: $name exited during startup; its log:" >&2
-            tail -n 20 "$tmp/$name.log" >&2 || true
-            exit 1
-        fi
-        if timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "compare.sh: $name did not listen on port $port within 10s" >&2
-    exit 1
-}
-
-# utime+stime of PID in clock ticks; empty if it is gone.  The command name
-# (field 2) may hold spaces and parentheses, so cut after the last ')'.
-cpu_ticks() {
-    local stat rest
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
-    rest=${stat##*) }
-    # shellcheck disable=SC2086 # split the fields on purpose
-    set -- $rest
-    # after the command name: state is field 1, utime 12, stime 13
-    echo $((${12} + ${13}))
-}
-clk_tck=$(getconf CLK_TCK)
+bench_setup
 
 read -r redis_port proxy_port nut_port nut_stats_port <<<"$(free_ports 4)"
 
-redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no \
-    --daemonize no --dir "$tmp" --logfile "" >"$tmp/redis-server.log" 2>&1 &
-redis_pid=$!
-pids+=("$redis_pid")
-wait_port "$redis_port" "$redis_pid" redis-server
-
-"$bin" --port "$proxy_port" --upstream "127.0.0.1:$redis_port" "${proxy_args[@]}" \
-    >"$tmp/hotproxy.log" 2>&1 &
-proxy_pid=$!
-pids+=("$proxy_pid")
-wait_port "$proxy_port" "$proxy_pid" hotproxy
+start_redis "$redis_port"
+start_hotproxy "$proxy_port" "$redis_port" "${proxy_args[@]}"
 
 targets=(direct hotproxy)
 declare -A port=([direct]=$redis_port [hotproxy]=$proxy_port)
@@ -253,24 +183,14 @@ for ((round = 1; round <= rounds; round++)); do
     done
 done
 
-# Stop hotproxy here rather than in cleanup, so a crash, a non-zero exit or a
-# sanitizer report (when --bin is a -DHOTPROXY_SANITIZE=ON build) is reported.
-if kill -0 "$proxy_pid" 2>/dev/null; then
-    kill -TERM "$proxy_pid"
-    for ((i = 0; i < 150; i++)); do
-        kill -0 "$proxy_pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -0 "$proxy_pid" 2>/dev/null && kill -KILL "$proxy_pid"
-    proxy_status=0
-    wait "$proxy_pid" 2>/dev/null || proxy_status=$?
-    if ((proxy_status != 0)); then
-        echo "hotproxy exited with status $proxy_status on SIGTERM (137: it was killed after 15s)" >>"$problems"
-    fi
-else
-    echo "hotproxy exited during the benchmark" >>"$problems"
-    proxy_status=dead
-fi
+# A sanitizer report counts as a failure too (when --bin is a
+# -DHOTPROXY_SANITIZE=ON build).
+stop_hotproxy 15
+case $proxy_status in
+0) ;;
+dead) echo "hotproxy exited during the benchmark" >>"$problems" ;;
+*) echo "hotproxy exited with status $proxy_status on SIGTERM (137: it was killed after 15s)" >>"$problems" ;;
+esac
 if [[ $proxy_status != 0 ]] || grep -q -E 'Sanitizer|runtime error:' "$tmp/hotproxy.log"; then
     echo "hotproxy's last log lines:" >>"$problems"
     tail -n 30 "$tmp/hotproxy.log" | sed 's/^/    /' >>"$problems"
@@ -278,10 +198,10 @@ fi
 
 # Versions and machine, for the table's header.
 hp_version=$(timeout 5 "$bin" --version 2>&1 | head -n 1 || true)
-redis_version=$(redis-server --version | sed -E 's/.*v=([^ ]+).*/\1/')
+redis_version=$(redis_server_version)
 nut_version=
 ((twemproxy)) && nut_version=$(timeout 5 nutcracker -V 2>&1 | sed -nE 's/.*nutcracker-([0-9.]+).*/\1/p' | head -n 1)
-cpu_model=$(sed -nE 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+cpu_model=$(cpu_model)
 
 report=$tmp/report.md
 python3 - "$results" "$rounds" "$clients" "$datasize" "${keyspace:-1}" "$hp_version" "$redis_version" \

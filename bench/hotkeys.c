@@ -53,49 +53,21 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <math.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <ev.h>
 #include <hiredis/hiredis.h>
 
+#define BENCH_NAME "hotkeys"
+#include "bench.h"
+
 /* ---- small helpers ---- */
-
-static void die(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("hotkeys: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    exit(1);
-}
-
-static void *xrealloc(void *p, size_t n)
-{
-    p = realloc(p, n ? n : 1);
-    if (!p) die("out of memory (%zu bytes)", n);
-    return p;
-}
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static uint64_t splitmix64(uint64_t *s)
 {
@@ -197,53 +169,6 @@ static uint64_t h_quantile(const hist *h, double q)
     return h->max;
 }
 
-/* ---- RESP reply scanner ---- */
-
-/*
- * Length of the complete reply at p, 0 if more bytes are needed, -1 on a
- * protocol error.  *kind gets the first byte; *nil is set for $-1 and *-1.
- * Nested arrays are followed to depth 8; that is all a bench needs.
- */
-static long resp_scan(const char *p, size_t len, int depth, char *kind, int *nil)
-{
-    if (len < 3) return 0;
-    const char *cr = memchr(p, '\r', len);
-    if (!cr) return 0;
-    size_t line = (size_t)(cr - p);
-    if (line + 2 > len) return 0;
-    if (cr[1] != '\n') return -1;
-    if (kind) *kind = p[0];
-    switch (p[0]) {
-    case '+': case '-': case ':':
-        return (long)(line + 2);
-    case '$': case '*': {
-        char *end;
-        long n = strtol(p + 1, &end, 10);
-        if (end != cr || n < -1) return -1;
-        if (n == -1) {
-            if (nil) *nil = 1;
-            return (long)(line + 2);
-        }
-        if (p[0] == '$') {
-            size_t need = line + 2 + (size_t)n + 2;
-            if (need > len) return 0;
-            if (p[need - 2] != '\r' || p[need - 1] != '\n') return -1;
-            return (long)need;
-        }
-        if (depth >= 8) return -1;
-        size_t off = line + 2;
-        for (long i = 0; i < n; i++) {
-            long m = resp_scan(p + off, len - off, depth + 1, NULL, NULL);
-            if (m <= 0) return m;
-            off += (size_t)m;
-        }
-        return (long)off;
-    }
-    default:
-        return -1;
-    }
-}
-
 /* ---- options ---- */
 
 typedef struct opts {
@@ -290,16 +215,6 @@ static void usage(FILE *f)
         "\n"
         "Output: one 'name: value' line per figure.\n",
         f);
-}
-
-static double parse_num(const char *name, const char *s, double min, double max)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !(v >= min && v <= max))
-        die("--%s wants a number from %g to %g, not '%s'", name, min, max, s);
-    return v;
 }
 
 static void parse_opts(opts *o, int argc, char **argv)
@@ -459,28 +374,6 @@ static size_t enc_set(char *p, uint32_t id, const valenc *v)
 }
 
 /* ---- connections ---- */
-
-static int tcp_connect(const char *host, int port)
-{
-    char ps[16];
-    snprintf(ps, sizeof ps, "%d", port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res, *ai;
-    int rc = getaddrinfo(host, ps, &hints, &res);
-    if (rc) die("%s: %s", host, gai_strerror(rc));
-    int fd = -1;
-    for (ai = res; ai; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
-        if (fd < 0) continue;
-        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) break;
-        close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(res);
-    if (fd < 0) die("cannot connect to %s:%d: %s", host, port, strerror(errno));
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    return fd;
-}
 
 static void write_all(int fd, const char *p, size_t n)
 {
@@ -726,15 +619,9 @@ static void on_write(struct ev_loop *loop, ev_io *w, int revents)
 
 static void client_flush(client *c)
 {
-    while (c->outoff < c->outlen) {
-        ssize_t n = write(c->fd, c->out + c->outoff, c->outlen - c->outoff);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            ev_io_start(c->b->loop, &c->wio);
-            return;
-        }
-        if (n <= 0) die("write to target: %s", n < 0 ? strerror(errno) : "closed");
-        c->outoff += (size_t)n;
+    if (!write_some(c->fd, c->out, &c->outoff, c->outlen)) {
+        ev_io_start(c->b->loop, &c->wio);
+        return;
     }
     c->outoff = c->outlen = 0;
     ev_io_stop(c->b->loop, &c->wio);
@@ -744,11 +631,7 @@ static void on_read(struct ev_loop *loop, ev_io *w, int revents)
 {
     client *c = w->data;
     bench *b = c->b;
-    if (c->incap - c->inlen < 16384) c->in = xrealloc(c->in, c->incap = c->incap * 2 + 16384);
-    ssize_t n = read(c->fd, c->in + c->inlen, c->incap - c->inlen);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
-    if (n <= 0) die("read from target: %s", n < 0 ? strerror(errno) : "connection closed by the target");
-    c->inlen += (size_t)n;
+    if (!read_some(c->fd, &c->in, &c->inlen, &c->incap, 16384)) return;
     uint64_t now = now_ns();
     size_t off = 0;
     int done = 0;
@@ -886,15 +769,6 @@ static void ideal_replay(const bench *b, uint64_t entries, uint64_t ttl_ms, idea
 }
 
 /* ---- main ---- */
-
-static void raise_fd_limit(int want)
-{
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)want) {
-        rl.rlim_cur = rl.rlim_max < (rlim_t)want ? rl.rlim_max : (rlim_t)want;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
-}
 
 int main(int argc, char **argv)
 {

@@ -33,12 +33,11 @@
 # Redis share the machine's cores.  Everything it starts is stopped on exit.
 # A full default run takes about a minute and a half.
 set -euo pipefail
-
-usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "$0")/lib.sh"
 
 keys=1000000 zipf=0.99 value_size=100 read_pct=95 l1_pct=1 clients=50 pipeline=1
 duration=10 warmup=2 seed=1 hot_keys=1000 hot_duration=5 build=1 out='' proxy_args=()
-need() { [[ $# -ge 2 && -n $2 ]] || { echo "hotkeys.sh: $1 needs a value" >&2; exit 2; }; }
 while (($#)); do
     case "$1" in
     --keys) need "$@"; keys=$2; shift ;;
@@ -62,99 +61,15 @@ while (($#)); do
     shift
 done
 
-src=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-for cmd in redis-server redis-cli python3 timeout cmake; do
-    command -v "$cmd" >/dev/null || { echo "hotkeys.sh: $cmd not found" >&2; exit 1; }
-done
-if ((build)); then
-    echo "hotkeys.sh: building (cmake, incremental)" >&2
-    (cd "$src" && cmake -B build >/dev/null && cmake --build build -j2 --target hotproxy hotkeys >/dev/null) || {
-        echo "hotkeys.sh: build failed; run: cmake -B build && cmake --build build -j2" >&2
-        exit 1
-    }
-fi
-bin=$src/build/hotproxy
-tool=$src/build/bench/hotkeys
-[[ -x $bin && -x $tool ]] || { echo "hotkeys.sh: no $bin or $tool (build first)" >&2; exit 1; }
-
-tmp=$(mktemp -d)
-pids=()
-# shellcheck disable=SC2317 # called by the EXIT trap
-cleanup() {
-    local p i
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do
-        for ((i = 0; i < 50; i++)); do
-            kill -0 "$p" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$p" 2>/dev/null || true
-        wait "$p" 2>/dev/null || true
-    done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# N distinct free loopback ports, bound together so they differ.
-free_ports() {
-    python3 - "$1" <<'EOF'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
-}
-
-wait_port() {
-    local port=$1 pid=$2 name=$3 i
-    for ((i = 0; i < 100; i++)); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            echo "hotkeys.sh: $name exited during startup; its log:" >&2
-            tail -n 20 "$tmp/$name.log" >&2 || true
-            exit 1
-        fi
-        if timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "hotkeys.sh: $name did not listen on port $port within 10s" >&2
-    exit 1
-}
-
-# Value of "name: value" in a tool output file.
-# CPU accounting in clock ticks, to show how much of the machine other work
-# took while we measured: busy time of all CPUs (/proc/stat) minus our
-# redis-server, our hotproxy and our finished children (cutime+cstime).
-clk_tck=$(getconf CLK_TCK)
-sys_busy() { awk '/^cpu /{ print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
-proc_ticks() { # PID [children]: utime+stime, or cutime+cstime with "children"
-    local stat rest
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
-    rest=${stat##*) } # the command name may hold spaces and parentheses
-    # shellcheck disable=SC2086 # split the fields on purpose
-    set -- $rest
-    if [[ ${2:-} == children ]]; then echo $((${14} + ${15})); else echo $((${12} + ${13})); fi
-}
-
-val() { sed -n "s/^$2: //p" "$1" | head -n 1; }
+need_cmds "" redis-server redis-cli python3 timeout cmake
+build_tool "$build" hotkeys
+bench_setup
 
 read -r redis_port proxy_port <<<"$(free_ports 2)"
 # Redis needs ~ (value + ~90 bytes of key and overhead) per key; give it twice that.
 maxmem_mb=$(((keys * (value_size + 100) * 2) / 1048576 + 256))
-redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no --daemonize no \
-    --maxmemory "${maxmem_mb}mb" --maxmemory-policy noeviction --dir "$tmp" --logfile "" \
-    >"$tmp/redis-server.log" 2>&1 &
-redis_pid=$!
-pids+=("$redis_pid")
-wait_port "$redis_port" "$redis_pid" redis-server
-
-"$bin" --port "$proxy_port" --upstream "127.0.0.1:$redis_port" "${proxy_args[@]}" >"$tmp/hotproxy.log" 2>&1 &
-proxy_pid=$!
-pids+=("$proxy_pid")
-wait_port "$proxy_port" "$proxy_pid" hotproxy
+start_redis "$redis_port" --maxmemory "${maxmem_mb}mb" --maxmemory-policy noeviction
+start_hotproxy "$proxy_port" "$redis_port" "${proxy_args[@]}"
 
 common=(--keys "$keys" --zipf "$zipf" --value-size "$value_size" --seed "$seed")
 echo "hotkeys.sh: redis-server :$redis_port (pid $redis_pid, maxmemory ${maxmem_mb}mb), hotproxy :$proxy_port (pid $proxy_pid)" >&2
@@ -194,27 +109,15 @@ echo "hotkeys.sh: L1 = $entries entries x $bpe bytes = $l1_bytes bytes$l1_note, 
 failed=0
 # run NAME PORT [args...]: one hotkeys run; output in $tmp/NAME.out
 run() {
-    local name=$1 port=$2 rc=0
+    local name=$1 port=$2
     shift 2
     local -a pidargs=(--redis-pid "$redis_pid")
     [[ $port == "$proxy_port" ]] && pidargs+=(--proxy-pid "$proxy_pid")
-    if ! kill -0 "$proxy_pid" 2>/dev/null; then
-        echo "hotkeys.sh: hotproxy is no longer running; $name not run" >&2
-        failed=1
-        return 0
-    fi
-    echo "hotkeys.sh: run $name" >&2
-    timeout 600 "$tool" --port "$port" --redis-port "$redis_port" "${pidargs[@]}" "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" || rc=$?
-    if ((rc != 0)); then
-        echo "hotkeys.sh: run $name failed (exit $rc):" >&2
-        cat "$tmp/$name.err" >&2
-        failed=1
-    fi
+    # a run not made (hotproxy died) is reported already: go on to the report
+    run_tool "$name" 600 --port "$port" --redis-port "$redis_port" "${pidargs[@]}" "$@" || true
 }
 
-load0=$(cut -d' ' -f1 /proc/loadavg)
-t_start=$(date +%s.%N)
-busy0=$(sys_busy) ours0=$(($(proc_ticks "$redis_pid") + $(proc_ticks "$proxy_pid") + $(proc_ticks $$ children)))
+cpu_window_begin
 zargs=("${common[@]}" --read-pct "$read_pct" --clients "$clients" --pipeline "$pipeline"
     --duration "$duration" --warmup "$warmup" --cache-entries "$entries" --ttl-ms "$l1_ttl")
 run zipf-redis "$redis_port" "${zargs[@]}"
@@ -227,29 +130,11 @@ for p in 1 16; do
     run "hot-P$p-redis" "$redis_port" "${hargs[@]}" --pipeline "$p"
     run "hot-P$p-hotproxy" "$proxy_port" "${hargs[@]}" --pipeline "$p"
 done
-busy1=$(sys_busy) ours1=$(($(proc_ticks "$redis_pid") + $(proc_ticks "$proxy_pid") + $(proc_ticks $$ children)))
-t_end=$(date +%s.%N)
-others=$(awk -v b=$((busy1 - busy0)) -v o=$((ours1 - ours0)) -v t="$clk_tck" -v w0="$t_start" -v w1="$t_end" \
-    -v n="$(nproc)" 'BEGIN { x = (b - o) / t; if (x < 0) x = 0; printf "%.1f s of %.0f CPU-seconds (%.0f%%)", x, (w1 - w0) * n, 100 * x / ((w1 - w0) * n) }')
-
-# Stop hotproxy here rather than in cleanup, so a crash or a bad exit shows.
-proxy_status=dead
-if kill -0 "$proxy_pid" 2>/dev/null; then
-    kill -TERM "$proxy_pid"
-    proxy_status=0
-    wait "$proxy_pid" 2>/dev/null || proxy_status=$?
-fi
-if [[ $proxy_status != 0 ]]; then
-    echo "hotkeys.sh: hotproxy exited with status $proxy_status; its last log lines:" >&2
-    tail -n 20 "$tmp/hotproxy.log" >&2
-    failed=1
-fi
+cpu_window_end
+finish_hotproxy
 
 # ---- report ----
-redis_version=$(redis-server --version | sed -E 's/.*v=([^ ]+).*/\1/')
-echo "== hotkeys.sh: $(nproc) CPU(s), $(sed -nE 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
-echo "   redis-server $redis_version; $("$bin" --version 2>&1 | head -n 1)${proxy_args[*]:+ (${proxy_args[*]})}"
-echo "   1-min load average before the runs: $load0; CPU taken by other processes during the runs: $others"
+report_header "${proxy_args[@]}"
 echo "   preload: $(val "$tmp/preload.out" preload_keys) keys in $(val "$tmp/preload.out" preload_s) s ($(val "$tmp/preload.out" preload_rps) SET/s)"
 echo "   L1: $entries entries ($l1_pct% of $keys keys) x $bpe bytes/entry (measured) = l1-maxmemory $l1_bytes$l1_note; l1-ttl $l1_ttl ms"
 for f in zipf-redis zipf-hotproxy; do
@@ -291,9 +176,5 @@ echo
 echo "ideal: $(val "$tmp/zipf-hotproxy.out" ideal_model)"
 echo "upstream offload = 1 - (Redis cmdstat_get delta) / (GETs the clients sent); CPU = utime+stime per million requests."
 
-if [[ -n $out ]]; then
-    mkdir -p "$out"
-    cp "$tmp"/*.out "$out"/
-    echo "hotkeys.sh: full outputs in $out" >&2
-fi
+keep_outputs "$out"
 exit "$failed"

@@ -26,12 +26,11 @@
 # GET latency: steady-state p99 against p99 in the expiry windows, and the
 # max.  Everything it starts is stopped on exit.  About 1.5 minutes.
 set -euo pipefail
-
-usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "$0")/lib.sh"
 
 clients=1000 ttl=1000 rounds=10 recompute=20 scenarios="client:0 client:20000 tool:20000" build=1 out=
 proxy_args=()
-need() { [[ $# -ge 2 && -n $2 ]] || { echo "stampede.sh: $1 needs a value" >&2; exit 2; }; }
 while (($#)); do
     case "$1" in
     --clients) need "$@"; clients=$2; shift ;;
@@ -48,101 +47,18 @@ while (($#)); do
     shift
 done
 
-src=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-for cmd in redis-server redis-cli python3 timeout cmake; do
-    command -v "$cmd" >/dev/null || { echo "stampede.sh: $cmd not found" >&2; exit 1; }
-done
-if ((build)); then
-    echo "stampede.sh: building (cmake, incremental)" >&2
-    (cd "$src" && cmake -B build >/dev/null && cmake --build build -j2 --target hotproxy stampede >/dev/null) || {
-        echo "stampede.sh: build failed; run: cmake -B build && cmake --build build -j2" >&2
-        exit 1
-    }
-fi
-bin=$src/build/hotproxy
-tool=$src/build/bench/stampede
-[[ -x $bin && -x $tool ]] || { echo "stampede.sh: no $bin or $tool (build first)" >&2; exit 1; }
-
-tmp=$(mktemp -d)
-pids=()
-# shellcheck disable=SC2317 # called by the EXIT trap
-cleanup() {
-    local p i
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do
-        for ((i = 0; i < 50; i++)); do
-            kill -0 "$p" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$p" 2>/dev/null || true
-        wait "$p" 2>/dev/null || true
-    done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_ports() {
-    python3 - "$1" <<'EOF'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
-}
-
-wait_port() {
-    local port=$1 pid=$2 name=$3 i
-    for ((i = 0; i < 100; i++)); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            echo "stampede.sh: $name exited during startup; its log:" >&2
-            tail -n 20 "$tmp/$name.log" >&2 || true
-            exit 1
-        fi
-        if timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "stampede.sh: $name did not listen on port $port within 10s" >&2
-    exit 1
-}
-
-# CPU accounting in clock ticks, to show how much of the machine other work
-# took while we measured: busy time of all CPUs (/proc/stat) minus our
-# redis-server, our hotproxy and our finished children (cutime+cstime).
-clk_tck=$(getconf CLK_TCK)
-sys_busy() { awk '/^cpu /{ print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
-proc_ticks() { # PID [children]: utime+stime, or cutime+cstime with "children"
-    local stat rest
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
-    rest=${stat##*) } # the command name may hold spaces and parentheses
-    # shellcheck disable=SC2086 # split the fields on purpose
-    set -- $rest
-    if [[ ${2:-} == children ]]; then echo $((${14} + ${15})); else echo $((${12} + ${13})); fi
-}
-
-val() { sed -n "s/^$2: //p" "$1" | head -n 1; }
+need_cmds "" redis-server redis-cli python3 timeout cmake
+build_tool "$build" stampede
+bench_setup
 
 read -r redis_port proxy_port <<<"$(free_ports 2)"
-redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no --daemonize no \
-    --maxclients $((clients + 1000)) --dir "$tmp" --logfile "" >"$tmp/redis-server.log" 2>&1 &
-redis_pid=$!
-pids+=("$redis_pid")
-wait_port "$redis_port" "$redis_pid" redis-server
-
-"$bin" --port "$proxy_port" --upstream "127.0.0.1:$redis_port" "${proxy_args[@]}" >"$tmp/hotproxy.log" 2>&1 &
-proxy_pid=$!
-pids+=("$proxy_pid")
-wait_port "$proxy_port" "$proxy_pid" hotproxy
+start_redis "$redis_port" --maxclients $((clients + 1000))
+start_hotproxy "$proxy_port" "$redis_port" "${proxy_args[@]}"
 echo "stampede.sh: redis-server :$redis_port, hotproxy :$proxy_port" >&2
 
 failed=0
 runs=()
-load0=$(cut -d' ' -f1 /proc/loadavg)
-t_start=$(date +%s.%N)
-busy0=$(sys_busy) ours0=$(($(proc_ticks "$redis_pid") + $(proc_ticks "$proxy_pid") + $(proc_ticks $$ children)))
+cpu_window_begin
 for sc in $scenarios; do
     mode=${sc%%:*}
     think=${sc#*:}
@@ -154,47 +70,19 @@ for sc in $scenarios; do
         port=$redis_port
         [[ $target == hotproxy ]] && port=$proxy_port
         name=$mode-think$think-$target
-        if ! kill -0 "$proxy_pid" 2>/dev/null; then
-            echo "stampede.sh: hotproxy is no longer running; $name not run" >&2
-            failed=1
-            continue
-        fi
-        echo "stampede.sh: run $name" >&2
-        rc=0
-        # a key per run, so one run's leftovers (TTL, L1 entry) cannot touch the next
-        timeout 300 "$tool" --port "$port" --redis-port "$redis_port" --clients "$clients" --ttl-ms "$ttl" \
+        # A key per run, so one run's leftovers (TTL, L1 entry) cannot touch the
+        # next.  A run not made (hotproxy died) is left out of the table.
+        run_tool "$name" 300 --port "$port" --redis-port "$redis_port" --clients "$clients" --ttl-ms "$ttl" \
             --rounds "$rounds" --repopulate "$mode" --recompute-ms "$recompute" --think-us "$think" \
-            --key "stampede:$name" >"$tmp/$name.out" 2>"$tmp/$name.err" || rc=$?
-        if ((rc != 0)); then
-            echo "stampede.sh: run $name failed (exit $rc):" >&2
-            cat "$tmp/$name.err" >&2
-            failed=1
-        fi
+            --key "stampede:$name" || continue
         runs+=("$name")
     done
 done
-busy1=$(sys_busy) ours1=$(($(proc_ticks "$redis_pid") + $(proc_ticks "$proxy_pid") + $(proc_ticks $$ children)))
-t_end=$(date +%s.%N)
-others=$(awk -v b=$((busy1 - busy0)) -v o=$((ours1 - ours0)) -v t="$clk_tck" -v w0="$t_start" -v w1="$t_end" \
-    -v n="$(nproc)" 'BEGIN { x = (b - o) / t; if (x < 0) x = 0; printf "%.1f s of %.0f CPU-seconds (%.0f%%)", x, (w1 - w0) * n, 100 * x / ((w1 - w0) * n) }')
-
-proxy_status=dead
-if kill -0 "$proxy_pid" 2>/dev/null; then
-    kill -TERM "$proxy_pid"
-    proxy_status=0
-    wait "$proxy_pid" 2>/dev/null || proxy_status=$?
-fi
-if [[ $proxy_status != 0 ]]; then
-    echo "stampede.sh: hotproxy exited with status $proxy_status; its last log lines:" >&2
-    tail -n 20 "$tmp/hotproxy.log" >&2
-    failed=1
-fi
+cpu_window_end
+finish_hotproxy
 
 # ---- report ----
-redis_version=$(redis-server --version | sed -E 's/.*v=([^ ]+).*/\1/')
-echo "== stampede.sh: $(nproc) CPU(s), $(sed -nE 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
-echo "   redis-server $redis_version; $("$bin" --version 2>&1 | head -n 1)${proxy_args[*]:+ (${proxy_args[*]})}"
-echo "   1-min load average before the runs: $load0; CPU taken by other processes during the runs: $others"
+report_header "${proxy_args[@]}"
 echo "   $clients clients, key TTL $ttl ms, $rounds expiries per run, windows +-50 ms around each expiry"
 for name in "${runs[@]}"; do
     [[ -s $tmp/$name.out ]] || continue
@@ -224,9 +112,5 @@ echo
 echo "client = cache-aside: each client that gets nil waits ${recompute} ms and SETs the key PX $ttl through the target;"
 echo "tool = the tool SETs it in Redis 10 ms after each expiry.  thinkN = N µs pause between GETs per client (0: closed loop, saturated)."
 
-if [[ -n $out ]]; then
-    mkdir -p "$out"
-    cp "$tmp"/*.out "$out"/
-    echo "stampede.sh: full outputs in $out" >&2
-fi
+keep_outputs "$out"
 exit "$failed"

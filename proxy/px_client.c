@@ -566,6 +566,13 @@ static int apply_state(px_client *c, px_req *r, px_handler h, int argc)
     return u->raw;
 }
 
+/* The pool the command being dispatched belongs to (the topology decides). */
+static px_pool *route(px_client *c, const px_command *cmd, int argc)
+{
+    px_route_args a = {cmd, argc, c->argv, c->argvlen};
+    return c->srv->router->route(c->srv->router, c, &a);
+}
+
 /*
  * Returns 0 when the command must wait (it would run on another connection
  * than the client's in-flight commands: they must be answered first, so
@@ -607,20 +614,13 @@ static int dispatch(px_client *c, const char *raw, size_t rawlen)
     struct px_upstream *u = NULL;
     const char *err = NULL;
     if (upstream) {
-        if (h == PX_H_RESET) upstream = 0;
         if (needs_pin(h) && !c->pinned) {
             if (c->ninflight > 0) return 0;
-            px_route_args a = {cmd, argc, c->argv, c->argvlen};
-            pool = s->router->route(s->router, c, &a);
+            pool = route(c, cmd, argc);
             if (pool) c->pinned = px_pool_pin(pool, c, &err);
         }
-        if (c->pinned) {
-            u = c->pinned;
-        } else if (!err) {
-            px_route_args a = {cmd, argc, c->argv, c->argvlen};
-            pool = s->router->route(s->router, c, &a);
-            u = pool ? px_pool_pick(pool, c) : NULL;
-        }
+        if (c->pinned) u = c->pinned;
+        else if (!err) u = (pool = route(c, cmd, argc)) ? px_pool_pick(pool, c) : NULL;
         if (u && c->ninflight > 0 && c->up != u) return 0;
     } else if (h == PX_H_RESET && c->ninflight > 0) {
         return 0; /* RESET drops the pinned connection: let it answer first */
@@ -656,11 +656,7 @@ static int dispatch(px_client *c, const char *raw, size_t rawlen)
             s->stats.commands_local++;
             return 1;
         }
-        if (!u) { /* a local handler that forwards when not pinned */
-            px_route_args a = {cmd, argc, c->argv, c->argvlen};
-            pool = s->router->route(s->router, c, &a);
-            u = pool ? px_pool_pick(pool, c) : NULL;
-        }
+        if (!u) u = (pool = route(c, cmd, argc)) ? px_pool_pick(pool, c) : NULL; /* a local handler that forwards */
     }
     if (!u) {
         if (err) {

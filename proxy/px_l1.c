@@ -51,6 +51,9 @@ typedef struct flight {
     char *reply;        /* kept for the store, once the PTTL is in */
     size_t reply_len;
     int in_table;
+    int replied;        /* the command's reply is in; the PTTL is still coming */
+    char *cmd;          /* the command's bytes, to fetch again for late waiters */
+    size_t cmdlen;
     px_policy pol;      /* the rule when the fill started: a reload changes later fills only */
 } flight;
 
@@ -169,6 +172,7 @@ static void flight_unlist(px_l1 *l, flight *f)
 
 static void flight_free(flight *f)
 {
+    free(f->cmd);
     free(f->waiters);
     free(f->reply);
     free(f->key);
@@ -199,10 +203,12 @@ static int cacheable_reply(const char *reply, size_t len)
 static void fill_reply(px_upstream *u, void *ctx, const char *reply, size_t len)
 {
     flight *f = ctx;
-    px_l1 *l = f->l1;
     (void)u;
-    flight_unlist(l, f); /* later readers miss, and start a fill of their own */
-    if (cacheable_reply(reply, len) && len <= (size_t)f->pol.max_entry_size) {
+    /* It stays findable until its PTTL is in: readers arriving meanwhile wait
+     * for that, instead of each starting a fill (fill_ttl answers them). */
+    f->replied = 1;
+    size_t keep = (size_t)f->pol.max_entry_size > (1u << 20) ? (size_t)f->pol.max_entry_size : (1u << 20);
+    if (cacheable_reply(reply, len) && len <= keep) {
         f->reply = malloc(len);
         if (!f->reply) abort();
         memcpy(f->reply, reply, len);
@@ -232,21 +238,55 @@ static uint64_t entry_ttl(px_l1 *l, const px_policy *pol, const char *reply, siz
     return ttl;
 }
 
+static void send_fill(px_l1 *l, flight *f);
+
 static void fill_ttl(px_upstream *u, void *ctx, const char *reply, size_t len)
 {
     flight *f = ctx;
     px_l1 *l = f->l1;
-    long long pttl;
+    long long pttl = -3;
     (void)u;
     flight_unlist(l, f);
-    if (f->reply && len > 3 && reply[0] == ':' && px_string2ll(reply + 1, len - 3, &pttl)) {
-        uint64_t ttl = entry_ttl(l, &f->pol, f->reply, f->reply_len, pttl);
-        if (ttl > 0) {
-            uint32_t glen;
-            memcpy(&glen, f->key, 4);
-            l1_store(l->cache, f->key + 4, glen, f->key + 4 + glen, f->klen - 4 - glen, f->reply, f->reply_len,
-                     f->ticket, ttl, now_ms(l));
+    int have_pttl = len > 3 && reply[0] == ':' && px_string2ll(reply + 1, len - 3, &pttl);
+    if (f->nwaiters) {
+        /* Readers that came after the reply: the fetched value still holds if
+         * the key was still there when PTTL ran (or the reply says it is
+         * absent and it is); otherwise fetch again for them, once. */
+        int holds = f->reply && have_pttl && (pttl >= 0 || (pttl == -2 && absent_reply(f->reply, f->reply_len)));
+        if (holds) {
+            for (int i = 0; i < f->nwaiters; i++) px_client_reply(f->waiters[i], f->reply, f->reply_len);
+            f->nwaiters = 0;
+        } else if (u->state == PX_UP_READY) {
+            flight *g = calloc(1, sizeof(*g));
+            if (!g) abort();
+            *g = *f;
+            memset(&g->hh, 0, sizeof(g->hh));
+            g->key = malloc(f->klen);
+            g->cmd = malloc(f->cmdlen);
+            if (!g->key || !g->cmd) abort();
+            memcpy(g->key, f->key, f->klen);
+            memcpy(g->cmd, f->cmd, f->cmdlen);
+            g->reply = NULL;
+            g->reply_len = 0;
+            g->replied = 0;
+            g->in_table = 0;
+            g->ticket = l1_ticket(l->cache, NULL, 0);
+            f->waiters = NULL; /* now g's */
+            f->nwaiters = f->cap = 0;
+            send_fill(l, g);
+        } else {
+            for (int i = 0; i < f->nwaiters; i++) px_client_reply_error(f->waiters[i], "ERR %s", u->errstr);
+            f->nwaiters = 0;
         }
+    }
+    if (f->reply && f->reply_len <= (size_t)f->pol.max_entry_size && have_pttl) {
+        uint64_t ttl = entry_ttl(l, &f->pol, f->reply, f->reply_len, pttl);
+        uint32_t glen;
+        memcpy(&glen, f->key, 4);
+        int stored = ttl > 0 && l1_store(l->cache, f->key + 4, glen, f->key + 4 + glen, f->klen - 4 - glen, f->reply,
+                                         f->reply_len, f->ticket, ttl, now_ms(l));
+        px_log_debug(&l->srv->log, "L1 fill '%.*s': pttl %lld, kept %llu ms: %s", (int)(glen > 64 ? 64 : glen),
+                     f->key + 4, pttl, (unsigned long long)ttl, stored ? "stored" : "not stored");
     }
     flight_free(f);
 }
@@ -453,18 +493,29 @@ static void start_fill(px_l1 *l, px_client *c, px_req *r, px_upstream *u, const 
     f->u = u;
     f->pol = *pol;
     f->ticket = l1_ticket(l->cache, group, glen);
+    f->cmd = malloc(rawlen);
+    if (!f->cmd) abort();
+    memcpy(f->cmd, raw, rawlen);
+    f->cmdlen = rawlen;
+    if (r) add_waiter(f, c, r, u);
+    send_fill(l, f);
+}
+
+/* List f and send its command, then its key's PTTL, back to back on f->u. */
+static void send_fill(px_l1 *l, flight *f)
+{
+    flight *old = flight_find(l, f->key, f->klen);
+    if (old) flight_unlist(l, old);
     HASH_ADD_KEYPTR(hh, l->flights, f->key, f->klen, f);
     f->in_table = 1;
-    if (r) add_waiter(f, c, r, u);
     l->fills++;
     l->srv->stats.commands_forwarded++;
-    /* the command, then its key's PTTL, back to back on one connection */
-    px_upstream_send_internal(u, raw, rawlen, fill_reply, f);
+    px_upstream_send_internal(f->u, f->cmd, f->cmdlen, fill_reply, f);
     px_buf pttl = {0};
-    px_buf_appendf(&pttl, "*2\r\n$4\r\nPTTL\r\n$%zu\r\n", glen);
-    px_buf_append(&pttl, group, glen);
+    px_buf_appendf(&pttl, "*2\r\n$4\r\nPTTL\r\n$%zu\r\n", f->glen);
+    px_buf_append(&pttl, f->key + 4, f->glen);
     px_buf_append(&pttl, "\r\n", 2);
-    px_upstream_send_internal(u, pttl.data, pttl.len, fill_ttl, f);
+    px_upstream_send_internal(f->u, pttl.data, pttl.len, fill_ttl, f);
     px_buf_free(&pttl);
 }
 
@@ -494,6 +545,13 @@ int px_l1_read(px_l1 *l, px_client *c, px_req *r, px_upstream *u, const char *ra
     const char *variant = key.data + 4 + glen;
     size_t vlen = key.len - 4 - glen;
 
+    /* Fill on the key's own connection when the client's order allows it
+     * (nothing in flight elsewhere): Redis then tracks the key on one
+     * connection, and a write sends one invalidation, not one per
+     * connection that happened to read it (each of which would drop the
+     * entry the previous refill stored). */
+    px_upstream *ku = px_lane_conn_for_key(u, group, glen);
+    if (ku != u && ku->state == PX_UP_READY && (c->ninflight == 0 || c->up == ku) && px_l1_can_fill(l, ku)) u = ku;
     uint64_t now = now_ms(l), expires = 0, ttl = 0;
     l1_value *v = l1_get_meta(l->cache, group, glen, variant, vlen, now, &expires, &ttl);
     l->scratch = key; /* keep the (possibly grown) buffer */

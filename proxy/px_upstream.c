@@ -579,6 +579,14 @@ px_upstream *px_pool_pick(px_pool *p, px_client *c)
     return best;
 }
 
+px_upstream *px_lane_conn_for_key(px_upstream *u, const char *key, size_t len)
+{
+    uint32_t h = 2166136261u; /* FNV-1a: spreads keys; nothing here for an attacker to gain */
+    if (!u->lane) return u;
+    for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)key[i]) * 16777619u;
+    return &u->lane->conns[h % (uint32_t)u->lane->nconns];
+}
+
 const char *px_pool_unavailable(px_pool *p)
 {
     for (int i = 0; i < p->nlanes; i++)

@@ -121,6 +121,9 @@ void px_pool_destroy(px_pool *p);
  */
 px_upstream *px_pool_pick(px_pool *p, struct px_client *c);
 const char *px_pool_unavailable(px_pool *p);
+/* The connection of u's lane that fills for this key: one per key, so Redis
+ * tracks the key on one connection and a write sends one invalidation. */
+px_upstream *px_lane_conn_for_key(px_upstream *u, const char *key, size_t len);
 /*
  * A connection of c's own, set up for its database and protocol; NULL with
  * err set when upstream-max-pinned is reached.
