@@ -36,7 +36,7 @@ static const cfg_entry table[] = {
     {"timeout", CT_INT, 0, 100000000, "0", OFF(timeout), NULL, 0},
     {"tcp-keepalive", CT_INT, 0, 100000000, "300", OFF(tcp_keepalive), NULL, 0},
     {"upstream", CT_HOSTPORT, 0, 0, "127.0.0.1:6379", OFF(upstream), NULL, 1},
-    {"upstream-connections", CT_INT, 1, 1024, "4", OFF(upstream_connections), NULL, 1},
+    {"upstream-connections", CT_INT, 1, 1024, "1", OFF(upstream_connections), NULL, 1},
     {"upstream-timeout", CT_INT, 0, 86400000, "5000", OFF(upstream_timeout), NULL, 0},
     {"connect-timeout", CT_INT, 1, 600000, "1000", OFF(connect_timeout), NULL, 0},
     {"upstream-max-inflight", CT_INT, 1, 1000000, "1024", OFF(upstream_max_inflight), NULL, 0},

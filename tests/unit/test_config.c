@@ -65,7 +65,7 @@ static void test_defaults(void)
     is_str(c.upstream, "127.0.0.1:6379", "default upstream");
     is_str(c.upstream_host, "127.0.0.1", "default upstream_host");
     is_int(c.upstream_port, 6379, "default upstream_port");
-    is_int(c.upstream_connections, 4, "default upstream-connections");
+    is_int(c.upstream_connections, 1, "default upstream-connections");
     is_int(c.upstream_timeout, 5000, "default upstream-timeout");
     is_int(c.connect_timeout, 1000, "default connect-timeout");
     is_int(c.upstream_max_inflight, 1024, "default upstream-max-inflight");
