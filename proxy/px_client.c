@@ -356,7 +356,7 @@ static void encode_multibulk(px_buf *b, int argc, const char *const *argv, const
 static int blocks(const px_command *cmd, int argc, const char *const *argv, const size_t *argvlen)
 {
     int block = 0;
-    if (cmd->keys != PX_KS_STREAMS) return 1;
+    if (cmd->keys != PX_KS_STREAMS && cmd->keys != PX_KS_GROUP_STREAMS) return 1;
     px_command_streams(cmd, argc, argv, argvlen, &block);
     return block;
 }
@@ -515,7 +515,7 @@ void px_client_maybe_unpin(px_client *c)
 static int needs_pin(px_handler h)
 {
     switch (h) {
-    case PX_H_MULTI: case PX_H_WATCH: case PX_H_SUBSCRIBE: case PX_H_MONITOR: case PX_H_TRACKING:
+    case PX_H_MULTI: case PX_H_WATCH: case PX_H_SUBSCRIBE: case PX_H_SSUBSCRIBE: case PX_H_MONITOR: case PX_H_TRACKING:
     case PX_H_PIN: case PX_H_BLOCK:
         return 1;
     default:
@@ -538,11 +538,13 @@ static int apply_state(px_client *c, px_req *r, px_handler h, int argc)
     switch (h) {
     case PX_H_MULTI: c->state |= PX_STATE_MULTI; break;
     case PX_H_WATCH: if (!in_multi) c->state |= PX_STATE_WATCH; break;
-    case PX_H_EXEC: c->state &= ~(unsigned)(PX_STATE_MULTI | PX_STATE_WATCH); break;
+    case PX_H_EXEC:
+    case PX_H_DISCARD: c->state &= ~(unsigned)(PX_STATE_MULTI | PX_STATE_WATCH); break;
     case PX_H_UNWATCH: if (!in_multi) c->state &= ~(unsigned)PX_STATE_WATCH; break;
     case PX_H_SUBSCRIBE:
+    case PX_H_SSUBSCRIBE:
         if (in_multi) break;
-        c->state |= !strcmp(r->cmd->name, "ssubscribe") ? PX_STATE_SSUB : PX_STATE_SUB;
+        c->state |= h == PX_H_SSUBSCRIBE ? PX_STATE_SSUB : PX_STATE_SUB;
         if (c->proto == 2) u->raw = 1;
         return 1;
     case PX_H_UNSUBSCRIBE:
@@ -597,16 +599,10 @@ static int dispatch(px_client *c, const char *raw, size_t rawlen)
                                               argc > 1 ? c->argvlen[1] : 0);
     px_handler h = cmd ? cmd->handler : PX_H_FWD;
     if (h == PX_H_FWD && cmd && (cmd->flags & PX_F_BL) && blocks(cmd, argc, c->argv, c->argvlen)) h = PX_H_BLOCK;
-    int upstream = h == PX_H_FWD || h == PX_H_EXEC || h == PX_H_UNWATCH || needs_pin(h) ||
+    int upstream = h == PX_H_FWD || h == PX_H_EXEC || h == PX_H_DISCARD || h == PX_H_UNWATCH || needs_pin(h) ||
                    (c->pinned && upstream_when_pinned(h));
     int authorized = c->authenticated || h == PX_H_AUTH || h == PX_H_HELLO || h == PX_H_QUIT || h == PX_H_RESET;
-    const char *refused = NULL;
-    if (cmd && authorized) {
-        char top[64];
-        const char *bar = strchr(cmd->name, '|');
-        snprintf(top, sizeof(top), "%.*s", bar ? (int)(bar - cmd->name) : (int)strlen(cmd->name), cmd->name);
-        if (px_config_refused(s->cfg, cmd->name) || px_config_refused(s->cfg, top)) refused = cmd->name;
-    }
+    const char *refused = cmd && authorized && px_config_refused(s->cfg, cmd->name) ? cmd->name : NULL;
     if (!authorized || refused || h == PX_H_DENY) upstream = 0;
 
     /* Decide the connection before anything happens, so a command can wait. */
@@ -630,8 +626,8 @@ static int dispatch(px_client *c, const char *raw, size_t rawlen)
     s->stats.cmd_calls[cmd ? px_command_index(cmd) : px_command_count()]++;
     c->ncommands++;
     c->last_cmd = cmd ? cmd->name : "unknown";
-    if ((c->state & PX_STATE_MULTI) && h != PX_H_EXEC && h != PX_H_MULTI) c->multi_queued++;
-    if (h == PX_H_EXEC || h == PX_H_MULTI) c->multi_queued = 0;
+    if (h == PX_H_EXEC || h == PX_H_DISCARD || h == PX_H_MULTI) c->multi_queued = 0;
+    else if (c->state & PX_STATE_MULTI) c->multi_queued++;
     px_req *r = req_new(c);
     r->cmd = cmd;
     if (c->reply_mode) {
@@ -650,7 +646,7 @@ static int dispatch(px_client *c, const char *raw, size_t rawlen)
                               h == PX_H_DENY ? " (replication does not go through a proxy)" : "");
         return 1;
     }
-    if (!upstream || (!needs_pin(h) && h != PX_H_FWD && h != PX_H_EXEC && h != PX_H_UNWATCH)) {
+    if (!upstream || (!needs_pin(h) && h != PX_H_FWD && h != PX_H_EXEC && h != PX_H_DISCARD && h != PX_H_UNWATCH)) {
         /* local, or local first (INFO's hook, SELECT's database, CLIENT UNBLOCK's id) */
         if (px_local_handle(c, r, argc, c->argv, c->argvlen)) {
             s->stats.commands_local++;

@@ -22,8 +22,10 @@
 #define multi PX_H_MULTI
 #define watch PX_H_WATCH
 #define exec PX_H_EXEC
+#define discard PX_H_DISCARD
 #define unwatch PX_H_UNWATCH
 #define subscribe PX_H_SUBSCRIBE
+#define ssubscribe PX_H_SSUBSCRIBE
 #define unsubscribe PX_H_UNSUBSCRIBE
 #define monitor PX_H_MONITOR
 #define tracking PX_H_TRACKING
@@ -35,6 +37,7 @@
 #define numkeys2 PX_KS_NUMKEYS2
 #define store_numkeys PX_KS_STORE_NUMKEYS
 #define streams PX_KS_STREAMS
+#define group_streams PX_KS_GROUP_STREAMS
 #define sort PX_KS_SORT
 #define unknown PX_KS_UNKNOWN
 #define PX_CMD(name, arity, flags, first, last, step, handler, keys) {name, arity, flags, first, last, step, handler, keys},
@@ -47,6 +50,7 @@ static const px_command table[] = {
 #undef numkeys2
 #undef store_numkeys
 #undef streams
+#undef group_streams
 #undef sort
 #undef unknown
 #undef fwd
@@ -63,8 +67,10 @@ static const px_command table[] = {
 #undef multi
 #undef watch
 #undef exec
+#undef discard
 #undef unwatch
 #undef subscribe
+#undef ssubscribe
 #undef unsubscribe
 #undef monitor
 #undef tracking
@@ -134,7 +140,7 @@ int px_command_streams(const px_command *c, int argc, const char *const *argv, c
      * XREADGROUP GROUP g c [COUNT n] [BLOCK ms] [NOACK] STREAMS ... */
     int i = 1;
     if (block) *block = 0;
-    if (!strcmp(c->name, "xreadgroup")) {
+    if (c->keys == PX_KS_GROUP_STREAMS) {
         if (argc < 4 || !is(argv[1], argvlen[1], "group")) return -1;
         i = 4;
     }
@@ -174,7 +180,8 @@ int px_command_keys(const px_command *c, int argc, const char *const *argv, cons
         for (int i = 0; i < (int)nk; i++) n = add_key(out, max, n, at + 1 + i);
         return n;
     }
-    case PX_KS_STREAMS: {
+    case PX_KS_STREAMS:
+    case PX_KS_GROUP_STREAMS: {
         int at = px_command_streams(c, argc, argv, argvlen, NULL);
         int rest = argc - at - 1;
         if (at < 0 || rest <= 0 || rest % 2) return -1;

@@ -33,6 +33,7 @@ typedef enum {
     PX_KS_NUMKEYS2,
     PX_KS_STORE_NUMKEYS,
     PX_KS_STREAMS,
+    PX_KS_GROUP_STREAMS,
     PX_KS_SORT,
     PX_KS_UNKNOWN,
 } px_keyspec;
@@ -53,8 +54,10 @@ typedef enum {
     PX_H_MULTI,
     PX_H_WATCH,
     PX_H_EXEC,
+    PX_H_DISCARD,
     PX_H_UNWATCH,
     PX_H_SUBSCRIBE,
+    PX_H_SSUBSCRIBE,
     PX_H_UNSUBSCRIBE,
     PX_H_MONITOR,
     PX_H_TRACKING,
@@ -93,7 +96,7 @@ const px_command *px_command_lookup(const char *name, size_t len, const char *su
 int px_command_keys(const px_command *c, int argc, const char *const *argv, const size_t *argvlen, int *out, int max);
 
 /*
- * XREAD/XREADGROUP: the position of the STREAMS keyword (-1 if missing), and
+ * XREAD/XREADGROUP (PX_KS_STREAMS, PX_KS_GROUP_STREAMS): the position of the STREAMS keyword (-1 if missing), and
  * in *block (if given) whether a BLOCK option came before it.
  */
 int px_command_streams(const px_command *c, int argc, const char *const *argv, const size_t *argvlen, int *block);

@@ -357,9 +357,13 @@ int px_config_user_check(const px_user *u, const char *pass, size_t len)
 
 int px_config_refused(const px_config *c, const char *name)
 {
+    /* "config|set" is refused by "config|set" or by its container "config" */
+    const char *bar = strchr(name, '|');
+    size_t top = bar ? (size_t)(bar - name) : strlen(name);
     if (!c->allow_shutdown && !strcmp(name, "shutdown")) return 1;
     for (int i = 0; i < c->nrefused; i++)
-        if (!strcmp(c->refused[i], name)) return 1;
+        if (!strcmp(c->refused[i], name) || (strlen(c->refused[i]) == top && !memcmp(c->refused[i], name, top)))
+            return 1;
     return 0;
 }
 
@@ -470,7 +474,7 @@ static int split_words(char *line, char **words)
 
 int px_config_load_string(px_config *c, const char *text, const char *source, char *err, size_t errlen)
 {
-    char *copy = strdup(text), *save = NULL;
+    char *copy = strdup(text);
     int lineno = 0, rc = 0;
     char *line = copy;
     while (line && rc == 0) {
@@ -498,7 +502,6 @@ int px_config_load_string(px_config *c, const char *text, const char *source, ch
         free(orig);
         line = nl ? nl + 1 : NULL;
     }
-    (void)save;
     free(copy);
     return rc;
 }

@@ -131,7 +131,8 @@ int px_config_user_check(const px_user *u, const char *pass, size_t len);
  */
 void px_config_policy(const px_config *c, const char *key, size_t len, px_policy *out);
 
-/* 1 if the operator refused this command (refuse-command, SHUTDOWN unless allowed). */
+/* 1 if the operator refused this command (refuse-command, SHUTDOWN unless
+ * allowed); name is the table's, "container|sub" for a subcommand. */
 int px_config_refused(const px_config *c, const char *name);
 
 /* Iterate directives: name and current value as text (secrets masked);

@@ -603,9 +603,9 @@ void px_l1_write(px_l1 *l, px_client *c, px_req *r)
     int argc = c->parser.argc;
     px_buf keys = {0};
     int flush = 0;
-    if (cmd && cmd->handler == PX_H_EXEC) {
+    if (cmd && (cmd->handler == PX_H_EXEC || cmd->handler == PX_H_DISCARD)) {
         /* the transaction's writes run now: drop their keys again at its reply */
-        if (!strcmp(cmd->name, "exec")) {
+        if (cmd->handler == PX_H_EXEC) {
             keys = c->multi_keys;
             flush = c->multi_flush;
         } else {

@@ -41,8 +41,9 @@ static int find_ttl(const px_command *cmd, px_client *c, int *seconds)
         *seconds = (cmd->flags & PX_F_TTL_S2) != 0;
         return argc > 2 ? 2 : -1;
     }
-    /* SET key value [options], GETEX key [options]: EX s / PX ms */
-    int from = !strcmp(cmd->name, "set") ? 3 : 2;
+    /* SET key value [options], GETEX key [options]: the options start where
+     * the mandatory arguments end, which the arity says (-3, -2) */
+    int from = cmd->arity < 0 ? -cmd->arity : cmd->arity;
     for (int i = from; i + 1 < argc; i++) {
         if (c->argvlen[i] != 2) continue;
         if (!strncasecmp(c->argv[i], "ex", 2)) {

@@ -33,12 +33,7 @@ void px_stats_info_commands(const px_stats *s, px_buf *out)
     int n = px_command_count();
     for (int i = 0; i < n; i++) {
         if (!s->cmd_calls[i]) continue;
-        char name[64];
-        const char *src = px_command_at(i)->name;
-        size_t j = 0;
-        for (; src[j] && j < sizeof(name) - 1; j++) name[j] = src[j] == '|' ? '|' : src[j];
-        name[j] = '\0';
-        px_buf_appendf(out, "cmdstat_%s:calls=%llu\r\n", name, (unsigned long long)s->cmd_calls[i]);
+        px_buf_appendf(out, "cmdstat_%s:calls=%llu\r\n", px_command_at(i)->name, (unsigned long long)s->cmd_calls[i]);
     }
     if (s->cmd_calls[n]) px_buf_appendf(out, "cmdstat_unknown:calls=%llu\r\n", (unsigned long long)s->cmd_calls[n]);
 }
