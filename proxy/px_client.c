@@ -340,17 +340,6 @@ static void client_read_cb(struct ev_loop *loop, ev_io *w, int revents)
     process_input(c);
 }
 
-/* Encode argv as a multibulk request, for commands that arrived inline. */
-static void encode_multibulk(px_buf *b, int argc, const char *const *argv, const size_t *argvlen)
-{
-    px_buf_appendf(b, "*%d\r\n", argc);
-    for (int i = 0; i < argc; i++) {
-        px_buf_appendf(b, "$%zu\r\n", argvlen[i]);
-        px_buf_append(b, argv[i], argvlen[i]);
-        px_buf_append(b, "\r\n", 2);
-    }
-}
-
 /* Commands flagged blocking in the table that block only with an option
  * (XREAD and XREADGROUP with BLOCK); the others always may. */
 static int blocks(const px_command *cmd, int argc, const char *const *argv, const size_t *argvlen)
@@ -374,7 +363,7 @@ static void send_on(px_client *c, px_req *r, struct px_upstream *u, const char *
         raw = c->rewrite.data;
         rawlen = c->rewrite.len;
     } else if (c->parser.type == 'i') {
-        encode_multibulk(&tmp, c->parser.argc, c->argv, c->argvlen);
+        px_resp_command(&tmp, c->parser.argc, c->argv, c->argvlen); /* it arrived inline */
         raw = tmp.data;
         rawlen = tmp.len;
     }

@@ -240,6 +240,28 @@ static uint64_t entry_ttl(px_l1 *l, const px_policy *pol, const char *reply, siz
 
 static void send_fill(px_l1 *l, flight *f);
 
+/* A flight for key (its [u32 glen][group][variant]), fetching cmd on u,
+ * ticketed now; not listed or sent yet. */
+static flight *flight_new(px_l1 *l, px_upstream *u, const char *key, size_t klen, size_t glen, const px_policy *pol,
+                          const char *cmd, size_t cmdlen)
+{
+    flight *f = calloc(1, sizeof(*f));
+    if (!f) abort();
+    f->l1 = l;
+    f->u = u;
+    f->key = malloc(klen);
+    f->cmd = malloc(cmdlen ? cmdlen : 1);
+    if (!f->key || !f->cmd) abort();
+    memcpy(f->key, key, klen);
+    memcpy(f->cmd, cmd, cmdlen);
+    f->klen = klen;
+    f->glen = glen;
+    f->cmdlen = cmdlen;
+    f->pol = *pol;
+    f->ticket = l1_ticket(l->cache, key + 4, glen);
+    return f;
+}
+
 static void fill_ttl(px_upstream *u, void *ctx, const char *reply, size_t len)
 {
     flight *f = ctx;
@@ -257,21 +279,11 @@ static void fill_ttl(px_upstream *u, void *ctx, const char *reply, size_t len)
             for (int i = 0; i < f->nwaiters; i++) px_client_reply(f->waiters[i], f->reply, f->reply_len);
             f->nwaiters = 0;
         } else if (u->state == PX_UP_READY) {
-            flight *g = calloc(1, sizeof(*g));
-            if (!g) abort();
-            *g = *f;
-            memset(&g->hh, 0, sizeof(g->hh));
-            g->key = malloc(f->klen);
-            g->cmd = malloc(f->cmdlen);
-            if (!g->key || !g->cmd) abort();
-            memcpy(g->key, f->key, f->klen);
-            memcpy(g->cmd, f->cmd, f->cmdlen);
-            g->reply = NULL;
-            g->reply_len = 0;
-            g->replied = 0;
-            g->in_table = 0;
-            g->ticket = l1_ticket(l->cache, NULL, 0);
-            f->waiters = NULL; /* now g's */
+            flight *g = flight_new(l, f->u, f->key, f->klen, f->glen, &f->pol, f->cmd, f->cmdlen);
+            g->waiters = f->waiters; /* now g's */
+            g->nwaiters = f->nwaiters;
+            g->cap = f->cap;
+            f->waiters = NULL;
             f->nwaiters = f->cap = 0;
             send_fill(l, g);
         } else {
@@ -289,6 +301,17 @@ static void fill_ttl(px_upstream *u, void *ctx, const char *reply, size_t len)
                      f->key + 4, pttl, (unsigned long long)ttl, stored ? "stored" : "not stored");
     }
     flight_free(f);
+}
+
+/* A key's PTTL, asked right behind the command that reads it. */
+static void send_pttl(px_upstream *u, const char *key, size_t len, px_internal_cb cb, void *ctx)
+{
+    const char *argv[] = {"PTTL", key};
+    const size_t lens[] = {4, len};
+    px_buf b = {0};
+    px_resp_command(&b, 2, argv, lens);
+    px_upstream_send_internal(u, b.data, b.len, cb, ctx);
+    px_buf_free(&b);
 }
 
 /* ---- MGET: each key's GET entry, one fetch for the misses ---- */
@@ -437,25 +460,20 @@ static int read_multiget(px_l1 *l, px_client *c, px_req *r, px_upstream *u)
     l->fills++;
     l->srv->stats.commands_forwarded++;
     px_buf cmd = {0};
-    px_buf_appendf(&cmd, "*%d\r\n$4\r\nMGET\r\n", m->nmiss + 1);
+    px_buf_appendf(&cmd, "*%d\r\n", m->nmiss + 1);
+    px_resp_bulk(&cmd, "MGET", 4);
     for (int j = 0; j < m->nmiss; j++) {
         uint32_t kl;
         const char *k = miss_key(m, j, &kl);
-        px_buf_appendf(&cmd, "$%u\r\n", kl);
-        px_buf_append(&cmd, k, kl);
-        px_buf_append(&cmd, "\r\n", 2);
+        px_resp_bulk(&cmd, k, kl);
     }
     px_upstream_send_internal(u, cmd.data, cmd.len, mget_reply, m);
+    px_buf_free(&cmd);
     for (int j = 0; j < m->nmiss; j++) {
         uint32_t kl;
         const char *k = miss_key(m, j, &kl);
-        cmd.len = cmd.rpos = 0;
-        px_buf_appendf(&cmd, "*2\r\n$4\r\nPTTL\r\n$%u\r\n", kl);
-        px_buf_append(&cmd, k, kl);
-        px_buf_append(&cmd, "\r\n", 2);
-        px_upstream_send_internal(u, cmd.data, cmd.len, mget_ttl, m);
+        send_pttl(u, k, kl, mget_ttl, m);
     }
-    px_buf_free(&cmd);
     return 1;
 }
 
@@ -481,22 +499,7 @@ static int should_refresh(px_l1 *l, const px_policy *pol, uint64_t now, uint64_t
 static void start_fill(px_l1 *l, px_client *c, px_req *r, px_upstream *u, const px_buf *k, size_t glen,
                        const px_policy *pol, const char *raw, size_t rawlen)
 {
-    const char *group = k->data + 4;
-    flight *f = calloc(1, sizeof(*f));
-    if (!f) abort();
-    f->l1 = l;
-    f->key = malloc(k->len);
-    if (!f->key) abort();
-    memcpy(f->key, k->data, k->len);
-    f->klen = k->len;
-    f->glen = glen;
-    f->u = u;
-    f->pol = *pol;
-    f->ticket = l1_ticket(l->cache, group, glen);
-    f->cmd = malloc(rawlen);
-    if (!f->cmd) abort();
-    memcpy(f->cmd, raw, rawlen);
-    f->cmdlen = rawlen;
+    flight *f = flight_new(l, u, k->data, k->len, glen, pol, raw, rawlen);
     if (r) add_waiter(f, c, r, u);
     send_fill(l, f);
 }
@@ -511,12 +514,7 @@ static void send_fill(px_l1 *l, flight *f)
     l->fills++;
     l->srv->stats.commands_forwarded++;
     px_upstream_send_internal(f->u, f->cmd, f->cmdlen, fill_reply, f);
-    px_buf pttl = {0};
-    px_buf_appendf(&pttl, "*2\r\n$4\r\nPTTL\r\n$%zu\r\n", f->glen);
-    px_buf_append(&pttl, f->key + 4, f->glen);
-    px_buf_append(&pttl, "\r\n", 2);
-    px_upstream_send_internal(f->u, pttl.data, pttl.len, fill_ttl, f);
-    px_buf_free(&pttl);
+    send_pttl(f->u, f->key + 4, f->glen, fill_ttl, f);
 }
 
 int px_l1_read(px_l1 *l, px_client *c, px_req *r, px_upstream *u, const char *raw, size_t rawlen)
@@ -879,9 +877,7 @@ static void keys_visit(void *arg, const void *group, size_t glen, const void *va
     (void)vlen;
     (void)expires;
     if (!px_glob_match(w->pat, w->patlen, group, glen)) return;
-    px_buf_appendf(w->out, "$%zu\r\n", glen);
-    px_buf_append(w->out, group, glen);
-    px_buf_append(w->out, "\r\n", 2);
+    px_resp_bulk(w->out, group, glen);
     w->n++;
 }
 

@@ -121,19 +121,12 @@ static void append_sections(px_server *s, unsigned bits, px_buf *out)
 }
 
 /* Encoders for local replies, in the client's protocol. */
-static void add_bulk(px_buf *b, const char *p, size_t n)
-{
-    px_buf_appendf(b, "$%zu\r\n", n);
-    px_buf_append(b, p, n);
-    px_buf_append(b, "\r\n", 2);
-}
-
-static void add_str(px_buf *b, const char *p) { add_bulk(b, p, strlen(p)); }
+static void add_str(px_buf *b, const char *p) { px_resp_bulk(b, p, strlen(p)); }
 
 static void reply_bulk(px_req *r, const char *p, size_t n)
 {
     px_buf b = {0};
-    add_bulk(&b, p, n);
+    px_resp_bulk(&b, p, n);
     px_client_reply(r, b.data, b.len);
     px_buf_free(&b);
 }
@@ -423,7 +416,7 @@ static int do_unsubscribe(px_client *c, px_req *r, int argc, const char *const *
     for (int i = argc > 1 ? 1 : 0; i < (argc > 1 ? argc : 1); i++) {
         px_buf_append(&b, hdr, 4);
         add_str(&b, kind);
-        if (argc > 1) add_bulk(&b, argv[i], argvlen[i]);
+        if (argc > 1) px_resp_bulk(&b, argv[i], argvlen[i]);
         else if (c->proto >= 3) px_buf_append(&b, "_\r\n", 3);
         else px_buf_append(&b, "$-1\r\n", 5);
         px_buf_append(&b, ":0\r\n", 4);
@@ -585,13 +578,10 @@ static int do_client(px_client *c, px_req *r, int argc, const char *const *argv,
             return 1;
         }
         char id[24];
-        int n = snprintf(id, sizeof(id), "%lld", o->pinned->redis_id);
-        px_buf_appendf(&c->rewrite, "*%d\r\n$6\r\nCLIENT\r\n$7\r\nUNBLOCK\r\n$%d\r\n%s\r\n", argc, n, id);
-        if (argc == 4) {
-            px_buf_appendf(&c->rewrite, "$%zu\r\n", argvlen[3]);
-            px_buf_append(&c->rewrite, argv[3], argvlen[3]);
-            px_buf_append(&c->rewrite, "\r\n", 2);
-        }
+        snprintf(id, sizeof(id), "%lld", o->pinned->redis_id);
+        const char *cmd[] = {"CLIENT", "UNBLOCK", id, argc == 4 ? argv[3] : ""};
+        const size_t len[] = {6, 7, strlen(id), argc == 4 ? argvlen[3] : 0};
+        px_resp_command(&c->rewrite, argc, cmd, len);
         return 0;
     } else {
         px_client_reply_error(r, "ERR hotproxy: no local handler for CLIENT %s", sub);
@@ -724,13 +714,7 @@ int px_local_tracking(px_client *c, px_req *r, int argc, const char *const *argv
     char id[24];
     snprintf(id, sizeof(id), "%lld", o->pinned->redis_id);
     px_buf_appendf(&c->rewrite, "*%d\r\n", argc);
-    for (int i = 0; i < argc; i++) {
-        const char *p = i == at ? id : argv[i];
-        size_t n = i == at ? strlen(id) : argvlen[i];
-        px_buf_appendf(&c->rewrite, "$%zu\r\n", n);
-        px_buf_append(&c->rewrite, p, n);
-        px_buf_append(&c->rewrite, "\r\n", 2);
-    }
+    for (int i = 0; i < argc; i++) px_resp_bulk(&c->rewrite, i == at ? id : argv[i], i == at ? strlen(id) : argvlen[i]);
     return 0;
 }
 

@@ -84,13 +84,8 @@ int px_policy_write_ttl(px_client *c, px_req *r, uint64_t *rng)
     px_buf *b = &c->rewrite;
     b->len = b->rpos = 0;
     px_buf_appendf(b, "*%d\r\n", c->parser.argc);
-    for (int i = 0; i < c->parser.argc; i++) {
-        const char *p = i == at ? num : c->argv[i];
-        size_t n = i == at ? (size_t)nl : c->argvlen[i];
-        px_buf_appendf(b, "$%zu\r\n", n);
-        px_buf_append(b, p, n);
-        px_buf_append(b, "\r\n", 2);
-    }
+    for (int i = 0; i < c->parser.argc; i++)
+        px_resp_bulk(b, i == at ? num : c->argv[i], i == at ? (size_t)nl : c->argvlen[i]);
     s->stats.ttl_jittered++;
     return 1;
 }

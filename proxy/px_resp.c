@@ -18,6 +18,8 @@
 
 #include <hiredis/hiredis.h>
 
+#include "proxy/px_buf.h"
+
 int px_string2ll(const char *s, size_t slen, long long *value)
 {
     const char *p = s;
@@ -406,4 +408,17 @@ struct redisReply *px_reply_decode(const char *buf, size_t len)
     if (redisReaderFeed(r, buf, len) != REDIS_OK || redisReaderGetReply(r, &reply) != REDIS_OK) reply = NULL;
     redisReaderFree(r);
     return reply;
+}
+
+void px_resp_bulk(px_buf *b, const void *p, size_t n)
+{
+    px_buf_appendf(b, "$%zu\r\n", n);
+    px_buf_append(b, p, n);
+    px_buf_append(b, "\r\n", 2);
+}
+
+void px_resp_command(px_buf *b, int argc, const char *const *argv, const size_t *argvlen)
+{
+    px_buf_appendf(b, "*%d\r\n", argc);
+    for (int i = 0; i < argc; i++) px_resp_bulk(b, argv[i], argvlen ? argvlen[i] : strlen(argv[i]));
 }

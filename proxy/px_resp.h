@@ -111,6 +111,13 @@ int px_reply_string(const char *buf, size_t len, const char **out, size_t *outle
 struct redisReply;
 struct redisReply *px_reply_decode(const char *buf, size_t len);
 
+/* Encoders, for what hotproxy writes itself (commands it sends, replies it
+ * builds).  A bulk: "$<n>\r\n<bytes>\r\n". */
+struct px_buf;
+void px_resp_bulk(struct px_buf *b, const void *p, size_t n);
+/* A command as a multibulk request; argvlen NULL means C strings. */
+void px_resp_command(struct px_buf *b, int argc, const char *const *argv, const size_t *argvlen);
+
 /* Redis' string2ll: strict decimal, no spaces, no '+', no leading zeros. */
 int px_string2ll(const char *s, size_t len, long long *value);
 

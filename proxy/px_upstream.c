@@ -182,13 +182,7 @@ void px_upstream_marker(px_upstream *u, px_internal_cb cb)
 static void send_internalv(px_upstream *u, px_internal_cb cb, int argc, const char **argv)
 {
     px_buf b = {0};
-    px_buf_appendf(&b, "*%d\r\n", argc);
-    for (int i = 0; i < argc; i++) {
-        size_t n = strlen(argv[i]);
-        px_buf_appendf(&b, "$%zu\r\n", n);
-        px_buf_append(&b, argv[i], n);
-        px_buf_append(&b, "\r\n", 2);
-    }
+    px_resp_command(&b, argc, argv, NULL);
     px_upstream_send_internal(u, b.data, b.len, cb, NULL);
     px_buf_free(&b);
 }
