@@ -16,18 +16,7 @@ src=${HOTPROXY_SRC:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 bin=${HOTPROXY_BIN:-./build/hotproxy}
 [[ -x $bin ]] || bin=$src/build/hotproxy
 
-n=0
-failed=0
-ok() { # ok STATUS DESCRIPTION: STATUS 0 passes
-    n=$((n + 1))
-    if [[ $1 == 0 ]]; then
-        echo "ok $n - $2"
-    else
-        failed=$((failed + 1))
-        echo "not ok $n - $2"
-    fi
-}
-diag() { sed 's/^/# /'; }
+. "$src/tests/tap.sh"
 
 if [[ ! -x $bin ]]; then
     echo "1..0 # SKIP no hotproxy binary at $bin"
@@ -66,10 +55,6 @@ trap 'exit 143' TERM INT HUP
 ) 2>/dev/null &
 watchdog=$!
 pids+=("$watchdog")
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 
 # wait_ping PORT PID: until PONG (10 s), or the process dies.
 wait_ping() {

@@ -37,18 +37,8 @@ py=/usr/bin/python3 # python3-redis is Debian's; a pyenv python3 would not see i
 budget=${COMPAT_BUDGET:-240}
 start=$SECONDS
 
-n=0
-failed=0
-ok() { # ok STATUS DESCRIPTION (STATUS 0 passes)
-    n=$((n + 1))
-    if [[ $1 == 0 ]]; then
-        echo "ok $n - $2"
-    else
-        failed=$((failed + 1))
-        echo "not ok $n - $2"
-    fi
-}
-diag() { sed 's/^/# /'; }
+TAP_PYTHON=$py
+. "$src/tests/tap.sh"
 
 if [[ ! -x $bin ]]; then
     echo "1..0 # SKIP hotproxy binary $bin not built"
@@ -73,10 +63,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 129' HUP INT TERM
-
-free_port() {
-    "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 
 # Wait until something answers on the port (NOAUTH counts as an answer).
 wait_answer() { # wait_answer PORT PID

@@ -17,28 +17,13 @@ bin=${HOTPROXY_BIN:-$src/build/hotproxy}
 table_c=$src/proxy/px_config.c
 conf=$src/conf/hotproxy.conf
 
-n=0
-failed=0
-ok() { # ok COND-STATUS DESCRIPTION
-    n=$((n + 1))
-    if [[ $1 == 0 ]]; then
-        echo "ok $n - $2"
-    else
-        failed=$((failed + 1))
-        echo "not ok $n - $2"
-    fi
-}
+. "$src/tests/tap.sh"
 skip() { # skip COUNT WHY
     local i
     for ((i = 0; i < $1; i++)); do
         n=$((n + 1))
         echo "ok $n # SKIP $2"
     done
-}
-diag() { sed 's/^/# /'; }
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
 tmp=$(mktemp -d)

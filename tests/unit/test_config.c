@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "tap.h"
+#include "unit/config_checks.h"
 
 #define MB (1024LL * 1024)
 #define GB (1024LL * 1024 * 1024)
@@ -35,22 +36,6 @@ static int load_ok(px_config *c, const char *text, const char *what)
     return rc == 0;
 }
 
-/*
- * Load text that must fail: -1, and err is exactly want_prefix (the
- * "source:line: 'line': " part) followed by a reason containing want_reason.
- */
-static void load_err(const char *text, const char *want_prefix, const char *want_reason, const char *what)
-{
-    px_config c;
-    char err[512] = "";
-    px_config_init(&c);
-    int rc = px_config_load_string(&c, text, "t.conf", err, sizeof(err));
-    is_int(rc, -1, "%s: rejected", what);
-    size_t pl = strlen(want_prefix);
-    int good = strncmp(err, want_prefix, pl) == 0 && strstr(err + (strlen(err) >= pl ? pl : 0), want_reason) != NULL;
-    if (!ok(good, "%s: error '%s...%s...'", what, want_prefix, want_reason)) diag("  got '%s'", err);
-    px_config_free(&c);
-}
 
 static void test_defaults(void)
 {

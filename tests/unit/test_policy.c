@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "tap.h"
+#include "unit/config_checks.h"
 
 /* ---- helpers --------------------------------------------------------------- */
 
@@ -49,20 +50,6 @@ static px_policy pol_of(const px_config *c, const char *key)
     return p;
 }
 
-/* Rejected with err exactly want_prefix ("t.conf:N: 'line': ") then a
- * reason containing want_reason; the config keeps no half-parsed rule. */
-static void rule_err(const char *text, const char *want_prefix, const char *want_reason, const char *what)
-{
-    px_config c;
-    char err[512] = "";
-    px_config_init(&c);
-    int rc = px_config_load_string(&c, text, "t.conf", err, sizeof(err));
-    is_int(rc, -1, "%s: rejected", what);
-    size_t pl = strlen(want_prefix);
-    int good = strncmp(err, want_prefix, pl) == 0 && strstr(err + (strlen(err) >= pl ? pl : 0), want_reason) != NULL;
-    if (!ok(good, "%s: error is '%s...%s...'", what, want_prefix, want_reason)) diag("  got '%s'", err);
-    px_config_free(&c);
-}
 
 /* ---- px_config_policy --------------------------------------------------- */
 
@@ -208,38 +195,38 @@ static void test_rule_parsing(void)
 
 static void test_rule_errors(void)
 {
-    rule_err("cache-rule\n", "t.conf:1: 'cache-rule': ", "prefix", "cache-rule without a prefix");
-    rule_err("cache-rule a: ttl\n", "t.conf:1: 'cache-rule a: ttl': ", "option/value pairs",
+    load_err("cache-rule\n", "t.conf:1: 'cache-rule': ", "prefix", "cache-rule without a prefix");
+    load_err("cache-rule a: ttl\n", "t.conf:1: 'cache-rule a: ttl': ", "option/value pairs",
              "an option without its value");
-    rule_err("cache-rule a: ttl 5 cache\n", "t.conf:1: 'cache-rule a: ttl 5 cache': ", "option/value pairs",
+    load_err("cache-rule a: ttl 5 cache\n", "t.conf:1: 'cache-rule a: ttl 5 cache': ", "option/value pairs",
              "an odd count after pairs");
-    rule_err("cache-rule a: colour blue\n", "t.conf:1: 'cache-rule a: colour blue': ", "unknown option 'colour'",
+    load_err("cache-rule a: colour blue\n", "t.conf:1: 'cache-rule a: colour blue': ", "unknown option 'colour'",
              "an unknown option");
-    rule_err("cache-rule a: ttl abc\n", "t.conf:1: 'cache-rule a: ttl abc': ", "bad value 'abc' for ttl",
+    load_err("cache-rule a: ttl abc\n", "t.conf:1: 'cache-rule a: ttl abc': ", "bad value 'abc' for ttl",
              "ttl not a number");
-    rule_err("cache-rule a: ttl 0\n", "t.conf:1: 'cache-rule a: ttl 0': ", "bad value '0' for ttl", "ttl 0");
-    rule_err("cache-rule a: ttl -5\n", "t.conf:1: 'cache-rule a: ttl -5': ", "bad value '-5' for ttl", "ttl -5");
-    rule_err("cache-rule a: ttl 86400001\n", "t.conf:1: 'cache-rule a: ttl 86400001': ", "bad value", "ttl above a day");
-    rule_err("cache-rule a: ttl 5x\n", "t.conf:1: 'cache-rule a: ttl 5x': ", "bad value '5x'", "ttl with junk");
-    rule_err("cache-rule a: cache maybe\n", "t.conf:1: 'cache-rule a: cache maybe': ", "bad value 'maybe' for cache",
+    load_err("cache-rule a: ttl 0\n", "t.conf:1: 'cache-rule a: ttl 0': ", "bad value '0' for ttl", "ttl 0");
+    load_err("cache-rule a: ttl -5\n", "t.conf:1: 'cache-rule a: ttl -5': ", "bad value '-5' for ttl", "ttl -5");
+    load_err("cache-rule a: ttl 86400001\n", "t.conf:1: 'cache-rule a: ttl 86400001': ", "bad value", "ttl above a day");
+    load_err("cache-rule a: ttl 5x\n", "t.conf:1: 'cache-rule a: ttl 5x': ", "bad value '5x'", "ttl with junk");
+    load_err("cache-rule a: cache maybe\n", "t.conf:1: 'cache-rule a: cache maybe': ", "bad value 'maybe' for cache",
              "cache maybe");
-    rule_err("cache-rule a: jitter 101\n", "t.conf:1: 'cache-rule a: jitter 101': ", "bad value '101' for jitter",
+    load_err("cache-rule a: jitter 101\n", "t.conf:1: 'cache-rule a: jitter 101': ", "bad value '101' for jitter",
              "jitter 101");
-    rule_err("cache-rule a: negative-ttl -1\n", "t.conf:1: 'cache-rule a: negative-ttl -1': ", "bad value",
+    load_err("cache-rule a: negative-ttl -1\n", "t.conf:1: 'cache-rule a: negative-ttl -1': ", "bad value",
              "negative-ttl -1");
-    rule_err("cache-rule a: max-entry-size 1gb\n", "t.conf:1: 'cache-rule a: max-entry-size 1gb': ",
+    load_err("cache-rule a: max-entry-size 1gb\n", "t.conf:1: 'cache-rule a: max-entry-size 1gb': ",
              "bad value '1gb' for max-entry-size", "max-entry-size above 512mb");
-    rule_err("cache-rule a: max-entry-size 0\n", "t.conf:1: 'cache-rule a: max-entry-size 0': ", "bad value",
+    load_err("cache-rule a: max-entry-size 0\n", "t.conf:1: 'cache-rule a: max-entry-size 0': ", "bad value",
              "max-entry-size 0");
-    rule_err("cache-rule a: write-ttl-jitter 101\n", "t.conf:1: 'cache-rule a: write-ttl-jitter 101': ",
+    load_err("cache-rule a: write-ttl-jitter 101\n", "t.conf:1: 'cache-rule a: write-ttl-jitter 101': ",
              "bad value '101' for write-ttl-jitter", "write-ttl-jitter 101");
-    rule_err("cache-rule a: write-ttl-jitter -1\n", "t.conf:1: 'cache-rule a: write-ttl-jitter -1': ", "bad value",
+    load_err("cache-rule a: write-ttl-jitter -1\n", "t.conf:1: 'cache-rule a: write-ttl-jitter -1': ", "bad value",
              "write-ttl-jitter -1");
-    rule_err("cache-rule a: write-ttl-floor -1\n", "t.conf:1: 'cache-rule a: write-ttl-floor -1': ", "bad value",
+    load_err("cache-rule a: write-ttl-floor -1\n", "t.conf:1: 'cache-rule a: write-ttl-floor -1': ", "bad value",
              "write-ttl-floor -1");
-    rule_err("cache-rule a: write-ttl-floor 1s\n", "t.conf:1: 'cache-rule a: write-ttl-floor 1s': ", "bad value",
+    load_err("cache-rule a: write-ttl-floor 1s\n", "t.conf:1: 'cache-rule a: write-ttl-floor 1s': ", "bad value",
              "write-ttl-floor with a unit (it is ms, a plain integer)");
-    rule_err("port 7000\n# ok so far\ncache-rule a: ttl 5 ttl nope\n", "t.conf:3: 'cache-rule a: ttl 5 ttl nope': ",
+    load_err("port 7000\n# ok so far\ncache-rule a: ttl 5 ttl nope\n", "t.conf:3: 'cache-rule a: ttl 5 ttl nope': ",
              "bad value 'nope'", "an error on line 3 names line 3");
 
     /* a rejected rule leaves the rules before it and adds nothing */

@@ -7,16 +7,10 @@
 import { once } from 'node:events';
 import Redis from 'ioredis';
 import {
-  ok, is, exitCode, err, sleep, within, runPattern, envPort, between, contains, SAME, waitUntil, noPinnedLeft, show,
+  ok, is, exitCode, err, sleep, within, runPattern, compatPorts, between, contains, SAME, waitUntil, noPinnedLeft, show,
 } from './tap.mjs';
 
-const UP = envPort('COMPAT_REDIS');
-const DIRECT = envPort('COMPAT_DIRECT');
-const PROXY = envPort('COMPAT_PROXY');
-const PROXY_PASS = envPort('COMPAT_PROXY_PASS');
-const PROXY_USER = envPort('COMPAT_PROXY_USER');
-const PROXY_CAP = envPort('COMPAT_PROXY_CAP');
-const TARGETS = [['hotproxy', PROXY, UP], ['redis', DIRECT, DIRECT]];
+const { UP, DIRECT, PROXY, PROXY_PASS, PROXY_USER, PROXY_CAP, TARGETS } = compatPorts();
 
 const open = new Set();
 // Only host and port are set unless a test says otherwise: ioredis' defaults

@@ -5,18 +5,12 @@
 import { createHash } from 'node:crypto';
 import { createClient, RESP_TYPES } from 'redis';
 import {
-  ok, is, exitCode, err, sleep, within, runPattern, envPort, between, contains, SAME, waitUntil, noPinnedLeft, show,
+  ok, is, exitCode, err, sleep, within, runPattern, envPort, compatPorts, between, contains, SAME, waitUntil, noPinnedLeft, show,
 } from './tap.mjs';
 
-const UP = envPort('COMPAT_REDIS');
-const DIRECT = envPort('COMPAT_DIRECT');
-const PROXY = envPort('COMPAT_PROXY');
-const PROXY_PASS = envPort('COMPAT_PROXY_PASS');
-const PROXY_USER = envPort('COMPAT_PROXY_USER');
+const { UP, DIRECT, PROXY, PROXY_PASS, PROXY_USER, PROXY_CAP, TARGETS } = compatPorts();
 const PROXY_REFUSE = envPort('COMPAT_PROXY_REFUSE');
-const PROXY_CAP = envPort('COMPAT_PROXY_CAP');
 const PROXY_TMO = envPort('COMPAT_PROXY_TMO');
-const TARGETS = [['hotproxy', PROXY, UP], ['redis', DIRECT, DIRECT]];
 
 const open = new Set();
 async function client(port, opts = {}) {

@@ -120,6 +120,21 @@ export async function runPattern(name, fn, expect, targets) {
   return results;
 }
 
+// The servers test_compat.sh started, by role, and the two targets every
+// pattern runs against: [name, port to talk to, Redis port behind it].
+export function compatPorts() {
+  const p = {
+    UP: envPort('COMPAT_REDIS'),
+    DIRECT: envPort('COMPAT_DIRECT'),
+    PROXY: envPort('COMPAT_PROXY'),
+    PROXY_PASS: envPort('COMPAT_PROXY_PASS'),
+    PROXY_USER: envPort('COMPAT_PROXY_USER'),
+    PROXY_CAP: envPort('COMPAT_PROXY_CAP'),
+  };
+  p.TARGETS = [['hotproxy', p.PROXY, p.UP], ['redis', p.DIRECT, p.DIRECT]];
+  return p;
+}
+
 export function envPort(name) {
   const v = process.env[name];
   if (!v) {
