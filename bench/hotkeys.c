@@ -48,6 +48,15 @@
  * admission threshold, TTL jitter, and having to learn the hot set.
  * ideal_hit_ratio_no_ttl is the same oracle with entries that never expire,
  * to show what the TTL costs.
+ *
+ * The L1 model replays the same trace through cache/l1 itself (the library
+ * hotproxy's L1 is), sized to the same entries, with the policy given by
+ * --model-policy: every read is a lookup, a miss is filled at once (TTL
+ * jittered, through admission), a hit late in its lifetime is refreshed as
+ * XFetch does, a write invalidates.  It is what the admission and eviction
+ * policy reaches with no network: the distance from it to the measured
+ * ratio is fill latency, coalesced waits and invalidation races, the
+ * distance from it to the ideal is the policy's.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -66,6 +75,7 @@
 
 #define BENCH_NAME "hotkeys"
 #include "bench.h"
+#include "cache/l1.h"
 
 /* ---- small helpers ---- */
 
@@ -184,6 +194,7 @@ typedef struct opts {
     int preload;
     uint64_t cache_entries;
     uint64_t ttl_ms;
+    unsigned model_jitter, model_refresh, model_threshold;
     int proxy_pid, redis_pid;
 } opts;
 
@@ -209,6 +220,8 @@ static void usage(FILE *f)
         "  --preload           SET every key first, pipelined, straight to --redis-port\n"
         "  --cache-entries E   L1 size for the ideal model, in entries (default keys/100)\n"
         "  --ttl-ms T          L1 TTL for the ideal model (default 1000)\n"
+        "  --model-policy T,J,R  the L1 model's hot-threshold, TTL jitter percent and\n"
+        "                      refresh-ahead percent (default 2,10,10: hotproxy's defaults)\n"
         "  --proxy-pid PID     report this process' CPU per million requests as proxy_cpu\n"
         "  --redis-pid PID     same, as redis_cpu\n"
         "  --help              this text\n"
@@ -224,11 +237,12 @@ static void parse_opts(opts *o, int argc, char **argv)
         {"zipf", 1, 0, 'z'}, {"value-size", 1, 0, 'v'}, {"read-pct", 1, 0, 'r'}, {"clients", 1, 0, 'c'},
         {"pipeline", 1, 0, 'P'}, {"duration", 1, 0, 'd'}, {"warmup", 1, 0, 'w'}, {"seed", 1, 0, 's'},
         {"preload", 0, 0, 'L'}, {"cache-entries", 1, 0, 'E'}, {"ttl-ms", 1, 0, 'T'},
-        {"proxy-pid", 1, 0, 'X'}, {"redis-pid", 1, 0, 'Y'}, {"help", 0, 0, 'H'}, {0, 0, 0, 0},
+        {"model-policy", 1, 0, 'M'},         {"proxy-pid", 1, 0, 'X'}, {"redis-pid", 1, 0, 'Y'}, {"help", 0, 0, 'H'}, {0, 0, 0, 0},
     };
     *o = (opts){.host = "127.0.0.1", .port = 6379, .redis_port = 0, .keys = 1000000, .zipf = 0.99,
                 .value_size = 100, .read_pct = 95, .clients = 50, .pipeline = 1, .duration = 10,
-                .warmup = 2, .seed = 1, .cache_entries = 0, .ttl_ms = 1000};
+                .warmup = 2, .seed = 1, .cache_entries = 0, .ttl_ms = 1000,
+                .model_threshold = 2, .model_jitter = 10, .model_refresh = 10};
     int ch;
     while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (ch) {
@@ -247,6 +261,11 @@ static void parse_opts(opts *o, int argc, char **argv)
         case 'L': o->preload = 1; break;
         case 'E': o->cache_entries = (uint64_t)parse_num("cache-entries", optarg, 0, 1u << 30); break;
         case 'T': o->ttl_ms = (uint64_t)parse_num("ttl-ms", optarg, 1, 86400000); break;
+        case 'M':
+            if (sscanf(optarg, "%u,%u,%u", &o->model_threshold, &o->model_jitter, &o->model_refresh) != 3 ||
+                o->model_threshold > 15 || o->model_jitter > 100 || o->model_refresh > 100)
+                die("--model-policy wants THRESHOLD,JITTER,REFRESH (0-15, 0-100, 0-100), not '%s'", optarg);
+            break;
         case 'X': o->proxy_pid = (int)parse_num("proxy-pid", optarg, 1, 1 << 30); break;
         case 'Y': o->redis_pid = (int)parse_num("redis-pid", optarg, 1, 1 << 30); break;
         case 'H': usage(stdout); exit(0);
@@ -704,6 +723,59 @@ static void on_phase(struct ev_loop *loop, ev_timer *t, int revents)
     }
 }
 
+/* ---- the L1 model (see the top of the file) ---- */
+
+static uint64_t model_random(void *arg) { return rng_next(arg); }
+
+static double model_replay(const bench *b, uint64_t entries, uint64_t ttl_ms, unsigned jitter, unsigned refresh,
+                           uint32_t threshold)
+{
+    rng r;
+    rng_seed(&r, 42);
+    static const char variant[] = "\x00\x02GET";
+    const char *reply = b->val.bytes; /* "$<n>\r\n<value>\r\n", the GET reply too */
+    size_t rlen = b->val.len;
+    /* bytes per entry: one stored in a roomy probe cache */
+    l1_config pc = {.maxmemory = 1 << 20, .max_entry_size = 1 << 20, .random = model_random, .random_arg = &r};
+    l1 *probe = l1_create(&pc);
+    char k[32];
+    int kl = snprintf(k, sizeof(k), "key:%u", b->ks.n - 1);
+    l1_store(probe, k, (size_t)kl, variant, sizeof(variant) - 1, reply, rlen, l1_ticket(probe, k, (size_t)kl), 1000, 0);
+    l1_stats ps;
+    l1_get_stats(probe, &ps);
+    l1_destroy(probe);
+    l1_config cfg = {.maxmemory = entries * ps.bytes, .max_entry_size = 1 << 20, .hot_threshold = threshold,
+                     .random = model_random, .random_arg = &r};
+    l1 *c = l1_create(&cfg);
+    uint64_t reads = 0, hits = 0;
+    for (size_t i = 0; i < b->ntrace; i++) {
+        const trace_ev *e = &b->trace[i];
+        uint64_t now = e->t_us / 1000;
+        kl = snprintf(k, sizeof(k), "key:%u", b->ks.id[e->rank]);
+        if (e->write) {
+            l1_invalidate(c, k, (size_t)kl);
+            continue;
+        }
+        uint64_t exp = 0, ttl = 0;
+        l1_value *v = l1_get_meta(c, k, (size_t)kl, variant, sizeof(variant) - 1, now, &exp, &ttl);
+        int scored = e->t_us >= b->measure_start_us && e->t_us < b->measure_end_us;
+        int fill = !v;
+        if (v) {
+            l1_value_put(v);
+            double window = (double)ttl * refresh / 100.0;
+            if (window > 0 && exp > now && (double)(exp - now) <= window) {
+                double u = (double)(rng_next(&r) >> 11) / (double)(1ULL << 53);
+                fill = -log(u > 0 ? u : 1e-300) * window >= (double)(exp - now);
+            }
+        }
+        if (fill) l1_store(c, k, (size_t)kl, variant, sizeof(variant) - 1, reply, rlen, l1_ticket(c, k, (size_t)kl),
+                           l1_jitter(c, ttl_ms, jitter), now);
+        if (scored) reads++, hits += v != NULL;
+    }
+    l1_destroy(c);
+    return reads ? (double)hits / (double)reads : 0;
+}
+
 /* ---- the ideal model (see the top of the file) ---- */
 
 typedef struct ideal {
@@ -891,6 +963,12 @@ int main(int argc, char **argv)
         printf("ideal_top_keys_read_share: %.4f\n", id.top_share);
         printf("ideal_hit_ratio: %.4f\n", id.reads ? (double)id.hits / id.reads : 0);
         printf("ideal_hit_ratio_no_ttl: %.4f\n", id.reads ? (double)id.hits_no_ttl / id.reads : 0);
+        double mr = model_replay(&b, o.cache_entries, o.ttl_ms, o.model_jitter, o.model_refresh, o.model_threshold);
+        printf("l1_model: cache/l1 replayed on the same trace, %llu entries, hot-threshold %u, jitter %u%%, "
+               "refresh-ahead %u%%, each miss filled at once\n", (unsigned long long)o.cache_entries,
+               o.model_threshold, o.model_jitter, o.model_refresh);
+        printf("l1_model_hit_ratio: %.4f\n", mr);
+        if (id.hits) printf("l1_model vs ideal: %.1f%%\n", 100.0 * mr / ((double)id.hits / id.reads));
         if (l1_ratio >= 0 && id.hits)
             printf("hit ratio vs ideal: %.1f%%\n", 100.0 * l1_ratio / ((double)id.hits / id.reads));
         else

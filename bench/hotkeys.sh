@@ -16,6 +16,7 @@
 #   --hot-keys N      keys in the L1-hit GET runs (default 1000, at most the L1 size)
 #   --hot-duration S  measured seconds per L1-hit GET run (default 5)
 #   --no-build        use the binaries in build/ as they are
+#   --zipf-only       skip the L1-hit GET runs (part 2 below)
 #   --out DIR         also keep every run's full output in DIR
 #
 # What it does: builds hotproxy and bench/hotkeys (cmake, incremental), starts
@@ -37,7 +38,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 keys=1000000 zipf=0.99 value_size=100 read_pct=95 l1_pct=1 clients=50 pipeline=1
-duration=10 warmup=2 seed=1 hot_keys=1000 hot_duration=5 build=1 out='' proxy_args=()
+duration=10 warmup=2 seed=1 hot_keys=1000 hot_duration=5 build=1 zipf_only=0 out='' proxy_args=()
 while (($#)); do
     case "$1" in
     --keys) need "$@"; keys=$2; shift ;;
@@ -53,6 +54,7 @@ while (($#)); do
     --hot-keys) need "$@"; hot_keys=$2; shift ;;
     --hot-duration) need "$@"; hot_duration=$2; shift ;;
     --no-build) build=0 ;;
+    --zipf-only) zipf_only=1 ;;
     --out) need "$@"; out=$2; shift ;;
     -h | --help) usage; exit 0 ;;
     --) shift; proxy_args=("$@"); break ;;
@@ -104,6 +106,9 @@ got=$(redis-cli -p "$proxy_port" info hotproxy_cache | tr -d '\r' | sed -n 's/^h
 [[ $got == "$l1_bytes" ]] || { echo "hotkeys.sh: l1-maxmemory is $got after setting $l1_bytes" >&2; exit 1; }
 l1_ttl=$(redis-cli -p "$proxy_port" hotproxy config get l1-ttl | sed -n 2p)
 l1_ttl=${l1_ttl:-1000}
+# the L1 model replays the trace with hotproxy's own policy settings
+pget() { redis-cli -p "$proxy_port" hotproxy config get "$1" | sed -n 2p; }
+model_policy="$(pget l1-hot-threshold),$(pget l1-ttl-jitter),$(pget l1-refresh-ahead)"
 echo "hotkeys.sh: L1 = $entries entries x $bpe bytes = $l1_bytes bytes$l1_note, l1-ttl $l1_ttl ms" >&2
 
 failed=0
@@ -119,14 +124,17 @@ run() {
 
 cpu_window_begin
 zargs=("${common[@]}" --read-pct "$read_pct" --clients "$clients" --pipeline "$pipeline"
-    --duration "$duration" --warmup "$warmup" --cache-entries "$entries" --ttl-ms "$l1_ttl")
+    --duration "$duration" --warmup "$warmup" --cache-entries "$entries" --ttl-ms "$l1_ttl" --model-policy "$model_policy")
 run zipf-redis "$redis_port" "${zargs[@]}"
 run zipf-hotproxy "$proxy_port" "${zargs[@]}"
+redis-cli -p "$proxy_port" info hotproxy_cache | tr -d '\r' >"$tmp/zipf-hotproxy.info" || true
+((zipf_only)) && hot_keys=0
 
 ((hot_keys > entries)) && hot_keys=$entries
 hargs=(--keys "$hot_keys" --zipf 0 --value-size "$value_size" --seed "$seed" --read-pct 100
     --clients "$clients" --duration "$hot_duration" --warmup 1 --cache-entries "$hot_keys" --ttl-ms "$l1_ttl")
 for p in 1 16; do
+    ((hot_keys > 0)) || break
     run "hot-P$p-redis" "$redis_port" "${hargs[@]}" --pipeline "$p"
     run "hot-P$p-hotproxy" "$proxy_port" "${hargs[@]}" --pipeline "$p"
 done
@@ -143,6 +151,12 @@ for f in zipf-redis zipf-hotproxy; do
     echo "== $f"
     sed 's/^/   /' "$tmp/$f.out"
 done
+if [[ -s $tmp/zipf-hotproxy.info ]]; then
+    echo
+    echo "== hotproxy's INFO hotproxy_cache after its Zipf run (warm-up included)"
+    grep -E '^hotproxy_l1_(entries|hits|misses|fills|coalesced|refreshes|stores|admissions_rejected|stale_fills|evictions|expirations|invalidations_[a-z]+):' \
+        "$tmp/zipf-hotproxy.info" | sed 's/^/   /'
+fi
 
 fmt_row() { # file label
     local f=$1 label=$2
@@ -164,14 +178,21 @@ echo "$hdr"
 echo "$sep"
 fmt_row "$tmp/zipf-redis.out" "redis-server"
 fmt_row "$tmp/zipf-hotproxy.out" "hotproxy"
-echo
-echo "== GETs only, uniform over $hot_keys keys (all fit in the L1: through hotproxy these are L1 hits), $clients clients, ${hot_duration}s"
-echo "${hdr/target/-P, target}"
-echo "$sep"
-for p in 1 16; do
-    fmt_row "$tmp/hot-P$p-redis.out" "-P $p redis-server"
-    fmt_row "$tmp/hot-P$p-hotproxy.out" "-P $p hotproxy"
-done
+if [[ -s $tmp/zipf-hotproxy.out ]]; then
+    echo
+    echo "L1 model (cache/l1 on hotproxy's trace, policy $model_policy, no network): hit ratio" \
+        "$(val "$tmp/zipf-hotproxy.out" l1_model_hit_ratio), $(sed -n 's/^l1_model vs ideal: //p' "$tmp/zipf-hotproxy.out") of the ideal"
+fi
+if ((hot_keys > 0)); then
+    echo
+    echo "== GETs only, uniform over $hot_keys keys (all fit in the L1: through hotproxy these are L1 hits), $clients clients, ${hot_duration}s"
+    echo "${hdr/target/-P, target}"
+    echo "$sep"
+    for p in 1 16; do
+        fmt_row "$tmp/hot-P$p-redis.out" "-P $p redis-server"
+        fmt_row "$tmp/hot-P$p-hotproxy.out" "-P $p hotproxy"
+    done
+fi
 echo
 echo "ideal: $(val "$tmp/zipf-hotproxy.out" ideal_model)"
 echo "upstream offload = 1 - (Redis cmdstat_get delta) / (GETs the clients sent); CPU = utime+stime per million requests."

@@ -54,6 +54,7 @@ struct l1 {
     uint64_t *sketch;         /* SKETCH_ROWS rows of width/16 words, 4-bit counters */
     size_t width;             /* counters per row, a power of two */
     uint64_t sketch_adds;
+    uint32_t fixed_sample_size; /* the caller's sample_size; 0: follows maxmemory */
 };
 
 /* ---- SipHash-2-4 (Aumasson & Bernstein), written from the paper ---- */
@@ -268,19 +269,34 @@ static void entry_remove(l1 *c, l1_entry *e)
     free(e);
 }
 
+/* Size the sketch for maxmemory: about 4 counters per entry the memory could
+ * hold at 128 bytes each, and (unless the caller fixed it) a halving every
+ * 10 x that many accesses, as TinyLFU's sample.  A new size starts from
+ * zeroed counters. */
+static int sketch_size(l1 *c, size_t maxmemory, uint32_t sample_size)
+{
+    size_t expected = maxmemory / 128 + 1, width = 1024;
+    while (width < expected * 4 && width < ((size_t)1 << 26)) width <<= 1;
+    c->cfg.sample_size = sample_size ? sample_size
+                                     : (uint32_t)(expected * 10 < UINT32_MAX ? expected * 10 : UINT32_MAX);
+    if (c->sketch && width == c->width) return 0;
+    uint64_t *sketch = calloc(SKETCH_ROWS * (width / 16), sizeof(uint64_t));
+    if (!sketch) return -1;
+    free(c->sketch);
+    c->sketch = sketch;
+    c->width = width;
+    c->sketch_adds = 0;
+    return 0;
+}
+
 l1 *l1_create(const l1_config *cfg)
 {
     l1 *c = calloc(1, sizeof(*c));
     if (!c) return NULL;
     c->cfg = *cfg;
-    /* the sketch: about 4 counters per entry the memory could hold at 128 bytes each */
-    size_t expected = cfg->maxmemory / 128 + 1;
-    c->width = 1024;
-    while (c->width < expected * 4 && c->width < ((size_t)1 << 26)) c->width <<= 1;
-    if (!c->cfg.sample_size) c->cfg.sample_size = (uint32_t)(expected * 10 < UINT32_MAX ? expected * 10 : UINT32_MAX);
-    c->sketch = calloc(SKETCH_ROWS * (c->width / 16), sizeof(uint64_t));
+    c->fixed_sample_size = cfg->sample_size;
     c->slots = calloc(SLOTS, sizeof(uint64_t));
-    if (!c->sketch || !c->slots) {
+    if (!c->slots || sketch_size(c, cfg->maxmemory, cfg->sample_size) < 0) {
         l1_destroy(c);
         return NULL;
     }
@@ -299,6 +315,8 @@ void l1_destroy(l1 *c)
 
 void l1_set_limits(l1 *c, size_t maxmemory, size_t max_entry_size, uint32_t hot_threshold)
 {
+    /* the sketch follows the memory; if a larger one cannot be had, the old one stays */
+    if (maxmemory != c->cfg.maxmemory) (void)sketch_size(c, maxmemory, c->fixed_sample_size);
     c->cfg.maxmemory = maxmemory;
     c->cfg.max_entry_size = max_entry_size;
     c->cfg.hot_threshold = hot_threshold;

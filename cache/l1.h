@@ -60,7 +60,9 @@ typedef struct l1_stats {
 
 l1 *l1_create(const l1_config *cfg);
 void l1_destroy(l1 *c);
-/* Change the limits while running (a config reload); evicts down to maxmemory. */
+/* Change the limits while running (a config reload); evicts down to
+ * maxmemory.  The frequency sketch follows maxmemory (its sample size, and
+ * its width, which when it changes starts the counts over). */
 void l1_set_limits(l1 *c, size_t maxmemory, size_t max_entry_size, uint32_t hot_threshold);
 
 /*

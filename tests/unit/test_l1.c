@@ -856,6 +856,26 @@ static void test_sketch_halving(void)
     ok(l1_frequency(c, "A", 1) <= 2, "sketch: another sample_size accesses decay it further (%u)", l1_frequency(c, "A", 1));
     is_int(l1_frequency(c, "never", 5), 0, "sketch: an unseen group estimates 0");
     l1_destroy(c);
+
+    /* The sketch follows maxmemory: created for 64 MB (a halving every
+     * ~5.2M accesses), then shrunk to 128 KB (every 10 x 1025 accesses), as
+     * a CONFIG SET or reload does.  A sketch left at its first size would
+     * never age here and saturate every hot key at 15, so the LRU victim
+     * would win every tie and the hot set would freeze. */
+    cfg = cfg_for((size_t)64 << 20, 0);
+    c = l1_create(&cfg);
+    touch(c, "A", 12, 0);
+    is_int(l1_frequency(c, "A", 1), 12, "sketch resize: 12 lookups at 64 MB");
+    l1_set_limits(c, 128 << 10, 128 << 10, 0);
+    is_int(l1_frequency(c, "A", 1), 0, "sketch resize: a new width starts the counts over");
+    touch(c, "A", 12, 0);
+    touch(c, "B", 10250 - 12 - 1, 0);
+    is_int(l1_frequency(c, "A", 1), 12, "sketch resize: no halving before the new sample size");
+    touch(c, "B", 1, 0);
+    is_int(l1_frequency(c, "A", 1), 6, "sketch resize: halved at 10 x (128 KB / 128 + 1) accesses: 12 -> 6");
+    touch(c, "B", 10250 * 3, 0);
+    ok(l1_frequency(c, "A", 1) <= 1, "sketch resize: keeps ageing at the new size (%u)", l1_frequency(c, "A", 1));
+    l1_destroy(c);
 }
 
 /* ---- tickets ---- */
