@@ -756,8 +756,9 @@ static double model_replay(const bench *b, uint64_t entries, uint64_t ttl_ms, un
             l1_invalidate(c, k, (size_t)kl);
             continue;
         }
-        uint64_t exp = 0, ttl = 0;
-        l1_value *v = l1_get_meta(c, k, (size_t)kl, variant, sizeof(variant) - 1, now, &exp, &ttl);
+        l1_meta m;
+        l1_value *v = l1_get_meta(c, k, (size_t)kl, variant, sizeof(variant) - 1, now, &m);
+        uint64_t exp = v ? m.expires_ms : 0, ttl = v ? m.ttl_ms : 0;
         int scored = e->t_us >= b->measure_start_us && e->t_us < b->measure_end_us;
         int fill = !v;
         if (v) {

@@ -27,7 +27,11 @@ typedef struct l1_entry {
     l1_value *value;
     uint64_t expires_ms;
     uint64_t ttl_ms;
-    size_t heap_idx;          /* position in the expiry heap */
+    l1_value *then;           /* the value from expires_ms on, for then_ttl (l1_store_then) */
+    int with_key;             /* stored with a then: it ends with its key */
+    uint64_t then_ttl;
+    uint64_t deadline;        /* when the entry goes: expires_ms, plus then_ttl if it has a then */
+    size_t heap_idx;          /* position in the expiry heap, keyed by deadline */
     size_t charge;
     size_t klen;
     char key[];               /* [u32 glen][group][variant] */
@@ -45,7 +49,7 @@ struct l1 {
     l1_entry *table;
     l1_group *groups;
     l1_entry *lru_head, *lru_tail;
-    l1_entry **heap;          /* min-heap on expires_ms, for active expiry */
+    l1_entry **heap;          /* min-heap on deadline, for active expiry */
     size_t heap_len, heap_cap;
     l1_stats st;
     uint64_t seq;             /* bumped by every invalidation and flush */
@@ -196,7 +200,7 @@ static void heap_up(l1 *c, size_t i)
     l1_entry *e = c->heap[i];
     while (i > 0) {
         size_t parent = (i - 1) / 2;
-        if (c->heap[parent]->expires_ms <= e->expires_ms) break;
+        if (c->heap[parent]->deadline <= e->deadline) break;
         heap_set(c, i, c->heap[parent]);
         i = parent;
     }
@@ -208,12 +212,12 @@ static void heap_down(l1 *c, size_t i)
     l1_entry *e = c->heap[i];
     for (;;) {
         size_t l = 2 * i + 1, m = i;
-        uint64_t best = e->expires_ms;
-        if (l < c->heap_len && c->heap[l]->expires_ms < best) {
+        uint64_t best = e->deadline;
+        if (l < c->heap_len && c->heap[l]->deadline < best) {
             m = l;
-            best = c->heap[l]->expires_ms;
+            best = c->heap[l]->deadline;
         }
-        if (l + 1 < c->heap_len && c->heap[l + 1]->expires_ms < best) m = l + 1;
+        if (l + 1 < c->heap_len && c->heap[l + 1]->deadline < best) m = l + 1;
         if (m == i) break;
         heap_set(c, i, c->heap[m]);
         i = m;
@@ -266,6 +270,7 @@ static void entry_remove(l1 *c, l1_entry *e)
         free(g);
     }
     l1_value_put(e->value);
+    l1_value_put(e->then);
     free(e);
 }
 
@@ -336,11 +341,11 @@ static l1_entry *find(l1 *c, const char *key, size_t klen)
 
 l1_value *l1_get(l1 *c, const void *group, size_t glen, const void *variant, size_t vlen, uint64_t now_ms)
 {
-    return l1_get_meta(c, group, glen, variant, vlen, now_ms, NULL, NULL);
+    return l1_get_meta(c, group, glen, variant, vlen, now_ms, NULL);
 }
 
 l1_value *l1_get_meta(l1 *c, const void *group, size_t glen, const void *variant, size_t vlen, uint64_t now_ms,
-                      uint64_t *expires_ms, uint64_t *ttl_ms)
+                      l1_meta *meta)
 {
     char stackkey[512];
     size_t klen = 4 + glen + vlen;
@@ -350,6 +355,18 @@ l1_value *l1_get_meta(l1 *c, const void *group, size_t glen, const void *variant
     sketch_add(c, group_hash(c, group, glen));
     l1_entry *e = find(c, key, klen);
     if (key != stackkey) free(key);
+    if (e && e->expires_ms <= now_ms && e->then && now_ms < e->deadline) {
+        /* the key has expired in Redis: from now on it reads as its then */
+        size_t freed = sizeof(l1_value) + e->value->len;
+        l1_value_put(e->value);
+        e->value = e->then;
+        e->then = NULL;
+        e->expires_ms = e->deadline;
+        e->ttl_ms = e->then_ttl;
+        e->charge -= freed;
+        c->st.bytes -= freed;
+        c->st.successions++;
+    }
     if (e && e->expires_ms <= now_ms) {
         c->st.expirations++;
         entry_remove(c, e);
@@ -363,8 +380,7 @@ l1_value *l1_get_meta(l1 *c, const void *group, size_t glen, const void *variant
     lru_unlink(c, e);
     lru_push_head(c, e);
     e->value->refs++;
-    if (expires_ms) *expires_ms = e->expires_ms;
-    if (ttl_ms) *ttl_ms = e->ttl_ms;
+    if (meta) *meta = (l1_meta){e->expires_ms, e->ttl_ms, e->with_key};
     return e->value;
 }
 
@@ -385,16 +401,34 @@ int l1_is_stale(l1 *c, const void *group, size_t glen, uint64_t ticket)
     return stale(c, group_hash(c, group, glen), ticket);
 }
 
+static l1_value *value_new(const void *data, size_t len)
+{
+    l1_value *v = malloc(sizeof(l1_value) + len);
+    if (!v) abort();
+    v->refs = 1;
+    v->len = (uint32_t)len;
+    memcpy(v->data, data, len);
+    return v;
+}
+
 int l1_store(l1 *c, const void *group, size_t glen, const void *variant, size_t vlen, const void *reply, size_t len,
              uint64_t ticket, uint64_t ttl_ms, uint64_t now_ms)
 {
+    return l1_store_then(c, group, glen, variant, vlen, reply, len, ticket, ttl_ms, now_ms, NULL);
+}
+
+int l1_store_then(l1 *c, const void *group, size_t glen, const void *variant, size_t vlen, const void *reply,
+                  size_t len, uint64_t ticket, uint64_t ttl_ms, uint64_t now_ms, const l1_then *then)
+{
+    if (then && (!then->ttl_ms || then->len > UINT32_MAX)) then = NULL;
+    if (!ttl_ms && !then) return 0; /* nothing to keep */
     uint64_t gh = group_hash(c, group, glen);
     if (stale(c, gh, ticket)) {
         c->st.stale_fills++;
         return 0;
     }
     size_t klen = 4 + glen + vlen;
-    size_t charge = sizeof(l1_entry) + klen + sizeof(l1_value) + len;
+    size_t charge = sizeof(l1_entry) + klen + sizeof(l1_value) + len + (then ? sizeof(l1_value) + then->len : 0);
     if (len > c->cfg.max_entry_size || len > UINT32_MAX || charge + group_charge(glen) > c->cfg.maxmemory) {
         c->st.oversize++;
         return 0;
@@ -418,7 +452,7 @@ int l1_store(l1 *c, const void *group, size_t glen, const void *variant, size_t 
     while (c->st.bytes + need > c->cfg.maxmemory) {
         l1_entry *victim = c->lru_tail;
         assert(victim);
-        if (victim->group != g && c->cfg.hot_threshold > 0 && victim->expires_ms > now_ms) {
+        if (victim->group != g && c->cfg.hot_threshold > 0 && victim->deadline > now_ms) {
             uint32_t vf = sketch_estimate(c, group_hash(c, victim->group->name, victim->group->glen));
             if (vf >= freq) {
                 c->st.admissions_rejected++;
@@ -443,15 +477,17 @@ int l1_store(l1 *c, const void *group, size_t glen, const void *variant, size_t 
         HASH_ADD_KEYPTR_BYHASHVALUE(hh, c->groups, g->name, glen, (unsigned)gh, g);
         c->st.bytes += group_charge(glen);
     }
-    l1_value *v = malloc(sizeof(l1_value) + len);
-    if (!v) abort();
-    v->refs = 1;
-    v->len = (uint32_t)len;
-    memcpy(v->data, reply, len);
-    e->value = v;
+    e->value = value_new(reply, len);
     e->group = g;
     e->expires_ms = now_ms + ttl_ms;
     e->ttl_ms = ttl_ms;
+    e->deadline = e->expires_ms;
+    if (then) {
+        e->with_key = 1;
+        e->then = value_new(then->reply, then->len);
+        e->then_ttl = then->ttl_ms;
+        e->deadline += then->ttl_ms;
+    }
     e->charge = charge;
     e->gnext = g->entries;
     if (g->entries) g->entries->gprev = e;
@@ -492,7 +528,7 @@ void l1_flush(l1 *c)
 size_t l1_expire(l1 *c, uint64_t now_ms, size_t max_work)
 {
     size_t removed = 0;
-    while (removed < max_work && c->heap_len && c->heap[0]->expires_ms <= now_ms) {
+    while (removed < max_work && c->heap_len && c->heap[0]->deadline <= now_ms) {
         c->st.expirations++;
         entry_remove(c, c->heap[0]);
         removed++;

@@ -55,6 +55,7 @@ typedef struct l1_stats {
     uint64_t hits, misses;
     uint64_t stores, admissions_rejected, stale_fills, oversize;
     uint64_t evictions, expirations;
+    uint64_t successions;    /* entries that turned into their then (l1_store_then) */
     uint64_t invalidations, flushes;
 } l1_stats;
 
@@ -72,9 +73,14 @@ void l1_set_limits(l1 *c, size_t maxmemory, size_t max_entry_size, uint32_t hot_
  */
 l1_value *l1_get(l1 *c, const void *group, size_t glen, const void *variant, size_t vlen, uint64_t now_ms);
 void l1_value_put(l1_value *v);
-/* l1_get, also telling when the entry expires and the TTL it was stored with. */
+/* What l1_get_meta tells of a hit. */
+typedef struct l1_meta {
+    uint64_t expires_ms; /* when the reply returned expires */
+    uint64_t ttl_ms;     /* the TTL it was stored with */
+    int with_key;        /* stored with a then (l1_store_then): it ends with its key */
+} l1_meta;
 l1_value *l1_get_meta(l1 *c, const void *group, size_t glen, const void *variant, size_t vlen, uint64_t now_ms,
-                      uint64_t *expires_ms, uint64_t *ttl_ms);
+                      l1_meta *meta);
 
 /* Before sending a fill upstream: the ticket l1_store() will check. */
 uint64_t l1_ticket(l1 *c, const void *group, size_t glen);
@@ -86,6 +92,21 @@ uint64_t l1_ticket(l1 *c, const void *group, size_t glen);
  */
 int l1_store(l1 *c, const void *group, size_t glen, const void *variant, size_t vlen, const void *reply, size_t len,
              uint64_t ticket, uint64_t ttl_ms, uint64_t now_ms);
+
+/*
+ * l1_store, and what the entry turns into when it expires: its then, kept
+ * for then->ttl_ms more.  For a key whose expiry in Redis is known (PTTL),
+ * the then is how the key reads once gone (a null reply), so its expiry
+ * costs no fetch.  ttl_ms may be 0 with a then (the key expires now).  An
+ * invalidation drops both.  then NULL (or its ttl_ms 0): l1_store.
+ */
+typedef struct l1_then {
+    const void *reply;
+    size_t len;
+    uint64_t ttl_ms;
+} l1_then;
+int l1_store_then(l1 *c, const void *group, size_t glen, const void *variant, size_t vlen, const void *reply,
+                  size_t len, uint64_t ticket, uint64_t ttl_ms, uint64_t now_ms, const l1_then *then);
 
 /* 1 if the group was invalidated (or the cache flushed) since ticket. */
 int l1_is_stale(l1 *c, const void *group, size_t glen, uint64_t ticket);

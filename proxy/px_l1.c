@@ -227,15 +227,46 @@ static int absent_reply(const char *r, size_t n)
     return 0;
 }
 
-/* How long a fetched reply may stay, given its key's PTTL (0: not at all). */
-static uint64_t entry_ttl(px_l1 *l, const px_policy *pol, const char *reply, size_t len, long long pttl)
+/*
+ * How long a fetched reply may stay, given its key's PTTL (0: not at all),
+ * and whether the key's own expiry ends it (*with_key).  An entry never
+ * outlives its key.  A key that expires within the longest life an entry
+ * may have (l1-ttl plus its jitter) keeps its entry to its expiry exactly:
+ * jittering that shorter would only cost a refresh that learns nothing new.
+ */
+static uint64_t entry_ttl(px_l1 *l, const px_policy *pol, const char *reply, size_t len, long long pttl,
+                          int *with_key)
 {
     int absent = absent_reply(reply, len);
+    *with_key = 0;
     if (pttl == -2) return absent ? (uint64_t)pol->negative_ttl : 0; /* gone now: keep only an answer that says so */
     uint64_t ttl = l1_jitter(l->cache, (uint64_t)pol->ttl, (unsigned)pol->jitter);
+    uint64_t longest = (uint64_t)pol->ttl + (uint64_t)pol->ttl * (uint64_t)pol->jitter / 100;
     if (absent && ttl > (uint64_t)pol->negative_ttl) ttl = (uint64_t)pol->negative_ttl;
-    if (pttl >= 0 && (uint64_t)pttl < ttl) ttl = (uint64_t)pttl; /* never past the key's own TTL */
+    if (pttl >= 0 && ((uint64_t)pttl < ttl || (!absent && (uint64_t)pttl <= longest))) {
+        ttl = (uint64_t)pttl;
+        *with_key = 1;
+    }
     return ttl;
+}
+
+/*
+ * A fill whose entry ends with its key: how the key reads once it has
+ * expired in Redis, kept ready for negative TTL from then on (see
+ * l1_store_then).  Only for reads that answer a missing key with the null
+ * reply (PX_F_NIL), in the variant's protocol.
+ */
+static int then_for(const px_policy *pol, const char *variant, size_t vlen, int with_key, l1_then *then)
+{
+    /* variant: [u8 protocol][u32 db][command name NUL][arguments] */
+    if (!with_key || pol->negative_ttl <= 0 || vlen < 6) return 0;
+    const char *name = variant + 5;
+    const char *nul = memchr(name, '\0', vlen - 5);
+    const px_command *cmd = nul ? px_command_lookup(name, (size_t)(nul - name), NULL, 0) : NULL;
+    if (!cmd || !(cmd->flags & PX_F_NIL)) return 0;
+    int resp3 = variant[0] == 3;
+    *then = (l1_then){resp3 ? "_\r\n" : "$-1\r\n", resp3 ? 3 : 5, (uint64_t)pol->negative_ttl};
+    return 1;
 }
 
 static void send_fill(px_l1 *l, flight *f);
@@ -292,13 +323,19 @@ static void fill_ttl(px_upstream *u, void *ctx, const char *reply, size_t len)
         }
     }
     if (f->reply && f->reply_len <= (size_t)f->pol.max_entry_size && have_pttl) {
-        uint64_t ttl = entry_ttl(l, &f->pol, f->reply, f->reply_len, pttl);
+        int with_key;
+        uint64_t ttl = entry_ttl(l, &f->pol, f->reply, f->reply_len, pttl, &with_key);
         uint32_t glen;
         memcpy(&glen, f->key, 4);
-        int stored = ttl > 0 && l1_store(l->cache, f->key + 4, glen, f->key + 4 + glen, f->klen - 4 - glen, f->reply,
-                                         f->reply_len, f->ticket, ttl, now_ms(l));
-        px_log_debug(&l->srv->log, "L1 fill '%.*s': pttl %lld, kept %llu ms: %s", (int)(glen > 64 ? 64 : glen),
-                     f->key + 4, pttl, (unsigned long long)ttl, stored ? "stored" : "not stored");
+        const char *variant = f->key + 4 + glen;
+        size_t vlen = f->klen - 4 - glen;
+        l1_then then;
+        int has_then = then_for(&f->pol, variant, vlen, with_key, &then);
+        int stored = l1_store_then(l->cache, f->key + 4, glen, variant, vlen, f->reply, f->reply_len, f->ticket, ttl,
+                                   now_ms(l), has_then ? &then : NULL);
+        px_log_debug(&l->srv->log, "L1 fill '%.*s': pttl %lld, kept %llu ms%s: %s", (int)(glen > 64 ? 64 : glen),
+                     f->key + 4, pttl, (unsigned long long)ttl, has_then ? ", then absent" : "",
+                     stored ? "stored" : "not stored");
     }
     flight_free(f);
 }
@@ -408,10 +445,13 @@ static void mget_ttl(px_upstream *u, void *ctx, const char *reply, size_t len)
         const char *k = miss_key(m, j, &kl);
         px_policy pol;
         px_config_policy(cfg, k, kl, &pol);
-        uint64_t ttl = pol.cache ? entry_ttl(l, &pol, m->got[j], m->gotlen[j], pttl) : 0;
-        if (ttl > 0 && m->gotlen[j] <= (size_t)pol.max_entry_size && cacheable_reply(m->got[j], m->gotlen[j]))
-            l1_store(l->cache, k, kl, m->variant.data, m->variant.len, m->got[j], m->gotlen[j], m->ticket, ttl,
-                     now_ms(l));
+        int with_key;
+        uint64_t ttl = entry_ttl(l, &pol, m->got[j], m->gotlen[j], pttl, &with_key);
+        l1_then then;
+        int has_then = then_for(&pol, m->variant.data, m->variant.len, with_key, &then);
+        if (pol.cache && m->gotlen[j] <= (size_t)pol.max_entry_size && cacheable_reply(m->got[j], m->gotlen[j]))
+            l1_store_then(l->cache, k, kl, m->variant.data, m->variant.len, m->got[j], m->gotlen[j], m->ticket, ttl,
+                          now_ms(l), has_then ? &then : NULL);
     }
     if (m->ttls_seen == m->nmiss) {
         if (m->r) px_client_reply(m->r, "-ERR upstream connection lost\r\n", 31);
@@ -483,12 +523,13 @@ static int read_multiget(px_l1 *l, px_client *c, px_req *r, px_upstream *u)
  * exp(-remaining / window), which reaches 1 at expiry; one refresh per key
  * at a time (the flight table), so a hot key's expiry causes no miss burst.
  */
-static int should_refresh(px_l1 *l, const px_policy *pol, uint64_t now, uint64_t expires, uint64_t ttl)
+static int should_refresh(px_l1 *l, const px_policy *pol, uint64_t now, const l1_meta *m)
 {
-    /* An entry whose lifetime the key's own PTTL cut short is not refreshed:
-     * the key is expiring in Redis, and each refresh would only get a
-     * shorter lifetime and refresh again. */
-    if ((long long)ttl * 100 < pol->ttl * (100 - pol->jitter)) return 0;
+    /* An entry whose lifetime the key's own PTTL set is not refreshed: the
+     * key is expiring in Redis, and each refresh would only get a shorter
+     * lifetime and refresh again. */
+    uint64_t expires = m->expires_ms, ttl = m->ttl_ms;
+    if (m->with_key || (long long)ttl * 100 < pol->ttl * (100 - pol->jitter)) return 0;
     double window = (double)ttl * (double)l->srv->cfg->l1_refresh_ahead / 100.0;
     if (window <= 0 || expires <= now || (double)(expires - now) > window) return 0;
     double u = (double)(next_random(&l->rng) >> 11) / (double)(1ULL << 53);
@@ -550,13 +591,14 @@ int px_l1_read(px_l1 *l, px_client *c, px_req *r, px_upstream *u, const char *ra
      * entry the previous refill stored). */
     px_upstream *ku = px_lane_conn_for_key(u, group, glen);
     if (ku != u && ku->state == PX_UP_READY && (c->ninflight == 0 || c->up == ku) && px_l1_can_fill(l, ku)) u = ku;
-    uint64_t now = now_ms(l), expires = 0, ttl = 0;
-    l1_value *v = l1_get_meta(l->cache, group, glen, variant, vlen, now, &expires, &ttl);
+    uint64_t now = now_ms(l);
+    l1_meta meta;
+    l1_value *v = l1_get_meta(l->cache, group, glen, variant, vlen, now, &meta);
     l->scratch = key; /* keep the (possibly grown) buffer */
     if (v) {
         px_client_reply(r, v->data, v->len);
         l1_value_put(v);
-        if (should_refresh(l, &pol, now, expires, ttl) && px_l1_can_fill(l, u) && !flight_find(l, key.data, key.len)) {
+        if (should_refresh(l, &pol, now, &meta) && px_l1_can_fill(l, u) && !flight_find(l, key.data, key.len)) {
             /* read near its expiry: fetch it again in the background, once */
             l->refreshes++;
             start_fill(l, c, NULL, u, &key, glen, &pol, raw, rawlen);
@@ -835,6 +877,7 @@ void px_l1_info(px_l1 *l, px_buf *out)
     px_buf_appendf(out, "hotproxy_l1_stale_fills:%llu\r\n", (unsigned long long)st.stale_fills);
     px_buf_appendf(out, "hotproxy_l1_evictions:%llu\r\n", (unsigned long long)st.evictions);
     px_buf_appendf(out, "hotproxy_l1_expirations:%llu\r\n", (unsigned long long)st.expirations);
+    px_buf_appendf(out, "hotproxy_l1_key_expiries:%llu\r\n", (unsigned long long)st.successions);
     px_buf_appendf(out, "hotproxy_l1_invalidations_local:%llu\r\n", (unsigned long long)l->inval_local);
     px_buf_appendf(out, "hotproxy_l1_invalidations_tracking:%llu\r\n", (unsigned long long)l->inval_tracking);
     px_buf_appendf(out, "hotproxy_l1_flushes:%llu\r\n", (unsigned long long)st.flushes);

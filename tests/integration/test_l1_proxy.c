@@ -445,6 +445,57 @@ static void pttl_cap(redisContext *pc, const char *label)
     diag("%s: that GET %s Redis", label, stat_calls("get") > s ? "reached" : "did not reach");
 }
 
+/*
+ * A key that expires in Redis: its entry ends with it, and the null it then
+ * reads as is kept ready, so the expiry sends nothing to Redis.  The first
+ * nil hotproxy gives comes when Redis' own PTTL is 0 or the key is gone,
+ * never while Redis still counts a millisecond left.
+ */
+static void expiry_then(redisContext *pc, const char *label, int tracking)
+{
+    char key[64];
+    snprintf(key, sizeof(key), "exp:%s", label);
+    cmd(dr, "SET %s v PX 400", key);
+    double t0 = hx_now();
+    const char *last = NULL;
+    int tries = cached(pc, "get", &last, "GET %s", key);
+    ok(tries > 0 && !strcmp(last, "v"), "%s: a key with PX 400 is served from the L1 (%d reads)", label, tries);
+    long long s0 = stat_calls("get");
+    long long pttl_at_nil = -100;
+    int reads = 0;
+    while (hx_now() - t0 < 0.6) {
+        const char *t = cmd(pc, "GET %s", key);
+        reads++;
+        if (!strcmp(t, "(nil)")) {
+            pttl_at_nil = atoll(cmd(dr, "PTTL %s", key));
+            break;
+        }
+    }
+    ok(pttl_at_nil == 0 || pttl_at_nil == -2,
+       "%s: the first nil through hotproxy came when Redis' PTTL was 0 or -2 (%lld, after %d reads)", label,
+       pttl_at_nil, reads);
+    double te = hx_now();
+    while (hx_now() - te < 0.1) {
+        is_str(cmd(pc, "GET %s", key), "(nil)", "%s: nil after the expiry", label);
+        hx_sleep_ms(10);
+    }
+    /* With tracking, Redis' own deletion of the expired key sends an
+     * invalidation; the one fill that follows reads nil and puts the key
+     * back under tracking, so that a later SET is seen. */
+    long long gets = stat_calls("get") - s0;
+    if (tracking)
+        ok(gets <= 1, "%s: %d reads before and 100 ms after the expiry sent at most 1 GET to Redis (%lld)", label,
+           reads, gets);
+    else
+        is_int(gets, 0, "%s: %d reads before and 100 ms after the expiry sent no GET to Redis", label, reads);
+    if (tracking) {
+        cmd(dr, "SET %s again PX 400", key);
+        double d = poll_until(pc, "again", 1.0, "GET %s", key);
+        ok(d >= 0 && d < 0.1, "%s: SET again straight into Redis: visible through hotproxy (%.2f ms)", label,
+           d * 1000);
+    }
+}
+
 /* ---- 6. 500 clients, one fill --------------------------------------------- */
 
 #define NCO 500
@@ -1083,6 +1134,8 @@ int main(void)
     /* 3 */
     pttl_cap(clong, "pttl-tracking");
     pttl_cap(cnt, "pttl-no-tracking");
+    expiry_then(cdef, "expiry-default", 1);
+    expiry_then(cnt, "expiry-no-tracking", 0);
 
     /* 8 */
     negative_ttl(cdef);

@@ -289,6 +289,10 @@ static void test_table(void)
             diag("  %s: cacheable but not a keyed read", c->name);
             bad_cache++;
         }
+        if ((c->flags & PX_F_NIL) && !(c->flags & PX_F_CACHE)) {
+            diag("  %s: NIL but not cacheable", c->name);
+            bad_cache++;
+        }
         if (c->keys == PX_KS_FIXED && c->first_key > 0 &&
             (c->key_step <= 0 || (c->last_key > 0 && c->last_key < c->first_key))) {
             diag("  %s: fixed keys %d..%d step %d", c->name, c->first_key, c->last_key, c->key_step);

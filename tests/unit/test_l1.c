@@ -878,6 +878,64 @@ static void test_sketch_halving(void)
     l1_destroy(c);
 }
 
+/* An entry with a then: a key whose expiry in Redis is known reads as its
+ * then (a null reply) from that expiry on, with no fetch. */
+static int then_put(l1 *c, const char *g, const char *val, uint64_t ttl, uint64_t then_ttl, uint64_t now)
+{
+    l1_then then = {"$-1\r\n", 5, then_ttl};
+    return l1_store_then(c, g, strlen(g), "v", 1, val, strlen(val), l1_ticket(c, g, strlen(g)), ttl, now, &then);
+}
+
+static int reads_as(l1 *c, const char *g, uint64_t now, const char *want, uint64_t *ttl)
+{
+    l1_meta m = {0, 0, 0};
+    l1_value *v = l1_get_meta(c, g, strlen(g), "v", 1, now, &m);
+    int r = want ? v && v->len == strlen(want) && !memcmp(v->data, want, v->len) : v == NULL;
+    if (ttl) *ttl = m.ttl_ms;
+    if (v && !m.with_key) r = 0; /* every entry here was stored with a then */
+    l1_value_put(v);
+    return r;
+}
+
+static void test_then(void)
+{
+    l1_config cfg = cfg_for(1 << 20, 0);
+    l1 *c = l1_create(&cfg);
+    uint64_t ttl = 0;
+    ok(then_put(c, "k", "$5\r\nhello\r\n", 100, 50, 1000), "then: stored (value until 1100, then nil until 1150)");
+    is_int(stats(c).bytes, lone_charge(1, 1, 11) + sizeof(l1_value) + 5, "then: its bytes count too");
+    ok(reads_as(c, "k", 1099, "$5\r\nhello\r\n", &ttl) && ttl == 100, "then: the value until its expiry");
+    ok(reads_as(c, "k", 1100, "$-1\r\n", &ttl), "then: at the expiry, the then, with no miss");
+    is_int(ttl, 50, "then: reported with the then's ttl");
+    is_int(stats(c).successions, 1, "then: one succession counted");
+    is_int(stats(c).misses, 0, "then: no miss");
+    is_int(stats(c).bytes, lone_charge(1, 1, 5), "then: the old value's bytes are freed");
+    is_int(l1_expire(c, 1149, 100), 0, "then: active expiry leaves it before its deadline");
+    ok(reads_as(c, "k", 1149, "$-1\r\n", NULL), "then: still the then 1 ms before its end");
+    is_int(l1_expire(c, 1150, 100), 1, "then: active expiry removes it at its deadline");
+    ok(reads_as(c, "k", 1150, NULL, NULL), "then: gone after");
+    is_int(stats(c).bytes, 0, "then: no bytes left");
+
+    /* active expiry across the value's expiry, without a read */
+    then_put(c, "k", "$1\r\nx\r\n", 100, 50, 2000);
+    is_int(l1_expire(c, 2120, 100), 0, "then: active expiry does not drop an entry between its expiry and deadline");
+    ok(reads_as(c, "k", 2120, "$-1\r\n", NULL), "then: read as the then after its value's expiry");
+
+    /* the key expires now: ttl 0 with a then */
+    ok(then_put(c, "z", "$1\r\nx\r\n", 0, 50, 3000), "then: ttl 0 with a then is stored");
+    ok(reads_as(c, "z", 3000, "$-1\r\n", NULL), "then: and reads as the then at once");
+    ok(!put(c, "z0", "v", "x", 1, 0, 3000), "then: ttl 0 without a then is not stored");
+
+    /* an invalidation drops both parts; a ticket from before it is refused */
+    uint64_t t = l1_ticket(c, "w", 1);
+    then_put(c, "w", "$1\r\nx\r\n", 100, 50, 4000);
+    l1_invalidate(c, "w", 1);
+    ok(reads_as(c, "w", 4100, NULL, NULL), "then: an invalidation drops the then too");
+    l1_then then = {"$-1\r\n", 5, 50};
+    ok(!l1_store_then(c, "w", 1, "v", 1, "$1\r\nx\r\n", 7, t, 100, 4000, &then), "then: a stale ticket is refused");
+    l1_destroy(c);
+}
+
 /* ---- tickets ---- */
 
 static void test_tickets(void)
@@ -1113,6 +1171,7 @@ int main(void)
     test_random_workload();
     test_max_entry_size();
     test_expiry();
+    test_then();
     test_jitter();
     test_admission_threshold();
     test_tinylfu_victim();
