@@ -25,6 +25,9 @@
  * sample_size accesses, as TinyLFU) to reach hot_threshold, and when the
  * cache is full, to be higher than the LRU victim's.  hot_threshold 0 admits
  * every store (the LRU alone decides).
+ *
+ * An entry may carry a "then" (l1_store_then): the reply it turns into when
+ * it expires, for a key whose own expiry in Redis is known.
  */
 #ifndef HP_CACHE_L1_H
 #define HP_CACHE_L1_H
