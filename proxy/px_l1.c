@@ -252,7 +252,7 @@ static uint64_t entry_ttl(px_l1 *l, const px_policy *pol, const char *reply, siz
 
 /*
  * A fill whose entry ends with its key: how the key reads once it has
- * expired in Redis, kept ready for negative TTL from then on (see
+ * expired in Redis, kept ready for as long as a fetched null would be (see
  * l1_store_then).  Only for reads that answer a missing key with the null
  * reply (PX_F_NIL), in the variant's protocol.
  */
@@ -265,7 +265,9 @@ static int then_for(const px_policy *pol, const char *variant, size_t vlen, int 
     const px_command *cmd = nul ? px_command_lookup(name, (size_t)(nul - name), NULL, 0) : NULL;
     if (!cmd || !(cmd->flags & PX_F_NIL)) return 0;
     int resp3 = variant[0] == 3;
-    *then = (l1_then){resp3 ? "_\r\n" : "$-1\r\n", resp3 ? 3 : 5, (uint64_t)pol->negative_ttl};
+    /* as long as a fetched null would stay: never past l1-ttl either */
+    long long keep = pol->negative_ttl < pol->ttl ? pol->negative_ttl : pol->ttl;
+    *then = (l1_then){resp3 ? "_\r\n" : "$-1\r\n", resp3 ? 3 : 5, (uint64_t)keep};
     return 1;
 }
 
