@@ -236,8 +236,8 @@ static void parse_opts(opts *o, int argc, char **argv)
         {"host", 1, 0, 'h'}, {"port", 1, 0, 'p'}, {"redis-port", 1, 0, 'R'}, {"keys", 1, 0, 'k'},
         {"zipf", 1, 0, 'z'}, {"value-size", 1, 0, 'v'}, {"read-pct", 1, 0, 'r'}, {"clients", 1, 0, 'c'},
         {"pipeline", 1, 0, 'P'}, {"duration", 1, 0, 'd'}, {"warmup", 1, 0, 'w'}, {"seed", 1, 0, 's'},
-        {"preload", 0, 0, 'L'}, {"cache-entries", 1, 0, 'E'}, {"ttl-ms", 1, 0, 'T'},
-        {"model-policy", 1, 0, 'M'},         {"proxy-pid", 1, 0, 'X'}, {"redis-pid", 1, 0, 'Y'}, {"help", 0, 0, 'H'}, {0, 0, 0, 0},
+        {"preload", 0, 0, 'L'}, {"cache-entries", 1, 0, 'E'}, {"ttl-ms", 1, 0, 'T'}, {"model-policy", 1, 0, 'M'},
+        {"proxy-pid", 1, 0, 'X'}, {"redis-pid", 1, 0, 'Y'}, {"help", 0, 0, 'H'}, {0, 0, 0, 0},
     };
     *o = (opts){.host = "127.0.0.1", .port = 6379, .redis_port = 0, .keys = 1000000, .zipf = 0.99,
                 .value_size = 100, .read_pct = 95, .clients = 50, .pipeline = 1, .duration = 10,

@@ -396,9 +396,12 @@ static int wait_ready(hx_proc *p, int timeout_ms)
         if (!hx_alive(p)) return -1;
         int fd = hx_connect(p->port);
         if (fd >= 0) {
+            /* serving: PONG, or NOAUTH from a server with a password */
             hx_buf b = {0};
-            int ok = hx_send_str(fd, "PING\r\n") == 0 && hx_read_n(fd, &b, 7, 2000) == HX_OK &&
-                     memcmp(b.data, "+PONG\r\n", 7) == 0;
+            long got = 0;
+            int ok = hx_send_str(fd, "PING\r\n") == 0 && hx_read_replies(fd, &b, 1, &got, 2000) == HX_OK &&
+                     got == 1 &&
+                     (hx_mem_eq(b.data, b.len, "+PONG\r\n", 7) || (b.len >= 7 && !memcmp(b.data, "-NOAUTH", 7)));
             if (ok) {
                 hx_buf_reset(&b);
                 hx_send_str(fd, "QUIT\r\n");

@@ -880,55 +880,12 @@ static void test_admin(redisContext *pc)
     ok(hx_alive(&p1), "hotproxy still runs");
 }
 
-/*
- * hx_proxy_start's readiness check wants +PONG, which a proxy with
- * requirepass never answers before AUTH: start it here, ready once it
- * answers PING at all (-NOAUTH included).
- */
-static int start_auth_proxy(hx_proc *p, const char *const *extra)
-{
-    const char *argv[32];
-    char portstr[16], up[64], logfile[400];
-    int port = hx_free_port(), n = 0;
-    snprintf(portstr, sizeof(portstr), "%d", port);
-    snprintf(up, sizeof(up), "127.0.0.1:%d", redis.port);
-    snprintf(logfile, sizeof(logfile), "%s/hotproxy-auth-%d.log", hx_tmpdir(), port);
-    argv[n++] = hx_bin();
-    argv[n++] = "--port";
-    argv[n++] = portstr;
-    argv[n++] = "--upstream";
-    argv[n++] = up;
-    argv[n++] = "--logfile";
-    argv[n++] = logfile;
-    for (int i = 0; extra[i] && n < 31; i++) argv[n++] = extra[i];
-    argv[n] = NULL;
-    if (hx_spawn(p, "hotproxy-auth", argv) != 0) return -1;
-    p->port = port;
-    snprintf(p->logfile, sizeof(p->logfile), "%s", logfile);
-    double deadline = hx_now() + 15;
-    while (hx_now() < deadline && hx_alive(p)) {
-        int fd = hx_connect(port);
-        if (fd >= 0) {
-            hx_buf b = {0};
-            long got = 0;
-            int ready = hx_send_str(fd, "PING\r\n") == 0 && hx_read_replies(fd, &b, 1, &got, 2000) == HX_OK && got == 1;
-            hx_buf_free(&b);
-            close(fd);
-            if (ready) return 0;
-        }
-        hx_sleep_ms(20);
-    }
-    hx_diag_file(p->outfile, 4096);
-    hx_kill(p);
-    return -1;
-}
-
 static void test_admin_auth(void)
 {
     hx_proc p;
     const char *extra[] = {"--requirepass", "pw", "--user", "bob", "on", ">b", "--user", "ops", "on", ">o", "+@admin",
                            NULL};
-    if (!ok(start_auth_proxy(&p, extra) == 0, "auth: hotproxy with requirepass and two users starts")) return;
+    if (!ok(hx_proxy_startv(&p, 0, redis.port, extra) == 0, "auth: hotproxy with requirepass and two users starts")) return;
     redisContext *c = hx_redis(p.port);
     const char *v = hx_cmd(c, "HOTPROXY CACHE STATS");
     ok(is_err(v, "NOAUTH"), "auth: before AUTH, HOTPROXY CACHE STATS is NOAUTH ('%s')", v);
