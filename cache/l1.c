@@ -28,7 +28,7 @@ typedef struct l1_entry {
     uint64_t expires_ms;
     uint64_t ttl_ms;
     l1_value *then;           /* the value from expires_ms on, for then_ttl (l1_store_then) */
-    int with_key;             /* stored with a then: it ends with its key */
+    int with_key;             /* stored by l1_store_then: it ends with its key */
     uint64_t then_ttl;
     uint64_t deadline;        /* when the entry goes: expires_ms, plus then_ttl if it has a then */
     size_t heap_idx;          /* position in the expiry heap, keyed by deadline */
@@ -420,7 +420,8 @@ int l1_store(l1 *c, const void *group, size_t glen, const void *variant, size_t 
 int l1_store_then(l1 *c, const void *group, size_t glen, const void *variant, size_t vlen, const void *reply,
                   size_t len, uint64_t ticket, uint64_t ttl_ms, uint64_t now_ms, const l1_then *then)
 {
-    if (then && (!then->ttl_ms || then->len > UINT32_MAX)) then = NULL;
+    int with_key = then != NULL;
+    if (then && (!then->reply || !then->ttl_ms || then->len > UINT32_MAX)) then = NULL; /* nothing follows */
     if (!ttl_ms && !then) return 0; /* nothing to keep */
     uint64_t gh = group_hash(c, group, glen);
     if (stale(c, gh, ticket)) {
@@ -482,8 +483,8 @@ int l1_store_then(l1 *c, const void *group, size_t glen, const void *variant, si
     e->expires_ms = now_ms + ttl_ms;
     e->ttl_ms = ttl_ms;
     e->deadline = e->expires_ms;
+    e->with_key = with_key;
     if (then) {
-        e->with_key = 1;
         e->then = value_new(then->reply, then->len);
         e->then_ttl = then->ttl_ms;
         e->deadline += then->ttl_ms;

@@ -80,7 +80,7 @@ void l1_value_put(l1_value *v);
 typedef struct l1_meta {
     uint64_t expires_ms; /* when the reply returned expires */
     uint64_t ttl_ms;     /* the TTL it was stored with */
-    int with_key;        /* stored with a then (l1_store_then): it ends with its key */
+    int with_key;        /* stored by l1_store_then: it ends with its key */
 } l1_meta;
 l1_value *l1_get_meta(l1 *c, const void *group, size_t glen, const void *variant, size_t vlen, uint64_t now_ms,
                       l1_meta *meta);
@@ -97,11 +97,12 @@ int l1_store(l1 *c, const void *group, size_t glen, const void *variant, size_t 
              uint64_t ticket, uint64_t ttl_ms, uint64_t now_ms);
 
 /*
- * l1_store, and what the entry turns into when it expires: its then, kept
- * for then->ttl_ms more.  For a key whose expiry in Redis is known (PTTL),
- * the then is how the key reads once gone (a null reply), so its expiry
- * costs no fetch.  ttl_ms may be 0 with a then (the key expires now).  An
- * invalidation drops both.  then NULL (or its ttl_ms 0): l1_store.
+ * l1_store for an entry that ends with its key (its TTL is the key's own,
+ * from PTTL: l1_meta.with_key says so), and what it turns into when it
+ * expires: its then, kept for then->ttl_ms more, the way the key reads once
+ * gone (a null reply), so the expiry costs no fetch.  then->reply NULL (or
+ * then->ttl_ms 0): nothing follows.  ttl_ms may be 0 with a then to follow
+ * (the key expires now).  An invalidation drops both.  then NULL: l1_store.
  */
 typedef struct l1_then {
     const void *reply;

@@ -251,24 +251,27 @@ static uint64_t entry_ttl(px_l1 *l, const px_policy *pol, const char *reply, siz
 }
 
 /*
- * A fill whose entry ends with its key: how the key reads once it has
- * expired in Redis, kept ready for as long as a fetched null would be (see
- * l1_store_then).  Only for reads that answer a missing key with the null
- * reply (PX_F_NIL), in the variant's protocol.
+ * What a fill whose entry ends with its key (with_key) turns into when the
+ * key expires in Redis (see l1_store_then): for reads that answer a missing
+ * key with the null reply (PX_F_NIL), that null in the variant's protocol,
+ * kept as long as a fetched null would be; for others, nothing.  NULL when
+ * the entry does not end with its key.
  */
-static int then_for(const px_policy *pol, const char *variant, size_t vlen, int with_key, l1_then *then)
+static const l1_then *then_for(const px_policy *pol, const char *variant, size_t vlen, int with_key, l1_then *then)
 {
+    if (!with_key) return NULL;
+    *then = (l1_then){NULL, 0, 0};
     /* variant: [u8 protocol][u32 db][command name NUL][arguments] */
-    if (!with_key || pol->negative_ttl <= 0 || vlen < 6) return 0;
     const char *name = variant + 5;
-    const char *nul = memchr(name, '\0', vlen - 5);
+    const char *nul = vlen > 5 ? memchr(name, '\0', vlen - 5) : NULL;
     const px_command *cmd = nul ? px_command_lookup(name, (size_t)(nul - name), NULL, 0) : NULL;
-    if (!cmd || !(cmd->flags & PX_F_NIL)) return 0;
-    int resp3 = variant[0] == 3;
-    /* as long as a fetched null would stay: never past l1-ttl either */
-    long long keep = pol->negative_ttl < pol->ttl ? pol->negative_ttl : pol->ttl;
-    *then = (l1_then){resp3 ? "_\r\n" : "$-1\r\n", resp3 ? 3 : 5, (uint64_t)keep};
-    return 1;
+    if (cmd && (cmd->flags & PX_F_NIL) && pol->negative_ttl > 0) {
+        int resp3 = variant[0] == 3;
+        /* as long as a fetched null would stay: never past l1-ttl either */
+        long long keep = pol->negative_ttl < pol->ttl ? pol->negative_ttl : pol->ttl;
+        *then = (l1_then){resp3 ? "_\r\n" : "$-1\r\n", resp3 ? 3 : 5, (uint64_t)keep};
+    }
+    return then;
 }
 
 static void send_fill(px_l1 *l, flight *f);
@@ -331,12 +334,12 @@ static void fill_ttl(px_upstream *u, void *ctx, const char *reply, size_t len)
         memcpy(&glen, f->key, 4);
         const char *variant = f->key + 4 + glen;
         size_t vlen = f->klen - 4 - glen;
-        l1_then then;
-        int has_then = then_for(&f->pol, variant, vlen, with_key, &then);
+        l1_then buf;
+        const l1_then *then = then_for(&f->pol, variant, vlen, with_key, &buf);
         int stored = l1_store_then(l->cache, f->key + 4, glen, variant, vlen, f->reply, f->reply_len, f->ticket, ttl,
-                                   now_ms(l), has_then ? &then : NULL);
+                                   now_ms(l), then);
         px_log_debug(&l->srv->log, "L1 fill '%.*s': pttl %lld, kept %llu ms%s: %s", (int)(glen > 64 ? 64 : glen),
-                     f->key + 4, pttl, (unsigned long long)ttl, has_then ? ", then absent" : "",
+                     f->key + 4, pttl, (unsigned long long)ttl, then && then->reply ? ", then absent" : "",
                      stored ? "stored" : "not stored");
     }
     flight_free(f);
@@ -447,13 +450,13 @@ static void mget_ttl(px_upstream *u, void *ctx, const char *reply, size_t len)
         const char *k = miss_key(m, j, &kl);
         px_policy pol;
         px_config_policy(cfg, k, kl, &pol);
-        int with_key;
-        uint64_t ttl = entry_ttl(l, &pol, m->got[j], m->gotlen[j], pttl, &with_key);
-        l1_then then;
-        int has_then = then_for(&pol, m->variant.data, m->variant.len, with_key, &then);
-        if (pol.cache && m->gotlen[j] <= (size_t)pol.max_entry_size && cacheable_reply(m->got[j], m->gotlen[j]))
+        if (pol.cache && m->gotlen[j] <= (size_t)pol.max_entry_size && cacheable_reply(m->got[j], m->gotlen[j])) {
+            int with_key;
+            uint64_t ttl = entry_ttl(l, &pol, m->got[j], m->gotlen[j], pttl, &with_key);
+            l1_then buf;
             l1_store_then(l->cache, k, kl, m->variant.data, m->variant.len, m->got[j], m->gotlen[j], m->ticket, ttl,
-                          now_ms(l), has_then ? &then : NULL);
+                          now_ms(l), then_for(&pol, m->variant.data, m->variant.len, with_key, &buf));
+        }
     }
     if (m->ttls_seen == m->nmiss) {
         if (m->r) px_client_reply(m->r, "-ERR upstream connection lost\r\n", 31);
@@ -529,7 +532,8 @@ static int should_refresh(px_l1 *l, const px_policy *pol, uint64_t now, const l1
 {
     /* An entry whose lifetime the key's own PTTL set is not refreshed: the
      * key is expiring in Redis, and each refresh would only get a shorter
-     * lifetime and refresh again. */
+     * lifetime and refresh again.  Nor is one kept shorter than l1-ttl's
+     * jitter allows: a null kept for l1-negative-ttl. */
     uint64_t expires = m->expires_ms, ttl = m->ttl_ms;
     if (m->with_key || (long long)ttl * 100 < pol->ttl * (100 - pol->jitter)) return 0;
     double window = (double)ttl * (double)l->srv->cfg->l1_refresh_ahead / 100.0;

@@ -926,6 +926,16 @@ static void test_then(void)
     ok(reads_as(c, "z", 3000, "$-1\r\n", NULL), "then: and reads as the then at once");
     ok(!put(c, "z0", "v", "x", 1, 0, 3000), "then: ttl 0 without a then is not stored");
 
+    /* ends with its key, nothing follows (a read whose missing-key reply is not null) */
+    l1_then none = {NULL, 0, 0};
+    ok(l1_store_then(c, "n", 1, "v", 1, "*0\r\n", 4, l1_ticket(c, "n", 1), 100, 3000, &none),
+       "then: an entry that ends with its key, with nothing to follow, is stored");
+    l1_meta m = {0, 0, 0};
+    l1_value *v = l1_get_meta(c, "n", 1, "v", 1, 3050, &m);
+    ok(v && m.with_key, "then: and l1_meta says it ends with its key");
+    l1_value_put(v);
+    ok(reads_as(c, "n", 3100, NULL, NULL), "then: with nothing to follow, it is gone at its expiry");
+
     /* an invalidation drops both parts; a ticket from before it is refused */
     uint64_t t = l1_ticket(c, "w", 1);
     then_put(c, "w", "$1\r\nx\r\n", 100, 50, 4000);
