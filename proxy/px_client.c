@@ -50,6 +50,7 @@ px_client *px_client_create(px_server *s, int fd, const char *addr)
     if (s->clients) s->clients->prev = c;
     s->clients = c;
     s->nclients++;
+    HASH_ADD(hh, s->clients_by_id, id, sizeof(c->id), c);
     return c;
 }
 
@@ -123,6 +124,7 @@ void px_client_free(px_client *c)
     if (c->prev) c->prev->next = c->next;
     else s->clients = c->next;
     if (c->next) c->next->prev = c->prev;
+    HASH_DELETE(hh, s->clients_by_id, c);
     s->nclients--;
     close(c->fd);
     px_buf_free(&c->in);
@@ -389,7 +391,9 @@ static void send_on(px_client *c, px_req *r, struct px_upstream *u, const char *
 /* Parse again what a held client left unread. */
 static void resume_held(px_client *c)
 {
-    if (!(c->flags & PX_CLIENT_HOLD) || c->ninflight || c->markers || (c->flags & PX_CLIENT_CLOSING)) return;
+    if (!(c->flags & PX_CLIENT_HOLD) || c->ninflight || c->markers ||
+        (c->flags & (PX_CLIENT_CLOSING | PX_CLIENT_CLOSE_AFTER_REPLY)))
+        return;
     c->flags &= ~PX_CLIENT_HOLD;
     if (c->flags & PX_CLIENT_PAUSED) return;
     ev_io_start(c->srv->loop, &c->rw);
@@ -407,6 +411,29 @@ static void on_marker(struct px_upstream *u, void *ctx, const char *reply, size_
     if (!(c->state & (PX_STATE_SUB | PX_STATE_SSUB | PX_STATE_MONITOR))) u->raw = 0;
     px_client_maybe_unpin(c);
     resume_held(c);
+}
+
+/* Answer a protocol error, then close, as Redis does. */
+static void protocol_error(px_client *c, const char *errstr)
+{
+    c->flags |= PX_CLIENT_CLOSE_AFTER_REPLY;
+    ev_io_stop(c->srv->loop, &c->rw);
+    px_req *r = req_new(c);
+    px_client_reply_error(r, "ERR %s", errstr);
+    want_write(c);
+}
+
+/* A protocol error waited for the frames of the commands before it. */
+static void on_protocol_error_marker(struct px_upstream *u, void *ctx, const char *reply, size_t len)
+{
+    px_client *c = u->owner;
+    (void)reply;
+    (void)len;
+    if (c && !(c->flags & PX_CLIENT_CLOSING)) {
+        c->markers--;
+        protocol_error(c, ctx);
+    }
+    free(ctx);
 }
 
 /* "unsubscribe"/"punsubscribe"/"sunsubscribe" frame reporting 0 left. */
@@ -470,7 +497,7 @@ void px_client_upstream_frame(px_client *c, struct px_upstream *u, const char *f
          * way: the marker says when they are all in. */
         c->state &= ~which;
         c->markers++;
-        px_upstream_marker(u, on_marker);
+        px_upstream_marker(u, on_marker, NULL);
     }
     after_output(c);
 }
@@ -685,12 +712,17 @@ static void process_input(px_client *c)
         if (rc == PX_ERR) {
             s->stats.protocol_errors++;
             px_log_verbose(&s->log, "Client id=%llu addr=%s: %s", (unsigned long long)c->id, c->addr, c->parser.errstr);
-            px_req *r = req_new(c);
-            px_client_reply_error(r, "ERR %s", c->parser.errstr);
-            c->flags |= PX_CLIENT_CLOSE_AFTER_REPLY;
-            ev_io_stop(s->loop, &c->rw);
             px_buf_clear(&c->in, 0);
-            want_write(c);
+            ev_io_stop(s->loop, &c->rw);
+            if (c->pinned) {
+                /* Frames for what it sent before (a SUBSCRIBE's confirmation)
+                 * may still be on their way: as Redis, they come first. */
+                c->flags |= PX_CLIENT_HOLD;
+                c->markers++;
+                px_upstream_marker(c->pinned, on_protocol_error_marker, strdup(c->parser.errstr));
+                return;
+            }
+            protocol_error(c, c->parser.errstr);
             return;
         }
         if (c->parser.argc > 0 && !dispatch(c, start, c->parser.pos)) {

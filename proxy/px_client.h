@@ -17,6 +17,7 @@
 
 #include <ev.h>
 #include <stdint.h>
+#include <uthash.h>
 
 #include "proxy/px_buf.h"
 #include "proxy/px_resp.h"
@@ -120,6 +121,7 @@ typedef struct px_client {
     char addr[64];          /* "ip:port" of the peer */
 
     struct px_client *prev, *next;  /* server's client list */
+    UT_hash_handle hh;              /* server's table by id (CLIENT KILL ID, LIST ID, UNBLOCK, REDIRECT) */
     struct px_client *wnext;        /* server's write list */
     struct px_client *cnext;        /* server's closing list */
 } px_client;

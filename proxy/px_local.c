@@ -191,14 +191,10 @@ void px_local_info_alone(px_client *c, px_req *r)
     px_buf_free(&body);
 }
 
+/* Redis 7's text names subcommands "container|sub". */
 static int arity_error(px_req *r, const px_command *cmd)
 {
-    const char *bar = strchr(cmd->name, '|');
-    if (bar)
-        px_client_reply_error(r, "ERR unknown subcommand or wrong number of arguments for '%s'. Try %.*s HELP.",
-                              bar + 1, (int)(bar - cmd->name), cmd->name);
-    else
-        px_client_reply_error(r, "ERR wrong number of arguments for '%s' command", cmd->name);
+    px_client_reply_error(r, "ERR wrong number of arguments for '%s' command", cmd->name);
     return 1;
 }
 
@@ -365,8 +361,12 @@ static int do_select(px_client *c, px_req *r, int argc, const char *const *argv,
 {
     long long db;
     if (argc != 2) return arity_error(r, r->cmd);
-    if (!px_string2ll(argv[1], argvlen[1], &db) || db < INT32_MIN || db > INT32_MAX) {
+    if (!px_string2ll(argv[1], argvlen[1], &db)) {
         px_client_reply_error(r, "ERR value is not an integer or out of range");
+        return 1;
+    }
+    if (db < INT32_MIN || db > INT32_MAX) { /* Redis' getIntFromObjectOrReply, word for word */
+        px_client_reply_error(r, "ERR value is out of range, value must between -2147483648 and 2147483647");
         return 1;
     }
     px_route_args a = {r->cmd, argc, argv, argvlen};
@@ -446,10 +446,141 @@ static void client_line(px_client *c, px_buf *b)
 static px_client *client_by_id(px_server *s, const char *p, size_t n)
 {
     long long id;
-    if (!px_string2ll(p, n, &id)) return NULL;
-    for (px_client *o = s->clients; o; o = o->next)
-        if ((long long)o->id == id && !(o->flags & PX_CLIENT_CLOSING)) return o;
-    return NULL;
+    if (!px_string2ll(p, n, &id) || id <= 0) return NULL;
+    return px_server_client(s, (uint64_t)id);
+}
+
+/* Redis' client types (getClientTypeByName); hotproxy's clients are never
+ * masters or replicas.  -1 when the name is not a type. */
+enum { TYPE_NORMAL, TYPE_PUBSUB, TYPE_OTHER };
+static int client_type_by_name(const char *p, size_t n)
+{
+    if (eq(p, n, "normal")) return TYPE_NORMAL;
+    if (eq(p, n, "pubsub")) return TYPE_PUBSUB;
+    if (eq(p, n, "slave") || eq(p, n, "replica") || eq(p, n, "master")) return TYPE_OTHER;
+    return -1;
+}
+
+static int client_type(const px_client *o)
+{
+    return (o->state & (PX_STATE_SUB | PX_STATE_SSUB)) ? TYPE_PUBSUB : TYPE_NORMAL;
+}
+
+/* CLIENT LIST [TYPE t | ID id ...]: with ids, the clients in the order given
+ * (a repeated id is listed again), as Redis does; each id costs one lookup. */
+static void client_list(px_client *c, px_req *r, int argc, const char *const *argv, const size_t *argvlen)
+{
+    px_server *s = c->srv;
+    px_buf b = {0};
+    if (argc == 2 || (argc == 4 && eq(argv[2], argvlen[2], "type"))) {
+        int type = argc == 4 ? client_type_by_name(argv[3], argvlen[3]) : -2;
+        if (type == -1) {
+            px_client_reply_error(r, "ERR Unknown client type '%.*s'", (int)(argvlen[3] > 64 ? 64 : argvlen[3]), argv[3]);
+            return;
+        }
+        for (px_client *o = s->clients; o; o = o->next)
+            if (!(o->flags & PX_CLIENT_CLOSING) && (type == -2 || client_type(o) == type)) client_line(o, &b);
+    } else if (argc > 3 && eq(argv[2], argvlen[2], "id")) {
+        for (int i = 3; i < argc; i++) {
+            long long id;
+            if (!px_string2ll(argv[i], argvlen[i], &id)) {
+                px_buf_free(&b);
+                px_client_reply_error(r, "ERR Invalid client ID");
+                return;
+            }
+            px_client *o = id > 0 ? px_server_client(s, (uint64_t)id) : NULL;
+            if (o) client_line(o, &b);
+        }
+    } else {
+        px_client_reply_error(r, "ERR syntax error");
+        return;
+    }
+    reply_text(c, r, b.data ? b.data : "", b.len);
+    px_buf_free(&b);
+}
+
+static void kill_one(px_client *c, px_client *o)
+{
+    if (o == c) c->flags |= PX_CLIENT_CLOSE_AFTER_REPLY;
+    else px_client_close(o, "CLIENT KILL");
+}
+
+/* CLIENT KILL addr:port | CLIENT KILL <filter value> ..., Redis 7.0's
+ * checks and texts.  With an ID filter only that client is looked at. */
+static void client_kill(px_client *c, px_req *r, int argc, const char *const *argv, const size_t *argvlen)
+{
+    px_server *s = c->srv;
+    if (argc == 3) {
+        for (px_client *o = s->clients; o; o = o->next)
+            if (!(o->flags & PX_CLIENT_CLOSING) && eq(argv[2], argvlen[2], o->addr)) {
+                kill_one(c, o);
+                reply_ok(r);
+                return;
+            }
+        px_client_reply_error(r, "ERR No such client");
+        return;
+    }
+    long long id = 0;
+    int type = -1, skipme = 1;
+    const char *addr = NULL, *laddr = NULL, *user = NULL;
+    size_t addrlen = 0, laddrlen = 0, userlen = 0;
+    for (int i = 2; i < argc; i += 2) {
+        const char *k = argv[i];
+        size_t kl = argvlen[i];
+        if (i + 1 >= argc) {
+            px_client_reply_error(r, "ERR syntax error");
+            return;
+        }
+        const char *v = argv[i + 1];
+        size_t vl = argvlen[i + 1];
+        if (eq(k, kl, "id")) {
+            if (!px_string2ll(v, vl, &id) || id < 1) {
+                px_client_reply_error(r, "ERR client-id should be greater than 0");
+                return;
+            }
+        } else if (eq(k, kl, "type")) {
+            if ((type = client_type_by_name(v, vl)) < 0) {
+                px_client_reply_error(r, "ERR Unknown client type '%.*s'", (int)(vl > 64 ? 64 : vl), v);
+                return;
+            }
+        } else if (eq(k, kl, "addr")) {
+            addr = v;
+            addrlen = vl;
+        } else if (eq(k, kl, "laddr")) {
+            laddr = v;
+            laddrlen = vl;
+        } else if (eq(k, kl, "user")) {
+            if (!px_config_user(s->cfg, v, vl) && !eq(v, vl, "default")) {
+                px_client_reply_error(r, "ERR No such user '%.*s'", (int)(vl > 64 ? 64 : vl), v);
+                return;
+            }
+            user = v;
+            userlen = vl;
+        } else if (eq(k, kl, "skipme")) {
+            if (eq(v, vl, "yes")) skipme = 1;
+            else if (eq(v, vl, "no")) skipme = 0;
+            else {
+                px_client_reply_error(r, "ERR syntax error");
+                return;
+            }
+        } else {
+            px_client_reply_error(r, "ERR syntax error");
+            return;
+        }
+    }
+    char mine[300];
+    snprintf(mine, sizeof(mine), "%s:%lld", s->cfg->bind, s->cfg->port);
+    long long killed = 0;
+    px_client *only = id ? px_server_client(s, (uint64_t)id) : NULL;
+    for (px_client *o = id ? only : s->clients; o; o = id ? NULL : o->next) {
+        if (o->flags & PX_CLIENT_CLOSING || (skipme && o == c)) continue;
+        if ((type >= 0 && client_type(o) != type) || (addr && !eq(addr, addrlen, o->addr)) ||
+            (laddr && !eq(laddr, laddrlen, mine)) || (user && !(o->user && eq(user, userlen, o->user))))
+            continue;
+        killed++;
+        kill_one(c, o);
+    }
+    reply_int(r, killed);
 }
 
 static int do_client(px_client *c, px_req *r, int argc, const char *const *argv, const size_t *argvlen)
@@ -493,68 +624,9 @@ static int do_client(px_client *c, px_req *r, int argc, const char *const *argv,
         reply_text(c, r, b.data, b.len);
         px_buf_free(&b);
     } else if (!strcmp(sub, "list")) {
-        px_buf b = {0};
-        int only_ids = argc >= 4 && eq(argv[2], argvlen[2], "id");
-        if (argc > 2 && !only_ids && !(argc == 4 && eq(argv[2], argvlen[2], "type"))) {
-            px_client_reply_error(r, "ERR syntax error");
-            return 1;
-        }
-        for (px_client *o = s->clients; o; o = o->next) {
-            if (o->flags & PX_CLIENT_CLOSING) continue;
-            if (only_ids) {
-                int match = 0;
-                for (int i = 3; i < argc; i++) match |= client_by_id(s, argv[i], argvlen[i]) == o;
-                if (!match) continue;
-            }
-            if (argc == 4 && !only_ids && !eq(argv[3], argvlen[3], (o->state & (PX_STATE_SUB | PX_STATE_SSUB)) ? "pubsub" : "normal"))
-                continue;
-            client_line(o, &b);
-        }
-        reply_text(c, r, b.data ? b.data : "", b.len);
-        px_buf_free(&b);
+        client_list(c, r, argc, argv, argvlen);
     } else if (!strcmp(sub, "kill")) {
-        if (argc == 3) { /* CLIENT KILL addr:port */
-            for (px_client *o = s->clients; o; o = o->next)
-                if (!(o->flags & PX_CLIENT_CLOSING) && eq(argv[2], argvlen[2], o->addr)) {
-                    if (o == c) c->flags |= PX_CLIENT_CLOSE_AFTER_REPLY;
-                    else px_client_close(o, "CLIENT KILL");
-                    reply_ok(r);
-                    return 1;
-                }
-            px_client_reply_error(r, "ERR No such client");
-            return 1;
-        }
-        if (argc % 2 != 0) {
-            px_client_reply_error(r, "ERR syntax error");
-            return 1;
-        }
-        long long killed = 0;
-        int skipme = 1;
-        for (int i = 2; i < argc; i += 2)
-            if (eq(argv[i], argvlen[i], "skipme")) skipme = eq(argv[i + 1], argvlen[i + 1], "yes");
-        for (px_client *o = s->clients; o; o = o->next) {
-            if (o->flags & PX_CLIENT_CLOSING || (skipme && o == c)) continue;
-            int match = 1;
-            for (int i = 2; i < argc && match; i += 2) {
-                const char *k = argv[i], *v = argv[i + 1];
-                size_t kl = argvlen[i], vl = argvlen[i + 1];
-                if (eq(k, kl, "id")) match = client_by_id(s, v, vl) == o;
-                else if (eq(k, kl, "addr")) match = eq(v, vl, o->addr);
-                else if (eq(k, kl, "user")) match = o->user && eq(v, vl, o->user);
-                else if (eq(k, kl, "type")) match = eq(v, vl, (o->state & (PX_STATE_SUB | PX_STATE_SSUB)) ? "pubsub" : "normal");
-                else if (eq(k, kl, "skipme")) match = 1;
-                else if (eq(k, kl, "laddr")) match = 1;
-                else {
-                    px_client_reply_error(r, "ERR syntax error");
-                    return 1;
-                }
-            }
-            if (!match) continue;
-            killed++;
-            if (o == c) c->flags |= PX_CLIENT_CLOSE_AFTER_REPLY;
-            else px_client_close(o, "CLIENT KILL");
-        }
-        reply_int(r, killed);
+        client_kill(c, r, argc, argv, argvlen);
     } else if (!strcmp(sub, "reply")) {
         if (eq(argv[2], argvlen[2], "on")) {
             c->reply_mode = 0;
@@ -571,16 +643,31 @@ static int do_client(px_client *c, px_req *r, int argc, const char *const *argv,
         if (!eq(argv[2], argvlen[2], "on") && !eq(argv[2], argvlen[2], "off")) px_client_reply_error(r, "ERR syntax error");
         else reply_ok(r); /* hotproxy's connections are not Redis' to evict */
     } else if (!strcmp(sub, "unblock")) {
+        /* Redis checks the argument count, the reason, then the id */
+        if (argc > 4) {
+            px_client_reply_error(r, "ERR unknown subcommand or wrong number of arguments for '%.*s'. Try CLIENT HELP.",
+                                  (int)(argvlen[1] > 64 ? 64 : argvlen[1]), argv[1]);
+            return 1;
+        }
+        if (argc == 4 && !eq(argv[3], argvlen[3], "timeout") && !eq(argv[3], argvlen[3], "error")) {
+            px_client_reply_error(r, "ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR");
+            return 1;
+        }
+        long long id;
+        if (!px_string2ll(argv[2], argvlen[2], &id)) {
+            px_client_reply_error(r, "ERR value is not an integer or out of range");
+            return 1;
+        }
         /* the blocked command runs on that client's own connection */
-        px_client *o = client_by_id(s, argv[2], argvlen[2]);
+        px_client *o = id > 0 ? px_server_client(s, (uint64_t)id) : NULL;
         if (!o || !o->pinned || !o->nblocking || !o->pinned->redis_id) {
             reply_int(r, 0);
             return 1;
         }
-        char id[24];
-        snprintf(id, sizeof(id), "%lld", o->pinned->redis_id);
-        const char *cmd[] = {"CLIENT", "UNBLOCK", id, argc == 4 ? argv[3] : ""};
-        const size_t len[] = {6, 7, strlen(id), argc == 4 ? argvlen[3] : 0};
+        char rid[24];
+        snprintf(rid, sizeof(rid), "%lld", o->pinned->redis_id);
+        const char *cmd[] = {"CLIENT", "UNBLOCK", rid, argc == 4 ? argv[3] : ""};
+        const size_t len[] = {6, 7, strlen(rid), argc == 4 ? argvlen[3] : 0};
         px_resp_command(&c->rewrite, argc, cmd, len);
         return 0;
     } else {
