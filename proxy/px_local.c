@@ -14,6 +14,7 @@
  */
 #include "proxy/px_local.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,6 +121,11 @@ static void append_sections(px_server *s, unsigned bits, px_buf *out)
     }
 }
 
+static int eq(const char *a, size_t alen, const char *lit)
+{
+    return strlen(lit) == alen && !strncasecmp(a, lit, alen);
+}
+
 /* Encoders for local replies, in the client's protocol. */
 static void add_str(px_buf *b, const char *p) { px_resp_bulk(b, p, strlen(p)); }
 
@@ -183,6 +189,84 @@ static int info_hook(px_req *r, const char *reply, size_t len, px_buf *out)
     return 1;
 }
 
+/* CONFIG GET parameters whose values are secrets: Redis' passwords, and
+ * hotproxy's own upstream credentials when they are Redis' too. */
+static int secret_parameter(const char *p, size_t n)
+{
+    if (eq(p, n, "masterauth") || eq(p, n, "masteruser")) return 1;
+    for (size_t i = 0; i + 4 <= n; i++)
+        if (!strncasecmp(p + i, "pass", 4)) return 1;
+    return 0;
+}
+
+/*
+ * The hook on a forwarded CONFIG GET: a secret's value becomes "(set)" (or
+ * stays "" when there is none), in the RESP2 array of pairs or the RESP3
+ * map, so no client ever reads Redis' passwords, or the one hotproxy logs
+ * in with, through hotproxy.
+ */
+static int redact_hook(px_req *r, const char *reply, size_t len, px_buf *out)
+{
+    const char *nl = memchr(reply, '\n', len);
+    long long n;
+    (void)r;
+    if (!nl || (reply[0] != '*' && reply[0] != '%') || !px_string2ll(reply + 1, (size_t)(nl - reply - 2), &n) || n < 0)
+        return 0;
+    long long pairs = reply[0] == '%' ? n : n / 2;
+    const char *p = nl + 1, *end = reply + len;
+    px_buf_append(out, reply, (size_t)(p - reply));
+    for (long long i = 0; i < pairs; i++) {
+        px_reply_scanner sc;
+        size_t elen[2];
+        const char *el[2];
+        for (int k = 0; k < 2; k++) {
+            px_reply_scanner_reset(&sc);
+            if (p >= end || px_reply_scan(&sc, p, (size_t)(end - p)) != PX_OK) {
+                out->len = 0;
+                px_buf_append(out, "-ERR hotproxy: unexpected CONFIG GET reply\r\n", 45);
+                return 1; /* never Redis' bytes unchecked */
+            }
+            el[k] = p;
+            elen[k] = sc.pos;
+            p += sc.pos;
+        }
+        const char *name, *value;
+        size_t namelen, valuelen;
+        px_buf_append(out, el[0], elen[0]);
+        if (px_reply_string(el[0], elen[0], &name, &namelen) == 0 && secret_parameter(name, namelen) &&
+            !(px_reply_string(el[1], elen[1], &value, &valuelen) == 0 && valuelen == 0))
+            px_resp_bulk(out, "(set)", 5);
+        else
+            px_buf_append(out, el[1], elen[1]);
+    }
+    px_buf_append(out, p, (size_t)(end - p));
+    return 1;
+}
+
+/* Redis speaks of its connection ids: a redirect is the client's own
+ * connection's; hotproxy's id of the client it named is what the client knows. */
+static int getredir_hook(px_req *r, const char *reply, size_t len, px_buf *out)
+{
+    long long id;
+    if (!r->client || len < 4 || reply[0] != ':' || !px_string2ll(reply + 1, len - 3, &id) || id <= 0) return 0;
+    px_buf_appendf(out, ":%llu\r\n", (unsigned long long)r->client->track_redir);
+    return 1;
+}
+
+static int trackinginfo_hook(px_req *r, const char *reply, size_t len, px_buf *out)
+{
+    static const char key[] = "$8\r\nredirect\r\n:";
+    const char *at = r->client ? memmem(reply, len, key, sizeof(key) - 1) : NULL;
+    if (!at) return 0;
+    const char *num = at + sizeof(key) - 1, *cr = memchr(num, '\r', (size_t)(reply + len - num));
+    long long id;
+    if (!cr || !px_string2ll(num, (size_t)(cr - num), &id) || id <= 0) return 0;
+    px_buf_append(out, reply, (size_t)(num - reply));
+    px_buf_appendf(out, "%llu", (unsigned long long)r->client->track_redir);
+    px_buf_append(out, cr, (size_t)(reply + len - cr));
+    return 1;
+}
+
 void px_local_info_alone(px_client *c, px_req *r)
 {
     px_buf body = {0};
@@ -196,11 +280,6 @@ static int arity_error(px_req *r, const px_command *cmd)
 {
     px_client_reply_error(r, "ERR wrong number of arguments for '%s' command", cmd->name);
     return 1;
-}
-
-static int eq(const char *a, size_t alen, const char *lit)
-{
-    return strlen(lit) == alen && !strncasecmp(a, lit, alen);
 }
 
 static char *dupn(const char *p, size_t n)
@@ -361,35 +440,35 @@ static int do_select(px_client *c, px_req *r, int argc, const char *const *argv,
 {
     long long db;
     if (argc != 2) return arity_error(r, r->cmd);
-    if (!px_string2ll(argv[1], argvlen[1], &db)) {
-        px_client_reply_error(r, "ERR value is not an integer or out of range");
-        return 1;
-    }
-    if (db < INT32_MIN || db > INT32_MAX) { /* Redis' getIntFromObjectOrReply, word for word */
-        px_client_reply_error(r, "ERR value is out of range, value must between -2147483648 and 2147483647");
-        return 1;
-    }
+    int isint = px_string2ll(argv[1], argvlen[1], &db);
     px_route_args a = {r->cmd, argc, argv, argvlen};
     px_pool *pool = c->srv->router->route(c->srv->router, c, &a);
     long long ndb = pool ? pool->databases : 16;
-    if (db < 0 || db >= ndb) {
-        px_client_reply_error(r, "ERR DB index is out of range");
-        return 1;
+    int valid = isint && db >= 0 && db < ndb;
+    if (c->pinned) {
+        /* Redis does it on the client's own connection, and queues it in
+         * MULTI: its error, if any, belongs in EXEC's reply */
+        if (valid) c->db = (int)db;
+        return 0;
     }
-    c->db = (int)db;
-    if (c->pinned) return 0; /* Redis does it on the client's own connection (and queues it in MULTI) */
-    reply_ok(r);
+    if (!isint) {
+        px_client_reply_error(r, "ERR value is not an integer or out of range");
+    } else if (db < INT32_MIN || db > INT32_MAX) { /* Redis' getIntFromObjectOrReply, word for word */
+        px_client_reply_error(r, "ERR value is out of range, value must between -2147483648 and 2147483647");
+    } else if (!valid) {
+        px_client_reply_error(r, "ERR DB index is out of range");
+    } else {
+        c->db = (int)db;
+        reply_ok(r);
+    }
     return 1;
 }
 
 static int do_reset(px_client *c, px_req *r)
 {
-    if (c->pinned) {
-        struct px_upstream *u = c->pinned;
-        c->pinned = NULL;
-        c->up = NULL;
-        px_pool_unpin(u->pool, u);
-    }
+    px_client_drop_pinned(c);
+    px_client_multi_reset(c);
+    c->track_redir = 0;
     c->state = 0;
     c->nblocking = 0;
     c->markers = 0;
@@ -434,12 +513,13 @@ static void client_line(px_client *c, px_buf *b)
     px_buf_appendf(b,
                    "id=%llu addr=%s laddr=%s:%lld fd=%d name=%s age=%lld idle=%lld flags=%s db=%d sub=%d psub=%d "
                    "ssub=%d multi=%d qbuf=%zu obl=0 oll=%ld omem=%zu tot-mem=%zu events=r cmd=%s user=%s "
-                   "redir=-1 resp=%d lib-name=%s lib-ver=%s inflight=%ld pinned=%d\n",
+                   "redir=%lld resp=%d lib-name=%s lib-ver=%s inflight=%ld pinned=%d\n",
                    (unsigned long long)c->id, c->addr, c->srv->cfg->bind, c->srv->cfg->port, c->fd,
                    c->name ? c->name : "", (long long)(now - c->created), (long long)(now - c->last_active), flags,
                    c->db, c->nsub, c->npsub, c->nssub, c->state & PX_STATE_MULTI ? c->multi_queued : -1,
                    px_buf_used(&c->in), c->nqueued, px_buf_used(&c->out), c->in.cap + c->out.cap, cmdname,
-                   c->user ? c->user : "default", c->proto,
+                   c->user ? c->user : "default",
+                   c->state & PX_STATE_TRACKING ? (long long)c->track_redir : -1LL, c->proto,
                    c->lib_name ? c->lib_name : "", c->lib_ver ? c->lib_ver : "", c->ninflight, c->pinned != NULL);
 }
 
@@ -590,6 +670,30 @@ static int do_client(px_client *c, px_req *r, int argc, const char *const *argv,
     if (!px_command_arity_ok(r->cmd, argc)) return arity_error(r, r->cmd);
     if (!strcmp(sub, "id")) {
         reply_int(r, (long long)c->id);
+    } else if (!strcmp(sub, "getredir") || !strcmp(sub, "trackinginfo")) {
+        int info = !strcmp(sub, "trackinginfo");
+        if ((c->state & PX_STATE_TRACKING) && c->pinned && !r->capture) {
+            /* Redis knows the options; hotproxy translates the id */
+            r->hook = info ? trackinginfo_hook : getredir_hook;
+            return 0;
+        }
+        long long redir = (c->state & PX_STATE_TRACKING) ? (long long)c->track_redir : -1;
+        if (!info) {
+            reply_int(r, redir);
+            return 1;
+        }
+        /* what Redis says of a client without tracking (inside EXEC: on, no options) */
+        px_buf b = {0};
+        px_buf_append(&b, c->proto >= 3 ? "%3\r\n" : "*6\r\n", 4);
+        add_str(&b, "flags");
+        px_buf_append(&b, c->proto >= 3 ? "~1\r\n" : "*1\r\n", 4);
+        add_str(&b, redir >= 0 ? "on" : "off");
+        add_str(&b, "redirect");
+        px_buf_appendf(&b, ":%lld\r\n", redir);
+        add_str(&b, "prefixes");
+        px_buf_append(&b, "*0\r\n", 4);
+        px_client_reply(r, b.data, b.len);
+        px_buf_free(&b);
     } else if (!strcmp(sub, "getname")) {
         if (c->name) reply_bulk(r, c->name, strlen(c->name));
         else reply_null(c, r);
@@ -681,14 +785,7 @@ static int do_admin(px_client *c, px_req *r, int argc, const char *const *argv, 
 {
     px_server *s = c->srv;
     px_config *cfg = s->cfg;
-    if (px_config_auth_required(cfg)) {
-        const px_user *u = c->user ? px_config_user(cfg, c->user, strlen(c->user)) : NULL;
-        if (!u || !u->admin) {
-            px_client_reply_error(r, "NOPERM User %s has no permissions to run the 'hotproxy' command",
-                                  c->user ? c->user : "default");
-            return 1;
-        }
-    }
+    /* admin users only: px_client checks the table's PX_F_A before this runs */
     if (!strcmp(r->cmd->name, "hotproxy") || argc < 3) {
         px_client_reply_error(r, "ERR unknown subcommand or wrong number of arguments for HOTPROXY. Try HOTPROXY "
                                  "CACHE STATS|INVALIDATE|FLUSH|KEYS or HOTPROXY CONFIG GET|SET|RELOAD.");
@@ -787,17 +884,54 @@ static int do_admin(px_client *c, px_req *r, int argc, const char *const *argv, 
     return 1;
 }
 
-int px_local_tracking(px_client *c, px_req *r, int argc, const char *const *argv, const size_t *argvlen)
+/* The position of CLIENT TRACKING's REDIRECT id, or -1. */
+static int redirect_at(int argc, const char *const *argv, const size_t *argvlen)
 {
     int at = -1;
     for (int i = 3; i + 1 < argc; i++)
         if (eq(argv[i], argvlen[i], "redirect")) at = i + 1;
+    return at;
+}
+
+static void redirect_target_known(struct px_upstream *u, void *ctx, const char *reply, size_t len)
+{
+    (void)reply;
+    (void)len;
+    px_client *c = px_server_client(u->srv, (uint64_t)(uintptr_t)ctx);
+    if (c) px_client_resume(c);
+}
+
+int px_local_tracking_ready(px_client *c, int argc, const char *const *argv, const size_t *argvlen)
+{
+    int at = redirect_at(argc, argv, argvlen);
+    px_client *o = at < 0 ? NULL : client_by_id(c->srv, argv[at], argvlen[at]);
+    const char *err = NULL;
+    if (!o || px_client_pin_redirect_target(o, &err) != 0 || o->pinned->redis_id || c->redirect_wait) {
+        c->redirect_wait = 0; /* px_local_tracking answers, or sends it */
+        return 1;
+    }
+    /* A connection just opened for the target: its CLIENT ID, asked first
+     * thing, is on the way; the marker after it says when it is in. */
+    c->redirect_wait = 1;
+    px_upstream_marker(o->pinned, redirect_target_known, (void *)(uintptr_t)c->id);
+    return 0;
+}
+
+int px_local_tracking(px_client *c, px_req *r, int argc, const char *const *argv, const size_t *argvlen)
+{
+    int at = redirect_at(argc, argv, argvlen);
     if (at < 0) return 0;
     px_client *o = client_by_id(c->srv, argv[at], argvlen[at]);
+    const char *err = NULL;
+    if (o && px_client_pin_redirect_target(o, &err) != 0 && err) {
+        px_client_reply_error(r, "%s", err);
+        return -1;
+    }
     if (!o || !o->pinned || !o->pinned->redis_id) {
         px_client_reply_error(r, "ERR The client ID you want redirect to does not exist");
         return -1;
     }
+    if (argc >= 3 && eq(argv[2], argvlen[2], "on")) c->track_redir = o->id;
     char id[24];
     snprintf(id, sizeof(id), "%lld", o->pinned->redis_id);
     px_buf_appendf(&c->rewrite, "*%d\r\n", argc);
@@ -836,6 +970,9 @@ int px_local_handle(px_client *c, px_req *r, int argc, const char *const *argv, 
     case PX_H_UNSUBSCRIBE:
         if (c->pinned) return 0;
         return do_unsubscribe(c, r, argc, argv, argvlen);
+    case PX_H_REDACT:
+        r->hook = redact_hook;
+        return 0;
     case PX_H_INFO: {
         unsigned bits = info_sections(argc, argv, argvlen);
         r->hook_flags = bits & SEC_ALL;
