@@ -976,7 +976,9 @@ int px_local_handle(px_client *c, px_req *r, int argc, const char *const *argv, 
     case PX_H_INFO: {
         unsigned bits = info_sections(argc, argv, argvlen);
         r->hook_flags = bits & SEC_ALL;
-        if (!(bits & SEC_REDIS)) {
+        /* inside MULTI it goes to Redis all the same (which knows no such
+         * section and says ""), to be queued there and answered in EXEC */
+        if (!(bits & SEC_REDIS) && !(c->pinned && (c->state & PX_STATE_MULTI))) {
             px_local_info_alone(c, r);
             return 1;
         }

@@ -218,6 +218,15 @@ static void test_multi(void)
     e = reply_at(&b, 2);
     ok(got == 3 && starts(b.data + e, "*1\r\n$") && strstr(b.data + e, " flags=x ") && strstr(b.data + e, " name=foo "),
        "CLIENT INFO inside MULTI: queued, answered in EXEC with flags=x");
+    /* INFO inside MULTI: +QUEUED, and hotproxy's sections inside EXEC */
+    hx_buf_reset(&b);
+    hx_send_str(fd, "MULTI\r\nINFO server\r\nINFO hotproxy\r\nEXEC\r\n");
+    got = read_n(fd, &b, 0, 4, 10000);
+    e = reply_at(&b, 3);
+    ok(got == 4 && starts(b.data, "+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n$") && strstr(b.data + e, "redis_version:") &&
+           strstr(b.data + e, "hotproxy_version:"),
+       "INFO inside MULTI: +QUEUED, and Redis' and hotproxy's sections in EXEC's array");
+    if (got != 4 || !starts(b.data, "+OK\r\n+QUEUED\r\n+QUEUED\r\n*2")) show("hotproxy", b.data, b.len);
     /* DISCARD drops the queued local commands */
     hx_buf_reset(&b);
     hx_send_str(fd, "MULTI\r\nCLIENT SETNAME bar\r\nDISCARD\r\nCLIENT GETNAME\r\n");
@@ -514,6 +523,18 @@ static void test_authorization(void)
         ok(!holds_secret(&flat), "auth: HOTPROXY CONFIG GET * shows no password to %s", u);
         if (r) freeReplyObject(r);
         hx_buf_free(&flat);
+    }
+    /* inside MULTI: the reply comes in EXEC's array, hidden all the same */
+    {
+        int fd = hx_connect(p2.port);
+        hx_buf b = {0};
+        hx_send_str(fd, "AUTH ops ops-Secret-4\r\nMULTI\r\nCONFIG GET requirepass\r\nCONFIG GET masterauth\r\nEXEC\r\n");
+        long got = read_n(fd, &b, 0, 5, 10000);
+        ok(got == 5 && !holds_secret(&b) && memmem(b.data, b.len, "masterauth", 10) && strstr(b.data, "*2\r\n*2\r\n"),
+           "auth: CONFIG GET inside MULTI: no secret in EXEC's reply");
+        if (holds_secret(&b)) show("hotproxy", b.data, b.len);
+        close(fd);
+        hx_buf_free(&b);
     }
     /* RESP3: the reply is a map */
     {
