@@ -298,6 +298,63 @@ static void test_tracking_redirect(void)
     hx_buf_free(&b);
 }
 
+/* A client's info field from INFO hotproxy on port, as a number (-1 if absent). */
+static long info_num(int port, const char *field)
+{
+    const char *v = hx_info_field(port, "hotproxy", field);
+    return v ? strtol(v, NULL, 10) : -1;
+}
+
+/*
+ * The connection a tracking redirect points at must not be handed to the
+ * next client that pins one: Redis keeps sending the redirected
+ * invalidations to that connection's id.  Own proxy, so its spares are known.
+ */
+static void test_redirect_target_not_reused(void)
+{
+    hx_proc p3;
+    const char *extra[] = {"--upstream-spare", "4", NULL};
+    if (!ok(hx_proxy_startv(&p3, 0, redis.port, extra) == 0, "reuse: a hotproxy of its own starts")) return;
+    hx_buf b = {0};
+    char req[128];
+    int x = hx_connect(p3.port), a = hx_connect(p3.port);
+    /* a RESP3 subscriber: its connection is clean enough to be reused after RESET */
+    hx_send_str(x, "HELLO 3\r\nSUBSCRIBE lc:chan\r\n");
+    read_n(x, &b, 0, 2, 10000);
+    long long xid = client_id(x);
+    hx_buf_reset(&b);
+    snprintf(req, sizeof(req), "CLIENT TRACKING on REDIRECT %lld\r\nGET lc:reuse\r\n", xid);
+    hx_send_str(a, req);
+    ok(read_n(a, &b, 0, 2, 10000) == 2 && starts(b.data, "+OK\r\n"), "reuse: a tracks, redirected to the subscriber");
+    hx_buf_reset(&b);
+    hx_send_str(x, "RESET\r\n");
+    read_n(x, &b, 0, 1, 10000);
+    /* x's connection leaves the pinned ones (closed now; a spare before) */
+    double deadline = hx_now() + 20;
+    while (info_num(p3.port, "hotproxy_pinned_connections") != 1 && hx_now() < deadline) hx_sleep_ms(20);
+    is_int(info_num(p3.port, "hotproxy_pinned_connections"), 1, "reuse: only a's connection is pinned after x's RESET");
+    /* y pins a connection: it must not be the one Redis redirects a's invalidations to */
+    int y = hx_connect(p3.port);
+    hx_buf_reset(&b);
+    hx_send_str(y, "HELLO 3\r\nSUBSCRIBE lc:other\r\n");
+    read_n(y, &b, 0, 2, 10000);
+    redisContext *d = hx_redis(redis.port);
+    hx_cmd(d, "SET lc:reuse changed");
+    redisFree(d);
+    hx_buf_reset(&b);
+    hx_send_str(y, "PING\r\n");
+    long got = read_n(y, &b, 0, 1, 10000);
+    while (got == 1 && !strstr(b.data, "PONG")) got = read_n(y, &b, b.len, 1, 10000); /* whatever precedes PONG */
+    ok(got == 1 && !memmem(b.data, b.len, "invalidate", 10),
+       "reuse: the next client to pin gets no invalidation meant for another");
+    if (memmem(b.data, b.len, "invalidate", 10)) show("y", b.data, b.len);
+    close(x);
+    close(a);
+    close(y);
+    hx_buf_free(&b);
+    is_int(hx_stop(&p3, 10000), 0, "reuse: hotproxy exits 0");
+}
+
 /* ---- CLIENT LIST ID: linear in its input ---------------------------------- */
 
 /*
@@ -569,6 +626,7 @@ int main(void)
     test_subscribe_then_protocol_error();
     test_multi();
     test_tracking_redirect();
+    test_redirect_target_not_reused();
     test_authorization();
     test_client_list_id_linear();
     is_int(hx_stop(&proxy, 15000), 0, "hotproxy exits 0");
