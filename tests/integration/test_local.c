@@ -298,6 +298,37 @@ static void test_tracking_redirect(void)
     hx_buf_free(&b);
 }
 
+/* CLIENT UNBLOCK with hotproxy's id reaches the blocked command's own
+ * connection, outside and inside MULTI. */
+static void test_unblock(void)
+{
+    for (int in_multi = 0; in_multi < 2; in_multi++) {
+        hx_buf b = {0}, bb = {0};
+        char req[128];
+        int blocked = hx_connect(proxy.port), a = hx_connect(proxy.port);
+        long long bid = client_id(blocked);
+        hx_send_str(blocked, "BLPOP lc:never 0\r\n");
+        /* poll: 0 until the BLPOP is blocked in Redis, then 1 */
+        snprintf(req, sizeof(req),
+                 in_multi ? "MULTI\r\nCLIENT UNBLOCK %lld ERROR\r\nEXEC\r\n" : "CLIENT UNBLOCK %lld ERROR\r\n", bid);
+        const char *want = in_multi ? "+OK\r\n+QUEUED\r\n*1\r\n:1\r\n" : ":1\r\n";
+        double deadline = hx_now() + 20;
+        do {
+            hx_buf_reset(&b);
+            hx_send_str(a, req);
+            read_n(a, &b, 0, in_multi ? 3 : 1, 10000);
+        } while (!hx_mem_eq(b.data, b.len, want, strlen(want)) && hx_now() < deadline);
+        ok(hx_mem_eq(b.data, b.len, want, strlen(want)), "CLIENT UNBLOCK of a blocked client%s: 1",
+           in_multi ? " inside MULTI" : "");
+        ok(read_n(blocked, &bb, 0, 1, 10000) == 1 && starts(bb.data, "-UNBLOCKED"),
+           "... and its BLPOP ends with -UNBLOCKED");
+        close(a);
+        close(blocked);
+        hx_buf_free(&b);
+        hx_buf_free(&bb);
+    }
+}
+
 /* A client's info field from INFO hotproxy on port, as a number (-1 if absent). */
 static long info_num(int port, const char *field)
 {
@@ -627,6 +658,7 @@ int main(void)
     test_multi();
     test_tracking_redirect();
     test_redirect_target_not_reused();
+    test_unblock();
     test_authorization();
     test_client_list_id_linear();
     is_int(hx_stop(&proxy, 15000), 0, "hotproxy exits 0");
