@@ -50,6 +50,7 @@ px_client *px_client_create(px_server *s, int fd, const char *addr)
     if (s->clients) s->clients->prev = c;
     s->clients = c;
     s->nclients++;
+    HASH_ADD(hh, s->clients_by_id, id, sizeof(c->id), c);
     return c;
 }
 
@@ -74,10 +75,37 @@ static px_req *req_new(px_client *c)
     return r;
 }
 
+static void mq_free(px_multi_cmd *mq, int n)
+{
+    for (int i = 0; i < n; i++) free(mq[i].local);
+    free(mq);
+}
+
+void px_client_multi_reset(px_client *c)
+{
+    mq_free(c->mq, c->mq_len);
+    c->mq = NULL;
+    c->mq_len = c->mq_cap = 0;
+    c->multi_dirty = 0;
+}
+
+static px_multi_cmd *mq_push(px_client *c)
+{
+    if (c->mq_len == c->mq_cap) {
+        c->mq_cap = c->mq_cap ? c->mq_cap * 2 : 8;
+        c->mq = realloc(c->mq, sizeof(*c->mq) * (size_t)c->mq_cap);
+        if (!c->mq) abort();
+    }
+    px_multi_cmd *m = &c->mq[c->mq_len++];
+    memset(m, 0, sizeof(*m));
+    return m;
+}
+
 void px_req_free(px_server *s, px_req *r)
 {
     free(r->reply);
     free(r->inval);
+    mq_free(r->mq, r->mq_len);
     if (s->req_free_len < FREE_REQS_MAX) {
         r->next = s->req_free;
         s->req_free = r;
@@ -108,11 +136,7 @@ void px_client_close(px_client *c, const char *why)
     c->qhead = c->qtail = NULL;
     c->nqueued = c->ninflight = 0;
     c->held = 0;
-    if (c->pinned) {
-        struct px_upstream *u = c->pinned;
-        c->pinned = NULL;
-        px_pool_unpin(u->pool, u);
-    }
+    px_client_drop_pinned(c);
     c->cnext = s->closing;
     s->closing = c;
 }
@@ -123,12 +147,14 @@ void px_client_free(px_client *c)
     if (c->prev) c->prev->next = c->next;
     else s->clients = c->next;
     if (c->next) c->next->prev = c->prev;
+    HASH_DELETE(hh, s->clients_by_id, c);
     s->nclients--;
     close(c->fd);
     px_buf_free(&c->in);
     px_buf_free(&c->out);
     px_buf_free(&c->rewrite);
     px_buf_free(&c->multi_keys);
+    px_client_multi_reset(c);
     px_req_parser_free(&c->parser);
     free(c->argv);
     free(c->argvlen);
@@ -188,6 +214,10 @@ void px_client_reply(px_req *r, const char *data, size_t len)
 {
     px_client *c = r->client;
     px_server *s;
+    if (r->capture) { /* a local command run inside EXEC's reply */
+        px_buf_append(r->capture, data, len);
+        return;
+    }
     if (r->forwarded) {
         r->forwarded = 0;
         if (c) c->ninflight--;
@@ -204,6 +234,7 @@ void px_client_reply(px_req *r, const char *data, size_t len)
         /* the client has gone: its reply is dropped, the slot is free */
         free(r->reply);
         free(r->inval);
+        mq_free(r->mq, r->mq_len);
         free(r);
         return;
     }
@@ -389,12 +420,16 @@ static void send_on(px_client *c, px_req *r, struct px_upstream *u, const char *
 /* Parse again what a held client left unread. */
 static void resume_held(px_client *c)
 {
-    if (!(c->flags & PX_CLIENT_HOLD) || c->ninflight || c->markers || (c->flags & PX_CLIENT_CLOSING)) return;
+    if (!(c->flags & PX_CLIENT_HOLD) || c->ninflight || c->markers ||
+        (c->flags & (PX_CLIENT_CLOSING | PX_CLIENT_CLOSE_AFTER_REPLY)))
+        return;
     c->flags &= ~PX_CLIENT_HOLD;
     if (c->flags & PX_CLIENT_PAUSED) return;
     ev_io_start(c->srv->loop, &c->rw);
     if (px_buf_used(&c->in)) ev_feed_event(c->srv->loop, &c->rw, EV_READ);
 }
+
+void px_client_resume(px_client *c) { resume_held(c); }
 
 static void on_marker(struct px_upstream *u, void *ctx, const char *reply, size_t len)
 {
@@ -407,6 +442,29 @@ static void on_marker(struct px_upstream *u, void *ctx, const char *reply, size_
     if (!(c->state & (PX_STATE_SUB | PX_STATE_SSUB | PX_STATE_MONITOR))) u->raw = 0;
     px_client_maybe_unpin(c);
     resume_held(c);
+}
+
+/* Answer a protocol error, then close, as Redis does. */
+static void protocol_error(px_client *c, const char *errstr)
+{
+    c->flags |= PX_CLIENT_CLOSE_AFTER_REPLY;
+    ev_io_stop(c->srv->loop, &c->rw);
+    px_req *r = req_new(c);
+    px_client_reply_error(r, "ERR %s", errstr);
+    want_write(c);
+}
+
+/* A protocol error waited for the frames of the commands before it. */
+static void on_protocol_error_marker(struct px_upstream *u, void *ctx, const char *reply, size_t len)
+{
+    px_client *c = u->owner;
+    (void)reply;
+    (void)len;
+    if (c && !(c->flags & PX_CLIENT_CLOSING)) {
+        c->markers--;
+        protocol_error(c, ctx);
+    }
+    free(ctx);
 }
 
 /* "unsubscribe"/"punsubscribe"/"sunsubscribe" frame reporting 0 left. */
@@ -470,7 +528,7 @@ void px_client_upstream_frame(px_client *c, struct px_upstream *u, const char *f
          * way: the marker says when they are all in. */
         c->state &= ~which;
         c->markers++;
-        px_upstream_marker(u, on_marker);
+        px_upstream_marker(u, on_marker, NULL);
     }
     after_output(c);
 }
@@ -498,6 +556,34 @@ void px_client_maybe_unpin(px_client *c)
     c->pinned = NULL;
     c->up = NULL;
     px_pool_unpin(u->pool, u);
+}
+
+void px_client_drop_pinned(px_client *c)
+{
+    struct px_upstream *u = c->pinned;
+    if (!u) return;
+    c->pinned = NULL;
+    c->up = NULL;
+    if (c->state & PX_STATE_REDIRECT) {
+        /* Redis sends other clients' invalidations to this connection's id:
+         * reused, it would hand them to whoever pins it next */
+        u->owner = NULL;
+        px_pool_close(u->pool, u, "a tracking redirect target is not reused");
+    } else {
+        px_pool_unpin(u->pool, u);
+    }
+}
+
+int px_client_pin_redirect_target(px_client *c, const char **err)
+{
+    if (c->flags & (PX_CLIENT_CLOSING | PX_CLIENT_CLOSE_AFTER_REPLY)) return -1;
+    if (!c->pinned) {
+        px_route_args a = {NULL, 0, NULL, NULL};
+        px_pool *pool = c->srv->router->route(c->srv->router, c, &a);
+        if (!pool || !(c->pinned = px_pool_pin(pool, c, err))) return -1;
+    }
+    c->state |= PX_STATE_REDIRECT;
+    return 0;
 }
 
 /* Commands that do their work on an upstream connection of the client's own. */
@@ -543,9 +629,12 @@ static int apply_state(px_client *c, px_req *r, px_handler h, int argc)
         c->state |= PX_STATE_MONITOR;
         break;
     case PX_H_TRACKING:
-        if (argc >= 3 && c->argvlen[2] == 2 && !strncasecmp(c->argv[2], "on", 2)) c->state |= PX_STATE_TRACKING;
-        else if (argc >= 3 && c->argvlen[2] == 3 && !strncasecmp(c->argv[2], "off", 3))
+        if (argc >= 3 && c->argvlen[2] == 2 && !strncasecmp(c->argv[2], "on", 2)) {
+            c->state |= PX_STATE_TRACKING;
+        } else if (argc >= 3 && c->argvlen[2] == 3 && !strncasecmp(c->argv[2], "off", 3)) {
             c->state &= ~(unsigned)PX_STATE_TRACKING;
+            c->track_redir = 0;
+        }
         break;
     case PX_H_PIN: c->state |= PX_STATE_OTHER; break;
     case PX_H_BLOCK:
@@ -562,6 +651,169 @@ static px_pool *route(px_client *c, const px_command *cmd, int argc)
 {
     px_route_args a = {cmd, argc, c->argv, c->argvlen};
     return c->srv->router->route(c->srv->router, c, &a);
+}
+
+/* Commands Redis runs at once inside MULTI; it queues everything else. */
+static int runs_at_once_in_multi(px_handler h)
+{
+    return h == PX_H_MULTI || h == PX_H_EXEC || h == PX_H_DISCARD || h == PX_H_WATCH || h == PX_H_QUIT ||
+           h == PX_H_RESET;
+}
+
+/* Local commands that, inside MULTI, wait for EXEC as Redis queues them
+ * (PING, ECHO, SELECT and INFO go to Redis' own MULTI instead). */
+static int deferred_in_multi(px_handler h)
+{
+    return h == PX_H_CLIENT || h == PX_H_ADMIN;
+}
+
+/* Redis' @admin and @dangerous commands are for admin users, once users
+ * are configured (the table's PX_F_A and PX_F_DG say which). */
+static int permitted(const px_client *c, const px_command *cmd)
+{
+    const px_config *cfg = c->srv->cfg;
+    if (!px_command_admin_only(cmd) || !px_config_auth_required(cfg)) return 1;
+    const px_user *u = c->user ? px_config_user(cfg, c->user, strlen(c->user)) : NULL;
+    return u && u->admin;
+}
+
+static const char execabort[] = "-EXECABORT Transaction discarded because of previous errors.\r\n";
+
+/* EXEC of a transaction hotproxy refused a command of: Redis got DISCARD. */
+static int execabort_hook(px_req *r, const char *reply, size_t len, px_buf *out)
+{
+    (void)r;
+    if (len && reply[0] == '-') return 0;
+    px_buf_append(out, execabort, sizeof(execabort) - 1);
+    return 1;
+}
+
+static void ignore_reply(struct px_upstream *u, void *ctx, const char *reply, size_t len)
+{
+    (void)u;
+    (void)ctx;
+    (void)reply;
+    (void)len;
+}
+
+/* Run a queued local command now; its reply is appended to out. */
+static void run_deferred(px_client *c, const px_multi_cmd *m, px_buf *out)
+{
+    px_server *s = c->srv;
+    px_req_parser p;
+    px_req_parser_init(&p, s->cfg->proto_max_bulk_len);
+    if (px_req_parse(&p, m->local, m->local_len) != PX_OK || p.argc < 1) {
+        px_buf_append(out, "-ERR hotproxy: queued command lost\r\n", 36);
+        px_req_parser_free(&p);
+        return;
+    }
+    const char **argv = calloc((size_t)p.argc, sizeof(*argv));
+    size_t *argvlen = calloc((size_t)p.argc, sizeof(*argvlen));
+    if (!argv || !argvlen) abort();
+    for (int i = 0; i < p.argc; i++) argv[i] = px_req_arg(&p, m->local, i, &argvlen[i]);
+    px_req tmp = {0};
+    tmp.srv = s;
+    tmp.client = c;
+    tmp.capture = out;
+    tmp.cmd = px_command_lookup(argv[0], argvlen[0], p.argc > 1 ? argv[1] : NULL, p.argc > 1 ? argvlen[1] : 0);
+    size_t before = out->len;
+    c->rewrite.len = c->rewrite.rpos = 0;
+    if (!tmp.cmd || !px_local_handle(c, &tmp, p.argc, argv, argvlen)) {
+        /* it would go to Redis (CLIENT UNBLOCK of a blocked client): send it
+         * on, its effect is what counts; or say it cannot run here */
+        if (c->rewrite.len && c->pinned) {
+            px_upstream_send_internal(c->pinned, c->rewrite.data, c->rewrite.len, ignore_reply, NULL);
+            px_buf_append(out, ":1\r\n", 4);
+        } else if (out->len == before) {
+            px_buf_append(out, "-ERR hotproxy: this command cannot run inside MULTI\r\n", 53);
+        }
+    }
+    c->rewrite.len = c->rewrite.rpos = 0;
+    free(argv);
+    free(argvlen);
+    px_req_parser_free(&p);
+}
+
+/*
+ * EXEC's reply, with hotproxy's part of the transaction: Redis' array holds
+ * the forwarded commands' replies; the local ones are run now and put at
+ * their places, and each forwarded reply goes through its own hook.  A null
+ * (WATCH) or an error (EXECABORT) is Redis' answer for all of it.
+ */
+static int exec_hook(px_req *r, const char *reply, size_t len, px_buf *out)
+{
+    px_client *c = r->client;
+    long long n;
+    const char *nl = memchr(reply, '\n', len);
+    if (c) c->exec_local--;
+    if (!c || !nl || reply[0] != '*' || !px_string2ll(reply + 1, (size_t)(nl - reply - 2), &n) || n < 0) return 0;
+    int nlocal = 0;
+    for (int i = 0; i < r->mq_len; i++) nlocal += r->mq[i].local != NULL;
+    px_buf_appendf(out, "*%lld\r\n", n + nlocal);
+    const char *p = nl + 1, *end = reply + len;
+    /* inside EXEC the client is still in MULTI for what it asks (CLIENT INFO's flags=x) */
+    unsigned state = c->state;
+    c->state |= PX_STATE_MULTI;
+    c->multi_queued = r->mq_len;
+    for (int i = 0; i < r->mq_len; i++) {
+        const px_multi_cmd *m = &r->mq[i];
+        if (m->local) {
+            run_deferred(c, m, out);
+            continue;
+        }
+        px_reply_scanner sc;
+        px_reply_scanner_reset(&sc);
+        if (p >= end || px_reply_scan(&sc, p, (size_t)(end - p)) != PX_OK) break;
+        px_buf hooked = {0};
+        px_req h = {0};
+        h.srv = r->srv;
+        h.client = c;
+        h.hook_flags = m->hook_flags;
+        if (m->hook && m->hook(&h, p, sc.pos, &hooked)) px_buf_append(out, hooked.data, hooked.len);
+        else px_buf_append(out, p, sc.pos);
+        px_buf_free(&hooked);
+        p += sc.pos;
+    }
+    if (p < end) px_buf_append(out, p, (size_t)(end - p)); /* never expected: keep Redis' bytes */
+    c->state = (c->state & ~(unsigned)PX_STATE_MULTI) | (state & PX_STATE_MULTI);
+    c->multi_queued = 0;
+    return 1;
+}
+
+/* EXEC: the transaction's bookkeeping moves to its request. */
+static void exec_prepare(px_client *c, px_req *r)
+{
+    if (c->multi_dirty) {
+        c->rewrite.len = c->rewrite.rpos = 0;
+        px_buf_append(&c->rewrite, "*1\r\n$7\r\nDISCARD\r\n", 17);
+        r->hook = execabort_hook;
+    } else {
+        int needed = 0;
+        for (int i = 0; i < c->mq_len; i++) needed |= c->mq[i].local != NULL || c->mq[i].hook != NULL;
+        if (needed) {
+            r->mq = c->mq;
+            r->mq_len = c->mq_len;
+            c->mq = NULL;
+            c->mq_len = c->mq_cap = 0;
+            r->hook = exec_hook;
+            c->exec_local++;
+        }
+    }
+    px_client_multi_reset(c);
+}
+
+/* A command queued in MULTI that hotproxy answers with an error itself:
+ * as Redis, the transaction is then aborted at EXEC. */
+static void refuse(px_client *c, px_req *r, int queueing, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void refuse(px_client *c, px_req *r, int queueing, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (queueing) c->multi_dirty = 1;
+    px_client_reply_error(r, "%s", msg);
 }
 
 /*
@@ -584,15 +836,22 @@ static int dispatch(px_client *c, const char *raw, size_t rawlen)
     /* A subscriber's last frames are still coming (see on_marker): what it
      * sends now must not go out as a frame nobody waits for. */
     if (c->pinned && c->markers > 0) return 0;
+    /* An EXEC runs its local commands when its reply comes: what the client
+     * sent after it must see their effects (CLIENT SETNAME), so it waits. */
+    if (c->exec_local > 0) return 0;
     const px_command *cmd = px_command_lookup(c->argv[0], c->argvlen[0], argc > 1 ? c->argv[1] : NULL,
                                               argc > 1 ? c->argvlen[1] : 0);
     px_handler h = cmd ? cmd->handler : PX_H_FWD;
     if (h == PX_H_FWD && cmd && (cmd->flags & PX_F_BL) && blocks(cmd, argc, c->argv, c->argvlen)) h = PX_H_BLOCK;
-    int upstream = h == PX_H_FWD || h == PX_H_EXEC || h == PX_H_DISCARD || h == PX_H_UNWATCH || needs_pin(h) ||
-                   (c->pinned && upstream_when_pinned(h));
+    int upstream = h == PX_H_FWD || h == PX_H_REDACT || h == PX_H_EXEC || h == PX_H_DISCARD || h == PX_H_UNWATCH ||
+                   needs_pin(h) || (c->pinned && upstream_when_pinned(h));
     int authorized = c->authenticated || h == PX_H_AUTH || h == PX_H_HELLO || h == PX_H_QUIT || h == PX_H_RESET;
-    const char *refused = cmd && authorized && px_config_refused(s->cfg, cmd->name) ? cmd->name : NULL;
-    if (!authorized || refused || h == PX_H_DENY) upstream = 0;
+    int allowed = !authorized || permitted(c, cmd);
+    const char *refused = cmd && authorized && allowed && px_config_refused(s->cfg, cmd->name) ? cmd->name : NULL;
+    int queueing = (c->state & PX_STATE_MULTI) && !runs_at_once_in_multi(h);
+    int deferred = queueing && deferred_in_multi(h);
+    if (!authorized || !allowed || refused || h == PX_H_DENY || deferred) upstream = 0;
+    if (h == PX_H_TRACKING && upstream && !px_local_tracking_ready(c, argc, c->argv, c->argvlen)) return 0;
 
     /* Decide the connection before anything happens, so a command can wait. */
     px_pool *pool = NULL;
@@ -626,13 +885,33 @@ static int dispatch(px_client *c, const char *raw, size_t rawlen)
     c->rewrite.len = c->rewrite.rpos = 0;
 
     if (!authorized) {
-        px_client_reply_error(r, "NOAUTH Authentication required.");
+        refuse(c, r, queueing, "NOAUTH Authentication required.");
+        return 1;
+    }
+    if (!allowed) {
+        s->stats.commands_refused++;
+        refuse(c, r, queueing, "NOPERM this user has no permissions to run the '%s' command", cmd->name);
         return 1;
     }
     if (refused || h == PX_H_DENY) {
         s->stats.commands_refused++;
-        px_client_reply_error(r, "ERR hotproxy: '%s' is refused by this proxy%s", cmd->name,
-                              h == PX_H_DENY ? " (replication does not go through a proxy)" : "");
+        refuse(c, r, queueing, "ERR hotproxy: '%s' is refused by this proxy%s", cmd->name,
+               h == PX_H_DENY ? " (replication does not go through a proxy)" : "");
+        return 1;
+    }
+    if (deferred) {
+        if (!px_command_arity_ok(cmd, argc)) {
+            refuse(c, r, 1, "ERR wrong number of arguments for '%s' command", cmd->name);
+            return 1;
+        }
+        px_multi_cmd *m = mq_push(c);
+        px_buf b = {0};
+        if (c->parser.type == 'i') px_resp_command(&b, argc, c->argv, c->argvlen); /* it arrived inline */
+        else px_buf_append(&b, raw, rawlen);
+        m->local = b.data;
+        m->local_len = b.len;
+        s->stats.commands_local++;
+        px_client_reply(r, "+QUEUED\r\n", 9);
         return 1;
     }
     if (!upstream || (!needs_pin(h) && h != PX_H_FWD && h != PX_H_EXEC && h != PX_H_DISCARD && h != PX_H_UNWATCH)) {
@@ -641,23 +920,35 @@ static int dispatch(px_client *c, const char *raw, size_t rawlen)
             s->stats.commands_local++;
             return 1;
         }
-        if (!u) u = (pool = route(c, cmd, argc)) ? px_pool_pick(pool, c) : NULL; /* a local handler that forwards */
+        /* a local handler that forwards: on the client's own connection if it has one */
+        if (!u) u = c->pinned ? c->pinned : (pool = route(c, cmd, argc)) ? px_pool_pick(pool, c) : NULL;
     }
     if (!u) {
         if (err) {
             s->stats.commands_refused++;
-            px_client_reply_error(r, "%s", err);
+            refuse(c, r, queueing, "%s", err);
         } else if (h == PX_H_INFO) {
             px_local_info_alone(c, r);
         } else {
             s->stats.upstream_error_replies++;
-            px_client_reply_error(r, "ERR %s", pool ? px_pool_unavailable(pool) : "no upstream for this command");
+            refuse(c, r, queueing, "ERR %s", pool ? px_pool_unavailable(pool) : "no upstream for this command");
         }
         return 1;
     }
     if (h == PX_H_TRACKING && px_local_tracking(c, r, argc, c->argv, c->argvlen) < 0) {
         px_client_maybe_unpin(c);
         return 1;
+    }
+    if (queueing && u == c->pinned) {
+        /* its reply comes inside EXEC's: the hook waits for it there */
+        px_multi_cmd *m = mq_push(c);
+        m->hook = r->hook;
+        m->hook_flags = r->hook_flags;
+        r->hook = NULL;
+    } else if (h == PX_H_EXEC && (c->state & PX_STATE_MULTI)) {
+        exec_prepare(c, r);
+    } else if ((h == PX_H_DISCARD && (c->state & PX_STATE_MULTI)) || (h == PX_H_MULTI && !(c->state & PX_STATE_MULTI))) {
+        px_client_multi_reset(c);
     }
     px_policy_write_ttl(c, r, &s->rng);
     int noreply = u == c->pinned ? apply_state(c, r, h, argc) : 0;
@@ -685,12 +976,17 @@ static void process_input(px_client *c)
         if (rc == PX_ERR) {
             s->stats.protocol_errors++;
             px_log_verbose(&s->log, "Client id=%llu addr=%s: %s", (unsigned long long)c->id, c->addr, c->parser.errstr);
-            px_req *r = req_new(c);
-            px_client_reply_error(r, "ERR %s", c->parser.errstr);
-            c->flags |= PX_CLIENT_CLOSE_AFTER_REPLY;
-            ev_io_stop(s->loop, &c->rw);
             px_buf_clear(&c->in, 0);
-            want_write(c);
+            ev_io_stop(s->loop, &c->rw);
+            if (c->pinned) {
+                /* Frames for what it sent before (a SUBSCRIBE's confirmation)
+                 * may still be on their way: as Redis, they come first. */
+                c->flags |= PX_CLIENT_HOLD;
+                c->markers++;
+                px_upstream_marker(c->pinned, on_protocol_error_marker, strdup(c->parser.errstr));
+                return;
+            }
+            protocol_error(c, c->parser.errstr);
             return;
         }
         if (c->parser.argc > 0 && !dispatch(c, start, c->parser.pos)) {

@@ -17,6 +17,7 @@
 
 #include <ev.h>
 #include <stdint.h>
+#include <uthash.h>
 
 #include "proxy/px_buf.h"
 #include "proxy/px_resp.h"
@@ -54,7 +55,24 @@ typedef struct px_req {
     void *ctx;
     px_reply_hook hook;
     unsigned hook_flags;           /* the hook's own argument */
+    px_buf *capture;               /* a local command run inside EXEC's reply: its reply goes here */
+    struct px_multi_cmd *mq;       /* EXEC: the transaction's commands (owned), see px_multi_cmd */
+    int mq_len;
 } px_req;
+
+/*
+ * One command queued in a client's MULTI, kept until EXEC's reply arrives so
+ * hotproxy can build the reply Redis would: commands hotproxy answers itself
+ * (CLIENT ..., HOTPROXY ...) are run then and their replies put in EXEC's
+ * array at their place; a forwarded command's reply hook (INFO's sections,
+ * CONFIG GET's hidden secrets) is applied to its element.
+ */
+typedef struct px_multi_cmd {
+    px_reply_hook hook;     /* forwarded: applied to its element of EXEC's array */
+    unsigned hook_flags;
+    char *local;            /* answered by hotproxy: the command's RESP bytes */
+    size_t local_len;
+} px_multi_cmd;
 
 enum {
     PX_CLIENT_CLOSE_AFTER_REPLY = 1 << 0, /* QUIT, protocol error: close once written */
@@ -74,6 +92,7 @@ enum {
     PX_STATE_MONITOR = 1 << 4,
     PX_STATE_TRACKING = 1 << 5,
     PX_STATE_OTHER = 1 << 6,     /* anything else that pins until RESET */
+    PX_STATE_REDIRECT = 1 << 7,  /* another client's tracking redirects to its connection */
 };
 
 typedef struct px_client {
@@ -108,6 +127,12 @@ typedef struct px_client {
     int reply_mode;         /* 0 on, 1 off, 2 skip the next command */
     int nsub, npsub, nssub; /* subscriptions, for CLIENT LIST */
     int multi_queued;       /* commands queued in its MULTI, for CLIENT LIST */
+    px_multi_cmd *mq;       /* the commands of its open MULTI, in order */
+    int mq_len, mq_cap;
+    int multi_dirty;        /* hotproxy refused a command of its MULTI: EXEC answers EXECABORT */
+    int exec_local;         /* EXECs in flight that run local commands: what follows waits for them */
+    uint64_t track_redir;   /* hotproxy id its CLIENT TRACKING redirects to (0: none) */
+    int redirect_wait;      /* its CLIENT TRACKING REDIRECT waited once for the target's Redis id */
     const char *last_cmd;   /* the table's name of its last command */
     uint64_t ncommands;
 
@@ -120,6 +145,7 @@ typedef struct px_client {
     char addr[64];          /* "ip:port" of the peer */
 
     struct px_client *prev, *next;  /* server's client list */
+    UT_hash_handle hh;              /* server's table by id (CLIENT KILL ID, LIST ID, UNBLOCK, REDIRECT) */
     struct px_client *wnext;        /* server's write list */
     struct px_client *cnext;        /* server's closing list */
 } px_client;
@@ -130,6 +156,11 @@ px_client *px_client_create(struct px_server *s, int fd, const char *addr);
 void px_client_free(px_client *c);
 /* Close: stop I/O now, free later from the loop. */
 void px_client_close(px_client *c, const char *why);
+
+/* Forget the commands of its MULTI (EXEC, DISCARD, RESET, close). */
+void px_client_multi_reset(px_client *c);
+/* Wake a client holding a command (PX_CLIENT_HOLD) once nothing it waits for is in flight. */
+void px_client_resume(px_client *c);
 
 /* A request's reply (or an error standing in for it) has arrived. */
 void px_client_reply(px_req *r, const char *data, size_t len);
@@ -144,6 +175,12 @@ void px_client_upstream_frame(px_client *c, struct px_upstream *u, const char *f
 void px_client_pinned_lost(px_client *c, struct px_upstream *u);
 /* Give up the pinned connection if no state needs it any more. */
 void px_client_maybe_unpin(px_client *c);
+/* Give up the pinned connection now (RESET, close). */
+void px_client_drop_pinned(px_client *c);
+/* Give c an upstream connection of its own because another client's
+ * CLIENT TRACKING redirects to it (Redis needs a connection id to send the
+ * invalidations to); it keeps it until RESET.  -1 with err if it cannot. */
+int px_client_pin_redirect_target(px_client *c, const char **err);
 
 /* Write what is buffered; returns -1 if the client was closed. */
 int px_client_flush(px_client *c);

@@ -9,6 +9,7 @@
 #include "proxy/px_resp.h"
 
 #define fwd PX_H_FWD
+#define redact PX_H_REDACT
 #define ping PX_H_PING
 #define echo PX_H_ECHO
 #define quit PX_H_QUIT

@@ -25,6 +25,7 @@ enum {
     PX_F_TTL_S2 = 1 << 12,   /* a TTL in seconds at argument 2 (SETEX, EXPIRE) */
     PX_F_TTL_MS2 = 1 << 13,  /* a TTL in milliseconds at argument 2 (PSETEX, PEXPIRE) */
     PX_F_NIL = 1 << 14,      /* a missing key reads as the null reply (GET, HGET...) */
+    PX_F_DG = 1 << 15,       /* in Redis 7.0's @dangerous ACL category (which holds all of @admin) */
 };
 
 /* The keys column of px_commands.def. */
@@ -42,6 +43,7 @@ typedef enum {
 /* The handler column of px_commands.def; its comment says what each means. */
 typedef enum {
     PX_H_FWD,
+    PX_H_REDACT,
     PX_H_PING,
     PX_H_ECHO,
     PX_H_QUIT,
@@ -106,6 +108,13 @@ int px_command_streams(const px_command *c, int argc, const char *const *argv, c
 static inline int px_command_writes(const px_command *c)
 {
     return c == NULL || !(c->flags & PX_F_R);
+}
+
+/* 1 if only admin users may run it (Redis' @admin and @dangerous, and
+ * hotproxy's own admin commands). */
+static inline int px_command_admin_only(const px_command *c)
+{
+    return c != NULL && (c->flags & (PX_F_A | PX_F_DG));
 }
 
 /* 1 if argc satisfies the command's arity. */

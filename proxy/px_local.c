@@ -14,6 +14,7 @@
  */
 #include "proxy/px_local.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,6 +121,11 @@ static void append_sections(px_server *s, unsigned bits, px_buf *out)
     }
 }
 
+static int eq(const char *a, size_t alen, const char *lit)
+{
+    return strlen(lit) == alen && !strncasecmp(a, lit, alen);
+}
+
 /* Encoders for local replies, in the client's protocol. */
 static void add_str(px_buf *b, const char *p) { px_resp_bulk(b, p, strlen(p)); }
 
@@ -183,6 +189,84 @@ static int info_hook(px_req *r, const char *reply, size_t len, px_buf *out)
     return 1;
 }
 
+/* CONFIG GET parameters whose values are secrets: Redis' passwords, and
+ * hotproxy's own upstream credentials when they are Redis' too. */
+static int secret_parameter(const char *p, size_t n)
+{
+    if (eq(p, n, "masterauth") || eq(p, n, "masteruser")) return 1;
+    for (size_t i = 0; i + 4 <= n; i++)
+        if (!strncasecmp(p + i, "pass", 4)) return 1;
+    return 0;
+}
+
+/*
+ * The hook on a forwarded CONFIG GET: a secret's value becomes "(set)" (or
+ * stays "" when there is none), in the RESP2 array of pairs or the RESP3
+ * map, so no client ever reads Redis' passwords, or the one hotproxy logs
+ * in with, through hotproxy.
+ */
+static int redact_hook(px_req *r, const char *reply, size_t len, px_buf *out)
+{
+    const char *nl = memchr(reply, '\n', len);
+    long long n;
+    (void)r;
+    if (!nl || (reply[0] != '*' && reply[0] != '%') || !px_string2ll(reply + 1, (size_t)(nl - reply - 2), &n) || n < 0)
+        return 0;
+    long long pairs = reply[0] == '%' ? n : n / 2;
+    const char *p = nl + 1, *end = reply + len;
+    px_buf_append(out, reply, (size_t)(p - reply));
+    for (long long i = 0; i < pairs; i++) {
+        px_reply_scanner sc;
+        size_t elen[2];
+        const char *el[2];
+        for (int k = 0; k < 2; k++) {
+            px_reply_scanner_reset(&sc);
+            if (p >= end || px_reply_scan(&sc, p, (size_t)(end - p)) != PX_OK) {
+                out->len = 0;
+                px_buf_append(out, "-ERR hotproxy: unexpected CONFIG GET reply\r\n", 45);
+                return 1; /* never Redis' bytes unchecked */
+            }
+            el[k] = p;
+            elen[k] = sc.pos;
+            p += sc.pos;
+        }
+        const char *name, *value;
+        size_t namelen, valuelen;
+        px_buf_append(out, el[0], elen[0]);
+        if (px_reply_string(el[0], elen[0], &name, &namelen) == 0 && secret_parameter(name, namelen) &&
+            !(px_reply_string(el[1], elen[1], &value, &valuelen) == 0 && valuelen == 0))
+            px_resp_bulk(out, "(set)", 5);
+        else
+            px_buf_append(out, el[1], elen[1]);
+    }
+    px_buf_append(out, p, (size_t)(end - p));
+    return 1;
+}
+
+/* Redis speaks of its connection ids: a redirect is the client's own
+ * connection's; hotproxy's id of the client it named is what the client knows. */
+static int getredir_hook(px_req *r, const char *reply, size_t len, px_buf *out)
+{
+    long long id;
+    if (!r->client || len < 4 || reply[0] != ':' || !px_string2ll(reply + 1, len - 3, &id) || id <= 0) return 0;
+    px_buf_appendf(out, ":%llu\r\n", (unsigned long long)r->client->track_redir);
+    return 1;
+}
+
+static int trackinginfo_hook(px_req *r, const char *reply, size_t len, px_buf *out)
+{
+    static const char key[] = "$8\r\nredirect\r\n:";
+    const char *at = r->client ? memmem(reply, len, key, sizeof(key) - 1) : NULL;
+    if (!at) return 0;
+    const char *num = at + sizeof(key) - 1, *cr = memchr(num, '\r', (size_t)(reply + len - num));
+    long long id;
+    if (!cr || !px_string2ll(num, (size_t)(cr - num), &id) || id <= 0) return 0;
+    px_buf_append(out, reply, (size_t)(num - reply));
+    px_buf_appendf(out, "%llu", (unsigned long long)r->client->track_redir);
+    px_buf_append(out, cr, (size_t)(reply + len - cr));
+    return 1;
+}
+
 void px_local_info_alone(px_client *c, px_req *r)
 {
     px_buf body = {0};
@@ -191,20 +275,11 @@ void px_local_info_alone(px_client *c, px_req *r)
     px_buf_free(&body);
 }
 
+/* Redis 7's text names subcommands "container|sub". */
 static int arity_error(px_req *r, const px_command *cmd)
 {
-    const char *bar = strchr(cmd->name, '|');
-    if (bar)
-        px_client_reply_error(r, "ERR unknown subcommand or wrong number of arguments for '%s'. Try %.*s HELP.",
-                              bar + 1, (int)(bar - cmd->name), cmd->name);
-    else
-        px_client_reply_error(r, "ERR wrong number of arguments for '%s' command", cmd->name);
+    px_client_reply_error(r, "ERR wrong number of arguments for '%s' command", cmd->name);
     return 1;
-}
-
-static int eq(const char *a, size_t alen, const char *lit)
-{
-    return strlen(lit) == alen && !strncasecmp(a, lit, alen);
 }
 
 static char *dupn(const char *p, size_t n)
@@ -365,31 +440,35 @@ static int do_select(px_client *c, px_req *r, int argc, const char *const *argv,
 {
     long long db;
     if (argc != 2) return arity_error(r, r->cmd);
-    if (!px_string2ll(argv[1], argvlen[1], &db) || db < INT32_MIN || db > INT32_MAX) {
-        px_client_reply_error(r, "ERR value is not an integer or out of range");
-        return 1;
-    }
+    int isint = px_string2ll(argv[1], argvlen[1], &db);
     px_route_args a = {r->cmd, argc, argv, argvlen};
     px_pool *pool = c->srv->router->route(c->srv->router, c, &a);
     long long ndb = pool ? pool->databases : 16;
-    if (db < 0 || db >= ndb) {
-        px_client_reply_error(r, "ERR DB index is out of range");
-        return 1;
+    int valid = isint && db >= 0 && db < ndb;
+    if (c->pinned) {
+        /* Redis does it on the client's own connection, and queues it in
+         * MULTI: its error, if any, belongs in EXEC's reply */
+        if (valid) c->db = (int)db;
+        return 0;
     }
-    c->db = (int)db;
-    if (c->pinned) return 0; /* Redis does it on the client's own connection (and queues it in MULTI) */
-    reply_ok(r);
+    if (!isint) {
+        px_client_reply_error(r, "ERR value is not an integer or out of range");
+    } else if (db < INT32_MIN || db > INT32_MAX) { /* Redis' getIntFromObjectOrReply, word for word */
+        px_client_reply_error(r, "ERR value is out of range, value must between -2147483648 and 2147483647");
+    } else if (!valid) {
+        px_client_reply_error(r, "ERR DB index is out of range");
+    } else {
+        c->db = (int)db;
+        reply_ok(r);
+    }
     return 1;
 }
 
 static int do_reset(px_client *c, px_req *r)
 {
-    if (c->pinned) {
-        struct px_upstream *u = c->pinned;
-        c->pinned = NULL;
-        c->up = NULL;
-        px_pool_unpin(u->pool, u);
-    }
+    px_client_drop_pinned(c);
+    px_client_multi_reset(c);
+    c->track_redir = 0;
     c->state = 0;
     c->nblocking = 0;
     c->markers = 0;
@@ -434,22 +513,154 @@ static void client_line(px_client *c, px_buf *b)
     px_buf_appendf(b,
                    "id=%llu addr=%s laddr=%s:%lld fd=%d name=%s age=%lld idle=%lld flags=%s db=%d sub=%d psub=%d "
                    "ssub=%d multi=%d qbuf=%zu obl=0 oll=%ld omem=%zu tot-mem=%zu events=r cmd=%s user=%s "
-                   "redir=-1 resp=%d lib-name=%s lib-ver=%s inflight=%ld pinned=%d\n",
+                   "redir=%lld resp=%d lib-name=%s lib-ver=%s inflight=%ld pinned=%d\n",
                    (unsigned long long)c->id, c->addr, c->srv->cfg->bind, c->srv->cfg->port, c->fd,
                    c->name ? c->name : "", (long long)(now - c->created), (long long)(now - c->last_active), flags,
                    c->db, c->nsub, c->npsub, c->nssub, c->state & PX_STATE_MULTI ? c->multi_queued : -1,
                    px_buf_used(&c->in), c->nqueued, px_buf_used(&c->out), c->in.cap + c->out.cap, cmdname,
-                   c->user ? c->user : "default", c->proto,
+                   c->user ? c->user : "default",
+                   c->state & PX_STATE_TRACKING ? (long long)c->track_redir : -1LL, c->proto,
                    c->lib_name ? c->lib_name : "", c->lib_ver ? c->lib_ver : "", c->ninflight, c->pinned != NULL);
 }
 
 static px_client *client_by_id(px_server *s, const char *p, size_t n)
 {
     long long id;
-    if (!px_string2ll(p, n, &id)) return NULL;
-    for (px_client *o = s->clients; o; o = o->next)
-        if ((long long)o->id == id && !(o->flags & PX_CLIENT_CLOSING)) return o;
-    return NULL;
+    if (!px_string2ll(p, n, &id) || id <= 0) return NULL;
+    return px_server_client(s, (uint64_t)id);
+}
+
+/* Redis' client types (getClientTypeByName); hotproxy's clients are never
+ * masters or replicas.  -1 when the name is not a type. */
+enum { TYPE_NORMAL, TYPE_PUBSUB, TYPE_OTHER };
+static int client_type_by_name(const char *p, size_t n)
+{
+    if (eq(p, n, "normal")) return TYPE_NORMAL;
+    if (eq(p, n, "pubsub")) return TYPE_PUBSUB;
+    if (eq(p, n, "slave") || eq(p, n, "replica") || eq(p, n, "master")) return TYPE_OTHER;
+    return -1;
+}
+
+static int client_type(const px_client *o)
+{
+    return (o->state & (PX_STATE_SUB | PX_STATE_SSUB)) ? TYPE_PUBSUB : TYPE_NORMAL;
+}
+
+/* CLIENT LIST [TYPE t | ID id ...]: with ids, the clients in the order given
+ * (a repeated id is listed again), as Redis does; each id costs one lookup. */
+static void client_list(px_client *c, px_req *r, int argc, const char *const *argv, const size_t *argvlen)
+{
+    px_server *s = c->srv;
+    px_buf b = {0};
+    if (argc == 2 || (argc == 4 && eq(argv[2], argvlen[2], "type"))) {
+        int type = argc == 4 ? client_type_by_name(argv[3], argvlen[3]) : -2;
+        if (type == -1) {
+            px_client_reply_error(r, "ERR Unknown client type '%.*s'", (int)(argvlen[3] > 64 ? 64 : argvlen[3]), argv[3]);
+            return;
+        }
+        for (px_client *o = s->clients; o; o = o->next)
+            if (!(o->flags & PX_CLIENT_CLOSING) && (type == -2 || client_type(o) == type)) client_line(o, &b);
+    } else if (argc > 3 && eq(argv[2], argvlen[2], "id")) {
+        for (int i = 3; i < argc; i++) {
+            long long id;
+            if (!px_string2ll(argv[i], argvlen[i], &id)) {
+                px_buf_free(&b);
+                px_client_reply_error(r, "ERR Invalid client ID");
+                return;
+            }
+            px_client *o = id > 0 ? px_server_client(s, (uint64_t)id) : NULL;
+            if (o) client_line(o, &b);
+        }
+    } else {
+        px_client_reply_error(r, "ERR syntax error");
+        return;
+    }
+    reply_text(c, r, b.data ? b.data : "", b.len);
+    px_buf_free(&b);
+}
+
+static void kill_one(px_client *c, px_client *o)
+{
+    if (o == c) c->flags |= PX_CLIENT_CLOSE_AFTER_REPLY;
+    else px_client_close(o, "CLIENT KILL");
+}
+
+/* CLIENT KILL addr:port | CLIENT KILL <filter value> ..., Redis 7.0's
+ * checks and texts.  With an ID filter only that client is looked at. */
+static void client_kill(px_client *c, px_req *r, int argc, const char *const *argv, const size_t *argvlen)
+{
+    px_server *s = c->srv;
+    if (argc == 3) {
+        for (px_client *o = s->clients; o; o = o->next)
+            if (!(o->flags & PX_CLIENT_CLOSING) && eq(argv[2], argvlen[2], o->addr)) {
+                kill_one(c, o);
+                reply_ok(r);
+                return;
+            }
+        px_client_reply_error(r, "ERR No such client");
+        return;
+    }
+    long long id = 0;
+    int type = -1, skipme = 1;
+    const char *addr = NULL, *laddr = NULL, *user = NULL;
+    size_t addrlen = 0, laddrlen = 0, userlen = 0;
+    for (int i = 2; i < argc; i += 2) {
+        const char *k = argv[i];
+        size_t kl = argvlen[i];
+        if (i + 1 >= argc) {
+            px_client_reply_error(r, "ERR syntax error");
+            return;
+        }
+        const char *v = argv[i + 1];
+        size_t vl = argvlen[i + 1];
+        if (eq(k, kl, "id")) {
+            if (!px_string2ll(v, vl, &id) || id < 1) {
+                px_client_reply_error(r, "ERR client-id should be greater than 0");
+                return;
+            }
+        } else if (eq(k, kl, "type")) {
+            if ((type = client_type_by_name(v, vl)) < 0) {
+                px_client_reply_error(r, "ERR Unknown client type '%.*s'", (int)(vl > 64 ? 64 : vl), v);
+                return;
+            }
+        } else if (eq(k, kl, "addr")) {
+            addr = v;
+            addrlen = vl;
+        } else if (eq(k, kl, "laddr")) {
+            laddr = v;
+            laddrlen = vl;
+        } else if (eq(k, kl, "user")) {
+            if (!px_config_user(s->cfg, v, vl) && !eq(v, vl, "default")) {
+                px_client_reply_error(r, "ERR No such user '%.*s'", (int)(vl > 64 ? 64 : vl), v);
+                return;
+            }
+            user = v;
+            userlen = vl;
+        } else if (eq(k, kl, "skipme")) {
+            if (eq(v, vl, "yes")) skipme = 1;
+            else if (eq(v, vl, "no")) skipme = 0;
+            else {
+                px_client_reply_error(r, "ERR syntax error");
+                return;
+            }
+        } else {
+            px_client_reply_error(r, "ERR syntax error");
+            return;
+        }
+    }
+    char mine[300];
+    snprintf(mine, sizeof(mine), "%s:%lld", s->cfg->bind, s->cfg->port);
+    long long killed = 0;
+    px_client *only = id ? px_server_client(s, (uint64_t)id) : NULL;
+    for (px_client *o = id ? only : s->clients; o; o = id ? NULL : o->next) {
+        if (o->flags & PX_CLIENT_CLOSING || (skipme && o == c)) continue;
+        if ((type >= 0 && client_type(o) != type) || (addr && !eq(addr, addrlen, o->addr)) ||
+            (laddr && !eq(laddr, laddrlen, mine)) || (user && !(o->user && eq(user, userlen, o->user))))
+            continue;
+        killed++;
+        kill_one(c, o);
+    }
+    reply_int(r, killed);
 }
 
 static int do_client(px_client *c, px_req *r, int argc, const char *const *argv, const size_t *argvlen)
@@ -459,6 +670,30 @@ static int do_client(px_client *c, px_req *r, int argc, const char *const *argv,
     if (!px_command_arity_ok(r->cmd, argc)) return arity_error(r, r->cmd);
     if (!strcmp(sub, "id")) {
         reply_int(r, (long long)c->id);
+    } else if (!strcmp(sub, "getredir") || !strcmp(sub, "trackinginfo")) {
+        int info = !strcmp(sub, "trackinginfo");
+        if ((c->state & PX_STATE_TRACKING) && c->pinned && !r->capture) {
+            /* Redis knows the options; hotproxy translates the id */
+            r->hook = info ? trackinginfo_hook : getredir_hook;
+            return 0;
+        }
+        long long redir = (c->state & PX_STATE_TRACKING) ? (long long)c->track_redir : -1;
+        if (!info) {
+            reply_int(r, redir);
+            return 1;
+        }
+        /* what Redis says of a client without tracking (inside EXEC: on, no options) */
+        px_buf b = {0};
+        px_buf_append(&b, c->proto >= 3 ? "%3\r\n" : "*6\r\n", 4);
+        add_str(&b, "flags");
+        px_buf_append(&b, c->proto >= 3 ? "~1\r\n" : "*1\r\n", 4);
+        add_str(&b, redir >= 0 ? "on" : "off");
+        add_str(&b, "redirect");
+        px_buf_appendf(&b, ":%lld\r\n", redir);
+        add_str(&b, "prefixes");
+        px_buf_append(&b, "*0\r\n", 4);
+        px_client_reply(r, b.data, b.len);
+        px_buf_free(&b);
     } else if (!strcmp(sub, "getname")) {
         if (c->name) reply_bulk(r, c->name, strlen(c->name));
         else reply_null(c, r);
@@ -493,68 +728,9 @@ static int do_client(px_client *c, px_req *r, int argc, const char *const *argv,
         reply_text(c, r, b.data, b.len);
         px_buf_free(&b);
     } else if (!strcmp(sub, "list")) {
-        px_buf b = {0};
-        int only_ids = argc >= 4 && eq(argv[2], argvlen[2], "id");
-        if (argc > 2 && !only_ids && !(argc == 4 && eq(argv[2], argvlen[2], "type"))) {
-            px_client_reply_error(r, "ERR syntax error");
-            return 1;
-        }
-        for (px_client *o = s->clients; o; o = o->next) {
-            if (o->flags & PX_CLIENT_CLOSING) continue;
-            if (only_ids) {
-                int match = 0;
-                for (int i = 3; i < argc; i++) match |= client_by_id(s, argv[i], argvlen[i]) == o;
-                if (!match) continue;
-            }
-            if (argc == 4 && !only_ids && !eq(argv[3], argvlen[3], (o->state & (PX_STATE_SUB | PX_STATE_SSUB)) ? "pubsub" : "normal"))
-                continue;
-            client_line(o, &b);
-        }
-        reply_text(c, r, b.data ? b.data : "", b.len);
-        px_buf_free(&b);
+        client_list(c, r, argc, argv, argvlen);
     } else if (!strcmp(sub, "kill")) {
-        if (argc == 3) { /* CLIENT KILL addr:port */
-            for (px_client *o = s->clients; o; o = o->next)
-                if (!(o->flags & PX_CLIENT_CLOSING) && eq(argv[2], argvlen[2], o->addr)) {
-                    if (o == c) c->flags |= PX_CLIENT_CLOSE_AFTER_REPLY;
-                    else px_client_close(o, "CLIENT KILL");
-                    reply_ok(r);
-                    return 1;
-                }
-            px_client_reply_error(r, "ERR No such client");
-            return 1;
-        }
-        if (argc % 2 != 0) {
-            px_client_reply_error(r, "ERR syntax error");
-            return 1;
-        }
-        long long killed = 0;
-        int skipme = 1;
-        for (int i = 2; i < argc; i += 2)
-            if (eq(argv[i], argvlen[i], "skipme")) skipme = eq(argv[i + 1], argvlen[i + 1], "yes");
-        for (px_client *o = s->clients; o; o = o->next) {
-            if (o->flags & PX_CLIENT_CLOSING || (skipme && o == c)) continue;
-            int match = 1;
-            for (int i = 2; i < argc && match; i += 2) {
-                const char *k = argv[i], *v = argv[i + 1];
-                size_t kl = argvlen[i], vl = argvlen[i + 1];
-                if (eq(k, kl, "id")) match = client_by_id(s, v, vl) == o;
-                else if (eq(k, kl, "addr")) match = eq(v, vl, o->addr);
-                else if (eq(k, kl, "user")) match = o->user && eq(v, vl, o->user);
-                else if (eq(k, kl, "type")) match = eq(v, vl, (o->state & (PX_STATE_SUB | PX_STATE_SSUB)) ? "pubsub" : "normal");
-                else if (eq(k, kl, "skipme")) match = 1;
-                else if (eq(k, kl, "laddr")) match = 1;
-                else {
-                    px_client_reply_error(r, "ERR syntax error");
-                    return 1;
-                }
-            }
-            if (!match) continue;
-            killed++;
-            if (o == c) c->flags |= PX_CLIENT_CLOSE_AFTER_REPLY;
-            else px_client_close(o, "CLIENT KILL");
-        }
-        reply_int(r, killed);
+        client_kill(c, r, argc, argv, argvlen);
     } else if (!strcmp(sub, "reply")) {
         if (eq(argv[2], argvlen[2], "on")) {
             c->reply_mode = 0;
@@ -571,16 +747,31 @@ static int do_client(px_client *c, px_req *r, int argc, const char *const *argv,
         if (!eq(argv[2], argvlen[2], "on") && !eq(argv[2], argvlen[2], "off")) px_client_reply_error(r, "ERR syntax error");
         else reply_ok(r); /* hotproxy's connections are not Redis' to evict */
     } else if (!strcmp(sub, "unblock")) {
+        /* Redis checks the argument count, the reason, then the id */
+        if (argc > 4) {
+            px_client_reply_error(r, "ERR unknown subcommand or wrong number of arguments for '%.*s'. Try CLIENT HELP.",
+                                  (int)(argvlen[1] > 64 ? 64 : argvlen[1]), argv[1]);
+            return 1;
+        }
+        if (argc == 4 && !eq(argv[3], argvlen[3], "timeout") && !eq(argv[3], argvlen[3], "error")) {
+            px_client_reply_error(r, "ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR");
+            return 1;
+        }
+        long long id;
+        if (!px_string2ll(argv[2], argvlen[2], &id)) {
+            px_client_reply_error(r, "ERR value is not an integer or out of range");
+            return 1;
+        }
         /* the blocked command runs on that client's own connection */
-        px_client *o = client_by_id(s, argv[2], argvlen[2]);
+        px_client *o = id > 0 ? px_server_client(s, (uint64_t)id) : NULL;
         if (!o || !o->pinned || !o->nblocking || !o->pinned->redis_id) {
             reply_int(r, 0);
             return 1;
         }
-        char id[24];
-        snprintf(id, sizeof(id), "%lld", o->pinned->redis_id);
-        const char *cmd[] = {"CLIENT", "UNBLOCK", id, argc == 4 ? argv[3] : ""};
-        const size_t len[] = {6, 7, strlen(id), argc == 4 ? argvlen[3] : 0};
+        char rid[24];
+        snprintf(rid, sizeof(rid), "%lld", o->pinned->redis_id);
+        const char *cmd[] = {"CLIENT", "UNBLOCK", rid, argc == 4 ? argv[3] : ""};
+        const size_t len[] = {6, 7, strlen(rid), argc == 4 ? argvlen[3] : 0};
         px_resp_command(&c->rewrite, argc, cmd, len);
         return 0;
     } else {
@@ -594,14 +785,7 @@ static int do_admin(px_client *c, px_req *r, int argc, const char *const *argv, 
 {
     px_server *s = c->srv;
     px_config *cfg = s->cfg;
-    if (px_config_auth_required(cfg)) {
-        const px_user *u = c->user ? px_config_user(cfg, c->user, strlen(c->user)) : NULL;
-        if (!u || !u->admin) {
-            px_client_reply_error(r, "NOPERM User %s has no permissions to run the 'hotproxy' command",
-                                  c->user ? c->user : "default");
-            return 1;
-        }
-    }
+    /* admin users only: px_client checks the table's PX_F_A before this runs */
     if (!strcmp(r->cmd->name, "hotproxy") || argc < 3) {
         px_client_reply_error(r, "ERR unknown subcommand or wrong number of arguments for HOTPROXY. Try HOTPROXY "
                                  "CACHE STATS|INVALIDATE|FLUSH|KEYS or HOTPROXY CONFIG GET|SET|RELOAD.");
@@ -700,17 +884,54 @@ static int do_admin(px_client *c, px_req *r, int argc, const char *const *argv, 
     return 1;
 }
 
-int px_local_tracking(px_client *c, px_req *r, int argc, const char *const *argv, const size_t *argvlen)
+/* The position of CLIENT TRACKING's REDIRECT id, or -1. */
+static int redirect_at(int argc, const char *const *argv, const size_t *argvlen)
 {
     int at = -1;
     for (int i = 3; i + 1 < argc; i++)
         if (eq(argv[i], argvlen[i], "redirect")) at = i + 1;
+    return at;
+}
+
+static void redirect_target_known(struct px_upstream *u, void *ctx, const char *reply, size_t len)
+{
+    (void)reply;
+    (void)len;
+    px_client *c = px_server_client(u->srv, (uint64_t)(uintptr_t)ctx);
+    if (c) px_client_resume(c);
+}
+
+int px_local_tracking_ready(px_client *c, int argc, const char *const *argv, const size_t *argvlen)
+{
+    int at = redirect_at(argc, argv, argvlen);
+    px_client *o = at < 0 ? NULL : client_by_id(c->srv, argv[at], argvlen[at]);
+    const char *err = NULL;
+    if (!o || px_client_pin_redirect_target(o, &err) != 0 || o->pinned->redis_id || c->redirect_wait) {
+        c->redirect_wait = 0; /* px_local_tracking answers, or sends it */
+        return 1;
+    }
+    /* A connection just opened for the target: its CLIENT ID, asked first
+     * thing, is on the way; the marker after it says when it is in. */
+    c->redirect_wait = 1;
+    px_upstream_marker(o->pinned, redirect_target_known, (void *)(uintptr_t)c->id);
+    return 0;
+}
+
+int px_local_tracking(px_client *c, px_req *r, int argc, const char *const *argv, const size_t *argvlen)
+{
+    int at = redirect_at(argc, argv, argvlen);
     if (at < 0) return 0;
     px_client *o = client_by_id(c->srv, argv[at], argvlen[at]);
+    const char *err = NULL;
+    if (o && px_client_pin_redirect_target(o, &err) != 0 && err) {
+        px_client_reply_error(r, "%s", err);
+        return -1;
+    }
     if (!o || !o->pinned || !o->pinned->redis_id) {
         px_client_reply_error(r, "ERR The client ID you want redirect to does not exist");
         return -1;
     }
+    if (argc >= 3 && eq(argv[2], argvlen[2], "on")) c->track_redir = o->id;
     char id[24];
     snprintf(id, sizeof(id), "%lld", o->pinned->redis_id);
     px_buf_appendf(&c->rewrite, "*%d\r\n", argc);
@@ -749,10 +970,15 @@ int px_local_handle(px_client *c, px_req *r, int argc, const char *const *argv, 
     case PX_H_UNSUBSCRIBE:
         if (c->pinned) return 0;
         return do_unsubscribe(c, r, argc, argv, argvlen);
+    case PX_H_REDACT:
+        r->hook = redact_hook;
+        return 0;
     case PX_H_INFO: {
         unsigned bits = info_sections(argc, argv, argvlen);
         r->hook_flags = bits & SEC_ALL;
-        if (!(bits & SEC_REDIS)) {
+        /* inside MULTI it goes to Redis all the same (which knows no such
+         * section and says ""), to be queued there and answered in EXEC */
+        if (!(bits & SEC_REDIS) && !(c->pinned && (c->state & PX_STATE_MULTI))) {
             px_local_info_alone(c, r);
             return 1;
         }

@@ -24,6 +24,14 @@ int px_local_handle(struct px_client *c, struct px_req *r, int argc, const char 
  */
 int px_local_tracking(struct px_client *c, struct px_req *r, int argc, const char *const *argv, const size_t *argvlen);
 
+/*
+ * Before CLIENT TRACKING ... REDIRECT <id> is dispatched: the target needs
+ * an upstream connection with a known Redis id.  A target without one is
+ * given one (px_client_pin_redirect_target); if its id is not known yet,
+ * returns 0 and c is resumed (px_client_resume) once it is.  1: go on.
+ */
+int px_local_tracking_ready(struct px_client *c, int argc, const char *const *argv, const size_t *argvlen);
+
 /* INFO when the upstream cannot be asked: hotproxy's sections alone. */
 void px_local_info_alone(struct px_client *c, struct px_req *r);
 

@@ -26,6 +26,13 @@
 
 double px_now(px_server *s) { return ev_now(s->loop); }
 
+px_client *px_server_client(px_server *s, uint64_t id)
+{
+    px_client *c = NULL;
+    HASH_FIND(hh, s->clients_by_id, &id, sizeof(id), c);
+    return c && !(c->flags & PX_CLIENT_CLOSING) ? c : NULL;
+}
+
 void px_server_want_write_client(px_server *s, px_client *c)
 {
     if (c->flags & (PX_CLIENT_IN_WRITE_LIST | PX_CLIENT_CLOSING | PX_CLIENT_WRITE_ARMED)) return;

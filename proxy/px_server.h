@@ -41,6 +41,7 @@ typedef struct px_server {
     ev_signal sigterm_w, sigint_w, sighup_w;
 
     struct px_client *clients;       /* every connected client */
+    struct px_client *clients_by_id; /* the same, in a uthash table by id */
     long nclients;
     uint64_t next_client_id;
     struct px_client *write_clients; /* clients with output to flush */
@@ -79,6 +80,9 @@ void px_server_shutdown(px_server *s);
 /* Queue c (or u) for the flush before the loop sleeps. */
 void px_server_want_write_client(px_server *s, struct px_client *c);
 void px_server_want_write_upstream(px_server *s, struct px_upstream *u);
+
+/* The connected client with that id (not one being closed), or NULL. */
+struct px_client *px_server_client(px_server *s, uint64_t id);
 
 double px_now(px_server *s); /* seconds, from the loop's clock */
 

@@ -170,12 +170,12 @@ void px_upstream_write(px_upstream *u, const char *cmd, size_t len)
     if (u->state == PX_UP_READY) px_server_want_write_upstream(u->srv, u);
 }
 
-void px_upstream_marker(px_upstream *u, px_internal_cb cb)
+void px_upstream_marker(px_upstream *u, px_internal_cb cb, void *ctx)
 {
     char cmd[96];
     if (!u->marker[0]) snprintf(u->marker, sizeof(u->marker), "hotproxy-marker-%p-%x", (void *)u, (unsigned)rand());
     int n = snprintf(cmd, sizeof(cmd), "*2\r\n$4\r\nPING\r\n$%zu\r\n%s\r\n", strlen(u->marker), u->marker);
-    px_upstream_send_internal(u, cmd, (size_t)n, cb, NULL);
+    px_upstream_send_internal(u, cmd, (size_t)n, cb, ctx);
     u->stail->marker = 1;
 }
 

@@ -157,9 +157,9 @@ void px_upstream_send_internal(px_upstream *u, const char *cmd, size_t len, px_i
 /* Write a command whose answer will not be a reply (RESP2 pub/sub mode,
  * MONITOR): what Redis sends back arrives as frames for the owner. */
 void px_upstream_write(px_upstream *u, const char *cmd, size_t len);
-/* Queue a marker (a PING with this connection's token); cb runs once every
- * frame Redis sent before it has been delivered. */
-void px_upstream_marker(px_upstream *u, px_internal_cb cb);
+/* Queue a marker (a PING with this connection's token); cb (with ctx) runs
+ * once every frame Redis sent before it has been delivered. */
+void px_upstream_marker(px_upstream *u, px_internal_cb cb, void *ctx);
 /* Write buffered bytes; returns -1 if the connection failed. */
 int px_upstream_flush(px_upstream *u);
 /* Free a closed pinned connection; only the server's reaper calls this. */

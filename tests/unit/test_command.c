@@ -225,6 +225,64 @@ static void test_handlers(void)
     }
 }
 
+/*
+ * Who may run what: the table's PX_F_DG is Redis 7.0's @dangerous ACL
+ * category (`ACL CAT dangerous` on redis-server 7.0.15, below), which holds
+ * all of @admin, except INFO, which every user keeps.
+ */
+static void test_admin_only(void)
+{
+    static const char *dangerous[] = {
+        "acl|deluser", "acl|dryrun", "acl|getuser", "acl|list", "acl|load", "acl|log", "acl|save",
+        "acl|setuser", "acl|users", "bgrewriteaof", "bgsave", "client|kill", "client|list", "client|no-evict",
+        "client|pause", "client|unblock", "client|unpause", "cluster|addslots", "cluster|addslotsrange",
+        "cluster|bumpepoch", "cluster|count-failure-reports", "cluster|delslots", "cluster|delslotsrange",
+        "cluster|failover", "cluster|flushslots", "cluster|forget", "cluster|meet", "cluster|replicas",
+        "cluster|replicate", "cluster|reset", "cluster|saveconfig", "cluster|set-config-epoch",
+        "cluster|setslot", "cluster|slaves", "config|get", "config|resetstat", "config|rewrite", "config|set",
+        "debug", "failover", "flushall", "flushdb", "info", "keys", "lastsave", "latency|doctor",
+        "latency|graph", "latency|histogram", "latency|history", "latency|latest", "latency|reset", "migrate",
+        "module|list", "module|load", "module|loadex", "module|unload", "monitor", "pfdebug", "pfselftest",
+        "psync", "replconf", "replicaof", "restore", "restore-asking", "role", "save", "shutdown", "slaveof",
+        "slowlog|get", "slowlog|len", "slowlog|reset", "sort", "sort_ro", "swapdb", "sync",
+    };
+    size_t nd = sizeof(dangerous) / sizeof(dangerous[0]);
+    int missing = 0, extra = 0;
+    for (size_t i = 0; i < nd; i++) {
+        char name[64];
+        snprintf(name, sizeof(name), "%s", dangerous[i]);
+        char *bar = strchr(name, '|');
+        if (bar) *bar++ = '\0';
+        const px_command *c = look(name, bar);
+        int want = strcmp(dangerous[i], "info") != 0;
+        if (!c || strcmp(c->name, dangerous[i]) || px_command_admin_only(c) != want) {
+            diag("  %s: %s", dangerous[i], c ? "admin_only is not what Redis' category says" : "not in the table");
+            missing++;
+        }
+    }
+    for (int i = 0; i < px_command_count(); i++) {
+        const px_command *c = px_command_at(i);
+        int listed = 0;
+        for (size_t j = 0; j < nd; j++) listed |= !strcmp(dangerous[j], c->name);
+        if ((c->flags & PX_F_DG) && !listed) {
+            diag("  %s: PX_F_DG but not @dangerous in Redis", c->name);
+            extra++;
+        }
+    }
+    is_int(missing, 0, "admin only: every @dangerous command of Redis 7.0 but INFO");
+    is_int(extra, 0, "admin only: PX_F_DG on nothing else");
+    static const char *open_to_all[][2] = {{"acl", "whoami"}, {"acl", "cat"},       {"acl", "genpass"},
+                                          {"acl", "help"},   {"client", "id"},     {"client", "setname"},
+                                          {"client", "getredir"}, {"client", "trackinginfo"}, {"get", NULL},
+                                          {"info", NULL},    {"ping", NULL},       {"config", "help"}};
+    for (size_t i = 0; i < sizeof(open_to_all) / sizeof(open_to_all[0]); i++)
+        ok(!px_command_admin_only(look(open_to_all[i][0], open_to_all[i][1])), "admin only: not %s%s%s",
+           open_to_all[i][0], open_to_all[i][1] ? " " : "", open_to_all[i][1] ? open_to_all[i][1] : "");
+    ok(px_command_admin_only(look("hotproxy", "cache")) && px_command_admin_only(look("hotproxy", "config")),
+       "admin only: HOTPROXY CACHE and CONFIG");
+    ok(look("config", "get")->handler == PX_H_REDACT, "CONFIG GET's reply has its secrets hidden (redact)");
+}
+
 /* Whole-table properties: every entry, not a sample. */
 static void test_table(void)
 {
@@ -333,6 +391,7 @@ int main(void)
     test_keys();
     test_writes();
     test_handlers();
+    test_admin_only();
     test_table();
     done_testing();
     return exit_status();
