@@ -25,6 +25,7 @@ enum {
     PX_F_TTL_S2 = 1 << 12,   /* a TTL in seconds at argument 2 (SETEX, EXPIRE) */
     PX_F_TTL_MS2 = 1 << 13,  /* a TTL in milliseconds at argument 2 (PSETEX, PEXPIRE) */
     PX_F_NIL = 1 << 14,      /* a missing key reads as the null reply (GET, HGET...) */
+    PX_F_BARRIER = 1 << 15,  /* may write keys it does not name: its reply waits for Redis' invalidations */
 };
 
 /* The keys column of px_commands.def. */
