@@ -35,7 +35,8 @@ static const char *text_of(redisReply *r, const char *errstr)
     static int next;
     char *out = bufs[next++ % 8];
     if (!r) snprintf(out, 512, "(no reply: %s)", errstr ? errstr : "?");
-    else if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) snprintf(out, 512, "%.*s", (int)r->len, r->str);
+    else if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS)
+        snprintf(out, 512, "%.*s", (int)r->len, r->str);
     else if (r->type == REDIS_REPLY_ERROR) snprintf(out, 512, "(error) %.*s", (int)r->len, r->str);
     else if (r->type == REDIS_REPLY_INTEGER) snprintf(out, 512, "%lld", r->integer);
     else if (r->type == REDIS_REPLY_NIL) snprintf(out, 512, "(nil)");
