@@ -237,6 +237,8 @@ static void conn_lost(redisContext *pc, int proxy_port, trigger how, const char 
 static void busy_link(redisContext *pc, const char *label)
 {
     const char *key = "busy:k";
+    /* a script elsewhere may have had this link opened again: wait for it */
+    ok(wait_l1(pc, "hotproxy_l1_tracking", "up", 10000) == 0, "%s: tracking is up", label);
     cmd(dr, "CONFIG SET busy-reply-threshold 100");
     long long link = l1n(pc, "hotproxy_l1_tracking_link_id");
     char ids[32];
@@ -379,6 +381,14 @@ static void undeclared(int port, redisContext *pc, const char *label, int tracki
     ok(other_ok, "%s: EVAL writing an undeclared key, then GET on another connection: the new value (5 rounds)",
        label);
 
+    /* a function (FCALL) writing a key passed as an argument, not a key */
+    cmd(dr, "SET %s f0", key);
+    ensure_hit(pc, key);
+    redisAppendCommand(pc, "FCALL hpw 0 %s f1", key);
+    redisAppendCommand(pc, "GET %s", key);
+    next_reply(pc);
+    is_str(next_reply(pc), "f1", "%s: FCALL writing an undeclared key, GET pipelined behind it: the new value", label);
+
     /* the same inside MULTI, GET pipelined behind EXEC */
     cmd(dr, "SET %s m0", key);
     ensure_hit(pc, key);
@@ -415,6 +425,9 @@ int main(void)
     hx_init(240);
     if (hx_redis_start(&redis, 0) != 0) skip_all("redis-server does not start");
     dr = hx_redis(redis.port);
+    cmd(dr, "FUNCTION LOAD REPLACE %s",
+        "#!lua name=hptrack\nredis.register_function('hpw', function(keys, args) return "
+        "redis.call('set', args[1], args[2]) end)");
 
     hx_proc p, pnt;
     const char *xlong[] = {"--l1-ttl", "60000", "--l1-negative-ttl", "60000", NULL};
@@ -434,7 +447,16 @@ int main(void)
     conn_lost(pc, p.port, OUTPUT_LIMIT, "regression, a data connection over its output limit: output-limit");
     conn_lost(pc, p.port, IDLE_TIMEOUT, "regression, a data connection closed as idle: timeout");
 
-    busy_data(pc, "regression, -BUSY to CLIENT TRACKING turned tracking off for good: busy-data");
+    /* its own hotproxy: a failure here must not leave the next one refused */
+    hx_proc p2;
+    if (start_proxy(&p2, xlong) == 0) {
+        redisContext *pc2 = tracked_ctx(&p2, "busy-data");
+        busy_data(pc2, "regression, -BUSY to CLIENT TRACKING turned tracking off for good: busy-data");
+        redisFree(pc2);
+        is_int(hx_stop(&p2, 15000), 0, "busy-data: hotproxy exits 0 on SIGTERM");
+    } else {
+        ok(0, "busy-data: hotproxy starts");
+    }
     busy_link(pc, "regression, -BUSY on the link turned tracking off for good: busy-link");
 
 
