@@ -218,6 +218,10 @@ void px_client_reply(px_req *r, const char *data, size_t len)
         px_buf_append(r->capture, data, len);
         return;
     }
+    /* A write that may have touched keys it does not name: the L1 may keep
+     * the reply (still in flight for the client) until Redis' invalidations
+     * for them are in, then calls here again. */
+    if (r->barrier && px_l1_barrier(r->srv->l1, r, data, len)) return;
     if (r->forwarded) {
         r->forwarded = 0;
         if (c) c->ninflight--;

@@ -48,6 +48,7 @@ typedef struct px_req {
     unsigned marker : 1;           /* an internal PING whose reply carries the connection's token */
     unsigned writes : 1;           /* may write: counted in the client's nwrites */
     unsigned inval_flush : 1;      /* its reply flushes the L1 */
+    unsigned barrier : 1;          /* its reply waits for the L1's barrier (px_l1_barrier) */
     char *inval;                   /* keys its reply invalidates again: [u32 len][key]... */
     size_t inval_len;
     /* internal requests (no client): the reply goes here instead */
@@ -116,6 +117,7 @@ typedef struct px_client {
     long nwrites;           /* writes in flight: its reads skip the L1 until they are answered */
     px_buf multi_keys;      /* keys written inside MULTI, invalidated again at EXEC */
     int multi_flush;
+    int multi_barrier;      /* a command queued in MULTI needs a barrier at EXEC */
 
     /* what hotproxy itself keeps for the connection */
     int db;

@@ -26,6 +26,7 @@ enum {
     PX_F_TTL_MS2 = 1 << 13,  /* a TTL in milliseconds at argument 2 (PSETEX, PEXPIRE) */
     PX_F_NIL = 1 << 14,      /* a missing key reads as the null reply (GET, HGET...) */
     PX_F_DG = 1 << 15,       /* in Redis 7.0's @dangerous ACL category (which holds all of @admin) */
+    PX_F_BARRIER = 1 << 16,  /* may write keys it does not name: its reply waits for Redis' invalidations */
 };
 
 /* The keys column of px_commands.def. */

@@ -13,6 +13,18 @@
  * off or refused, a write made elsewhere may be missed for up to l1-ttl
  * (+ jitter).  If the link stops answering, the L1 is flushed and no fill is
  * stored until it is back.
+ *
+ * Redis tracks keys per connection: a shared connection lost with its
+ * tracking on takes with it the watch on every key it read, so the L1 is
+ * flushed (only for a connection it filled through: the per-connection
+ * tracking_used bit; finer bookkeeping, per entry, would cost a tag in every
+ * entry for an event as rare as a reconnect).  The flush also refuses every
+ * fill ticketed before it, so a fill racing with the loss is not stored.
+ *
+ * Only a real refusal (an ACL's NOPERM, a command renamed away or unknown)
+ * ends tracking (refused, TTL-only).  Any other error (BUSY during a long
+ * script, LOADING, a REDIRECT to a link that just died) is a "not now": the
+ * link is opened again, or CLIENT TRACKING sent again, with backoff.
  */
 #include "proxy/px_l1.h"
 
@@ -36,7 +48,8 @@
 
 #define HEARTBEAT_EVERY 1.0
 #define HEARTBEAT_DEADLINE 3.0
-#define LINK_RETRY 1.0
+#define RETRY_MIN 0.1 /* backoff of the link and of CLIENT TRACKING after a "not now" */
+#define RETRY_MAX 2.0
 #define EXPIRE_WORK 200
 
 typedef struct flight {
@@ -57,6 +70,15 @@ typedef struct flight {
     px_policy pol;      /* the rule when the fill started: a reload changes later fills only */
 } flight;
 
+/* A reply held until the link's pong number `pong` (see px_l1_barrier). */
+typedef struct held {
+    struct held *next;
+    px_req *r;
+    uint64_t pong;
+    size_t len;
+    char reply[];
+} held;
+
 struct px_l1 {
     px_server *srv;
     l1 *cache;
@@ -67,10 +89,16 @@ struct px_l1 {
     int link_ready;
     int refused;
     uint64_t epoch;
+    long long link_id;  /* the link's CLIENT ID, asked by the L1 itself (0: not known yet) */
     double last_pong, next_ping, next_attempt;
+    double link_backoff;            /* before the next link attempt */
+    double retrack_at, retrack_backoff; /* CLIENT TRACKING again where Redis said "not now" */
+    uint64_t pings, pongs;          /* on the current link; pongs come in PING order */
+    held *bhead, *btail;         /* held replies, oldest (lowest pong) first */
     px_buf scratch;     /* the key being looked up, reused: no allocation per hit */
     /* counters beyond the library's */
     uint64_t coalesced, fills, refreshes, bypassed, inval_local, inval_tracking, flush_tracking, flush_link;
+    uint64_t flush_conn, barriers;
 };
 
 static uint64_t next_random(void *arg)
@@ -117,9 +145,12 @@ px_l1 *px_l1_create(px_server *s)
     return l;
 }
 
+static void release_barriers(px_l1 *l, int all);
+
 void px_l1_destroy(px_l1 *l)
 {
     if (!l) return;
+    release_barriers(l, 1); /* their clients have gone: the replies are dropped */
     flight *f, *tmp;
     HASH_ITER(hh, l->flights, f, tmp) {
         HASH_DEL(l->flights, f);
@@ -499,6 +530,7 @@ static int read_multiget(px_l1 *l, px_client *c, px_req *r, px_upstream *u)
     }
     m->r = r;
     m->ticket = l1_ticket(l->cache, NULL, 0);
+    u->tracking_used = 1;
     r->forwarded = 1;
     c->ninflight++;
     c->up = u;
@@ -560,6 +592,7 @@ static void send_fill(px_l1 *l, flight *f)
     f->in_table = 1;
     l->fills++;
     l->srv->stats.commands_forwarded++;
+    f->u->tracking_used = 1;
     px_upstream_send_internal(f->u, f->cmd, f->cmdlen, fill_reply, f);
     send_pttl(f->u, f->key + 4, f->glen, fill_ttl, f);
 }
@@ -642,6 +675,9 @@ static void invalidate_list(px_l1 *l, const char *p, size_t n)
     }
 }
 
+/* No tracking to tell what a write touched: TTL-only. */
+static int ttl_only(px_l1 *l) { return !l->srv->cfg->l1_tracking || l->refused; }
+
 void px_l1_write(px_l1 *l, px_client *c, px_req *r)
 {
     const px_command *cmd = r->cmd;
@@ -649,16 +685,19 @@ void px_l1_write(px_l1 *l, px_client *c, px_req *r)
     int argc = c->parser.argc;
     px_buf keys = {0};
     int flush = 0;
+    int barrier = cmd && (cmd->flags & PX_F_BARRIER);
     if (cmd && (cmd->handler == PX_H_EXEC || cmd->handler == PX_H_DISCARD)) {
         /* the transaction's writes run now: drop their keys again at its reply */
         if (cmd->handler == PX_H_EXEC) {
             keys = c->multi_keys;
             flush = c->multi_flush;
+            barrier = c->multi_barrier;
         } else {
             px_buf_free(&c->multi_keys);
         }
         memset(&c->multi_keys, 0, sizeof(c->multi_keys));
         c->multi_flush = 0;
+        c->multi_barrier = 0;
     } else {
         int pos[64];
         int n = cmd ? px_command_keys(cmd, argc, c->argv, c->argvlen, pos, 64) : -1;
@@ -677,25 +716,31 @@ void px_l1_write(px_l1 *l, px_client *c, px_req *r)
             for (int i = 0; i < n; i++) record_key(&keys, c->argv[pos[i]], c->argvlen[pos[i]]);
         }
         if (c->state & PX_STATE_MULTI) {
-            /* queued: it runs at EXEC, which invalidates again */
+            /* queued: it runs at EXEC, which invalidates again (and waits) */
             px_buf_append(&c->multi_keys, keys.data, keys.len);
             c->multi_flush |= flush;
+            c->multi_barrier |= barrier;
+            barrier = 0;
         }
     }
-    if (!keys.len && !flush) {
+    /* Without tracking, nothing says which keys it wrote: drop everything,
+     * now and at the reply. */
+    if (barrier && ttl_only(l)) flush = 1;
+    if (!keys.len && !flush && !barrier) {
         px_buf_free(&keys);
         return;
     }
     if (flush) {
         l1_flush(l->cache);
-    } else {
+    } else if (keys.len) {
         invalidate_list(l, keys.data, keys.len);
         l->inval_local++;
     }
     r->inval = keys.data;
     r->inval_len = keys.len;
     r->inval_flush = flush;
-    r->writes = 1;
+    r->barrier = barrier && !flush;
+    r->writes = 1; /* the client's reads skip the L1 until its reply, barrier included */
     c->nwrites++;
 }
 
@@ -720,6 +765,42 @@ int px_l1_can_fill(px_l1 *l, px_upstream *u)
     return l->link_ready && u->tracking_epoch == l->epoch && u->tracking_epoch != 0;
 }
 
+/*
+ * An error reply that means Redis will never do it for hotproxy (an ACL's
+ * NOPERM, CLIENT renamed away, a Redis without CLIENT TRACKING), as opposed
+ * to "not now" (BUSY during a script, LOADING, a REDIRECT naming a link that
+ * just died, a connection lost): only the former may end tracking.
+ */
+static int is_refusal(const char *reply, size_t len)
+{
+    static const char *const refusals[] = {"-NOPERM", "-ERR unknown command", "-ERR unknown subcommand"};
+    for (size_t i = 0; i < sizeof(refusals) / sizeof(refusals[0]); i++) {
+        size_t n = strlen(refusals[i]);
+        if (len >= n && !strncasecmp(reply, refusals[i], n)) return 1;
+    }
+    return 0;
+}
+
+static void refuse(px_l1 *l, const char *what, const char *reply, size_t len)
+{
+    if (l->refused) return;
+    px_log_warning(&l->srv->log, "L1: Redis refused %s (%.*s); the L1 falls back to TTL-only", what,
+                   (int)(len > 200 ? 200 : len - 2), reply);
+    l->refused = 1;
+    if (l->bhead) {
+        /* held writes wait for tracking no more: what they wrote is dropped */
+        l1_flush(l->cache);
+        release_barriers(l, 1);
+    }
+}
+
+static double backoff(double *b)
+{
+    *b = *b < RETRY_MIN ? RETRY_MIN : *b * 2;
+    if (*b > RETRY_MAX) *b = RETRY_MAX;
+    return *b;
+}
+
 static void tracking_reply(px_upstream *u, void *ctx, const char *reply, size_t len)
 {
     px_l1 *l = u->srv->l1;
@@ -727,21 +808,26 @@ static void tracking_reply(px_upstream *u, void *ctx, const char *reply, size_t 
     if (!l || u->state != PX_UP_READY) return;
     if (len >= 3 && !memcmp(reply, "+OK", 3)) {
         u->tracking_epoch = epoch;
+        l->retrack_backoff = 0;
         return;
     }
-    if (!l->refused) {
-        px_log_warning(&l->srv->log, "L1: Redis refused CLIENT TRACKING (%.*s); the L1 falls back to TTL-only",
-                       (int)(len > 200 ? 200 : len - 2), reply);
-        l->refused = 1;
+    if (is_refusal(reply, len)) {
+        refuse(l, "CLIENT TRACKING", reply, len);
+        return;
     }
+    /* Not now: this connection fills nothing until a later try says OK. */
+    px_log_verbose(&l->srv->log, "L1: CLIENT TRACKING not accepted now (%.*s); trying again",
+                   (int)(len > 200 ? 200 : len - 2), reply);
+    if (!l->retrack_at) l->retrack_at = px_now(l->srv) + backoff(&l->retrack_backoff);
 }
 
 void px_l1_track(px_l1 *l, px_upstream *u)
 {
     u->tracking_epoch = 0;
-    if (!l || !l->srv->cfg->l1_tracking || l->refused || !l->link_ready || !l->link || !l->link->redis_id) return;
+    u->tracking_used = 0;
+    if (!l || !l->srv->cfg->l1_tracking || l->refused || !l->link_ready || !l->link || !l->link_id) return;
     char cmd[128], id[24];
-    int idn = snprintf(id, sizeof(id), "%lld", l->link->redis_id);
+    int idn = snprintf(id, sizeof(id), "%lld", l->link_id);
     int n = snprintf(cmd, sizeof(cmd), "*5\r\n$6\r\nCLIENT\r\n$8\r\nTRACKING\r\n$2\r\non\r\n$8\r\nREDIRECT\r\n$%d\r\n%s\r\n",
                      idn, id);
     px_upstream_send_internal(u, cmd, (size_t)n, tracking_reply, (void *)(uintptr_t)l->epoch);
@@ -752,21 +838,118 @@ static void track_each(px_upstream *u, void *arg)
     if (u->state != PX_UP_DOWN) px_l1_track(arg, u);
 }
 
+/* The connections a "not now" left without tracking (the others keep theirs). */
+static void retrack_each(px_upstream *u, void *arg)
+{
+    px_l1 *l = arg;
+    if (u->state == PX_UP_READY && u->tracking_epoch != l->epoch) px_l1_track(l, u);
+}
+
+/* The pool lost a shared connection whose tracking was on (see the top). */
+static void tracking_lost(px_upstream *u, uint64_t epoch, void *arg)
+{
+    px_l1 *l = arg;
+    int used = u->tracking_used;
+    u->tracking_used = 0;
+    /* An older epoch: the link's loss flushed the L1 since, and the
+     * connection filled nothing after it. */
+    if (!used || epoch != l->epoch || !l->link_ready) return;
+    px_log_notice(&l->srv->log, "L1: a connection with tracking on was lost (%s): L1 flushed", u->errstr);
+    l1_flush(l->cache);
+    l->flush_conn++;
+}
+
 static int str_is(const redisReply *r, const char *s)
 {
     return r && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) && r->len == strlen(s) &&
            !strncasecmp(r->str, s, r->len);
 }
 
+/* Answer the held replies whose PING has been answered (all: every one). */
+static void release_barriers(px_l1 *l, int all)
+{
+    while (l->bhead && (all || l->bhead->pong <= l->pongs)) {
+        held *b = l->bhead;
+        l->bhead = b->next;
+        if (!l->bhead) l->btail = NULL;
+        px_client_reply(b->r, b->reply, b->len);
+        free(b);
+    }
+}
+
+static void link_ping(px_l1 *l)
+{
+    static const char ping[] = "*1\r\n$4\r\nPING\r\n";
+    px_upstream_write(l->link, ping, sizeof(ping) - 1);
+    l->pings++;
+}
+
+int px_l1_barrier(px_l1 *l, px_req *r, const char *reply, size_t len)
+{
+    r->barrier = 0;
+    /* not in flight for a client (gone, or answered without Redis): nobody to hold */
+    if (!l || !r->client || !r->forwarded) return 0;
+    if (ttl_only(l)) {
+        l1_flush(l->cache); /* tracking ended meanwhile: nothing will tell what it wrote */
+        return 0;
+    }
+    /* Tracking down: the L1 was flushed when it went and fills nothing until
+     * it is back, so nothing in it predates this write. */
+    if (!l->link_ready || !l->link) return 0;
+    held *b = malloc(sizeof(*b) + (len ? len : 1));
+    if (!b) abort();
+    /* A PING still in our buffer reaches Redis after this reply left it, so
+     * it serves as well: replies read together share one round trip. */
+    if (!px_buf_used(&l->link->out) || !l->pings) link_ping(l);
+    b->next = NULL;
+    b->r = r;
+    b->pong = l->pings;
+    b->len = len;
+    memcpy(b->reply, reply, len);
+    if (l->btail) l->btail->next = b;
+    else l->bhead = b;
+    l->btail = b;
+    l->barriers++;
+    return 1;
+}
+
+/* The link failed for a reason that may pass: open it again later. */
+static void link_not_now(px_l1 *l, px_upstream *u, const char *what, const char *reply, size_t len)
+{
+    px_log_notice(&l->srv->log, "L1: the invalidation link got an error (%s: %.*s); opening it again", what,
+                  (int)(len > 200 ? 200 : len - 2), reply);
+    px_pool_close(u->pool, u, "invalidation link error");
+}
+
+static void link_id_reply(px_upstream *u, void *ctx, const char *reply, size_t len)
+{
+    px_l1 *l = ctx;
+    long long id;
+    if (u != l->link || u->state != PX_UP_READY) return; /* closed meanwhile */
+    if (len > 3 && reply[0] == ':' && px_string2ll(reply + 1, len - 3, &id)) {
+        l->link_id = id;
+        return;
+    }
+    if (is_refusal(reply, len)) {
+        /* no id, no REDIRECT can name this link */
+        refuse(l, "CLIENT ID on the invalidation link", reply, len);
+        px_pool_close(u->pool, u, "no client id for the invalidation link");
+        return;
+    }
+    link_not_now(l, u, "CLIENT ID", reply, len);
+}
+
 static void link_frame(px_upstream *u, void *ctx, const char *frame, size_t len)
 {
     px_l1 *l = ctx;
     if (len && frame[0] == '-') {
-        /* SUBSCRIBE refused (an ACL without channel rights, say) */
-        px_log_warning(&l->srv->log, "L1: Redis refused the invalidation link (%.*s); the L1 falls back to TTL-only",
-                       (int)(len > 200 ? 200 : len - 2), frame);
-        l->refused = 1;
-        px_pool_close(u->pool, u, "invalidation link refused");
+        if (is_refusal(frame, len)) {
+            /* SUBSCRIBE refused (an ACL without channel rights, say) */
+            refuse(l, "the invalidation link", frame, len);
+            px_pool_close(u->pool, u, "invalidation link refused");
+        } else {
+            link_not_now(l, u, "SUBSCRIBE or PING", frame, len);
+        }
         return;
     }
     redisReply *m = px_reply_decode(frame, len);
@@ -774,19 +957,19 @@ static void link_frame(px_upstream *u, void *ctx, const char *frame, size_t len)
     if (m->type == REDIS_REPLY_ARRAY && m->elements >= 2) {
         if (str_is(m->element[0], "pong")) {
             l->last_pong = px_now(l->srv);
-        } else if (str_is(m->element[0], "subscribe") && !u->redis_id) {
-            /* CLIENT ID was refused: no REDIRECT can name this link */
-            px_log_warning(&l->srv->log, "L1: Redis did not tell the invalidation link's client id (CLIENT refused?); "
-                                         "the L1 falls back to TTL-only");
-            l->refused = 1;
+            l->pongs++;
+            release_barriers(l, 0);
+        } else if (str_is(m->element[0], "subscribe") && !l->link_id) {
+            /* cannot happen (CLIENT ID is answered first, or the link closed) */
             freeReplyObject(m);
-            px_pool_close(u->pool, u, "no client id for the invalidation link");
+            link_not_now(l, u, "SUBSCRIBE", "-ERR no client id yet\r\n", 23);
             return;
         } else if (str_is(m->element[0], "subscribe")) {
             l->link_ready = 1;
             l->epoch++;
             l->last_pong = px_now(l->srv);
-            px_log_notice(&l->srv->log, "L1: invalidation link up (Redis client id %lld)", l->link->redis_id);
+            l->link_backoff = 0;
+            px_log_notice(&l->srv->log, "L1: invalidation link up (Redis client id %lld)", l->link_id);
             px_pool_each_shared(pool_of(l), track_each, l);
         } else if (str_is(m->element[0], "message") && m->elements == 3) {
             redisReply *keys = m->element[2];
@@ -814,21 +997,29 @@ static void link_lost(px_upstream *u, void *ctx)
     if (l->link_ready) px_log_warning(&l->srv->log, "L1: invalidation link lost (%s): L1 flushed, filling stops until it is back", u->errstr);
     l->link = NULL;
     l->link_ready = 0;
+    l->link_id = 0;
     l1_flush(l->cache);
     l->flush_link++;
-    l->next_attempt = px_now(l->srv) + LINK_RETRY;
+    /* the flush covers what the held writes touched: they may go */
+    release_barriers(l, 1);
+    l->pings = l->pongs = 0;
+    l->next_attempt = px_now(l->srv) + backoff(&l->link_backoff);
 }
 
 static void link_open(px_l1 *l)
 {
     px_pool *p = pool_of(l);
+    if (p) px_pool_on_tracking_lost(p, tracking_lost, l); /* before any connection can track */
     l->link = p ? px_pool_open_link(p, link_frame, link_lost, l) : NULL;
     if (!l->link) {
-        l->next_attempt = px_now(l->srv) + LINK_RETRY;
+        l->next_attempt = px_now(l->srv) + backoff(&l->link_backoff);
         return;
     }
+    /* The L1 asks the id itself: it must tell "not now" from "never". */
+    static const char id[] = "*2\r\n$6\r\nCLIENT\r\n$2\r\nID\r\n";
     static const char sub[] = "*2\r\n$9\r\nSUBSCRIBE\r\n$20\r\n__redis__:invalidate\r\n";
     l->link->raw = 1;
+    px_upstream_send_internal(l->link, id, sizeof(id) - 1, link_id_reply, l);
     px_upstream_write(l->link, sub, sizeof(sub) - 1);
 }
 
@@ -846,9 +1037,12 @@ void px_l1_cron(px_l1 *l, double now)
         px_pool_close(l->link->pool, l->link, "invalidation link heartbeat timeout");
         return;
     }
+    if (l->retrack_at && now >= l->retrack_at) {
+        l->retrack_at = 0;
+        px_pool_each_shared(pool_of(l), retrack_each, l);
+    }
     if (now >= l->next_ping) {
-        static const char ping[] = "*1\r\n$4\r\nPING\r\n";
-        px_upstream_write(l->link, ping, sizeof(ping) - 1);
+        link_ping(l);
         l->next_ping = now + HEARTBEAT_EVERY;
     }
 }
@@ -867,7 +1061,7 @@ void px_l1_info(px_l1 *l, px_buf *out)
     px_buf_appendf(out, "hotproxy_l1:on\r\n");
     px_buf_appendf(out, "hotproxy_l1_mode:%s\r\n", !cfg->l1_tracking || l->refused ? "ttl-only" : "tracking");
     px_buf_appendf(out, "hotproxy_l1_tracking:%s\r\n", tracking);
-    px_buf_appendf(out, "hotproxy_l1_tracking_link_id:%lld\r\n", l->link ? l->link->redis_id : -1);
+    px_buf_appendf(out, "hotproxy_l1_tracking_link_id:%lld\r\n", l->link ? l->link_id : -1);
     px_buf_appendf(out, "hotproxy_l1_entries:%llu\r\n", (unsigned long long)st.entries);
     px_buf_appendf(out, "hotproxy_l1_bytes:%llu\r\n", (unsigned long long)st.bytes);
     px_buf_appendf(out, "hotproxy_l1_maxmemory:%lld\r\n", cfg->l1_maxmemory);
@@ -889,6 +1083,8 @@ void px_l1_info(px_l1 *l, px_buf *out)
     px_buf_appendf(out, "hotproxy_l1_flushes:%llu\r\n", (unsigned long long)st.flushes);
     px_buf_appendf(out, "hotproxy_l1_flushes_tracking:%llu\r\n", (unsigned long long)l->flush_tracking);
     px_buf_appendf(out, "hotproxy_l1_flushes_link_lost:%llu\r\n", (unsigned long long)l->flush_link);
+    px_buf_appendf(out, "hotproxy_l1_flushes_connection_lost:%llu\r\n", (unsigned long long)l->flush_conn);
+    px_buf_appendf(out, "hotproxy_l1_barriers:%llu\r\n", (unsigned long long)l->barriers);
 }
 
 void px_l1_reconfigure(px_l1 *l)

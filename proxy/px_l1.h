@@ -15,6 +15,11 @@
  *  - invalidations from elsewhere: the shared connections use Redis'
  *    tracking (CLIENT TRACKING on REDIRECT) towards a link subscribed to
  *    __redis__:invalidate; while that link is down, nothing is filled.
+ *    Losing the link, or a shared connection the L1 filled through (Redis
+ *    tracks keys per connection), flushes the L1;
+ *  - writes whose keys cannot all be named (scripts: PX_F_BARRIER) hold
+ *    their reply until a round trip on the link shows their invalidations
+ *    are in (px_l1_barrier).
  */
 #ifndef PX_L1_H
 #define PX_L1_H
@@ -47,6 +52,15 @@ int px_l1_read(px_l1 *l, struct px_client *c, struct px_req *r, struct px_upstre
 void px_l1_write(px_l1 *l, struct px_client *c, struct px_req *r);
 /* r's reply has arrived: the second invalidation (px_client_reply calls it). */
 void px_l1_written(px_l1 *l, struct px_req *r);
+/*
+ * r (flagged barrier by px_l1_write: a write that may touch keys it does not
+ * name) has its reply.  Returns 1 when the L1 keeps a copy and answers r
+ * with it later, through px_client_reply, once a PING sent now on the
+ * invalidation link is answered (Redis writes the invalidations for what r
+ * wrote to the link before that answer); 0 when it may go now.  Either way
+ * r->barrier is cleared.
+ */
+int px_l1_barrier(px_l1 *l, struct px_req *r, const char *reply, size_t len);
 
 /* Whether fills may use this shared connection now. */
 int px_l1_can_fill(px_l1 *l, struct px_upstream *u);

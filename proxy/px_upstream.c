@@ -135,6 +135,14 @@ static void up_fail(px_upstream *u, const char *fmt, const char *detail, int ret
     }
     close_socket(u);
     u->state = PX_UP_DOWN;
+    if (u->tracking_epoch) {
+        /* Redis tracked keys for this connection only: what it read is
+         * watched no more.  Told before its requests are answered, so the
+         * listener (the L1) refuses the fills still in flight first. */
+        uint64_t epoch = u->tracking_epoch;
+        u->tracking_epoch = 0;
+        if (u->pool->on_tracking_lost) u->pool->on_tracking_lost(u, epoch, u->pool->tracking_lost_arg);
+    }
     fail_queue(u);
     double wait = retry_now ? 0 : u->backoff;
     u->backoff = u->backoff < BACKOFF_MIN ? BACKOFF_MIN : u->backoff * 2;
@@ -677,6 +685,12 @@ void px_pool_close(px_pool *p, px_upstream *u, const char *why)
     if (u->state == PX_UP_CLOSED) return;
     snprintf(u->errstr, sizeof(u->errstr), "upstream %s connection closed: %s", u->pool->name, why);
     up_close_pinned(u);
+}
+
+void px_pool_on_tracking_lost(px_pool *p, void (*fn)(px_upstream *u, uint64_t epoch, void *arg), void *arg)
+{
+    p->on_tracking_lost = fn;
+    p->tracking_lost_arg = arg;
 }
 
 void px_pool_each_shared(px_pool *p, void (*fn)(px_upstream *u, void *arg), void *arg)

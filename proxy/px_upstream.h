@@ -80,6 +80,7 @@ typedef struct px_upstream {
     unsigned releasing : 1;  /* RESET sent; spare once confirmed */
     unsigned spare : 1;      /* clean, waiting for a client to pin it */
     uint64_t tracking_epoch; /* shared: the invalidation link epoch its CLIENT TRACKING names (0: none) */
+    unsigned tracking_used : 1; /* shared: the L1 filled through it since its tracking was turned on */
     px_frame_cb on_frame;    /* links: who gets frames and the end of the link */
     px_lost_cb on_lost;
     void *link_ctx;
@@ -107,6 +108,11 @@ typedef struct px_pool {
     long npinned;            /* connections in that list */
     long nspare;
     long nlinks;             /* of those, hotproxy's own links */
+    /* Called when a shared connection whose CLIENT TRACKING was on (its
+     * tracking_epoch, passed as epoch) is lost: Redis tracks keys per
+     * connection, so what it read is watched no more.  The L1 sets it. */
+    void (*on_tracking_lost)(struct px_upstream *u, uint64_t epoch, void *arg);
+    void *tracking_lost_arg;
     char redis_version[32];  /* from INFO server, for HELLO */
     long long databases;     /* from CONFIG GET databases, for SELECT */
     unsigned probed : 1;
@@ -137,6 +143,8 @@ px_upstream *px_pool_pin(px_pool *p, struct px_client *c, const char **err);
 px_upstream *px_pool_open_link(px_pool *p, px_frame_cb on_frame, px_lost_cb on_lost, void *ctx);
 /* Close a pinned connection or link now (its requests get errors). */
 void px_pool_close(px_pool *p, px_upstream *u, const char *why);
+/* Who hears of a shared connection lost with its tracking on (one listener). */
+void px_pool_on_tracking_lost(px_pool *p, void (*fn)(px_upstream *u, uint64_t epoch, void *arg), void *arg);
 /* Call fn for every shared connection (to set up tracking on each). */
 void px_pool_each_shared(px_pool *p, void (*fn)(px_upstream *u, void *arg), void *arg);
 /* c no longer needs u: RESET it for reuse if it is idle, else close it. */

@@ -342,6 +342,11 @@ static void test_table(void)
             diag("  %s: both read-only and write", c->name);
             bad_rw++;
         }
+        /* a barrier is for writes: px_l1_write never sees a read-only command */
+        if ((c->flags & PX_F_R) && (c->flags & PX_F_BARRIER)) {
+            diag("  %s: both read-only and a barrier", c->name);
+            bad_rw++;
+        }
         /* a cacheable reply belongs to a read-only command with a key at 1 */
         if ((c->flags & PX_F_CACHE) && (!(c->flags & PX_F_R) || c->keys != PX_KS_FIXED || c->first_key != 1)) {
             diag("  %s: cacheable but not a keyed read", c->name);
@@ -365,7 +370,7 @@ static void test_table(void)
     is_int(zero_arity, 0, "table: no arity 0");
     is_int(unreachable, 0, "table: every entry is what lookup returns for its name");
     is_int(orphan, 0, "table: every subcommand has a container marked PX_F_CONT");
-    is_int(bad_rw, 0, "table: no command is both read-only and write");
+    is_int(bad_rw, 0, "table: no command is both read-only and write (or a read-only barrier)");
     is_int(bad_cache, 0, "table: PX_F_CACHE only on read-only commands with their key at 1");
     is_int(bad_fixed, 0, "table: fixed key ranges are well formed");
 
