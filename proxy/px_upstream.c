@@ -480,6 +480,7 @@ static void up_init(px_upstream *u, px_pool *p, px_lane *lane, int db, int proto
     u->proto = proto;
     u->fd = -1;
     u->state = PX_UP_DOWN;
+    px_reply_scanner_init(&u->scan);
     ev_io_init(&u->rw, up_read_cb, -1, EV_READ);
     ev_io_init(&u->ww, up_write_cb, -1, EV_WRITE);
     ev_timer_init(&u->timer, up_timer_cb, 0, 0);
@@ -523,7 +524,7 @@ px_pool *px_pool_create(px_server *s, const char *host, int port, int nconns)
 
 static void up_release(px_upstream *u)
 {
-    close_socket(u);
+    close_socket(u); /* resets the scanner, which gives back its stack */
     u->state = PX_UP_DOWN;
     snprintf(u->errstr, sizeof(u->errstr), "hotproxy is shutting down");
     fail_queue(u);
@@ -550,6 +551,7 @@ void px_pool_destroy(px_pool *p)
 
 void px_upstream_free(px_upstream *u)
 {
+    px_reply_scanner_free(&u->scan);
     px_buf_free(&u->in);
     px_buf_free(&u->out);
     free(u);
