@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "proxy/px_client.h"
+#include "proxy/px_command.h"
 #include "proxy/px_l1.h"
 #include "proxy/px_server.h"
 
@@ -96,6 +97,8 @@ static void up_close_pinned(px_upstream *u)
     u->state = PX_UP_CLOSED;
     if (u->spare) p->nspare--;
     u->spare = 0;
+    if (u->oob) p->noob--;
+    u->oob = 0;
     list_remove(&p->pinned, u);
     p->npinned--;
     if (!u->errstr[0]) snprintf(u->errstr, sizeof(u->errstr), "upstream %s connection closed", p->name);
@@ -422,6 +425,12 @@ static int deliver(px_upstream *u, const char *frame, size_t len)
     } else {
         px_client_reply(r, frame, len);
     }
+    if (u->oob && !u->shead && u->state == PX_UP_READY) {
+        /* its one request is answered: the socket goes now, the struct
+         * from the loop (this is still u's read callback) */
+        snprintf(u->errstr, sizeof(u->errstr), "upstream %s out-of-band connection done", u->pool->name);
+        up_close_pinned(u);
+    }
     return 0;
 }
 
@@ -609,7 +618,7 @@ px_upstream *px_pool_pin(px_pool *p, px_client *c, const char **err)
         up_handshake(u, 0);
         return u;
     }
-    if (p->npinned - p->nspare - p->nlinks >= s->cfg->upstream_max_pinned) {
+    if (p->npinned - p->nspare - p->nlinks - p->noob >= s->cfg->upstream_max_pinned) {
         *err = "ERR hotproxy: too many clients hold an upstream connection of their own "
                "(upstream-max-pinned reached); try again later";
         return NULL;
@@ -644,6 +653,19 @@ static void reset_done(px_upstream *u, void *ctx, const char *reply, size_t len)
     }
     snprintf(u->errstr, sizeof(u->errstr), "upstream %s connection not reusable", p->name);
     up_close_pinned(u);
+}
+
+px_upstream *px_pool_open_oob(px_pool *p, int db, int proto)
+{
+    px_upstream *u = calloc(1, sizeof(*u));
+    if (!u) abort();
+    up_init(u, p, NULL, db, proto);
+    u->oob = 1;
+    list_push(&p->pinned, u);
+    p->npinned++;
+    p->noob++;
+    up_connect(u);
+    return u->state == PX_UP_CLOSED ? NULL : u;
 }
 
 void px_pool_unpin(px_pool *p, px_upstream *u)
@@ -692,8 +714,11 @@ static void check_timeout(px_upstream *u, double now, long long timeout_ms)
     px_req *r = u->shead;
     if (u->state != PX_UP_READY || !r || r->blocking || u->raw) return;
     if ((now - r->sent_at) * 1000.0 < (double)timeout_ms) return;
-    char detail[64];
-    snprintf(detail, sizeof(detail), "no reply within %lld ms", timeout_ms);
+    /* Say which command held the connection up: its name only, never its
+     * arguments (values and secrets stay out of logs). */
+    char detail[160];
+    snprintf(detail, sizeof(detail), "no reply within %lld ms to '%s' at the head of the connection", timeout_ms,
+             r->internal ? "(hotproxy's own request)" : r->cmd ? r->cmd->name : "(unknown command)");
     u->srv->stats.upstream_timeouts++;
     up_fail(u, "upstream %s timeout: %s", detail, 1);
 }
@@ -728,7 +753,8 @@ void px_pool_info(px_pool *p, px_buf *out)
     px_buf_appendf(out, "hotproxy_upstream_connections:%d\r\n", total);
     px_buf_appendf(out, "hotproxy_upstream_connections_ready:%d\r\n", ready);
     px_buf_appendf(out, "hotproxy_upstream_inflight:%ld\r\n", inflight);
-    px_buf_appendf(out, "hotproxy_pinned_connections:%ld\r\n", p->npinned - p->nspare - p->nlinks);
+    px_buf_appendf(out, "hotproxy_pinned_connections:%ld\r\n", p->npinned - p->nspare - p->nlinks - p->noob);
+    px_buf_appendf(out, "hotproxy_oob_connections:%ld\r\n", p->noob);
     px_buf_appendf(out, "hotproxy_spare_connections:%ld\r\n", p->nspare);
     for (int i = 0; i < p->nlanes; i++)
         px_buf_appendf(out, "hotproxy_lane%d:db=%d,resp=%d,connections=%d\r\n", i, p->lanes[i]->db,

@@ -22,6 +22,11 @@
  *    upstream-max-pinned.  When the state ends the connection is RESET and,
  *    once Redis confirms, kept as a spare for the next client that pins;
  *    otherwise it is closed.
+ *  - out-of-band connections: one per request, for commands that must reach
+ *    Redis while every shared connection may be stuck behind a slow command
+ *    (SCRIPT KILL behind the very script it kills).  Opened, used for the one
+ *    request, closed once it is answered; not counted against
+ *    upstream-max-pinned, since they are needed most when everything is busy.
  */
 #ifndef PX_UPSTREAM_H
 #define PX_UPSTREAM_H
@@ -79,6 +84,7 @@ typedef struct px_upstream {
     unsigned raw : 1;        /* frames go to the owner as they come (RESP2 pub/sub, MONITOR) */
     unsigned releasing : 1;  /* RESET sent; spare once confirmed */
     unsigned spare : 1;      /* clean, waiting for a client to pin it */
+    unsigned oob : 1;        /* out-of-band: closed once its requests are answered */
     uint64_t tracking_epoch; /* shared: the invalidation link epoch its CLIENT TRACKING names (0: none) */
     px_frame_cb on_frame;    /* links: who gets frames and the end of the link */
     px_lost_cb on_lost;
@@ -107,6 +113,7 @@ typedef struct px_pool {
     long npinned;            /* connections in that list */
     long nspare;
     long nlinks;             /* of those, hotproxy's own links */
+    long noob;               /* of those, out-of-band connections */
     char redis_version[32];  /* from INFO server, for HELLO */
     long long databases;     /* from CONFIG GET databases, for SELECT */
     unsigned probed : 1;
@@ -135,6 +142,13 @@ px_upstream *px_pool_pin(px_pool *p, struct px_client *c, const char **err);
  * connection is freed after).  Not counted against upstream-max-pinned.
  */
 px_upstream *px_pool_open_link(px_pool *p, px_frame_cb on_frame, px_lost_cb on_lost, void *ctx);
+/*
+ * An out-of-band connection set up for db and proto: the caller sends one
+ * request on it (px_upstream_send), and it closes once that is answered.
+ * NULL when it cannot even be opened (the caller answers with
+ * px_pool_unavailable()).  Not counted against upstream-max-pinned.
+ */
+px_upstream *px_pool_open_oob(px_pool *p, int db, int proto);
 /* Close a pinned connection or link now (its requests get errors). */
 void px_pool_close(px_pool *p, px_upstream *u, const char *why);
 /* Call fn for every shared connection (to set up tracking on each). */
