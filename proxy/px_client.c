@@ -452,7 +452,14 @@ static void count_subscriptions(px_client *c, const char *f, size_t n)
 void px_client_upstream_frame(px_client *c, struct px_upstream *u, const char *frame, size_t len)
 {
     if (c->flags & PX_CLIENT_CLOSING) return;
-    if (!c->qhead) {
+    if (!c->qhead || frame[0] == '>') {
+        /* A RESP3 push goes out as it comes, as Redis sends it, even while a
+         * reply is still awaited (an invalidation during a BLPOP): the
+         * output buffer holds whole replies only, so a whole frame appended
+         * here never lands inside another reply's bytes.  Every request
+         * still awaited on this connection was answered after the push by
+         * Redis too.  RESP2 frames (pub/sub, MONITOR) keep their place
+         * among the replies, as before. */
         px_buf_append(&c->out, frame, len);
     } else {
         /* behind replies still awaited: keep its place in the queue */
@@ -712,6 +719,7 @@ static int dispatch(px_client *c, const char *raw, size_t rawlen)
     px_policy_write_ttl(c, r, &s->rng);
     int noreply = u == c->pinned ? apply_state(c, r, h, argc) : 0;
     if (h == PX_H_WAIT && !noreply && !(c->state & PX_STATE_MULTI)) wait_fence(u, r);
+    if (h == PX_H_TRACKING && u == c->pinned) px_upstream_no_reuse(u);
     send_on(c, r, u, raw, rawlen, noreply, oob);
     return 1;
 }

@@ -655,6 +655,11 @@ static void reset_done(px_upstream *u, void *ctx, const char *reply, size_t len)
     up_close_pinned(u);
 }
 
+void px_upstream_no_reuse(px_upstream *u)
+{
+    u->no_reuse = 1;
+}
+
 px_upstream *px_pool_open_oob(px_pool *p, int db, int proto)
 {
     px_upstream *u = calloc(1, sizeof(*u));
@@ -671,6 +676,15 @@ px_upstream *px_pool_open_oob(px_pool *p, int db, int proto)
 void px_pool_unpin(px_pool *p, px_upstream *u)
 {
     u->owner = NULL;
+    if (u->no_reuse) {
+        /* Redis' RESET turns tracking off, but invalidations for keys read
+         * before it may be in flight, and Redis keeps the connection's id in
+         * its tracking table: a next client turning tracking on would get
+         * invalidations for keys it never read.  Never hand it on. */
+        snprintf(u->errstr, sizeof(u->errstr), "upstream %s connection not reusable (it had tracking on)", p->name);
+        up_close_pinned(u);
+        return;
+    }
     if (u->state == PX_UP_READY && u->nsent == 0 && !u->raw && p->nspare < p->srv->cfg->upstream_spare) {
         /* verifiably clean only once Redis has answered RESET */
         u->releasing = 1;

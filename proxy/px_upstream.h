@@ -21,7 +21,9 @@
  *    SUBSCRIBE, MONITOR, CLIENT TRACKING, a blocking command), capped by
  *    upstream-max-pinned.  When the state ends the connection is RESET and,
  *    once Redis confirms, kept as a spare for the next client that pins;
- *    otherwise it is closed.
+ *    otherwise it is closed.  A connection whose state RESET cannot be
+ *    trusted to clear (CLIENT TRACKING: invalidations for its reads may still
+ *    be on their way) is marked no_reuse and always closed.
  *  - out-of-band connections: one per request, for commands that must reach
  *    Redis while every shared connection may be stuck behind a slow command
  *    (SCRIPT KILL behind the very script it kills).  Opened, used for the one
@@ -84,6 +86,7 @@ typedef struct px_upstream {
     unsigned raw : 1;        /* frames go to the owner as they come (RESP2 pub/sub, MONITOR) */
     unsigned releasing : 1;  /* RESET sent; spare once confirmed */
     unsigned spare : 1;      /* clean, waiting for a client to pin it */
+    unsigned no_reuse : 1;   /* closed, never RESET and spared, when unpinned */
     unsigned oob : 1;        /* out-of-band: closed once its requests are answered */
     uint64_t tracking_epoch; /* shared: the invalidation link epoch its CLIENT TRACKING names (0: none) */
     px_frame_cb on_frame;    /* links: who gets frames and the end of the link */
@@ -149,6 +152,8 @@ px_upstream *px_pool_open_link(px_pool *p, px_frame_cb on_frame, px_lost_cb on_l
  * px_pool_unavailable()).  Not counted against upstream-max-pinned.
  */
 px_upstream *px_pool_open_oob(px_pool *p, int db, int proto);
+/* u carried state a RESET may not fully clear: close it when unpinned. */
+void px_upstream_no_reuse(px_upstream *u);
 /* Close a pinned connection or link now (its requests get errors). */
 void px_pool_close(px_pool *p, px_upstream *u, const char *why);
 /* Call fn for every shared connection (to set up tracking on each). */
