@@ -238,6 +238,25 @@ static void wait_does_not_wedge_shared(void)
     hx_kill(&r);
 }
 
+/* Poll the master until its replica has acknowledged everything it sent. */
+static int wait_replica_caught_up(int master_port)
+{
+    redisContext *m = hx_redis(master_port);
+    double end = hx_now() + DEADLINE_MS / 1000.0;
+    int done = 0;
+    while (m && !done && hx_now() < end) {
+        redisReply *rep = redisCommand(m, "INFO replication");
+        if (rep && rep->type == REDIS_REPLY_STRING) {
+            const char *mo = strstr(rep->str, "master_repl_offset:"), *so = strstr(rep->str, ",offset=");
+            done = mo && so && atoll(mo + 19) == atoll(so + 8) && atoll(mo + 19) > 0;
+        }
+        if (rep) freeReplyObject(rep);
+        if (!done) hx_sleep_ms(20);
+    }
+    if (m) redisFree(m);
+    return done;
+}
+
 /* What WAIT promises through hotproxy: it counts only replicas that
  * acknowledged the client's writes, even on a reused connection whose last
  * command (its RESET) came before them. */
@@ -257,6 +276,9 @@ static void wait_counts_acknowledged_writes(void)
     is_str(hx_cmd(c, "WAIT 1 10000"), "1", "WAIT replicas: WAIT 1 counts the replica that has it");
     ok(wait_field(p.port, "hotproxy", "hotproxy_spare_connections", "1"),
        "WAIT replicas: WAIT's connection is RESET and kept as a spare");
+    /* The replica has acknowledged everything up to the spare's last command
+     * (its RESET): a WAIT trusting that connection's offset would count it. */
+    ok(wait_replica_caught_up(r.port), "WAIT replicas: the replica has acknowledged the master's whole stream");
     kill(rep.pid, SIGSTOP);
     is_str(hx_cmd(c, "SET div:wr:b 2"), "OK", "WAIT replicas: SET while the replica is stopped");
     is_str(hx_cmd(c, "WAIT 1 300"), "0", "WAIT replicas: WAIT 1 300 on the reused connection counts no replica");
