@@ -582,11 +582,11 @@ static int apply_state(px_client *c, px_req *r, px_handler h, int argc)
  */
 static int wait_unfenced(px_req *r, const char *reply, size_t len, px_buf *out)
 {
+    (void)r;
     (void)reply;
     (void)len;
     px_buf_appendf(out, "-ERR hotproxy: WAIT could not be ordered after this connection's writes "
                         "(the upstream refused PING)\r\n");
-    (void)r;
     return 1;
 }
 

@@ -199,7 +199,31 @@ static void kill_reaches_busy_redis(const char *what, const char *load, const ch
     if (direct) redisFree(direct);
     conn_close(&a);
     conn_close(&b);
-    hx_kill(&p);
+    is_int(hx_stop(&p, 20000), 0, "hotproxy exits 0 (no sanitizer report)");
+    hx_kill(&r);
+}
+
+/* The other out-of-band commands work, and a client in MULTI gets them
+ * queued on its own connection, as Redis would. */
+static void oob_commands_answered(void)
+{
+    hx_proc r, p;
+    const char *extra[] = {NULL};
+    if (start_pair(&r, &p, extra) != 0) {
+        ok(0, "oob: redis-server and hotproxy start");
+        return;
+    }
+    redisContext *c = hx_redis(p.port);
+    is_str(hx_cmd(c, "CLIENT PAUSE 50 WRITE"), "OK", "oob: CLIENT PAUSE is answered");
+    is_str(hx_cmd(c, "CLIENT UNPAUSE"), "OK", "oob: CLIENT UNPAUSE is answered");
+    ok(!strncmp(hx_cmd(c, "SCRIPT KILL"), "NOTBUSY", 7), "oob: SCRIPT KILL with no script: Redis' NOTBUSY");
+    is_str(hx_cmd(c, "MULTI"), "OK", "oob: MULTI");
+    is_str(hx_cmd(c, "SCRIPT KILL"), "QUEUED", "oob: SCRIPT KILL inside MULTI is queued on the client's connection");
+    is_str(hx_cmd(c, "DISCARD"), "OK", "oob: DISCARD");
+    is_str(hx_cmd(c, "SET div:oob:k v"), "OK", "oob: the client goes on as before");
+    ok(wait_field(p.port, "hotproxy", "hotproxy_oob_connections", "0"), "oob: no out-of-band connection stays open");
+    if (c) redisFree(c);
+    is_int(hx_stop(&p, 20000), 0, "hotproxy exits 0 (no sanitizer report)");
     hx_kill(&r);
 }
 
@@ -234,7 +258,7 @@ static void wait_does_not_wedge_shared(void)
     ok(wait_field(r.port, "clients", "blocked_clients", "0"), "WAIT: A going away frees its blocked connection");
     is_str(hx_cmd(b, "GET div:wait:b"), "4", "WAIT: B's last SET is there");
     if (b) redisFree(b);
-    hx_kill(&p);
+    is_int(hx_stop(&p, 20000), 0, "hotproxy exits 0 (no sanitizer report)");
     hx_kill(&r);
 }
 
@@ -287,7 +311,7 @@ static void wait_counts_acknowledged_writes(void)
     is_str(hx_cmd(rd, "GET div:wr:b"), "2", "WAIT replicas: the replica has the write");
     if (c) redisFree(c);
     if (rd) redisFree(rd);
-    hx_kill(&p);
+    is_int(hx_stop(&p, 20000), 0, "hotproxy exits 0 (no sanitizer report)");
     hx_kill(&rep);
     hx_kill(&r);
 }
@@ -335,7 +359,7 @@ static void timeout_names_head_command(void)
     ok(back, "timeout log: the shared connection is replaced and works");
     if (c) redisFree(c);
     conn_close(&a);
-    hx_kill(&p);
+    is_int(hx_stop(&p, 20000), 0, "hotproxy exits 0 (no sanitizer report)");
     hx_kill(&r);
 }
 
@@ -376,7 +400,7 @@ static void deep_reply_passes(void)
     if (c) redisFree(c);
     conn_close(&d);
     conn_close(&x);
-    hx_kill(&p);
+    is_int(hx_stop(&p, 20000), 0, "hotproxy exits 0 (no sanitizer report)");
     hx_kill(&r);
 }
 
@@ -415,7 +439,7 @@ static void tracking_connection_not_reused(void)
     if (direct) redisFree(direct);
     conn_close(&a);
     conn_close(&b);
-    hx_kill(&p);
+    is_int(hx_stop(&p, 20000), 0, "hotproxy exits 0 (no sanitizer report)");
     hx_kill(&r);
 }
 
@@ -447,7 +471,7 @@ static void push_not_held_behind_reply(void)
     ok(conn_expect(&b, "*2\r\n$12\r\ndiv:psh:list\r\n$1\r\nv\r\n", DEADLINE_MS), "push order: then BLPOP's reply");
     if (direct) redisFree(direct);
     conn_close(&b);
-    hx_kill(&p);
+    is_int(hx_stop(&p, 20000), 0, "hotproxy exits 0 (no sanitizer report)");
     hx_kill(&r);
 }
 
@@ -458,6 +482,7 @@ int main(void)
     kill_reaches_busy_redis("FUNCTION KILL",
                             "#!lua name=divloop\nredis.register_function('divloop', function() while true do end end)",
                             "FCALL divloop", "FUNCTION KILL");
+    oob_commands_answered();
     wait_does_not_wedge_shared();
     wait_counts_acknowledged_writes();
     timeout_names_head_command();
