@@ -656,9 +656,10 @@ static int dispatch(px_client *c, const char *raw, size_t rawlen)
             /* At once, on a connection of its own: not behind the client's
              * own requests either, which may sit behind the same slow
              * command (with Redis direct they would have been refused with
-             * BUSY and this one run). */
+             * BUSY and this one run).  Its database and protocol are not the
+             * client's; these commands answer the same in any. */
             oob = 1;
-            u = (pool = route(c, cmd, argc)) ? px_pool_open_oob(pool, c->db, c->proto) : NULL;
+            u = (pool = route(c, cmd, argc)) ? px_pool_open_oob(pool) : NULL;
         } else if (!err) {
             u = (pool = route(c, cmd, argc)) ? px_pool_pick(pool, c) : NULL;
         }

@@ -326,7 +326,7 @@ static void up_connect(px_upstream *u)
         up_fail(u, "upstream %s unavailable: %s", strerror(errno), 0);
         return;
     }
-    up_handshake(u, is_pinned(u));
+    up_handshake(u, is_pinned(u) && !u->oob); /* CLIENT ID is refused while a script is busy, and unused */
     ev_io_set(&u->ww, fd, EV_WRITE);
     ev_io_start(s->loop, &u->ww);
     ev_timer_set(&u->timer, (double)s->cfg->connect_timeout / 1000.0, 0);
@@ -660,11 +660,13 @@ void px_upstream_no_reuse(px_upstream *u)
     u->no_reuse = 1;
 }
 
-px_upstream *px_pool_open_oob(px_pool *p, int db, int proto)
+px_upstream *px_pool_open_oob(px_pool *p)
 {
     px_upstream *u = calloc(1, sizeof(*u));
     if (!u) abort();
-    up_init(u, p, NULL, db, proto);
+    /* database 0 and RESP2: nothing to SELECT, which Redis refuses while a
+     * script is busy (AUTH and HELLO it allows) */
+    up_init(u, p, NULL, 0, 2);
     u->oob = 1;
     list_push(&p->pinned, u);
     p->npinned++;

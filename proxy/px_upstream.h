@@ -146,12 +146,15 @@ px_upstream *px_pool_pin(px_pool *p, struct px_client *c, const char **err);
  */
 px_upstream *px_pool_open_link(px_pool *p, px_frame_cb on_frame, px_lost_cb on_lost, void *ctx);
 /*
- * An out-of-band connection set up for db and proto: the caller sends one
- * request on it (px_upstream_send), and it closes once that is answered.
- * NULL when it cannot even be opened (the caller answers with
+ * An out-of-band connection: the caller sends one request on it
+ * (px_upstream_send), and it closes once that is answered.  It is in
+ * database 0 and speaks RESP2 whatever the client's, for its handshake must
+ * pass while Redis is busy (no SELECT, no CLIENT ID): only commands whose
+ * reply is the same in every database and protocol may use it (+OK or an
+ * error).  NULL when it cannot even be opened (the caller answers with
  * px_pool_unavailable()).  Not counted against upstream-max-pinned.
  */
-px_upstream *px_pool_open_oob(px_pool *p, int db, int proto);
+px_upstream *px_pool_open_oob(px_pool *p);
 /* u carried state a RESET may not fully clear: close it when unpinned. */
 void px_upstream_no_reuse(px_upstream *u);
 /* Close a pinned connection or link now (its requests get errors). */

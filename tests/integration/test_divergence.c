@@ -162,7 +162,8 @@ static int start_pair(hx_proc *r, hx_proc *p, const char *const *extra)
  * upstream-timeout is long, so hotproxy giving up on the shared connection
  * cannot stand in for the kill.
  */
-static void kill_reaches_busy_redis(const char *what, const char *load, const char *run, const char *killcmd)
+static void kill_reaches_busy_redis(const char *what, const char *load, const char *run, const char *killcmd,
+                                    int b_resp3)
 {
     hx_proc r, p;
     const char *extra[] = {"--upstream-timeout", "120000", NULL};
@@ -179,6 +180,16 @@ static void kill_reaches_busy_redis(const char *what, const char *load, const ch
     conn a, b;
     conn_open(&a, p.port);
     conn_open(&b, p.port);
+    /* B is in another database (and protocol): Redis refuses SELECT while a
+     * script is busy, so the kill's connection must not need one */
+    if (b_resp3) {
+        conn_send(&b, "HELLO 3");
+        conn_send(&b, "SELECT 2");
+        ok(conn_expect(&b, "+OK\r\n", DEADLINE_MS), "%s: B says HELLO 3 and SELECT 2", what);
+    } else {
+        conn_send(&b, "SELECT 1");
+        ok(conn_expect(&b, "+OK\r\n", DEADLINE_MS), "%s: B says SELECT 1", what);
+    }
     const char *argv[] = {run[0] == 'E' ? "EVAL" : "FCALL", run + 5, "0"};
     if (run[0] != 'E') argv[1] = run + 6;
     conn_sendv(&a, 3, argv);
@@ -478,10 +489,10 @@ static void push_not_held_behind_reply(void)
 int main(void)
 {
     hx_init(400);
-    kill_reaches_busy_redis("SCRIPT KILL", NULL, "EVAL while true do end", "SCRIPT KILL");
+    kill_reaches_busy_redis("SCRIPT KILL", NULL, "EVAL while true do end", "SCRIPT KILL", 0);
     kill_reaches_busy_redis("FUNCTION KILL",
                             "#!lua name=divloop\nredis.register_function('divloop', function() while true do end end)",
-                            "FCALL divloop", "FUNCTION KILL");
+                            "FCALL divloop", "FUNCTION KILL", 1);
     oob_commands_answered();
     wait_does_not_wedge_shared();
     wait_counts_acknowledged_writes();
