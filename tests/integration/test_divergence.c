@@ -214,6 +214,33 @@ static void kill_reaches_busy_redis(const char *what, const char *load, const ch
     hx_kill(&r);
 }
 
+/* SHUTDOWN NOSAVE, when allowed, reaches a Redis busy with a script (which
+ * allows it), as with Redis direct. */
+static void shutdown_reaches_busy_redis(void)
+{
+    hx_proc r, p;
+    const char *extra[] = {"--allow-shutdown", "yes", "--upstream-timeout", "120000", NULL};
+    if (start_pair(&r, &p, extra) != 0) {
+        ok(0, "SHUTDOWN: redis-server and hotproxy start");
+        return;
+    }
+    redisContext *direct = hx_redis(r.port);
+    hx_cmd(direct, "CONFIG SET busy-reply-threshold 100");
+    conn a, b;
+    conn_open(&a, p.port);
+    conn_open(&b, p.port);
+    const char *argv[] = {"EVAL", "while true do end", "0"};
+    conn_sendv(&a, 3, argv);
+    ok(wait_busy(direct), "SHUTDOWN: Redis is busy running A's EVAL");
+    conn_send(&b, "SHUTDOWN NOSAVE");
+    ok(hx_wait_exit(&r, DEADLINE_MS) == 0, "SHUTDOWN: SHUTDOWN NOSAVE through hotproxy reaches Redis, which exits");
+    if (direct) redisFree(direct);
+    conn_close(&a);
+    conn_close(&b);
+    is_int(hx_stop(&p, 20000), 0, "hotproxy exits 0 (no sanitizer report)");
+    hx_kill(&r);
+}
+
 /* The other out-of-band commands work, and a client in MULTI gets them
  * queued on its own connection, as Redis would. */
 static void oob_commands_answered(void)
@@ -493,6 +520,7 @@ int main(void)
     kill_reaches_busy_redis("FUNCTION KILL",
                             "#!lua name=divloop\nredis.register_function('divloop', function() while true do end end)",
                             "FCALL divloop", "FUNCTION KILL", 1);
+    shutdown_reaches_busy_redis();
     oob_commands_answered();
     wait_does_not_wedge_shared();
     wait_counts_acknowledged_writes();
