@@ -2,8 +2,9 @@
  * test_divergence: what a client would see differently through hotproxy
  * than with Redis direct, when one connection is busy or carried state.
  *
- *  - SCRIPT KILL and FUNCTION KILL reach Redis while a script holds the
- *    shared connection (they used to queue behind the very script they kill);
+ *  - SCRIPT KILL, FUNCTION KILL and SHUTDOWN NOSAVE reach Redis while a
+ *    script holds the shared connection (they used to queue behind the very
+ *    script they kill), from a client in any database and protocol;
  *  - WAIT runs on a connection of its own (it used to hold the shared one, and
  *    every other client's commands behind it), and still counts only the
  *    replicas that acknowledged the client's writes;
