@@ -390,7 +390,8 @@ static int blocks(const px_command *cmd, int argc, const char *const *argv, cons
  * it (pub/sub confirmations are pushes in RESP3, and everything is a frame in
  * RESP2 pub/sub mode), so r is complete now, with no bytes of its own.
  */
-static void send_on(px_client *c, px_req *r, struct px_upstream *u, const char *raw, size_t rawlen, int noreply)
+static void send_on(px_client *c, px_req *r, struct px_upstream *u, const char *raw, size_t rawlen, int noreply,
+                    int oob)
 {
     px_server *s = c->srv;
     px_buf tmp = {0};
@@ -415,7 +416,7 @@ static void send_on(px_client *c, px_req *r, struct px_upstream *u, const char *
         r->forwarded = 1;
         r->pinned = u == c->pinned;
         c->ninflight++;
-        c->up = u;
+        if (!oob) c->up = u; /* an out-of-band connection orders nothing after it */
         px_upstream_send(u, r, raw, rawlen);
     }
     px_buf_free(&tmp);
@@ -513,7 +514,14 @@ static void count_subscriptions(px_client *c, const char *f, size_t n)
 void px_client_upstream_frame(px_client *c, struct px_upstream *u, const char *frame, size_t len)
 {
     if (c->flags & PX_CLIENT_CLOSING) return;
-    if (!c->qhead) {
+    if (!c->qhead || frame[0] == '>') {
+        /* A RESP3 push goes out as it comes, as Redis sends it, even while a
+         * reply is still awaited (an invalidation during a BLPOP): the
+         * output buffer holds whole replies only, so a whole frame appended
+         * here never lands inside another reply's bytes.  Every request
+         * still awaited on this connection was answered after the push by
+         * Redis too.  RESP2 frames (pub/sub, MONITOR) keep their place
+         * among the replies, as before. */
         px_buf_append(&c->out, frame, len);
     } else {
         /* behind replies still awaited: keep its place in the queue */
@@ -595,7 +603,7 @@ static int needs_pin(px_handler h)
 {
     switch (h) {
     case PX_H_MULTI: case PX_H_WATCH: case PX_H_SUBSCRIBE: case PX_H_SSUBSCRIBE: case PX_H_MONITOR: case PX_H_TRACKING:
-    case PX_H_PIN: case PX_H_BLOCK:
+    case PX_H_PIN: case PX_H_BLOCK: case PX_H_WAIT:
         return 1;
     default:
         return 0;
@@ -642,12 +650,49 @@ static int apply_state(px_client *c, px_req *r, px_handler h, int argc)
         break;
     case PX_H_PIN: c->state |= PX_STATE_OTHER; break;
     case PX_H_BLOCK:
+    case PX_H_WAIT:
         r->blocking = 1;
         c->nblocking++;
         break;
     default: break;
     }
     return u->raw;
+}
+
+/*
+ * WAIT counts the replicas that acknowledged the replication offset its
+ * connection reached with its previous command (Redis 7.0 sets c->woff to
+ * the master offset after every command it runs).  A client's writes go on
+ * a shared connection, and WAIT must not block that one; it runs on a
+ * connection of the client's own instead, once the client's in-flight
+ * requests are answered (needs_pin holds it until then).  That connection's
+ * previous command may be older than those writes (a spare's last was its
+ * RESET), so a PING goes just ahead of WAIT: the offset WAIT then waits for
+ * is at least the one every write the client got answered reached.  WAIT
+ * may wait for more (other clients' writes too), never for less.  If the
+ * PING is refused (an ACL without it) the offset is not known to cover the
+ * writes, and WAIT's answer is replaced by an error rather than trusted.
+ */
+static int wait_unfenced(px_req *r, const char *reply, size_t len, px_buf *out)
+{
+    (void)r;
+    (void)reply;
+    (void)len;
+    px_buf_appendf(out, "-ERR hotproxy: WAIT could not be ordered after this connection's writes "
+                        "(the upstream refused PING)\r\n");
+    return 1;
+}
+
+static void wait_fenced(struct px_upstream *u, void *ctx, const char *reply, size_t len)
+{
+    px_req *r = ctx; /* queued right behind the PING on u, so still alive */
+    /* (a connection failing answers both with its own error: leave that be) */
+    if (u->state == PX_UP_READY && len && (reply[0] == '-' || reply[0] == '!')) r->hook = wait_unfenced;
+}
+
+static void wait_fence(struct px_upstream *u, px_req *r)
+{
+    px_upstream_send_internal(u, "*1\r\n$4\r\nPING\r\n", 14, wait_fenced, r);
 }
 
 /* The pool the command being dispatched belongs to (the topology decides). */
@@ -848,7 +893,7 @@ static int dispatch(px_client *c, const char *raw, size_t rawlen)
     px_handler h = cmd ? cmd->handler : PX_H_FWD;
     if (h == PX_H_FWD && cmd && (cmd->flags & PX_F_BL) && blocks(cmd, argc, c->argv, c->argvlen)) h = PX_H_BLOCK;
     int upstream = h == PX_H_FWD || h == PX_H_REDACT || h == PX_H_EXEC || h == PX_H_DISCARD || h == PX_H_UNWATCH ||
-                   needs_pin(h) || (c->pinned && upstream_when_pinned(h));
+                   needs_pin(h) || h == PX_H_OOB || (c->pinned && upstream_when_pinned(h));
     int authorized = c->authenticated || h == PX_H_AUTH || h == PX_H_HELLO || h == PX_H_QUIT || h == PX_H_RESET;
     int allowed = !authorized || permitted(c, cmd);
     const char *refused = cmd && authorized && allowed && px_config_refused(s->cfg, cmd->name) ? cmd->name : NULL;
@@ -861,15 +906,27 @@ static int dispatch(px_client *c, const char *raw, size_t rawlen)
     px_pool *pool = NULL;
     struct px_upstream *u = NULL;
     const char *err = NULL;
+    int oob = 0;
     if (upstream) {
         if (needs_pin(h) && !c->pinned) {
             if (c->ninflight > 0) return 0;
             pool = route(c, cmd, argc);
             if (pool) c->pinned = px_pool_pin(pool, c, &err);
         }
-        if (c->pinned) u = c->pinned;
-        else if (!err) u = (pool = route(c, cmd, argc)) ? px_pool_pick(pool, c) : NULL;
-        if (u && c->ninflight > 0 && c->up != u) return 0;
+        if (c->pinned) {
+            u = c->pinned;
+        } else if (h == PX_H_OOB) {
+            /* At once, on a connection of its own: not behind the client's
+             * own requests either, which may sit behind the same slow
+             * command (with Redis direct they would have been refused with
+             * BUSY and this one run).  Its database and protocol are not the
+             * client's; these commands answer the same in any. */
+            oob = 1;
+            u = (pool = route(c, cmd, argc)) ? px_pool_open_oob(pool) : NULL;
+        } else if (!err) {
+            u = (pool = route(c, cmd, argc)) ? px_pool_pick(pool, c) : NULL;
+        }
+        if (u && !oob && c->ninflight > 0 && c->up != u) return 0;
     } else if (h == PX_H_RESET && c->ninflight > 0) {
         return 0; /* RESET drops the pinned connection: let it answer first */
     }
@@ -918,7 +975,8 @@ static int dispatch(px_client *c, const char *raw, size_t rawlen)
         px_client_reply(r, "+QUEUED\r\n", 9);
         return 1;
     }
-    if (!upstream || (!needs_pin(h) && h != PX_H_FWD && h != PX_H_EXEC && h != PX_H_DISCARD && h != PX_H_UNWATCH)) {
+    if (!upstream || (!needs_pin(h) && h != PX_H_FWD && h != PX_H_EXEC && h != PX_H_DISCARD && h != PX_H_UNWATCH &&
+                      h != PX_H_OOB)) {
         /* local, or local first (INFO's hook, SELECT's database, CLIENT UNBLOCK's id) */
         if (px_local_handle(c, r, argc, c->argv, c->argvlen)) {
             s->stats.commands_local++;
@@ -956,7 +1014,9 @@ static int dispatch(px_client *c, const char *raw, size_t rawlen)
     }
     px_policy_write_ttl(c, r, &s->rng);
     int noreply = u == c->pinned ? apply_state(c, r, h, argc) : 0;
-    send_on(c, r, u, raw, rawlen, noreply);
+    if (h == PX_H_WAIT && !noreply && !(c->state & PX_STATE_MULTI)) wait_fence(u, r);
+    if (h == PX_H_TRACKING && u == c->pinned) px_upstream_no_reuse(u);
+    send_on(c, r, u, raw, rawlen, noreply, oob);
     return 1;
 }
 

@@ -32,6 +32,8 @@
 #define tracking PX_H_TRACKING
 #define pin PX_H_PIN
 #define block PX_H_BLOCK
+#define wait PX_H_WAIT
+#define oob PX_H_OOB
 #define deny PX_H_DENY
 #define fixed PX_KS_FIXED
 #define numkeys1 PX_KS_NUMKEYS1
@@ -77,6 +79,8 @@ static const px_command table[] = {
 #undef tracking
 #undef pin
 #undef block
+#undef wait
+#undef oob
 #undef deny
 
 #define NCOMMANDS ((int)(sizeof(table) / sizeof(table[0])))

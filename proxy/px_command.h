@@ -67,6 +67,8 @@ typedef enum {
     PX_H_TRACKING,
     PX_H_PIN,
     PX_H_BLOCK,
+    PX_H_WAIT,
+    PX_H_OOB,
     PX_H_DENY,
 } px_handler;
 

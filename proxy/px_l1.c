@@ -445,8 +445,10 @@ static void mget_reply(px_upstream *u, void *ctx, const char *reply, size_t len)
     size_t pos = (size_t)(nl - reply) + 1;
     for (int j = 0; j < m->nmiss; j++) {
         px_reply_scanner sc;
-        px_reply_scanner_reset(&sc);
-        if (px_reply_scan(&sc, reply + pos, len - pos) != PX_OK) break;
+        px_reply_scanner_init(&sc);
+        int rc = px_reply_scan(&sc, reply + pos, len - pos);
+        px_reply_scanner_free(&sc);
+        if (rc != PX_OK) break;
         m->got[j] = malloc(sc.pos);
         if (!m->got[j]) abort();
         memcpy(m->got[j], reply + pos, sc.pos);

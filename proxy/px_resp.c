@@ -285,12 +285,43 @@ int px_req_parse(px_req_parser *p, const char *buf, size_t len)
     return PX_OK;
 }
 
+void px_reply_scanner_init(px_reply_scanner *s)
+{
+    memset(s, 0, sizeof(*s));
+    px_reply_scanner_reset(s);
+}
+
+void px_reply_scanner_free(px_reply_scanner *s)
+{
+    if (s->cap) free(s->left);
+    s->left = s->inline_left;
+    s->cap = 0;
+}
+
 void px_reply_scanner_reset(px_reply_scanner *s)
 {
+    px_reply_scanner_free(s);
     s->pos = 0;
     s->need = 0;
     s->depth = 0;
     s->errstr = NULL;
+}
+
+/* Room for one more open aggregate.  The stack grows by doubling; its size
+ * comes from bytes that already arrived (each level is at least 4 of them),
+ * so it is bounded by what the connection buffered. */
+static void push_level(px_reply_scanner *s, long long n)
+{
+    size_t have = s->cap ? s->cap : PX_REPLY_INLINE_DEPTH;
+    if (s->depth == have) {
+        size_t ncap = have * 2;
+        long long *nl = s->cap ? realloc(s->left, ncap * sizeof(*nl)) : malloc(ncap * sizeof(*nl));
+        if (!nl) abort(); /* internal bookkeeping: out of memory aborts (STYLE.md) */
+        if (!s->cap) memcpy(nl, s->inline_left, sizeof(s->inline_left));
+        s->left = nl;
+        s->cap = ncap;
+    }
+    s->left[s->depth++] = n;
 }
 
 /* Length of the line starting at p (up to \r), or -1 if no \r\n yet. */
@@ -303,6 +334,7 @@ static long line_end(const char *p, size_t avail)
 
 int px_reply_scan(px_reply_scanner *s, const char *buf, size_t len)
 {
+    if (!s->cap) s->left = s->inline_left; /* the struct may have been copied */
     if (len < s->need) return PX_AGAIN;
     while (1) {
         if (s->pos >= len) {
@@ -355,11 +387,7 @@ int px_reply_scan(px_reply_scanner *s, const char *buf, size_t len)
         }
         s->pos += adv;
         if (aggregate) {
-            if (s->depth == PX_REPLY_MAX_DEPTH) {
-                s->errstr = "reply nested too deep";
-                return PX_ERR;
-            }
-            s->left[s->depth++] = n;
+            push_level(s, n);
             continue;
         }
         /* one element complete: close every aggregate it completes */

@@ -13,11 +13,14 @@
  *    inline arguments (which need unquoting) are copied into the parser.
  *
  *  - px_reply_scan() finds where one upstream reply ends, for RESP2 and RESP3,
- *    at any nesting depth up to PX_REPLY_MAX_DEPTH, without building objects:
- *    hotproxy forwards the bytes Redis sent.  (hiredis 0.14's redisReader
- *    stops at nesting depth 7, which Redis 7's COMMAND reply exceeds, and knows
- *    no RESP3; it is used below only to decode small replies hotproxy must read
- *    itself.)
+ *    without building objects: hotproxy forwards the bytes Redis sent.  It
+ *    is iterative, with a stack of "elements left" per open aggregate that
+ *    grows on the heap past PX_REPLY_INLINE_DEPTH, so nesting is bounded only
+ *    by memory, as in Redis (a script can return a table nested thousands of
+ *    levels deep, and Redis sends it).  (hiredis 0.14's redisReader stops at
+ *    nesting depth 7, which Redis 7's COMMAND reply exceeds, and knows no
+ *    RESP3; it is used below only to decode small replies hotproxy must read
+ *    itself, never a reply a client will see.)
  */
 #ifndef PX_RESP_H
 #define PX_RESP_H
@@ -30,7 +33,7 @@
 #define PX_ERR   -1
 
 #define PX_INLINE_MAX_SIZE (64 * 1024)   /* Redis PROTO_INLINE_MAX_SIZE */
-#define PX_REPLY_MAX_DEPTH 64
+#define PX_REPLY_INLINE_DEPTH 32       /* levels tracked without allocating */
 
 typedef struct px_arg {
     size_t off; /* offset from the command's first byte (or into inline scratch) */
@@ -83,12 +86,18 @@ static inline const char *px_req_arg(const px_req_parser *p, const char *buf, in
 typedef struct px_reply_scanner {
     size_t pos;              /* bytes of this reply consumed so far */
     size_t need;             /* on PX_AGAIN: at least this many bytes are needed */
-    int depth;
-    long long left[PX_REPLY_MAX_DEPTH]; /* elements still expected at each level */
+    size_t depth;            /* aggregates open */
+    size_t cap;              /* levels left can hold (0: the inline stack) */
+    long long *left;         /* elements still expected at each level; heap when cap > 0 */
+    long long inline_left[PX_REPLY_INLINE_DEPTH];
     const char *errstr;
 } px_reply_scanner;
 
+/* init before first use, free when done; reset forgets the reply being
+ * scanned (and gives back a deep reply's stack).  init is a reset. */
+void px_reply_scanner_init(px_reply_scanner *s);
 void px_reply_scanner_reset(px_reply_scanner *s);
+void px_reply_scanner_free(px_reply_scanner *s);
 /*
  * Scan buf[0..len), which starts at the first byte of a reply.  PX_OK: the
  * reply is s->pos bytes long (attributes, RESP3 '|', are part of the reply

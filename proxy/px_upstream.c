@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "proxy/px_client.h"
+#include "proxy/px_command.h"
 #include "proxy/px_l1.h"
 #include "proxy/px_server.h"
 
@@ -96,6 +97,8 @@ static void up_close_pinned(px_upstream *u)
     u->state = PX_UP_CLOSED;
     if (u->spare) p->nspare--;
     u->spare = 0;
+    if (u->oob) p->noob--;
+    u->oob = 0;
     list_remove(&p->pinned, u);
     p->npinned--;
     if (!u->errstr[0]) snprintf(u->errstr, sizeof(u->errstr), "upstream %s connection closed", p->name);
@@ -331,7 +334,7 @@ static void up_connect(px_upstream *u)
         up_fail(u, "upstream %s unavailable: %s", strerror(errno), 0);
         return;
     }
-    up_handshake(u, is_pinned(u));
+    up_handshake(u, is_pinned(u) && !u->oob); /* CLIENT ID is refused while a script is busy, and unused */
     ev_io_set(&u->ww, fd, EV_WRITE);
     ev_io_start(s->loop, &u->ww);
     ev_timer_set(&u->timer, (double)s->cfg->connect_timeout / 1000.0, 0);
@@ -430,6 +433,12 @@ static int deliver(px_upstream *u, const char *frame, size_t len)
     } else {
         px_client_reply(r, frame, len);
     }
+    if (u->oob && !u->shead && u->state == PX_UP_READY) {
+        /* its one request is answered: the socket goes now, the struct
+         * from the loop (this is still u's read callback) */
+        snprintf(u->errstr, sizeof(u->errstr), "upstream %s out-of-band connection done", u->pool->name);
+        up_close_pinned(u);
+    }
     return 0;
 }
 
@@ -488,6 +497,7 @@ static void up_init(px_upstream *u, px_pool *p, px_lane *lane, int db, int proto
     u->proto = proto;
     u->fd = -1;
     u->state = PX_UP_DOWN;
+    px_reply_scanner_init(&u->scan);
     ev_io_init(&u->rw, up_read_cb, -1, EV_READ);
     ev_io_init(&u->ww, up_write_cb, -1, EV_WRITE);
     ev_timer_init(&u->timer, up_timer_cb, 0, 0);
@@ -531,7 +541,7 @@ px_pool *px_pool_create(px_server *s, const char *host, int port, int nconns)
 
 static void up_release(px_upstream *u)
 {
-    close_socket(u);
+    close_socket(u); /* resets the scanner, which gives back its stack */
     u->state = PX_UP_DOWN;
     snprintf(u->errstr, sizeof(u->errstr), "hotproxy is shutting down");
     fail_queue(u);
@@ -558,6 +568,7 @@ void px_pool_destroy(px_pool *p)
 
 void px_upstream_free(px_upstream *u)
 {
+    px_reply_scanner_free(&u->scan);
     px_buf_free(&u->in);
     px_buf_free(&u->out);
     free(u);
@@ -615,7 +626,7 @@ px_upstream *px_pool_pin(px_pool *p, px_client *c, const char **err)
         up_handshake(u, 0);
         return u;
     }
-    if (p->npinned - p->nspare - p->nlinks >= s->cfg->upstream_max_pinned) {
+    if (p->npinned - p->nspare - p->nlinks - p->noob >= s->cfg->upstream_max_pinned) {
         *err = "ERR hotproxy: too many clients hold an upstream connection of their own "
                "(upstream-max-pinned reached); try again later";
         return NULL;
@@ -652,9 +663,38 @@ static void reset_done(px_upstream *u, void *ctx, const char *reply, size_t len)
     up_close_pinned(u);
 }
 
+void px_upstream_no_reuse(px_upstream *u)
+{
+    u->no_reuse = 1;
+}
+
+px_upstream *px_pool_open_oob(px_pool *p)
+{
+    px_upstream *u = calloc(1, sizeof(*u));
+    if (!u) abort();
+    /* database 0 and RESP2: nothing to SELECT, which Redis refuses while a
+     * script is busy (AUTH and HELLO it allows) */
+    up_init(u, p, NULL, 0, 2);
+    u->oob = 1;
+    list_push(&p->pinned, u);
+    p->npinned++;
+    p->noob++;
+    up_connect(u);
+    return u->state == PX_UP_CLOSED ? NULL : u;
+}
+
 void px_pool_unpin(px_pool *p, px_upstream *u)
 {
     u->owner = NULL;
+    if (u->no_reuse) {
+        /* Redis' RESET turns tracking off, but invalidations for keys read
+         * before it may be in flight, and Redis keeps the connection's id in
+         * its tracking table: a next client turning tracking on would get
+         * invalidations for keys it never read.  Never hand it on. */
+        snprintf(u->errstr, sizeof(u->errstr), "upstream %s connection not reusable (it had tracking on)", p->name);
+        up_close_pinned(u);
+        return;
+    }
     if (u->state == PX_UP_READY && u->nsent == 0 && !u->raw && p->nspare < p->srv->cfg->upstream_spare) {
         /* verifiably clean only once Redis has answered RESET */
         u->releasing = 1;
@@ -704,8 +744,11 @@ static void check_timeout(px_upstream *u, double now, long long timeout_ms)
     px_req *r = u->shead;
     if (u->state != PX_UP_READY || !r || r->blocking || u->raw) return;
     if ((now - r->sent_at) * 1000.0 < (double)timeout_ms) return;
-    char detail[64];
-    snprintf(detail, sizeof(detail), "no reply within %lld ms", timeout_ms);
+    /* Say which command held the connection up: its name only, never its
+     * arguments (values and secrets stay out of logs). */
+    char detail[160];
+    snprintf(detail, sizeof(detail), "no reply within %lld ms to '%s' at the head of the connection", timeout_ms,
+             r->internal ? "(hotproxy's own request)" : r->cmd ? r->cmd->name : "(unknown command)");
     u->srv->stats.upstream_timeouts++;
     up_fail(u, "upstream %s timeout: %s", detail, 1);
 }
@@ -740,7 +783,8 @@ void px_pool_info(px_pool *p, px_buf *out)
     px_buf_appendf(out, "hotproxy_upstream_connections:%d\r\n", total);
     px_buf_appendf(out, "hotproxy_upstream_connections_ready:%d\r\n", ready);
     px_buf_appendf(out, "hotproxy_upstream_inflight:%ld\r\n", inflight);
-    px_buf_appendf(out, "hotproxy_pinned_connections:%ld\r\n", p->npinned - p->nspare - p->nlinks);
+    px_buf_appendf(out, "hotproxy_pinned_connections:%ld\r\n", p->npinned - p->nspare - p->nlinks - p->noob);
+    px_buf_appendf(out, "hotproxy_oob_connections:%ld\r\n", p->noob);
     px_buf_appendf(out, "hotproxy_spare_connections:%ld\r\n", p->nspare);
     for (int i = 0; i < p->nlanes; i++)
         px_buf_appendf(out, "hotproxy_lane%d:db=%d,resp=%d,connections=%d\r\n", i, p->lanes[i]->db,

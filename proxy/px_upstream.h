@@ -21,7 +21,14 @@
  *    SUBSCRIBE, MONITOR, CLIENT TRACKING, a blocking command), capped by
  *    upstream-max-pinned.  When the state ends the connection is RESET and,
  *    once Redis confirms, kept as a spare for the next client that pins;
- *    otherwise it is closed.
+ *    otherwise it is closed.  A connection whose state RESET cannot be
+ *    trusted to clear (CLIENT TRACKING: invalidations for its reads may still
+ *    be on their way) is marked no_reuse and always closed.
+ *  - out-of-band connections: one per request, for commands that must reach
+ *    Redis while every shared connection may be stuck behind a slow command
+ *    (SCRIPT KILL behind the very script it kills).  Opened, used for the one
+ *    request, closed once it is answered; not counted against
+ *    upstream-max-pinned, since they are needed most when everything is busy.
  */
 #ifndef PX_UPSTREAM_H
 #define PX_UPSTREAM_H
@@ -79,6 +86,8 @@ typedef struct px_upstream {
     unsigned raw : 1;        /* frames go to the owner as they come (RESP2 pub/sub, MONITOR) */
     unsigned releasing : 1;  /* RESET sent; spare once confirmed */
     unsigned spare : 1;      /* clean, waiting for a client to pin it */
+    unsigned no_reuse : 1;   /* closed, never RESET and spared, when unpinned */
+    unsigned oob : 1;        /* out-of-band: closed once its requests are answered */
     uint64_t tracking_epoch; /* shared: the invalidation link epoch its CLIENT TRACKING names (0: none) */
     unsigned tracking_used : 1; /* shared: the L1 filled through it since its tracking was turned on */
     px_frame_cb on_frame;    /* links: who gets frames and the end of the link */
@@ -113,6 +122,7 @@ typedef struct px_pool {
      * connection, so what it read is watched no more.  The L1 sets it. */
     void (*on_tracking_lost)(struct px_upstream *u, uint64_t epoch, void *arg);
     void *tracking_lost_arg;
+    long noob;               /* of those, out-of-band connections */
     char redis_version[32];  /* from INFO server, for HELLO */
     long long databases;     /* from CONFIG GET databases, for SELECT */
     unsigned probed : 1;
@@ -141,6 +151,18 @@ px_upstream *px_pool_pin(px_pool *p, struct px_client *c, const char **err);
  * connection is freed after).  Not counted against upstream-max-pinned.
  */
 px_upstream *px_pool_open_link(px_pool *p, px_frame_cb on_frame, px_lost_cb on_lost, void *ctx);
+/*
+ * An out-of-band connection: the caller sends one request on it
+ * (px_upstream_send), and it closes once that is answered.  It is in
+ * database 0 and speaks RESP2 whatever the client's, for its handshake must
+ * pass while Redis is busy (no SELECT, no CLIENT ID): only commands whose
+ * reply is the same in every database and protocol may use it (+OK or an
+ * error).  NULL when it cannot even be opened (the caller answers with
+ * px_pool_unavailable()).  Not counted against upstream-max-pinned.
+ */
+px_upstream *px_pool_open_oob(px_pool *p);
+/* u carried state a RESET may not fully clear: close it when unpinned. */
+void px_upstream_no_reuse(px_upstream *u);
 /* Close a pinned connection or link now (its requests get errors). */
 void px_pool_close(px_pool *p, px_upstream *u, const char *why);
 /* Who hears of a shared connection lost with its tracking on (one listener). */

@@ -218,6 +218,9 @@ static void test_handlers(void)
         {"subscribe", NULL, PX_H_SUBSCRIBE}, {"blpop", NULL, PX_H_BLOCK},     {"psync", NULL, PX_H_DENY},
         {"sync", NULL, PX_H_DENY},         {"client", "setname", PX_H_CLIENT}, {"client", "tracking", PX_H_TRACKING},
         {"monitor", NULL, PX_H_MONITOR},   {"watch", NULL, PX_H_WATCH},
+        {"wait", NULL, PX_H_WAIT},         {"script", "kill", PX_H_OOB},     {"function", "kill", PX_H_OOB},
+        {"client", "pause", PX_H_OOB},     {"client", "unpause", PX_H_OOB},  {"shutdown", NULL, PX_H_OOB},
+        {"script", "load", PX_H_FWD},      {"function", "stats", PX_H_FWD},
     };
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
         const px_command *c = look(want[i].name, want[i].sub);

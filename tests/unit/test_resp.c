@@ -731,7 +731,7 @@ typedef struct reply_out {
 static void reply_feed(reply_out *o, const char *buf, size_t total, int mode, uint64_t seed, size_t bound)
 {
     px_reply_scanner s;
-    px_reply_scanner_reset(&s);
+    px_reply_scanner_init(&s);
     memset(o, 0, sizeof(*o));
     rng_seed(seed);
     size_t len = mode == FEED_WHOLE ? total : 0;
@@ -761,6 +761,7 @@ static void reply_feed(reply_out *o, const char *buf, size_t total, int mode, ui
     o->rc = rc;
     o->pos = rc == PX_OK ? s.pos : 0;
     o->need = rc == PX_AGAIN ? s.need : 0;
+    px_reply_scanner_free(&s);
 }
 
 static const char *rc_name(int rc) { return rc == PX_OK ? "PX_OK" : rc == PX_ERR ? "PX_ERR" : "PX_AGAIN"; }
@@ -782,10 +783,11 @@ static void check_reply(const char *name, const char *buf, size_t len, int want_
         memcpy(two, buf, len);
         memcpy(two + len, "+NEXT\r\n", 7);
         px_reply_scanner s;
-        px_reply_scanner_reset(&s);
+        px_reply_scanner_init(&s);
         int rc = px_reply_scan(&s, two, len + 7);
         ok(rc == PX_OK && s.pos == len, "%s: followed by another reply: stops at its end (rc %d pos %zu)", name, rc,
            s.pos);
+        px_reply_scanner_free(&s);
         free(two);
     } else if (want_rc == PX_AGAIN) {
         ok(w.need > len, "%s: whole: need (%zu) asks for more than the %zu bytes given", name, w.need, len);
@@ -845,9 +847,9 @@ static void test_reply_resp2(void)
              "type\r\n$5\r\nrange\r\n$4\r\nspec\r\n*6\r\n$7\r\nlastkey\r\n:0\r\n$7\r\nkeystep\r\n"
              ":1\r\n$5\r\nlimit\r\n:0\r\n*0\r\n");
 
-    /* deeper than hiredis 0.14's 7 levels, up to and past PX_REPLY_MAX_DEPTH */
-    static const int depths[] = {8, 20, PX_REPLY_MAX_DEPTH};
-    for (int i = 0; i < 3; i++) {
+    /* deeper than hiredis 0.14's 7 levels, and around the scanner's inline stack */
+    static const int depths[] = {8, 20, PX_REPLY_INLINE_DEPTH, PX_REPLY_INLINE_DEPTH + 1, 64, 65, 1001};
+    for (int i = 0; i < (int)(sizeof(depths) / sizeof(depths[0])); i++) {
         dbuf b = {0};
         char name[80];
         nest(&b, "*1\r\n", depths[i], ":1\r\n");
@@ -857,14 +859,17 @@ static void test_reply_resp2(void)
     }
     {
         dbuf b = {0};
-        nest(&b, "*1\r\n", PX_REPLY_MAX_DEPTH, "*0\r\n");
+        nest(&b, "*1\r\n", PX_REPLY_INLINE_DEPTH, "*0\r\n");
         check_reply("empty array at the deepest level does not count as a level", b.p, b.len, PX_OK);
         db_free(&b);
-        nest(&b, "*1\r\n", PX_REPLY_MAX_DEPTH, "*-1\r\n");
+        nest(&b, "*1\r\n", PX_REPLY_INLINE_DEPTH, "*-1\r\n");
         check_reply("null array at the deepest level", b.p, b.len, PX_OK);
         db_free(&b);
-        nest(&b, "*1\r\n", PX_REPLY_MAX_DEPTH + 1, ":1\r\n");
-        check_reply("nesting one deeper than PX_REPLY_MAX_DEPTH", b.p, b.len, PX_ERR);
+        /* what Redis 7.0 sends for EVAL "local t = {} local c = t for i=1,1000
+         * do local n = {} c[1] = n c = n end return t" 0: 1000 levels of *1
+         * ending in *0 (it was a protocol error past 64 levels) */
+        nest(&b, "*1\r\n", 1000, "*0\r\n");
+        check_reply("a script's table nested 1000 deep", b.p, b.len, PX_OK);
         db_free(&b);
         nest(&b, "*2\r\n:7\r\n", 40, "$1\r\nx\r\n");
         check_reply("40 levels with a sibling at each", b.p, b.len, PX_OK);
@@ -922,11 +927,11 @@ static void test_reply_resp3(void)
     REPLY_OK("push with a map inside", ">3\r\n$10\r\ninvalidate\r\n*1\r\n$3\r\nkey\r\n%1\r\n+x\r\n+y\r\n");
     {
         dbuf b = {0};
-        nest(&b, "%1\r\n+k\r\n", PX_REPLY_MAX_DEPTH, "+v\r\n");
-        check_reply("maps nested PX_REPLY_MAX_DEPTH deep", b.p, b.len, PX_OK);
+        nest(&b, "%1\r\n+k\r\n", 200, "+v\r\n");
+        check_reply("maps nested 200 deep", b.p, b.len, PX_OK);
         db_free(&b);
-        nest(&b, "~1\r\n", PX_REPLY_MAX_DEPTH + 1, "#t\r\n");
-        check_reply("sets nested one too deep", b.p, b.len, PX_ERR);
+        nest(&b, "~1\r\n", 500, "#t\r\n");
+        check_reply("sets nested 500 deep", b.p, b.len, PX_OK);
         db_free(&b);
     }
     REPLY_AGAIN("attribute without the reply it annotates", "|1\r\n+a\r\n+b\r\n");
@@ -1029,8 +1034,9 @@ static void test_reply_pipeline(void)
     size_t off = 0;
     for (int i = 0; i < 1000; i++) {
         px_reply_scanner s;
-        px_reply_scanner_reset(&s);
+        px_reply_scanner_init(&s);
         int rc = px_reply_scan(&s, b.p + off, b.len - off);
+        px_reply_scanner_free(&s);
         if (rc != PX_OK || s.pos != lens[i]) {
             if (!bad) diag("  reply %d: %s pos %zu, want %zu", i, rc_name(rc), s.pos, lens[i]);
             bad++;
@@ -1045,7 +1051,7 @@ static void test_reply_pipeline(void)
         for (int seed = 1; seed <= (mode ? 1 : 10); seed++) {
             rng_seed((uint64_t)seed);
             px_reply_scanner s;
-            px_reply_scanner_reset(&s);
+            px_reply_scanner_init(&s);
             size_t got = 0;
             off = 0;
             int i = 0;
@@ -1070,9 +1076,55 @@ static void test_reply_pipeline(void)
                 px_reply_scanner_reset(&s);
                 i++;
             }
+            px_reply_scanner_free(&s);
         }
         ok(bad == 0, "1000 random replies arriving %s", mode ? "a byte at a time" : "in random splits (10 seeds)");
     }
+    db_free(&b);
+}
+
+/*
+ * A reply nested 100000 levels deep (regression: the scanner refused more
+ * than 64, which dropped the shared connection and every request on it).
+ * Nesting is bounded only by memory, as in Redis.  Fed whole, in random
+ * splits and a byte at a time; the buffer grows in place, as the upstream's
+ * does, so byte-by-byte feeding stays linear.
+ */
+static void test_reply_deep(void)
+{
+    enum { DEEP = 100000 };
+    dbuf b = {0};
+    db_puts(&b, "*2\r\n");
+    nest(&b, "*1\r\n", DEEP, ":1\r\n");
+    nest(&b, "%1\r\n+k\r\n", 1000, "_\r\n"); /* climbing back, then down again */
+    size_t total = b.len;
+    db_puts(&b, "+NEXT\r\n");
+    for (int mode = 0; mode < 3; mode++) {
+        px_reply_scanner s;
+        px_reply_scanner_init(&s);
+        rng_seed(7);
+        size_t len = mode == 0 ? b.len : 0;
+        int rc, bad_need = 0;
+        for (;;) {
+            rc = px_reply_scan(&s, b.p, len);
+            if (rc != PX_AGAIN || len >= b.len) break;
+            if (s.need <= len || s.need > total) bad_need++;
+            len += mode == 1 ? rng_step(b.len - len) : 1;
+        }
+        ok(rc == PX_OK && s.pos == total && !bad_need, "reply nested %d deep, fed %s: one reply of %zu bytes (%s, pos %zu, %d bad needs)",
+           DEEP + 1, mode == 0 ? "whole" : mode == 1 ? "in random splits" : "a byte at a time", total, rc_name(rc), s.pos,
+           bad_need);
+        px_reply_scanner_reset(&s);
+        ok(s.depth == 0 && s.pos == 0, "... reset forgets it");
+        rc = px_reply_scan(&s, b.p + total, b.len - total);
+        ok(rc == PX_OK && s.pos == 7, "... and the scanner then reads the next reply");
+        px_reply_scanner_free(&s);
+    }
+    /* a deep reply cut short stays incomplete, however deep */
+    px_reply_scanner s;
+    px_reply_scanner_init(&s);
+    ok(px_reply_scan(&s, b.p, total - 3) == PX_AGAIN, "the deep reply missing its last bytes: PX_AGAIN");
+    px_reply_scanner_free(&s);
     db_free(&b);
 }
 
@@ -1175,6 +1227,7 @@ int main(void)
     test_reply_resp3();
     test_reply_errors();
     test_reply_pipeline();
+    test_reply_deep();
     test_reply_string();
     test_string2ll();
     done_testing();
