@@ -810,18 +810,17 @@ static int exec_hook(px_req *r, const char *reply, size_t len, px_buf *out)
             run_deferred(c, m, out);
             continue;
         }
-        px_reply_scanner sc;
-        px_reply_scanner_reset(&sc);
-        if (p >= end || px_reply_scan(&sc, p, (size_t)(end - p)) != PX_OK) break;
+        size_t elen = p < end ? px_reply_len(p, (size_t)(end - p)) : 0;
+        if (!elen) break;
         px_buf hooked = {0};
         px_req h = {0};
         h.srv = r->srv;
         h.client = c;
         h.hook_flags = m->hook_flags;
-        if (m->hook && m->hook(&h, p, sc.pos, &hooked)) px_buf_append(out, hooked.data, hooked.len);
-        else px_buf_append(out, p, sc.pos);
+        if (m->hook && m->hook(&h, p, elen, &hooked)) px_buf_append(out, hooked.data, hooked.len);
+        else px_buf_append(out, p, elen);
         px_buf_free(&hooked);
-        p += sc.pos;
+        p += elen;
     }
     if (p < end) px_buf_append(out, p, (size_t)(end - p)); /* never expected: keep Redis' bytes */
     c->state = (c->state & ~(unsigned)PX_STATE_MULTI) | (state & PX_STATE_MULTI);

@@ -444,16 +444,13 @@ static void mget_reply(px_upstream *u, void *ctx, const char *reply, size_t len)
     if (!m->got || !m->gotlen) abort();
     size_t pos = (size_t)(nl - reply) + 1;
     for (int j = 0; j < m->nmiss; j++) {
-        px_reply_scanner sc;
-        px_reply_scanner_init(&sc);
-        int rc = px_reply_scan(&sc, reply + pos, len - pos);
-        px_reply_scanner_free(&sc);
-        if (rc != PX_OK) break;
-        m->got[j] = malloc(sc.pos);
+        size_t elen = px_reply_len(reply + pos, len - pos);
+        if (!elen) break;
+        m->got[j] = malloc(elen);
         if (!m->got[j]) abort();
-        memcpy(m->got[j], reply + pos, sc.pos);
-        m->gotlen[j] = sc.pos;
-        pos += sc.pos;
+        memcpy(m->got[j], reply + pos, elen);
+        m->gotlen[j] = elen;
+        pos += elen;
     }
     px_buf out = {0};
     px_buf_appendf(&out, "*%d\r\n", m->n);

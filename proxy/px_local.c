@@ -216,19 +216,17 @@ static int redact_hook(px_req *r, const char *reply, size_t len, px_buf *out)
     const char *p = nl + 1, *end = reply + len;
     px_buf_append(out, reply, (size_t)(p - reply));
     for (long long i = 0; i < pairs; i++) {
-        px_reply_scanner sc;
         size_t elen[2];
         const char *el[2];
         for (int k = 0; k < 2; k++) {
-            px_reply_scanner_reset(&sc);
-            if (p >= end || px_reply_scan(&sc, p, (size_t)(end - p)) != PX_OK) {
+            elen[k] = p < end ? px_reply_len(p, (size_t)(end - p)) : 0;
+            if (!elen[k]) {
                 out->len = 0;
                 px_buf_append(out, "-ERR hotproxy: unexpected CONFIG GET reply\r\n", 45);
                 return 1; /* never Redis' bytes unchecked */
             }
             el[k] = p;
-            elen[k] = sc.pos;
-            p += sc.pos;
+            p += elen[k];
         }
         const char *name, *value;
         size_t namelen, valuelen;

@@ -285,6 +285,15 @@ int px_req_parse(px_req_parser *p, const char *buf, size_t len)
     return PX_OK;
 }
 
+size_t px_reply_len(const char *buf, size_t len)
+{
+    px_reply_scanner s;
+    px_reply_scanner_init(&s);
+    int rc = px_reply_scan(&s, buf, len);
+    px_reply_scanner_free(&s);
+    return rc == PX_OK ? s.pos : 0;
+}
+
 void px_reply_scanner_init(px_reply_scanner *s)
 {
     memset(s, 0, sizeof(*s));

@@ -104,6 +104,10 @@ void px_reply_scanner_free(px_reply_scanner *s);
  * they precede).  PX_AGAIN: more bytes needed.  PX_ERR: not RESP.
  */
 int px_reply_scan(px_reply_scanner *s, const char *buf, size_t len);
+/* The length of the complete reply that starts at buf, or 0 when buf[0..len)
+ * holds no complete reply (a one-shot px_reply_scan, for walking the
+ * elements of a reply already framed). */
+size_t px_reply_len(const char *buf, size_t len);
 
 /*
  * For the few replies hotproxy reads itself (INFO, HELLO): the payload of a
