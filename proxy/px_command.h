@@ -25,6 +25,7 @@ enum {
     PX_F_TTL_S2 = 1 << 12,   /* a TTL in seconds at argument 2 (SETEX, EXPIRE) */
     PX_F_TTL_MS2 = 1 << 13,  /* a TTL in milliseconds at argument 2 (PSETEX, PEXPIRE) */
     PX_F_NIL = 1 << 14,      /* a missing key reads as the null reply (GET, HGET...) */
+    PX_F_REWRITES = 1 << 15, /* read-only for Redis, but may rewrite its key's value (PFCOUNT) */
 };
 
 /* The keys column of px_commands.def. */
@@ -102,10 +103,11 @@ int px_command_keys(const px_command *c, int argc, const char *const *argv, cons
  */
 int px_command_streams(const px_command *c, int argc, const char *const *argv, const size_t *argvlen, int *block);
 
-/* 1 if a command may change the data set (anything not read-only counts). */
+/* 1 if a command may change the data set (anything not read-only counts, and
+ * the read-only commands that may rewrite a value). */
 static inline int px_command_writes(const px_command *c)
 {
-    return c == NULL || !(c->flags & PX_F_R);
+    return c == NULL || !(c->flags & PX_F_R) || (c->flags & PX_F_REWRITES);
 }
 
 /* 1 if argc satisfies the command's arity. */
