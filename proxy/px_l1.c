@@ -53,6 +53,7 @@ typedef struct flight {
     size_t reply_len;
     int in_table;
     int replied;        /* the command's reply is in; the PTTL is still coming */
+    int nbefore;        /* waiters[0..nbefore) came before the fill was sent */
     char *cmd;          /* the command's bytes, to fetch again for late waiters */
     size_t cmdlen;
     px_policy pol;      /* the rule when the fill started: a reload changes later fills only */
@@ -208,7 +209,12 @@ static int cacheable_reply(const char *reply, size_t len)
     return len > 0 && reply[0] != '-' && reply[0] != '!';
 }
 
-/* The reply to a fill: every waiter gets it now; the store waits for PTTL. */
+/*
+ * The reply to a fill: the waiters that came before it was sent get it now;
+ * the store waits for PTTL.  A waiter that came after the send may have come
+ * after Redis ran the read, and after the key expired: it waits for the PTTL
+ * (right behind), and fill_ttl judges whether the value still holds for it.
+ */
 static void fill_reply(px_upstream *u, void *ctx, const char *reply, size_t len)
 {
     flight *f = ctx;
@@ -223,8 +229,12 @@ static void fill_reply(px_upstream *u, void *ctx, const char *reply, size_t len)
         memcpy(f->reply, reply, len);
         f->reply_len = len;
     }
-    for (int i = 0; i < f->nwaiters; i++) px_client_reply(f->waiters[i], reply, len);
-    f->nwaiters = 0;
+    /* a reply not kept (an error, too large) answers everyone: nothing to judge it by later */
+    int now = f->reply ? f->nbefore : f->nwaiters;
+    for (int i = 0; i < now; i++) px_client_reply(f->waiters[i], reply, len);
+    memmove(f->waiters, f->waiters + now, sizeof(*f->waiters) * (size_t)(f->nwaiters - now));
+    f->nwaiters -= now;
+    f->nbefore = 0;
 }
 
 /* A reply for a key that does not exist: kept with the negative TTL. */
@@ -321,7 +331,7 @@ static void fill_ttl(px_upstream *u, void *ctx, const char *reply, size_t len)
     flight_unlist(l, f);
     int have_pttl = len > 3 && reply[0] == ':' && px_string2ll(reply + 1, len - 3, &pttl);
     if (f->nwaiters) {
-        /* Readers that came after the reply: the fetched value still holds
+        /* Readers that came after the send: the fetched value still holds
          * if the key was still there when PTTL ran with no expiry (-1), or
          * with one that has not come yet by a fresh clock (sent + PTTL is a
          * moment the key is known to be there, see l1_life_of), or the reply
@@ -577,6 +587,7 @@ static void send_fill(px_l1 *l, flight *f)
     l->fills++;
     l->srv->stats.commands_forwarded++;
     f->sent_ms = now_ms(l); /* the loop's clock: no later than the write that sends it */
+    f->nbefore = f->nwaiters;
     px_upstream_send_internal(f->u, f->cmd, f->cmdlen, fill_reply, f);
     send_pttl(f->u, f->key + 4, f->glen, fill_ttl, f);
 }
