@@ -287,15 +287,15 @@ static int store_fill(px_l1 *l, const px_policy *pol, const char *group, size_t 
     };
     l1_life life;
     l1_life_of(l->cache, &in, &life);
-    uint64_t now = now_ms(l);
-    *kept = life.expires_ms > now ? life.expires_ms - now : 0;
-    if (!life.with_key)
-        return *kept ? l1_store(l->cache, group, glen, variant, vlen, reply, len, ticket, *kept, now) : 0;
-    /* the value may already be past (a slow round trip): the then alone is left */
-    uint64_t from = life.expires_ms > now ? life.expires_ms : now;
+    /* Stored as of the send, so the entry keeps the lifetime it was given
+     * (early refresh reads it) and ends where l1_life_of says. */
+    *kept = life.expires_ms - sent_ms;
+    uint64_t end = life.then_end_ms > life.expires_ms ? life.then_end_ms : life.expires_ms;
+    if (end <= now_ms(l)) return 0; /* over already: the round trip took longer than its life */
+    if (!life.with_key) return l1_store(l->cache, group, glen, variant, vlen, reply, len, ticket, *kept, sent_ms);
     l1_then then = {NULL, 0, 0};
-    if (life.then_end_ms > from) then = (l1_then){null, nlen, life.then_end_ms - from};
-    return l1_store_then(l->cache, group, glen, variant, vlen, reply, len, ticket, *kept, now, &then);
+    if (life.then_end_ms) then = (l1_then){null, nlen, life.then_end_ms - life.expires_ms};
+    return l1_store_then(l->cache, group, glen, variant, vlen, reply, len, ticket, *kept, sent_ms, &then);
 }
 
 static void send_fill(px_l1 *l, flight *f);
