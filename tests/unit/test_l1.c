@@ -1004,10 +1004,12 @@ static void test_life_from_send(void)
         }
     ok(worst <= 1100, "life: TTL-only, entry and null together end within 1100 ms of the send (worst %d)", worst);
     ok(ends_null > 0, "life: TTL-only, a null still follows where the bound leaves room");
-    l1_life_of(c, &(l1_fill){1000, 60, 0, 1, 1, 1000, 10, 1000}, &life);
-    ok(life.then_end_ms >= 1900 && life.then_end_ms <= 2100,
-       "life: TTL-only, PTTL 60 and l1-negative-ttl 1000: the null ends at the jittered l1-ttl (%llu), not 2060",
-       (unsigned long long)life.then_end_ms);
+    l1_life_of(c, &(l1_fill){1000, 60, 0, 1, 1, 1000, 0, 1000}, &life);
+    is_int(life.then_end_ms, 2000,
+           "life: TTL-only, PTTL 60, l1-ttl 1000 with no jitter, l1-negative-ttl 1000: the null ends at l1-ttl from "
+           "the send (2000), not 2060");
+    l1_life_of(c, &(l1_fill){1000, 60, 0, 1, 0, 1000, 0, 1000}, &life);
+    is_int(life.then_end_ms, 2060, "life: with tracking, the same null keeps its full l1-negative-ttl (2060)");
     l1_destroy(c);
 }
 
