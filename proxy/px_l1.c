@@ -11,8 +11,11 @@
  * elsewhere is dropped when Redis' invalidation message arrives; a write
  * through this hotproxy is never followed by an older read.  With tracking
  * off or refused, a write made elsewhere may be missed for up to l1-ttl
- * (+ jitter).  If the link stops answering, the L1 is flushed and no fill is
- * stored until it is back.
+ * (+ jitter), an entry and the null it turns into together.  Lifetimes
+ * count from the fill's send (l1_life_of), and an entry that ends with its
+ * key is judged by a fresh clock, so no read that reaches hotproxy after a
+ * key expired in Redis gets its value.  If the link stops answering, the L1
+ * is flushed and no fill is stored until it is back.
  */
 #include "proxy/px_l1.h"
 
@@ -232,7 +235,7 @@ static void fill_reply(px_upstream *u, void *ctx, const char *reply, size_t len)
     /* a reply not kept (an error, too large) answers everyone: nothing to judge it by later */
     int now = f->reply ? f->nbefore : f->nwaiters;
     for (int i = 0; i < now; i++) px_client_reply(f->waiters[i], reply, len);
-    memmove(f->waiters, f->waiters + now, sizeof(*f->waiters) * (size_t)(f->nwaiters - now));
+    if (f->nwaiters > now) memmove(f->waiters, f->waiters + now, sizeof(*f->waiters) * (size_t)(f->nwaiters - now));
     f->nwaiters -= now;
     f->nbefore = 0;
 }
