@@ -347,6 +347,12 @@ l1_value *l1_get(l1 *c, const void *group, size_t glen, const void *variant, siz
 l1_value *l1_get_meta(l1 *c, const void *group, size_t glen, const void *variant, size_t vlen, uint64_t now_ms,
                       l1_meta *meta)
 {
+    return l1_get_fresh(c, group, glen, variant, vlen, now_ms, NULL, NULL, meta);
+}
+
+l1_value *l1_get_fresh(l1 *c, const void *group, size_t glen, const void *variant, size_t vlen, uint64_t now_ms,
+                       uint64_t (*fresh)(void *arg), void *fresh_arg, l1_meta *meta)
+{
     char stackkey[512];
     size_t klen = 4 + glen + vlen;
     char *key = klen <= sizeof(stackkey) ? stackkey : malloc(klen);
@@ -355,6 +361,10 @@ l1_value *l1_get_meta(l1 *c, const void *group, size_t glen, const void *variant
     sketch_add(c, group_hash(c, group, glen));
     l1_entry *e = find(c, key, klen);
     if (key != stackkey) free(key);
+    if (e && e->with_key && fresh) {
+        uint64_t t = fresh(fresh_arg);
+        if (t > now_ms) now_ms = t;
+    }
     if (e && e->expires_ms <= now_ms && e->then && now_ms < e->deadline) {
         /* the key has expired in Redis: from now on it reads as its then */
         size_t freed = sizeof(l1_value) + e->value->len;
@@ -382,6 +392,41 @@ l1_value *l1_get_meta(l1 *c, const void *group, size_t glen, const void *variant
     e->value->refs++;
     if (meta) *meta = (l1_meta){e->expires_ms, e->ttl_ms, e->with_key};
     return e->value;
+}
+
+void l1_life_of(l1 *c, const l1_fill *f, l1_life *out)
+{
+    *out = (l1_life){f->sent_ms, 0, 0};
+    if (f->pttl == -2) {
+        /* gone when the PTTL ran: keep only an answer that says so */
+        if (f->absent) out->expires_ms = f->sent_ms + f->negative_ttl_ms;
+        return;
+    }
+    uint64_t ttl = l1_jitter(c, f->ttl_ms, f->jitter_pct);
+    uint64_t longest = f->ttl_ms + f->ttl_ms * f->jitter_pct / 100;
+    if (f->absent && ttl > f->negative_ttl_ms) ttl = f->negative_ttl_ms;
+    uint64_t life = ttl;
+    /* A key that expires within the longest life an entry may have keeps
+     * its entry to its expiry exactly: jittering that shorter would only
+     * cost a refresh that learns nothing new. */
+    if (f->pttl >= 0 && ((uint64_t)f->pttl < ttl || (!f->absent && (uint64_t)f->pttl <= longest))) {
+        life = (uint64_t)f->pttl;
+        out->with_key = 1;
+    }
+    out->expires_ms = f->sent_ms + life;
+    if (!out->with_key || !f->has_then || !f->negative_ttl_ms) return;
+    /* the null follows as long as a fetched null would stay, never past l1-ttl either */
+    uint64_t keep = f->negative_ttl_ms < f->ttl_ms ? f->negative_ttl_ms : f->ttl_ms;
+    uint64_t end = out->expires_ms + keep;
+    if (f->bounded) {
+        /* Nothing will report a write made after the fill: what the null
+         * says was learnt then too, so entry and null together keep to the
+         * entry's own lifetime (the longer of the jittered l1-ttl and the
+         * key's PTTL, which is within l1-ttl plus jitter). */
+        uint64_t limit = f->sent_ms + (ttl > life ? ttl : life);
+        if (end > limit) end = limit;
+    }
+    if (end > out->expires_ms) out->then_end_ms = end;
 }
 
 uint64_t l1_ticket(l1 *c, const void *group, size_t glen)

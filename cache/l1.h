@@ -85,6 +85,47 @@ typedef struct l1_meta {
 l1_value *l1_get_meta(l1 *c, const void *group, size_t glen, const void *variant, size_t vlen, uint64_t now_ms,
                       l1_meta *meta);
 
+/*
+ * l1_get_meta judged at two clocks.  now_ms may be a cheap time that runs
+ * behind (an event loop's, read when its iteration began): it judges
+ * ordinary entries, whose lifetime is a bound of the cache's own.  fresh
+ * (when not NULL) reads the clock now; it is called only when the entry
+ * found ends with its key (l1_meta.with_key), whose expiry is the key's own
+ * in Redis: there, a late clock would serve a value the key no longer has.
+ */
+l1_value *l1_get_fresh(l1 *c, const void *group, size_t glen, const void *variant, size_t vlen, uint64_t now_ms,
+                       uint64_t (*fresh)(void *arg), void *fresh_arg, l1_meta *meta);
+
+/*
+ * How long a fetched reply may stay, from what its fill learnt (the caller
+ * then stores it with l1_store_then, relative to its own now_ms).
+ *
+ * Every time counts from sent_ms, when the fill went upstream, not from when
+ * its replies came back: Redis ran the read and the PTTL after sent_ms.  A
+ * PTTL of N means Redis' expiry is its millisecond clock at the PTTL plus N,
+ * and Redis treats the key as gone once its clock passes that, so the key is
+ * there for more than N ms after the PTTL ran, hence until sent_ms + N at
+ * least, however long the round trip took.  sent_ms + N is the latest
+ * moment known to be safe; the value ends there.
+ */
+typedef struct l1_fill {
+    uint64_t sent_ms;         /* when the fill was sent (a clock no later than the real send) */
+    long long pttl;           /* the key's PTTL: >= 0 ms left, -1 no expiry, -2 no key */
+    int absent;               /* the reply says the key does not exist */
+    int has_then;             /* the read answers a missing key with a null: the entry may turn into it */
+    int bounded;              /* nothing reports writes made elsewhere (TTL-only): the entry and its then end
+                                 within the entry's own l1-ttl of sent_ms (see the README's TTL-only bound) */
+    uint64_t ttl_ms;          /* l1-ttl */
+    unsigned jitter_pct;      /* l1-ttl-jitter */
+    uint64_t negative_ttl_ms; /* l1-negative-ttl */
+} l1_fill;
+typedef struct l1_life {
+    uint64_t expires_ms;      /* the value is served before this; == sent_ms: not kept at all */
+    int with_key;             /* the key's own expiry ends it (pass a then, even empty, to l1_store_then) */
+    uint64_t then_end_ms;     /* with a then: the null is served from expires_ms until this; 0: no then */
+} l1_life;
+void l1_life_of(l1 *c, const l1_fill *f, l1_life *out);
+
 /* Before sending a fill upstream: the ticket l1_store() will check. */
 uint64_t l1_ticket(l1 *c, const void *group, size_t glen);
 

@@ -27,6 +27,7 @@ enum {
     PX_F_NIL = 1 << 14,      /* a missing key reads as the null reply (GET, HGET...) */
     PX_F_DG = 1 << 15,       /* in Redis 7.0's @dangerous ACL category (which holds all of @admin) */
     PX_F_BARRIER = 1 << 16,  /* may write keys it does not name: its reply waits for Redis' invalidations */
+    PX_F_REWRITES = 1 << 17, /* read-only for Redis, but may rewrite its key's value (PFCOUNT) */
 };
 
 /* The keys column of px_commands.def. */
@@ -107,10 +108,11 @@ int px_command_keys(const px_command *c, int argc, const char *const *argv, cons
  */
 int px_command_streams(const px_command *c, int argc, const char *const *argv, const size_t *argvlen, int *block);
 
-/* 1 if a command may change the data set (anything not read-only counts). */
+/* 1 if a command may change the data set (anything not read-only counts, and
+ * the read-only commands that may rewrite a value). */
 static inline int px_command_writes(const px_command *c)
 {
-    return c == NULL || !(c->flags & PX_F_R);
+    return c == NULL || !(c->flags & PX_F_R) || (c->flags & PX_F_REWRITES);
 }
 
 /* 1 if only admin users may run it (Redis' @admin and @dangerous, and

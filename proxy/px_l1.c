@@ -11,8 +11,11 @@
  * elsewhere is dropped when Redis' invalidation message arrives; a write
  * through this hotproxy is never followed by an older read.  With tracking
  * off or refused, a write made elsewhere may be missed for up to l1-ttl
- * (+ jitter).  If the link stops answering, the L1 is flushed and no fill is
- * stored until it is back.
+ * (+ jitter), an entry and the null it turns into together.  Lifetimes
+ * count from the fill's send (l1_life_of), and an entry that ends with its
+ * key is judged by a fresh clock, so no read that reaches hotproxy after a
+ * key expired in Redis gets its value.  If the link stops answering, the L1
+ * is flushed and no fill is stored until it is back.
  *
  * Redis tracks keys per connection: a shared connection lost with its
  * tracking on takes with it the watch on every key it read, so the L1 is
@@ -59,12 +62,14 @@ typedef struct flight {
     char *key;          /* [u32 glen][group][variant] */
     size_t klen, glen;
     uint64_t ticket;
+    uint64_t sent_ms;   /* when the command went upstream: the entry's life counts from here */
     px_req **waiters;
     int nwaiters, cap;
     char *reply;        /* kept for the store, once the PTTL is in */
     size_t reply_len;
     int in_table;
     int replied;        /* the command's reply is in; the PTTL is still coming */
+    int nbefore;        /* waiters[0..nbefore) came before the fill was sent */
     char *cmd;          /* the command's bytes, to fetch again for late waiters */
     size_t cmdlen;
     px_policy pol;      /* the rule when the fill started: a reload changes later fills only */
@@ -110,7 +115,15 @@ static uint64_t next_random(void *arg)
     return *s * 0x2545F4914F6CDD1DULL;
 }
 
+/* The L1's clock, in ms: the loop's (read when its iteration began), which is
+ * all an ordinary entry needs; fresh_ms reads it again, for the entries that
+ * end with their key (l1_get_fresh) and for late waiters. */
 static uint64_t now_ms(px_l1 *l) { return (uint64_t)(px_now(l->srv) * 1000.0); }
+static uint64_t fresh_ms(void *arg)
+{
+    px_l1 *l = arg;
+    return (uint64_t)(px_now_fresh(l->srv) * 1000.0);
+}
 
 static px_pool *pool_of(px_l1 *l)
 {
@@ -230,7 +243,12 @@ static int cacheable_reply(const char *reply, size_t len)
     return len > 0 && reply[0] != '-' && reply[0] != '!';
 }
 
-/* The reply to a fill: every waiter gets it now; the store waits for PTTL. */
+/*
+ * The reply to a fill: the waiters that came before it was sent get it now;
+ * the store waits for PTTL.  A waiter that came after the send may have come
+ * after Redis ran the read, and after the key expired: it waits for the PTTL
+ * (right behind), and fill_ttl judges whether the value still holds for it.
+ */
 static void fill_reply(px_upstream *u, void *ctx, const char *reply, size_t len)
 {
     flight *f = ctx;
@@ -245,8 +263,12 @@ static void fill_reply(px_upstream *u, void *ctx, const char *reply, size_t len)
         memcpy(f->reply, reply, len);
         f->reply_len = len;
     }
-    for (int i = 0; i < f->nwaiters; i++) px_client_reply(f->waiters[i], reply, len);
-    f->nwaiters = 0;
+    /* a reply not kept (an error, too large) answers everyone: nothing to judge it by later */
+    int now = f->reply ? f->nbefore : f->nwaiters;
+    for (int i = 0; i < now; i++) px_client_reply(f->waiters[i], reply, len);
+    if (f->nwaiters > now) memmove(f->waiters, f->waiters + now, sizeof(*f->waiters) * (size_t)(f->nwaiters - now));
+    f->nwaiters -= now;
+    f->nbefore = 0;
 }
 
 /* A reply for a key that does not exist: kept with the negative TTL. */
@@ -259,50 +281,55 @@ static int absent_reply(const char *r, size_t n)
 }
 
 /*
- * How long a fetched reply may stay, given its key's PTTL (0: not at all),
- * and whether the key's own expiry ends it (*with_key).  An entry never
- * outlives its key.  A key that expires within the longest life an entry
- * may have (l1-ttl plus its jitter) keeps its entry to its expiry exactly:
- * jittering that shorter would only cost a refresh that learns nothing new.
+ * The null a read whose entry ends with its key turns into at the key's
+ * expiry (l1_store_then), in the variant's protocol: for reads that answer a
+ * missing key with the null reply (PX_F_NIL); NULL for others.
  */
-static uint64_t entry_ttl(px_l1 *l, const px_policy *pol, const char *reply, size_t len, long long pttl,
-                          int *with_key)
+static const char *then_reply(const char *variant, size_t vlen, size_t *len)
 {
-    int absent = absent_reply(reply, len);
-    *with_key = 0;
-    if (pttl == -2) return absent ? (uint64_t)pol->negative_ttl : 0; /* gone now: keep only an answer that says so */
-    uint64_t ttl = l1_jitter(l->cache, (uint64_t)pol->ttl, (unsigned)pol->jitter);
-    uint64_t longest = (uint64_t)pol->ttl + (uint64_t)pol->ttl * (uint64_t)pol->jitter / 100;
-    if (absent && ttl > (uint64_t)pol->negative_ttl) ttl = (uint64_t)pol->negative_ttl;
-    if (pttl >= 0 && ((uint64_t)pttl < ttl || (!absent && (uint64_t)pttl <= longest))) {
-        ttl = (uint64_t)pttl;
-        *with_key = 1;
-    }
-    return ttl;
-}
-
-/*
- * What a fill whose entry ends with its key (with_key) turns into when the
- * key expires in Redis (see l1_store_then): for reads that answer a missing
- * key with the null reply (PX_F_NIL), that null in the variant's protocol,
- * kept as long as a fetched null would be; for others, nothing.  NULL when
- * the entry does not end with its key.
- */
-static const l1_then *then_for(const px_policy *pol, const char *variant, size_t vlen, int with_key, l1_then *then)
-{
-    if (!with_key) return NULL;
-    *then = (l1_then){NULL, 0, 0};
     /* variant: [u8 protocol][u32 db][command name NUL][arguments] */
     const char *name = variant + 5;
     const char *nul = vlen > 5 ? memchr(name, '\0', vlen - 5) : NULL;
     const px_command *cmd = nul ? px_command_lookup(name, (size_t)(nul - name), NULL, 0) : NULL;
-    if (cmd && (cmd->flags & PX_F_NIL) && pol->negative_ttl > 0) {
-        int resp3 = variant[0] == 3;
-        /* as long as a fetched null would stay: never past l1-ttl either */
-        long long keep = pol->negative_ttl < pol->ttl ? pol->negative_ttl : pol->ttl;
-        *then = (l1_then){resp3 ? "_\r\n" : "$-1\r\n", resp3 ? 3 : 5, (uint64_t)keep};
-    }
-    return then;
+    if (!cmd || !(cmd->flags & PX_F_NIL)) return NULL;
+    int resp3 = variant[0] == 3;
+    *len = resp3 ? 3 : 5;
+    return resp3 ? "_\r\n" : "$-1\r\n";
+}
+
+/*
+ * Store a fetched reply for (group, variant), given its key's PTTL and when
+ * the fill was sent (l1_life_of says how long, and why from the send).
+ * With tracking off or refused, nothing reports a write made elsewhere, so
+ * the entry and the null it may turn into keep to the TTL-only bound.
+ */
+static int store_fill(px_l1 *l, const px_policy *pol, const char *group, size_t glen, const char *variant,
+                      size_t vlen, const char *reply, size_t len, uint64_t ticket, long long pttl, uint64_t sent_ms,
+                      uint64_t *kept)
+{
+    size_t nlen = 0;
+    const char *null = then_reply(variant, vlen, &nlen);
+    l1_fill in = {
+        .sent_ms = sent_ms,
+        .pttl = pttl,
+        .absent = absent_reply(reply, len),
+        .has_then = null != NULL,
+        .bounded = !l->srv->cfg->l1_tracking || l->refused,
+        .ttl_ms = (uint64_t)pol->ttl,
+        .jitter_pct = (unsigned)pol->jitter,
+        .negative_ttl_ms = (uint64_t)pol->negative_ttl,
+    };
+    l1_life life;
+    l1_life_of(l->cache, &in, &life);
+    /* Stored as of the send, so the entry keeps the lifetime it was given
+     * (early refresh reads it) and ends where l1_life_of says. */
+    *kept = life.expires_ms - sent_ms;
+    uint64_t end = life.then_end_ms > life.expires_ms ? life.then_end_ms : life.expires_ms;
+    if (end <= now_ms(l)) return 0; /* over already: the round trip took longer than its life */
+    if (!life.with_key) return l1_store(l->cache, group, glen, variant, vlen, reply, len, ticket, *kept, sent_ms);
+    l1_then then = {NULL, 0, 0};
+    if (life.then_end_ms) then = (l1_then){null, nlen, life.then_end_ms - life.expires_ms};
+    return l1_store_then(l->cache, group, glen, variant, vlen, reply, len, ticket, *kept, sent_ms, &then);
 }
 
 static void send_fill(px_l1 *l, flight *f);
@@ -338,10 +365,15 @@ static void fill_ttl(px_upstream *u, void *ctx, const char *reply, size_t len)
     flight_unlist(l, f);
     int have_pttl = len > 3 && reply[0] == ':' && px_string2ll(reply + 1, len - 3, &pttl);
     if (f->nwaiters) {
-        /* Readers that came after the reply: the fetched value still holds if
-         * the key was still there when PTTL ran (or the reply says it is
-         * absent and it is); otherwise fetch again for them, once. */
-        int holds = f->reply && have_pttl && (pttl >= 0 || (pttl == -2 && absent_reply(f->reply, f->reply_len)));
+        /* Readers that came after the send: the fetched value still holds
+         * if the key was still there when PTTL ran with no expiry (-1), or
+         * with one that has not come yet by a fresh clock (sent + PTTL is a
+         * moment the key is known to be there, see l1_life_of), or the reply
+         * says the key is absent and it is (-2); otherwise fetch again for
+         * them, once. */
+        int holds = f->reply && have_pttl &&
+                    (pttl == -1 || (pttl >= 0 && fresh_ms(l) < f->sent_ms + (uint64_t)pttl) ||
+                     (pttl == -2 && absent_reply(f->reply, f->reply_len)));
         if (holds) {
             for (int i = 0; i < f->nwaiters; i++) px_client_reply(f->waiters[i], f->reply, f->reply_len);
             f->nwaiters = 0;
@@ -359,19 +391,15 @@ static void fill_ttl(px_upstream *u, void *ctx, const char *reply, size_t len)
         }
     }
     if (f->reply && f->reply_len <= (size_t)f->pol.max_entry_size && have_pttl) {
-        int with_key;
-        uint64_t ttl = entry_ttl(l, &f->pol, f->reply, f->reply_len, pttl, &with_key);
         uint32_t glen;
         memcpy(&glen, f->key, 4);
         const char *variant = f->key + 4 + glen;
         size_t vlen = f->klen - 4 - glen;
-        l1_then buf;
-        const l1_then *then = then_for(&f->pol, variant, vlen, with_key, &buf);
-        int stored = l1_store_then(l->cache, f->key + 4, glen, variant, vlen, f->reply, f->reply_len, f->ticket, ttl,
-                                   now_ms(l), then);
-        px_log_debug(&l->srv->log, "L1 fill '%.*s': pttl %lld, kept %llu ms%s: %s", (int)(glen > 64 ? 64 : glen),
-                     f->key + 4, pttl, (unsigned long long)ttl, then && then->reply ? ", then absent" : "",
-                     stored ? "stored" : "not stored");
+        uint64_t kept;
+        int stored = store_fill(l, &f->pol, f->key + 4, glen, variant, vlen, f->reply, f->reply_len, f->ticket, pttl,
+                                f->sent_ms, &kept);
+        px_log_debug(&l->srv->log, "L1 fill '%.*s': pttl %lld, kept %llu ms: %s", (int)(glen > 64 ? 64 : glen),
+                     f->key + 4, pttl, (unsigned long long)kept, stored ? "stored" : "not stored");
     }
     flight_free(f);
 }
@@ -395,12 +423,13 @@ typedef struct mfill {
     int n;                  /* keys */
     l1_value **hits;        /* per key: the cached GET reply, or NULL */
     int nmiss, ttls_seen;
-    int *miss;              /* key index of each miss */
+    size_t *miss_off;       /* per miss: where its [u32 len][key] starts in keys (every step is linear in n) */
     px_buf keys;            /* [u32 len][key] per miss */
     px_buf variant;         /* the GET variant for this client's db and protocol */
     char **got;             /* per miss: the element Redis sent */
     size_t *gotlen;
     uint64_t ticket;
+    uint64_t sent_ms;       /* when the MGET went upstream: entries' lives count from here */
 } mfill;
 
 static void mfill_free(mfill *m)
@@ -408,7 +437,7 @@ static void mfill_free(mfill *m)
     for (int i = 0; i < m->n; i++) l1_value_put(m->hits[i]);
     for (int j = 0; j < m->nmiss; j++) free(m->got ? m->got[j] : NULL);
     free(m->hits);
-    free(m->miss);
+    free(m->miss_off);
     free(m->got);
     free(m->gotlen);
     px_buf_free(&m->keys);
@@ -418,12 +447,7 @@ static void mfill_free(mfill *m)
 
 static const char *miss_key(const mfill *m, int j, uint32_t *len)
 {
-    size_t off = 0;
-    for (int i = 0; i < j; i++) {
-        uint32_t kl;
-        memcpy(&kl, m->keys.data + off, 4);
-        off += 4 + kl;
-    }
+    size_t off = m->miss_off[j];
     memcpy(len, m->keys.data + off, 4);
     return m->keys.data + off + 4;
 }
@@ -480,12 +504,15 @@ static void mget_ttl(px_upstream *u, void *ctx, const char *reply, size_t len)
         const char *k = miss_key(m, j, &kl);
         px_policy pol;
         px_config_policy(cfg, k, kl, &pol);
-        if (pol.cache && m->gotlen[j] <= (size_t)pol.max_entry_size && cacheable_reply(m->got[j], m->gotlen[j])) {
-            int with_key;
-            uint64_t ttl = entry_ttl(l, &pol, m->got[j], m->gotlen[j], pttl, &with_key);
-            l1_then buf;
-            l1_store_then(l->cache, k, kl, m->variant.data, m->variant.len, m->got[j], m->gotlen[j], m->ticket, ttl,
-                          now_ms(l), then_for(&pol, m->variant.data, m->variant.len, with_key, &buf));
+        /* MGET's nil says "absent or not a string"; GET says WRONGTYPE for
+         * the latter.  So a nil is a GET's reply only when PTTL says the key
+         * does not exist (-2): then it is kept, as a GET's nil would be. */
+        int nil_not_absent = absent_reply(m->got[j], m->gotlen[j]) && pttl != -2;
+        if (pol.cache && !nil_not_absent && m->gotlen[j] <= (size_t)pol.max_entry_size &&
+            cacheable_reply(m->got[j], m->gotlen[j])) {
+            uint64_t kept;
+            store_fill(l, &pol, k, kl, m->variant.data, m->variant.len, m->got[j], m->gotlen[j], m->ticket, pttl,
+                       m->sent_ms, &kept);
         }
     }
     if (m->ttls_seen == m->nmiss) {
@@ -502,15 +529,16 @@ static int read_multiget(px_l1 *l, px_client *c, px_req *r, px_upstream *u)
     m->l1 = l;
     m->n = n;
     m->hits = calloc((size_t)n, sizeof(*m->hits));
-    m->miss = calloc((size_t)n, sizeof(int));
-    if (!m->hits || !m->miss) abort();
+    m->miss_off = calloc((size_t)n, sizeof(size_t));
+    if (!m->hits || !m->miss_off) abort();
     const px_command *get = px_command_lookup("get", 3, NULL, 0);
     build_variant_for(c, get, 0, &m->variant);
     uint64_t now = now_ms(l);
     for (int i = 0; i < n; i++) {
-        m->hits[i] = l1_get(l->cache, c->argv[i + 1], c->argvlen[i + 1], m->variant.data, m->variant.len, now);
+        m->hits[i] = l1_get_fresh(l->cache, c->argv[i + 1], c->argvlen[i + 1], m->variant.data, m->variant.len, now,
+                                  fresh_ms, l, NULL);
         if (!m->hits[i]) {
-            m->miss[m->nmiss++] = i;
+            m->miss_off[m->nmiss++] = m->keys.len;
             record_key(&m->keys, c->argv[i + 1], c->argvlen[i + 1]);
         }
     }
@@ -530,6 +558,7 @@ static int read_multiget(px_l1 *l, px_client *c, px_req *r, px_upstream *u)
     m->r = r;
     m->ticket = l1_ticket(l->cache, NULL, 0);
     u->tracking_used = 1;
+    m->sent_ms = now_ms(l); /* no later than the write that sends it */
     r->forwarded = 1;
     c->ninflight++;
     c->up = u;
@@ -592,6 +621,8 @@ static void send_fill(px_l1 *l, flight *f)
     l->fills++;
     l->srv->stats.commands_forwarded++;
     f->u->tracking_used = 1;
+    f->sent_ms = now_ms(l); /* the loop's clock: no later than the write that sends it */
+    f->nbefore = f->nwaiters;
     px_upstream_send_internal(f->u, f->cmd, f->cmdlen, fill_reply, f);
     send_pttl(f->u, f->key + 4, f->glen, fill_ttl, f);
 }
@@ -631,7 +662,7 @@ int px_l1_read(px_l1 *l, px_client *c, px_req *r, px_upstream *u, const char *ra
     if (ku != u && ku->state == PX_UP_READY && (c->ninflight == 0 || c->up == ku) && px_l1_can_fill(l, ku)) u = ku;
     uint64_t now = now_ms(l);
     l1_meta meta;
-    l1_value *v = l1_get_meta(l->cache, group, glen, variant, vlen, now, &meta);
+    l1_value *v = l1_get_fresh(l->cache, group, glen, variant, vlen, now, fresh_ms, l, &meta);
     l->scratch = key; /* keep the (possibly grown) buffer */
     if (v) {
         px_client_reply(r, v->data, v->len);
@@ -955,7 +986,9 @@ static void link_frame(px_upstream *u, void *ctx, const char *frame, size_t len)
     if (!m) return;
     if (m->type == REDIS_REPLY_ARRAY && m->elements >= 2) {
         if (str_is(m->element[0], "pong")) {
-            l->last_pong = px_now(l->srv);
+            /* a fresh clock: after a long iteration the loop's own would
+             * date the pong too early, and the heartbeat could time out */
+            l->last_pong = px_now_fresh(l->srv);
             l->pongs++;
             release_barriers(l, 0);
         } else if (str_is(m->element[0], "subscribe") && !l->link_id) {
@@ -966,7 +999,7 @@ static void link_frame(px_upstream *u, void *ctx, const char *frame, size_t len)
         } else if (str_is(m->element[0], "subscribe")) {
             l->link_ready = 1;
             l->epoch++;
-            l->last_pong = px_now(l->srv);
+            l->last_pong = px_now_fresh(l->srv);
             l->link_backoff = 0;
             px_log_notice(&l->srv->log, "L1: invalidation link up (Redis client id %lld)", l->link_id);
             px_pool_each_shared(pool_of(l), track_each, l);
@@ -1042,7 +1075,7 @@ void px_l1_cron(px_l1 *l, double now)
     }
     if (now >= l->next_ping) {
         link_ping(l);
-        l->next_ping = now + HEARTBEAT_EVERY;
+        l->next_ping = px_now_fresh(l->srv) + HEARTBEAT_EVERY;
     }
 }
 

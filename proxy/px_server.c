@@ -33,6 +33,12 @@ px_client *px_server_client(px_server *s, uint64_t id)
     return c && !(c->flags & PX_CLIENT_CLOSING) ? c : NULL;
 }
 
+double px_now_fresh(px_server *s)
+{
+    ev_now_update(s->loop);
+    return ev_now(s->loop);
+}
+
 void px_server_want_write_client(px_server *s, px_client *c)
 {
     if (c->flags & (PX_CLIENT_IN_WRITE_LIST | PX_CLIENT_CLOSING | PX_CLIENT_WRITE_ARMED)) return;

@@ -156,7 +156,9 @@ static void up_fail(px_upstream *u, const char *fmt, const char *detail, int ret
 
 static void queue_req(px_upstream *u, px_req *r)
 {
-    r->sent_at = px_now(u->srv);
+    /* A fresh clock: a request queued late in a long loop iteration would
+     * otherwise look as old as the iteration, and time out falsely. */
+    r->sent_at = px_now_fresh(u->srv);
     r->up_next = NULL;
     if (u->stail) u->stail->up_next = r;
     else u->shead = r;

@@ -946,6 +946,107 @@ static void test_then(void)
     l1_destroy(c);
 }
 
+/* ---- lifetimes from the fill's send time (l1_life_of), and the fresh clock ---- */
+
+static l1_fill fill_of(uint64_t sent, long long pttl, int absent, int bounded, uint64_t neg)
+{
+    l1_fill f = {sent, pttl, absent, 1, bounded, 1000, 10, neg};
+    return f;
+}
+
+/*
+ * A fill sent at 1000 whose replies are processed at 1005, PTTL 60: Redis
+ * ran the PTTL after 1000, so the key is there until 1060 at least, and no
+ * later moment is known to be safe.  The value ends at 1060 (counted from
+ * the send), not at 1065 (from the reply).
+ */
+static void test_life_from_send(void)
+{
+    l1_config cfg = cfg_for(1 << 20, 0);
+    l1 *c = l1_create(&cfg);
+    l1_fill f = fill_of(1000, 60, 0, 0, 250);
+    l1_life life;
+    l1_life_of(c, &f, &life);
+    is_int(life.expires_ms, 1060, "life: PTTL 60 of a fill sent at 1000 ends the value at 1060 (send + PTTL)");
+    ok(life.with_key, "life: ... and it ends with its key");
+    is_int(life.then_end_ms, 1060 + 250, "life: the null follows for l1-negative-ttl (tracking)");
+    /* stored by the proxy's flow at 1005, relative to its now */
+    uint64_t now = 1005;
+    l1_then then = {"$-1\r\n", 5, life.then_end_ms - life.expires_ms};
+    ok(l1_store_then(c, "k", 1, "v", 1, "$1\r\nx\r\n", 7, l1_ticket(c, "k", 1), life.expires_ms - now, now, &then),
+       "life: stored at 1005");
+    ok(reads_as(c, "k", 1059, "$1\r\nx\r\n", NULL), "life: the value at 1059");
+    ok(reads_as(c, "k", 1060, "$-1\r\n", NULL), "life: the null at 1060, 5 ms before send-free counting would say");
+
+    l1_life_of(c, &(l1_fill){1000, -1, 0, 1, 0, 1000, 10, 250}, &life);
+    ok(!life.with_key && life.expires_ms >= 1900 && life.expires_ms <= 2100,
+       "life: PTTL -1 (no expiry): l1-ttl with jitter from the send (%llu)", (unsigned long long)life.expires_ms);
+    l1_life_of(c, &(l1_fill){1000, -2, 1, 1, 0, 1000, 10, 250}, &life);
+    ok(!life.with_key && life.expires_ms == 1250, "life: PTTL -2 with an absent reply: l1-negative-ttl from the send");
+    l1_life_of(c, &(l1_fill){1000, -2, 0, 1, 0, 1000, 10, 250}, &life);
+    is_int(life.expires_ms, 1000, "life: PTTL -2 with a value (the key went in between): not kept");
+    l1_life_of(c, &(l1_fill){1000, 5000, 0, 1, 0, 1000, 10, 250}, &life);
+    ok(!life.with_key && life.expires_ms <= 2100, "life: a key that outlives l1-ttl: l1-ttl with jitter");
+
+    /*
+     * TTL-only (bounded): entry plus null never last more than l1-ttl plus
+     * jitter (1100) from the send, whatever the PTTL and l1-negative-ttl.
+     * Tracking (not bounded): the null keeps its own length.
+     */
+    int worst = 0, ends_null = 0;
+    for (long long pttl = 0; pttl <= 1200; pttl += 7)
+        for (uint64_t neg = 0; neg <= 2000; neg += 250) {
+            l1_fill b = fill_of(1000, pttl, 0, 1, neg);
+            l1_life_of(c, &b, &life);
+            uint64_t end = life.then_end_ms ? life.then_end_ms : life.expires_ms;
+            if ((int)(end - 1000) > worst) worst = (int)(end - 1000);
+            ends_null += life.then_end_ms != 0;
+        }
+    ok(worst <= 1100, "life: TTL-only, entry and null together end within 1100 ms of the send (worst %d)", worst);
+    ok(ends_null > 0, "life: TTL-only, a null still follows where the bound leaves room");
+    l1_life_of(c, &(l1_fill){1000, 60, 0, 1, 1, 1000, 0, 1000}, &life);
+    is_int(life.then_end_ms, 2000,
+           "life: TTL-only, PTTL 60, l1-ttl 1000 with no jitter, l1-negative-ttl 1000: the null ends at l1-ttl from "
+           "the send (2000), not 2060");
+    l1_life_of(c, &(l1_fill){1000, 60, 0, 1, 0, 1000, 0, 1000}, &life);
+    is_int(life.then_end_ms, 2060, "life: with tracking, the same null keeps its full l1-negative-ttl (2060)");
+    l1_destroy(c);
+}
+
+static int fresh_calls;
+static uint64_t fresh_at;
+static uint64_t fresh_clock(void *arg)
+{
+    (void)arg;
+    fresh_calls++;
+    return fresh_at;
+}
+
+/* l1_get_fresh: an entry that ends with its key is judged by the fresh clock; others by now_ms, without reading it. */
+static void test_get_fresh(void)
+{
+    l1_config cfg = cfg_for(1 << 20, 0);
+    l1 *c = l1_create(&cfg);
+    then_put(c, "k", "$1\r\nx\r\n", 60, 50, 1000); /* the value until 1060 */
+    put(c, "o", "v", "$1\r\ny\r\n", 7, 60, 1000);  /* ordinary: until 1060 too */
+    fresh_at = 1060;
+    fresh_calls = 0;
+    l1_meta m;
+    l1_value *v = l1_get_fresh(c, "k", 1, "v", 1, 1050, fresh_clock, NULL, &m);
+    ok(v && v->len == 5 && !memcmp(v->data, "$-1\r\n", 5),
+       "fresh: an entry that ends with its key, read at a stale 1050 while the clock says 1060: its null");
+    l1_value_put(v);
+    is_int(fresh_calls, 1, "fresh: the clock was read once");
+    v = l1_get_fresh(c, "o", 1, "v", 1, 1050, fresh_clock, NULL, &m);
+    ok(v && v->len == 7, "fresh: an ordinary entry is judged by now_ms");
+    l1_value_put(v);
+    is_int(fresh_calls, 1, "fresh: ... without reading the clock");
+    fresh_at = 1000; /* a fresh clock behind now_ms is not believed */
+    v = l1_get_fresh(c, "k", 1, "v", 1, 1200, fresh_clock, NULL, &m);
+    ok(!v, "fresh: a fresh reading older than now_ms does not bring an entry back");
+    l1_destroy(c);
+}
+
 /* ---- tickets ---- */
 
 static void test_tickets(void)
@@ -1182,6 +1283,8 @@ int main(void)
     test_max_entry_size();
     test_expiry();
     test_then();
+    test_life_from_send();
+    test_get_fresh();
     test_jitter();
     test_admission_threshold();
     test_tinylfu_victim();
