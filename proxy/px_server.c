@@ -318,7 +318,15 @@ void px_server_destroy(px_server *s)
         px_client_free(c);
     }
     s->write_clients = NULL;
+    s->write_ups = NULL;
     if (s->router) s->router->destroy(s->router);
+    /* Pinned connections closed since the loop last ran (those of the
+     * clients just freed, a blocked one's among them) wait here. */
+    while (s->reap_ups) {
+        px_upstream *u = s->reap_ups;
+        s->reap_ups = u->rnext;
+        px_upstream_free(u);
+    }
     px_l1_destroy(s->l1); /* after the pool: its teardown answers the fills */
     while (s->req_free) {
         px_req *r = s->req_free;
