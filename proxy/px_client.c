@@ -312,13 +312,47 @@ static void client_write_cb(struct ev_loop *loop, ev_io *w, int revents)
     px_client_flush(w->data);
 }
 
+/*
+ * A client whose commands wait (paused for having too much in flight, or
+ * holding a command until its in-flight replies are in) is normally not
+ * read, so TCP pushes back.  One with a blocking command in flight may wait
+ * for ever, though: it is still read, as Redis reads a blocked client, so
+ * that its close is seen and it is freed (its blocked command with it).
+ * What it sends meanwhile waits unparsed, within client-query-buffer-limit.
+ */
+static int read_while_waiting(const px_client *c)
+{
+    return c->nblocking > 0 && !c->srv->shutting_down;
+}
+
+static void stop_reading_unless_blocked(px_client *c)
+{
+    if (!read_while_waiting(c)) ev_io_stop(c->srv->loop, &c->rw);
+}
+
+static int over_query_limit(px_client *c, size_t used)
+{
+    px_server *s = c->srv;
+    if ((long long)used <= s->cfg->client_query_buffer_limit) return 0;
+    s->stats.query_buffer_limit_disconnects++;
+    px_log_notice(&s->log, "Client id=%llu addr=%s closed: query buffer %zu bytes over client-query-buffer-limit",
+                  (unsigned long long)c->id, c->addr, used);
+    px_client_close(c, NULL);
+    return 1;
+}
+
 static void client_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     px_client *c = w->data;
     px_server *s = c->srv;
     (void)loop;
     (void)revents;
-    if (c->flags & (PX_CLIENT_CLOSING | PX_CLIENT_PAUSED | PX_CLIENT_HOLD)) return;
+    if (c->flags & PX_CLIENT_CLOSING) return;
+    int waiting = (c->flags & (PX_CLIENT_PAUSED | PX_CLIENT_HOLD)) != 0;
+    if (waiting && !read_while_waiting(c)) {
+        ev_io_stop(s->loop, &c->rw); /* its blocking command has been answered */
+        return;
+    }
     /* Read what the command being parsed still needs, at least a chunk. */
     size_t want = READ_CHUNK;
     size_t used = px_buf_used(&c->in);
@@ -335,6 +369,10 @@ static void client_read_cb(struct ev_loop *loop, ev_io *w, int revents)
         return;
     } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
         px_client_close(c, strerror(errno));
+        return;
+    }
+    if (waiting) {
+        over_query_limit(c, px_buf_used(&c->in));
         return;
     }
     process_input(c);
@@ -672,14 +710,10 @@ static void process_input(px_client *c)
            px_buf_used(&c->in)) {
         const char *start = px_buf_start(&c->in);
         size_t used = px_buf_used(&c->in);
+        c->parser.unauthenticated = !c->authenticated;
         int rc = px_req_parse(&c->parser, start, used);
         if (rc == PX_AGAIN) {
-            if ((long long)used > s->cfg->client_query_buffer_limit) {
-                s->stats.query_buffer_limit_disconnects++;
-                px_log_notice(&s->log, "Client id=%llu addr=%s closed: query buffer %zu bytes over client-query-buffer-limit",
-                              (unsigned long long)c->id, c->addr, used);
-                px_client_close(c, NULL);
-            }
+            over_query_limit(c, used);
             return;
         }
         if (rc == PX_ERR) {
@@ -697,14 +731,14 @@ static void process_input(px_client *c)
             /* wait for the in-flight replies; the parse is redone then */
             px_req_parser_reset(&c->parser);
             c->flags |= PX_CLIENT_HOLD;
-            ev_io_stop(s->loop, &c->rw);
+            stop_reading_unless_blocked(c);
             return;
         }
         px_buf_consume(&c->in, c->parser.pos);
         px_req_parser_reset(&c->parser);
         if (c->ninflight >= s->cfg->upstream_max_inflight) {
             c->flags |= PX_CLIENT_PAUSED;
-            ev_io_stop(s->loop, &c->rw);
+            stop_reading_unless_blocked(c);
         }
     }
     if (c->flags & PX_CLIENT_CLOSE_AFTER_REPLY) ev_io_stop(s->loop, &c->rw);
