@@ -606,6 +606,20 @@ int px_config_from_args(px_config *c, int argc, char **argv, char *out, size_t o
     return rc;
 }
 
+void px_config_scrub_args(int argc, char **argv)
+{
+    const cfg_entry *e = NULL;
+    for (int i = 1; i < argc; i++) {
+        char *a = argv[i];
+        if (!strncmp(a, "--", 2) && a[2]) {
+            e = lookup(a + 2);
+            continue;
+        }
+        if (!e) continue; /* the config file's path */
+        if (e->type == CT_SECRET || (e->type == CT_USER && a[0] == '>')) memset(a, 'x', strlen(a));
+    }
+}
+
 int px_config_get(const px_config *c, int index, const char **name, char *value, size_t valuelen)
 {
     if (index < 0 || (size_t)index >= NTABLE) return 0;

@@ -118,6 +118,15 @@ int px_config_set(px_config *c, const char *name, int argc, char **argv, char *e
  */
 int px_config_from_args(px_config *c, int argc, char **argv, char *out, size_t outlen, char *err, size_t errlen);
 
+/*
+ * Overwrite, in place, the secrets a command line px_config_from_args
+ * accepted carries (the values of requirepass, upstream-password and the
+ * other secret directives, and a user's ">password" words), so ps and
+ * /proc/PID/cmdline do not show them.  Keep a copy first if the command
+ * line must be read again (reload).
+ */
+void px_config_scrub_args(int argc, char **argv);
+
 /* 1 if any client authentication is configured. */
 int px_config_auth_required(const px_config *c);
 /* The user with that name ("default" is requirepass), or NULL. */
