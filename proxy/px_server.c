@@ -201,7 +201,8 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
             px_log_warning(&s->log, "SIGHUP: cannot reopen the log file: %s", strerror(errno));
         else
             px_log_notice(&s->log, "SIGHUP: log file reopened");
-        if (s->cfg->config_file && px_server_reload(s, err, sizeof(err)) != 0)
+        /* without a config file there is still the command line to read */
+        if (px_server_reload(s, err, sizeof(err)) != 0)
             px_log_warning(&s->log, "SIGHUP: config not reloaded: %s", err);
         return;
     }

@@ -63,7 +63,7 @@ static int ask(int port, const char *req, long n, hx_buf *out, int *closed)
 }
 
 /* Lines of a file holding needle. */
-__attribute__((unused)) static long count_lines(const char *path, const char *needle)
+static long count_lines(const char *path, const char *needle)
 {
     FILE *f = fopen(path, "r");
     if (!f) return -1;
@@ -232,6 +232,69 @@ static void blocked_at_sigterm(void)
     WAIT_FOR(redis_blocked() == 0, 10000);
 }
 
+/* The bytes of /proc/PID/cmdline, NULs turned into spaces. */
+static void read_cmdline(pid_t pid, hx_buf *out)
+{
+    char path[64], buf[4096];
+    snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return;
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof(buf))) > 0) {
+        for (ssize_t i = 0; i < n; i++)
+            if (!buf[i]) buf[i] = ' ';
+        hx_buf_append(out, buf, (size_t)n);
+    }
+    close(fd);
+    hx_buf_append(out, "", 1);
+}
+
+/* 7. Secrets on the command line. */
+static void secrets_on_command_line(void)
+{
+    hx_proc p;
+    if (hx_proxy_start(&p, 0, redis.port, "--requirepass", "hostile-s3cret-pw", "--user", "alice", "on",
+                       ">alice-s3cret-pw", NULL) != 0) {
+        ok(0, "hotproxy --requirepass --user starts");
+        return;
+    }
+    hx_buf cl = {0};
+    read_cmdline(p.pid, &cl);
+    ok(cl.len > 0 && strstr(cl.data, "--requirepass") != NULL, "/proc/PID/cmdline is readable");
+    if (!ok(cl.len > 0 && !strstr(cl.data, "s3cret"), "/proc/PID/cmdline shows neither password"))
+        diag("cmdline: %s", cl.data);
+    hx_buf_free(&cl);
+
+    /* reload reads the command line as it was given, passwords included */
+    redisContext *c = hx_redis(p.port);
+    is_str(hx_cmd(c, "AUTH hostile-s3cret-pw"), "OK", "AUTH with requirepass");
+    is_str(hx_cmd(c, "HOTPROXY CONFIG RELOAD"), "OK", "HOTPROXY CONFIG RELOAD");
+    if (c) redisFree(c);
+    c = hx_redis(p.port);
+    is_str(hx_cmd(c, "AUTH hostile-s3cret-pw"), "OK", "after the reload, requirepass is still accepted");
+    is_str(hx_cmd(c, "AUTH alice alice-s3cret-pw"), "OK", "... and alice's password");
+    ok(!strncmp(hx_cmd(c, "AUTH xxxxxxxxxxxxxxxxx"), "WRONGPASS", 9), "... and the scrubbed text is not a password");
+    if (c) redisFree(c);
+    is_int(hx_stop(&p, 15000), 0, "hotproxy exits 0");
+}
+
+/* 11. SIGHUP reloads the configuration when there is no config file too. */
+static void sighup_without_config_file(void)
+{
+    hx_proc p;
+    if (hx_proxy_start(&p, 0, redis.port, "--timeout", "100", NULL) != 0) {
+        ok(0, "hotproxy starts");
+        return;
+    }
+    kill(p.pid, SIGHUP);
+    ok(WAIT_FOR(count_lines(p.logfile, "Config reloaded from the command line") == 1, 10000),
+       "SIGHUP with no config file: the command line is read again (logged)");
+    redisContext *c = hx_redis(p.port);
+    is_str(hx_cmd(c, "PING"), "PONG", "... and hotproxy still serves");
+    if (c) redisFree(c);
+    is_int(hx_stop(&p, 15000), 0, "hotproxy exits 0");
+}
+
 int main(void)
 {
     hx_init(280);
@@ -244,6 +307,8 @@ int main(void)
     unauthenticated_limits();
     vanishing_blocked_clients();
     blocked_at_sigterm();
+    secrets_on_command_line();
+    sighup_without_config_file();
     hx_stop(&redis, 10000);
     done_testing();
     return exit_status();
