@@ -36,6 +36,9 @@ typedef struct px_server {
 
     int listen_fd;
     ev_io accept_w;
+    ev_timer accept_retry_w;         /* accepting paused: out of file descriptors */
+    int accept_paused;               /* in such an episode (logged once) */
+    long long maxclients_fd_cap;     /* the most clients the descriptor limit allows */
     ev_prepare flush_w;
     ev_timer cron_w;
     ev_signal sigterm_w, sigint_w, sighup_w;

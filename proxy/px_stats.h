@@ -12,6 +12,7 @@
 #define PX_STATS_LIST(X)                                                                  \
     X(connections_received, "client connections accepted")                               \
     X(rejected_connections, "client connections refused at maxclients")                  \
+    X(accept_fd_exhaustions, "times accepting paused for want of file descriptors")      \
     X(commands_processed, "commands read from clients")                                  \
     X(commands_forwarded, "commands sent upstream")                                      \
     X(commands_local, "commands answered by hotproxy itself")                            \

@@ -18,6 +18,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -232,6 +233,127 @@ static void blocked_at_sigterm(void)
     WAIT_FOR(redis_blocked() == 0, 10000);
 }
 
+/* CPU seconds (user + system) the process has used, from /proc/PID/stat. */
+static double cpu_seconds(pid_t pid)
+{
+    char path[64], buf[2048];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return -1;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0) return -1;
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+    unsigned long long ut = 0, st = 0;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2) return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* PING on a fresh connection: 1 for +PONG. */
+static int pong(int port)
+{
+    hx_buf b = {0};
+    int got = ask(port, "PING\r\n", 1, &b, NULL);
+    int ok_ = got == 1 && b.len == 7 && !memcmp(b.data, "+PONG\r\n", 7);
+    hx_buf_free(&b);
+    return ok_;
+}
+
+/* Open n connections, each sending PING; returns how many got +PONG and
+ * how many the max clients error.  The sockets are left open in fds. */
+static void crowd(int port, int *fds, int n, int *pongs, int *full)
+{
+    *pongs = *full = 0;
+    for (int i = 0; i < n; i++) {
+        fds[i] = hx_connect(port);
+        if (fds[i] >= 0) hx_send_str(fds[i], "PING\r\n");
+    }
+    for (int i = 0; i < n; i++) {
+        hx_buf b = {0};
+        if (fds[i] >= 0) hx_read_replies(fds[i], &b, 1, NULL, 300);
+        *pongs += b.len == 7 && !memcmp(b.data, "+PONG\r\n", 7);
+        *full += b.len > 4 && strstr(b.data, "max number of clients") != NULL;
+        hx_buf_free(&b);
+    }
+}
+
+/* 4a. Started under a low descriptor limit: maxclients is lowered to fit. */
+static void low_nofile_at_start(void)
+{
+    hx_proc p;
+    int port = hx_free_port();
+    char portstr[16], up[64], logfile[400];
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    snprintf(up, sizeof(up), "127.0.0.1:%d", redis.port);
+    snprintf(logfile, sizeof(logfile), "%s/hotproxy-lowfd.log", hx_tmpdir());
+    const char *argv[] = {"prlimit", "--nofile=64:64", hx_bin(), "--port", portstr, "--upstream", up,
+                          "--logfile", logfile, NULL};
+    if (hx_spawn(&p, "hotproxy-lowfd", argv) != 0) {
+        ok(0, "hotproxy starts under prlimit --nofile=64:64");
+        return;
+    }
+    p.port = port;
+    snprintf(p.logfile, sizeof(p.logfile), "%s", logfile);
+    if (!ok(WAIT_FOR(pong(port), 15000), "hotproxy started under prlimit --nofile=64:64 answers PING")) {
+        hx_diag_file(p.outfile, 4096);
+        hx_kill(&p);
+        return;
+    }
+    ok(count_lines(logfile, "maxclients has been reduced to") == 1, "the log says maxclients was lowered to fit");
+
+    int fds[100], pongs, full;
+    double cpu0 = cpu_seconds(p.pid);
+    crowd(port, fds, 100, &pongs, &full);
+    diag("100 connections: %d PONG, %d max clients errors", pongs, full);
+    ok(pongs >= 5 && pongs + full == 100, "100 connections: every one answered, PONG or 'max number of clients reached'");
+    long lines = count_lines(logfile, "Too many open files");
+    ok(lines >= 0 && lines <= 3, "the log holds at most 3 'Too many open files' lines (%ld)", lines);
+    double cpu1 = cpu_seconds(p.pid);
+    hx_sleep_ms(1000); /* a window to measure CPU over, not a wait for anything */
+    double cpu2 = cpu_seconds(p.pid);
+    ok(cpu2 - cpu1 < 0.5, "not spinning: %.2f CPU s over a 1 s window (%.2f s for the 100 connections)", cpu2 - cpu1,
+       cpu1 - cpu0);
+    for (int i = 0; i < 100; i++)
+        if (fds[i] >= 0) close(fds[i]);
+    ok(WAIT_FOR(pong(port), 10000), "after they close, a new client is served");
+    is_int(hx_stop(&p, 15000), 0, "hotproxy exits 0");
+}
+
+/* 4b. Descriptors run out while running: accepting pauses, no spin. */
+static void fd_exhaustion_while_running(void)
+{
+    hx_proc p;
+    if (hx_proxy_start(&p, 0, redis.port, NULL) != 0) {
+        ok(0, "hotproxy starts");
+        return;
+    }
+    pong(p.port); /* the shared connection and the link are up */
+    struct rlimit rl = {48, 48};
+    if (!ok(prlimit(p.pid, RLIMIT_NOFILE, &rl, NULL) == 0, "lower the running hotproxy's RLIMIT_NOFILE to 48")) {
+        hx_stop(&p, 15000);
+        return;
+    }
+    int fds[80], pongs, full;
+    double cpu0 = cpu_seconds(p.pid);
+    crowd(p.port, fds, 80, &pongs, &full);
+    diag("80 connections: %d PONG, %d max clients errors", pongs, full);
+    ok(pongs > 0 && pongs < 80, "80 connections: some are served, the rest wait in the backlog");
+    double cpu1 = cpu_seconds(p.pid);
+    hx_sleep_ms(1000); /* a window to measure CPU over */
+    double cpu2 = cpu_seconds(p.pid);
+    ok(cpu2 - cpu1 < 0.5, "not spinning: %.2f CPU s over a 1 s window (%.2f s for the connections)", cpu2 - cpu1,
+       cpu1 - cpu0);
+    long lines = count_lines(p.logfile, "Too many open files");
+    ok(lines >= 1 && lines <= 3, "'Too many open files' is logged once per episode (%ld lines)", lines);
+    for (int i = 0; i < 80; i++)
+        if (fds[i] >= 0) close(fds[i]);
+    ok(WAIT_FOR(pong(p.port), 10000), "after they close, a new client is served");
+    const char *n = hx_info_field(p.port, "hotproxy_stats", "hotproxy_accept_fd_exhaustions");
+    ok(n && atoi(n) >= 1, "INFO counts hotproxy_accept_fd_exhaustions (%s)", n ? n : "missing");
+    is_int(hx_stop(&p, 15000), 0, "hotproxy exits 0");
+}
+
 /* The bytes of /proc/PID/cmdline, NULs turned into spaces. */
 static void read_cmdline(pid_t pid, hx_buf *out)
 {
@@ -309,6 +431,8 @@ int main(void)
     blocked_at_sigterm();
     secrets_on_command_line();
     sighup_without_config_file();
+    low_nofile_at_start();
+    fd_exhaustion_while_running();
     hx_stop(&redis, 10000);
     done_testing();
     return exit_status();
