@@ -28,6 +28,72 @@ static void client_write_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void process_input(px_client *c);
 static void resume_held(px_client *c);
 
+static int mem_bucket(size_t mem)
+{
+    int b = 0;
+    mem >>= 15; /* below 32 KB: bucket 0 */
+    while (mem && b < PX_CLIENT_MEM_BUCKETS - 1) {
+        mem >>= 1;
+        b++;
+    }
+    return b;
+}
+
+/*
+ * Count what c's buffers hold now in the server's total and move c to its
+ * size's bucket: called wherever they grow or shrink, O(1).  What is counted
+ * is allocated memory (the buffers' capacity), and the replies held for an
+ * earlier one.  A closing client counts nothing.
+ */
+static void account(px_client *c)
+{
+    px_server *s = c->srv;
+    size_t mem = c->flags & PX_CLIENT_CLOSING ? 0 : c->in.cap + c->out.cap + c->held;
+    int b = mem ? mem_bucket(mem) : -1;
+    s->clients_mem = s->clients_mem - c->mem + mem;
+    c->mem = mem;
+    if (b == c->mem_bucket) return;
+    if (c->mem_bucket >= 0) {
+        if (c->mprev) c->mprev->mnext = c->mnext;
+        else s->mem_buckets[c->mem_bucket] = c->mnext;
+        if (c->mnext) c->mnext->mprev = c->mprev;
+        c->mprev = c->mnext = NULL;
+    }
+    c->mem_bucket = b;
+    if (b >= 0) {
+        c->mnext = s->mem_buckets[b];
+        if (c->mnext) c->mnext->mprev = c;
+        s->mem_buckets[b] = c;
+    }
+}
+
+void px_client_evict_for_memory(px_server *s)
+{
+    long long cap = s->cfg->maxmemory_clients;
+    if (!cap || (long long)s->clients_mem <= cap) {
+        s->clients_mem_warned = 0;
+        return;
+    }
+    int b = PX_CLIENT_MEM_BUCKETS - 1;
+    while ((long long)s->clients_mem > cap) {
+        px_client *c = s->mem_buckets[b];
+        if (!c) {
+            if (--b < 0) break;
+            continue;
+        }
+        s->stats.maxmemory_clients_disconnects++;
+        px_log_notice(&s->log,
+                      "Client id=%llu addr=%s closed: it used %zu bytes of buffers, the most, with every client's "
+                      "%zu bytes over maxmemory-clients %lld",
+                      (unsigned long long)c->id, c->addr, c->mem, s->clients_mem, cap);
+        px_client_close(c, NULL); /* leaves its bucket */
+    }
+    if ((long long)s->clients_mem > cap && !s->clients_mem_warned) {
+        s->clients_mem_warned = 1;
+        px_log_warning(&s->log, "Over maxmemory-clients after closing every client");
+    }
+}
+
 px_client *px_client_create(px_server *s, int fd, const char *addr)
 {
     px_client *c = calloc(1, sizeof(*c));
@@ -41,6 +107,7 @@ px_client *px_client_create(px_server *s, int fd, const char *addr)
     c->proto = 2;
     c->authenticated = !px_config_auth_required(s->cfg);
     c->user = strdup("default");
+    c->mem_bucket = -1;
     ev_io_init(&c->rw, client_read_cb, fd, EV_READ);
     ev_io_init(&c->ww, client_write_cb, fd, EV_WRITE);
     c->rw.data = c->ww.data = c;
@@ -108,6 +175,7 @@ void px_client_close(px_client *c, const char *why)
     c->qhead = c->qtail = NULL;
     c->nqueued = c->ninflight = 0;
     c->held = 0;
+    account(c);
     if (c->pinned) {
         struct px_upstream *u = c->pinned;
         c->pinned = NULL;
@@ -173,6 +241,7 @@ static void after_output(px_client *c)
 {
     px_server *s = c->srv;
     long long limit = s->cfg->client_output_buffer_limit;
+    account(c);
     /* replies held for an earlier one count too: they are output in waiting */
     if (limit && (long long)(px_buf_used(&c->out) + c->held) > limit) {
         s->stats.output_buffer_limit_disconnects++;
@@ -287,6 +356,7 @@ int px_client_flush(px_client *c)
                 c->flags |= PX_CLIENT_WRITE_ARMED;
                 ev_io_start(s->loop, &c->ww);
             }
+            account(c);
             return 0;
         }
         px_client_close(c, n < 0 ? strerror(errno) : "write returned 0");
@@ -298,6 +368,7 @@ int px_client_flush(px_client *c)
     }
     /* Give back memory a large reply left behind. */
     if (c->out.cap > 1024 * 1024) px_buf_clear(&c->out, 0);
+    account(c);
     if ((c->flags & PX_CLIENT_CLOSE_AFTER_REPLY) && c->nqueued == 0) {
         px_client_close(c, "closed after reply");
         return -1;
@@ -372,10 +443,13 @@ static void client_read_cb(struct ev_loop *loop, ev_io *w, int revents)
         return;
     }
     if (waiting) {
-        over_query_limit(c, px_buf_used(&c->in));
+        if (!over_query_limit(c, px_buf_used(&c->in))) account(c);
         return;
     }
     process_input(c);
+    /* give back the room a large request left behind */
+    if (!px_buf_used(&c->in)) px_buf_clear(&c->in, 1024 * 1024);
+    account(c);
 }
 
 /* Commands flagged blocking in the table that block only with an option

@@ -116,6 +116,10 @@ typedef struct px_client {
     const char **argv;
     size_t *argvlen;
 
+    size_t mem;             /* its buffers' bytes, as counted in the server's clients_mem */
+    int mem_bucket;         /* which of the server's mem_buckets it is in, -1 none */
+    struct px_client *mprev, *mnext;
+
     double created, last_active;
     char addr[64];          /* "ip:port" of the peer */
 
@@ -144,6 +148,10 @@ void px_client_upstream_frame(px_client *c, struct px_upstream *u, const char *f
 void px_client_pinned_lost(px_client *c, struct px_upstream *u);
 /* Give up the pinned connection if no state needs it any more. */
 void px_client_maybe_unpin(px_client *c);
+
+/* Past maxmemory-clients, close clients, biggest first, until under it
+ * (the server calls this before the loop sleeps). */
+void px_client_evict_for_memory(struct px_server *s);
 
 /* Write what is buffered; returns -1 if the client was closed. */
 int px_client_flush(px_client *c);

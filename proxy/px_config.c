@@ -43,6 +43,7 @@ static const cfg_entry table[] = {
     {"proto-max-bulk-len", CT_MEMORY, 1024 * 1024, LLONG_MAX, "512mb", OFF(proto_max_bulk_len), NULL, 0},
     {"client-query-buffer-limit", CT_MEMORY, 1024 * 1024, LLONG_MAX, "1gb", OFF(client_query_buffer_limit), NULL, 0},
     {"client-output-buffer-limit", CT_MEMORY, 0, LLONG_MAX, "1gb", OFF(client_output_buffer_limit), NULL, 0},
+    {"maxmemory-clients", CT_MEMORY, 0, LLONG_MAX, "2gb", OFF(maxmemory_clients), NULL, 0},
     {"loglevel", CT_ENUM, 0, 0, "notice", OFF(loglevel), loglevels, 0},
     {"logfile", CT_STRING, 0, 0, "", OFF(logfile), NULL, 1},
     {"pidfile", CT_STRING, 0, 0, "", OFF(pidfile), NULL, 1},

@@ -61,6 +61,7 @@ typedef struct px_config {
     long long proto_max_bulk_len;
     long long client_query_buffer_limit;
     long long client_output_buffer_limit; /* bytes, 0 = unlimited */
+    long long maxmemory_clients;    /* bytes of every client's buffers together, 0 = unlimited */
     /* process */
     long long loglevel;             /* PX_LL_* */
     char *logfile;                  /* "" = standard output */

@@ -75,6 +75,8 @@ static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
         c->flags &= ~PX_CLIENT_IN_WRITE_LIST;
         px_client_flush(c);
     }
+    /* after the writes, which gave memory back */
+    px_client_evict_for_memory(s);
     while (s->reap_ups) {
         px_upstream *u = s->reap_ups;
         s->reap_ups = u->rnext;

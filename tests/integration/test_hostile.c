@@ -354,6 +354,54 @@ static void fd_exhaustion_while_running(void)
     is_int(hx_stop(&p, 15000), 0, "hotproxy exits 0");
 }
 
+/* 9. maxmemory-clients: slow consumers are disconnected, biggest first. */
+static void maxmemory_clients(void)
+{
+    hx_proc p;
+    if (hx_proxy_start(&p, 0, redis.port, "--l1", "no", NULL) != 0) {
+        ok(0, "hotproxy starts");
+        return;
+    }
+    redisContext *c = hx_redis(p.port);
+    is_str(hx_cmd(c, "HOTPROXY CONFIG SET maxmemory-clients 8mb"), "OK", "HOTPROXY CONFIG SET maxmemory-clients 8mb");
+    ok(strstr(hx_cmd(c, "HOTPROXY CONFIG GET maxmemory-clients"), "(array") != NULL, "HOTPROXY CONFIG GET knows it");
+    size_t vlen = 1024 * 1024;
+    char *value = malloc(vlen);
+    memset(value, 'm', vlen);
+    redisReply *r = redisCommand(c, "SET hostile:big %b", value, vlen);
+    ok(r && r->type == REDIS_REPLY_STATUS, "SET a 1 MB value");
+    if (r) freeReplyObject(r);
+    free(value);
+
+    /* three clients ask for 40 MB each and never read */
+    int slow[3];
+    hx_buf req = {0};
+    for (int i = 0; i < 40; i++) hx_buf_printf(&req, "GET hostile:big\r\n");
+    for (int i = 0; i < 3; i++) {
+        slow[i] = hx_connect(p.port);
+        hx_send(slow[i], req.data, req.len, 5000);
+    }
+    hx_buf_free(&req);
+    int gone = WAIT_FOR(info_long(p.port, "hotproxy_stats", "hotproxy_maxmemory_clients_disconnects") >= 3, 20000);
+    ok(gone, "the three slow consumers are disconnected (maxmemory_clients_disconnects %ld)",
+       info_long(p.port, "hotproxy_stats", "hotproxy_maxmemory_clients_disconnects"));
+    for (int i = 0; i < 3; i++) {
+        hx_buf b = {0};
+        int st = hx_read_eof(slow[i], &b, 20000);
+        ok(st == HX_EOF || st == HX_RESET, "slow consumer %d: its connection is closed (%s, after %zu bytes)", i,
+           hx_status_name(st), b.len);
+        hx_buf_free(&b);
+    }
+    is_str(hx_cmd(c, "PING"), "PONG", "a client that reads its replies is still served");
+    r = redisCommand(c, "GET hostile:big");
+    ok(r && r->type == REDIS_REPLY_STRING && r->len == 1024 * 1024, "... big replies included");
+    if (r) freeReplyObject(r);
+    ok(count_lines(p.logfile, "over maxmemory-clients") >= 3, "each disconnection is logged");
+    for (int i = 0; i < 3; i++) close(slow[i]);
+    if (c) redisFree(c);
+    is_int(hx_stop(&p, 15000), 0, "hotproxy exits 0");
+}
+
 /* The bytes of /proc/PID/cmdline, NULs turned into spaces. */
 static void read_cmdline(pid_t pid, hx_buf *out)
 {
@@ -433,6 +481,7 @@ int main(void)
     sighup_without_config_file();
     low_nofile_at_start();
     fd_exhaustion_while_running();
+    maxmemory_clients();
     hx_stop(&redis, 10000);
     done_testing();
     return exit_status();
