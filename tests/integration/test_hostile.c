@@ -465,23 +465,34 @@ static void sighup_without_config_file(void)
     is_int(hx_stop(&p, 15000), 0, "hotproxy exits 0");
 }
 
-int main(void)
+/* test_hostile [name...]: only the sections named (all when none). */
+int main(int argc, char **argv)
 {
+    static const struct {
+        const char *name;
+        void (*fn)(void);
+    } sections[] = {
+        {"empty_command", empty_command_unauthenticated},
+        {"unauth_limits", unauthenticated_limits},
+        {"vanishing_blocked", vanishing_blocked_clients},
+        {"blocked_at_sigterm", blocked_at_sigterm},
+        {"secrets", secrets_on_command_line},
+        {"sighup", sighup_without_config_file},
+        {"low_nofile", low_nofile_at_start},
+        {"fd_exhaustion", fd_exhaustion_while_running},
+        {"maxmemory_clients", maxmemory_clients},
+    };
     hx_init(280);
     if (hx_redis_start(&redis, 0) != 0) {
         plan(1);
         ok(0, "redis-server starts");
         return exit_status();
     }
-    empty_command_unauthenticated();
-    unauthenticated_limits();
-    vanishing_blocked_clients();
-    blocked_at_sigterm();
-    secrets_on_command_line();
-    sighup_without_config_file();
-    low_nofile_at_start();
-    fd_exhaustion_while_running();
-    maxmemory_clients();
+    for (size_t i = 0; i < sizeof(sections) / sizeof(sections[0]); i++) {
+        int run = argc < 2;
+        for (int j = 1; j < argc; j++) run |= !strcmp(argv[j], sections[i].name);
+        if (run) sections[i].fn();
+    }
     hx_stop(&redis, 10000);
     done_testing();
     return exit_status();
