@@ -83,7 +83,7 @@ void px_client_evict_for_memory(px_server *s)
         }
         s->stats.maxmemory_clients_disconnects++;
         px_log_notice(&s->log,
-                      "Client id=%llu addr=%s closed: it used %zu bytes of buffers, the most, with every client's "
+                      "Client id=%llu addr=%s closed: its buffers used %zu bytes, among the most, with all clients' "
                       "%zu bytes over maxmemory-clients %lld",
                       (unsigned long long)c->id, c->addr, c->mem, s->clients_mem, cap);
         px_client_close(c, NULL); /* leaves its bucket */
