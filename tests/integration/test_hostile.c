@@ -364,11 +364,15 @@ static void maxmemory_clients(void)
     }
     redisContext *c = hx_redis(p.port);
     is_str(hx_cmd(c, "HOTPROXY CONFIG SET maxmemory-clients 8mb"), "OK", "HOTPROXY CONFIG SET maxmemory-clients 8mb");
-    ok(strstr(hx_cmd(c, "HOTPROXY CONFIG GET maxmemory-clients"), "(array") != NULL, "HOTPROXY CONFIG GET knows it");
+    redisReply *r = c ? redisCommand(c, "HOTPROXY CONFIG GET maxmemory-clients") : NULL;
+    ok(r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[1]->str &&
+           !strcmp(r->element[1]->str, "8388608"),
+       "HOTPROXY CONFIG GET maxmemory-clients: 8388608");
+    if (r) freeReplyObject(r);
     size_t vlen = 1024 * 1024;
     char *value = malloc(vlen);
     memset(value, 'm', vlen);
-    redisReply *r = redisCommand(c, "SET hostile:big %b", value, vlen);
+    r = redisCommand(c, "SET hostile:big %b", value, vlen);
     ok(r && r->type == REDIS_REPLY_STATUS, "SET a 1 MB value");
     if (r) freeReplyObject(r);
     free(value);
