@@ -31,6 +31,25 @@ static void daemonize(void)
     }
 }
 
+/* The command line as given, for reload: argv itself is scrubbed of secrets. */
+static char **copy_args(int argc, char **argv)
+{
+    char **copy = calloc((size_t)argc + 1, sizeof(*copy));
+    if (!copy) abort();
+    for (int i = 0; i < argc; i++)
+        if (!(copy[i] = strdup(argv[i]))) abort();
+    return copy;
+}
+
+static void free_args(int argc, char **args)
+{
+    for (int i = 0; i < argc; i++) {
+        memset(args[i], 0, strlen(args[i]));
+        free(args[i]);
+    }
+    free(args);
+}
+
 int main(int argc, char **argv)
 {
     px_config cfg;
@@ -56,8 +75,12 @@ int main(int argc, char **argv)
         px_config_free(&cfg);
         return 1;
     }
-    s->argc = argc; /* reload reads the same file and command line again */
-    s->argv = argv;
+    /* Reload reads the same file and command line again, from a private
+     * copy: the secrets in argv are overwritten so ps does not show them. */
+    char **args = copy_args(argc, argv);
+    px_config_scrub_args(argc, argv);
+    s->argc = argc;
+    s->argv = args;
     if (cfg.pidfile && *cfg.pidfile) {
         FILE *f = fopen(cfg.pidfile, "w");
         if (f) {
@@ -69,6 +92,7 @@ int main(int argc, char **argv)
     }
     rc = px_server_run(s);
     px_server_destroy(s);
+    free_args(argc, args);
     if (cfg.pidfile && *cfg.pidfile) unlink(cfg.pidfile);
     px_config_free(&cfg);
     return rc;

@@ -28,6 +28,72 @@ static void client_write_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void process_input(px_client *c);
 static void resume_held(px_client *c);
 
+static int mem_bucket(size_t mem)
+{
+    int b = 0;
+    mem >>= 15; /* below 32 KB: bucket 0 */
+    while (mem && b < PX_CLIENT_MEM_BUCKETS - 1) {
+        mem >>= 1;
+        b++;
+    }
+    return b;
+}
+
+/*
+ * Count what c's buffers hold now in the server's total and move c to its
+ * size's bucket: called wherever they grow or shrink, O(1).  What is counted
+ * is allocated memory (the buffers' capacity), and the replies held for an
+ * earlier one.  A closing client counts nothing.
+ */
+static void account(px_client *c)
+{
+    px_server *s = c->srv;
+    size_t mem = c->flags & PX_CLIENT_CLOSING ? 0 : c->in.cap + c->out.cap + c->held;
+    int b = mem ? mem_bucket(mem) : -1;
+    s->clients_mem = s->clients_mem - c->mem + mem;
+    c->mem = mem;
+    if (b == c->mem_bucket) return;
+    if (c->mem_bucket >= 0) {
+        if (c->mprev) c->mprev->mnext = c->mnext;
+        else s->mem_buckets[c->mem_bucket] = c->mnext;
+        if (c->mnext) c->mnext->mprev = c->mprev;
+        c->mprev = c->mnext = NULL;
+    }
+    c->mem_bucket = b;
+    if (b >= 0) {
+        c->mnext = s->mem_buckets[b];
+        if (c->mnext) c->mnext->mprev = c;
+        s->mem_buckets[b] = c;
+    }
+}
+
+void px_client_evict_for_memory(px_server *s)
+{
+    long long cap = s->cfg->maxmemory_clients;
+    if (!cap || (long long)s->clients_mem <= cap) {
+        s->clients_mem_warned = 0;
+        return;
+    }
+    int b = PX_CLIENT_MEM_BUCKETS - 1;
+    while ((long long)s->clients_mem > cap) {
+        px_client *c = s->mem_buckets[b];
+        if (!c) {
+            if (--b < 0) break;
+            continue;
+        }
+        s->stats.maxmemory_clients_disconnects++;
+        px_log_notice(&s->log,
+                      "Client id=%llu addr=%s closed: its buffers used %zu bytes, among the most, with all clients' "
+                      "%zu bytes over maxmemory-clients %lld",
+                      (unsigned long long)c->id, c->addr, c->mem, s->clients_mem, cap);
+        px_client_close(c, NULL); /* leaves its bucket */
+    }
+    if ((long long)s->clients_mem > cap && !s->clients_mem_warned) {
+        s->clients_mem_warned = 1;
+        px_log_warning(&s->log, "Over maxmemory-clients after closing every client");
+    }
+}
+
 px_client *px_client_create(px_server *s, int fd, const char *addr)
 {
     px_client *c = calloc(1, sizeof(*c));
@@ -41,6 +107,7 @@ px_client *px_client_create(px_server *s, int fd, const char *addr)
     c->proto = 2;
     c->authenticated = !px_config_auth_required(s->cfg);
     c->user = strdup("default");
+    c->mem_bucket = -1;
     ev_io_init(&c->rw, client_read_cb, fd, EV_READ);
     ev_io_init(&c->ww, client_write_cb, fd, EV_WRITE);
     c->rw.data = c->ww.data = c;
@@ -136,6 +203,7 @@ void px_client_close(px_client *c, const char *why)
     c->qhead = c->qtail = NULL;
     c->nqueued = c->ninflight = 0;
     c->held = 0;
+    account(c);
     px_client_drop_pinned(c);
     c->cnext = s->closing;
     s->closing = c;
@@ -199,6 +267,7 @@ static void after_output(px_client *c)
 {
     px_server *s = c->srv;
     long long limit = s->cfg->client_output_buffer_limit;
+    account(c);
     /* replies held for an earlier one count too: they are output in waiting */
     if (limit && (long long)(px_buf_used(&c->out) + c->held) > limit) {
         s->stats.output_buffer_limit_disconnects++;
@@ -322,6 +391,7 @@ int px_client_flush(px_client *c)
                 c->flags |= PX_CLIENT_WRITE_ARMED;
                 ev_io_start(s->loop, &c->ww);
             }
+            account(c);
             return 0;
         }
         px_client_close(c, n < 0 ? strerror(errno) : "write returned 0");
@@ -333,6 +403,7 @@ int px_client_flush(px_client *c)
     }
     /* Give back memory a large reply left behind. */
     if (c->out.cap > 1024 * 1024) px_buf_clear(&c->out, 0);
+    account(c);
     if ((c->flags & PX_CLIENT_CLOSE_AFTER_REPLY) && c->nqueued == 0) {
         px_client_close(c, "closed after reply");
         return -1;
@@ -347,13 +418,47 @@ static void client_write_cb(struct ev_loop *loop, ev_io *w, int revents)
     px_client_flush(w->data);
 }
 
+/*
+ * A client whose commands wait (paused for having too much in flight, or
+ * holding a command until its in-flight replies are in) is normally not
+ * read, so TCP pushes back.  One with a blocking command in flight may wait
+ * for ever, though: it is still read, as Redis reads a blocked client, so
+ * that its close is seen and it is freed (its blocked command with it).
+ * What it sends meanwhile waits unparsed, within client-query-buffer-limit.
+ */
+static int read_while_waiting(const px_client *c)
+{
+    return c->nblocking > 0 && !c->srv->shutting_down;
+}
+
+static void stop_reading_unless_blocked(px_client *c)
+{
+    if (!read_while_waiting(c)) ev_io_stop(c->srv->loop, &c->rw);
+}
+
+static int over_query_limit(px_client *c, size_t used)
+{
+    px_server *s = c->srv;
+    if ((long long)used <= s->cfg->client_query_buffer_limit) return 0;
+    s->stats.query_buffer_limit_disconnects++;
+    px_log_notice(&s->log, "Client id=%llu addr=%s closed: query buffer %zu bytes over client-query-buffer-limit",
+                  (unsigned long long)c->id, c->addr, used);
+    px_client_close(c, NULL);
+    return 1;
+}
+
 static void client_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     px_client *c = w->data;
     px_server *s = c->srv;
     (void)loop;
     (void)revents;
-    if (c->flags & (PX_CLIENT_CLOSING | PX_CLIENT_PAUSED | PX_CLIENT_HOLD)) return;
+    if (c->flags & PX_CLIENT_CLOSING) return;
+    int waiting = (c->flags & (PX_CLIENT_PAUSED | PX_CLIENT_HOLD)) != 0;
+    if (waiting && !read_while_waiting(c)) {
+        ev_io_stop(s->loop, &c->rw); /* its blocking command has been answered */
+        return;
+    }
     /* Read what the command being parsed still needs, at least a chunk. */
     size_t want = READ_CHUNK;
     size_t used = px_buf_used(&c->in);
@@ -372,7 +477,14 @@ static void client_read_cb(struct ev_loop *loop, ev_io *w, int revents)
         px_client_close(c, strerror(errno));
         return;
     }
+    if (waiting) {
+        if (!over_query_limit(c, px_buf_used(&c->in))) account(c);
+        return;
+    }
     process_input(c);
+    /* give back the room a large request left behind */
+    if (!px_buf_used(&c->in)) px_buf_clear(&c->in, 1024 * 1024);
+    account(c);
 }
 
 /* Commands flagged blocking in the table that block only with an option
@@ -1026,14 +1138,10 @@ static void process_input(px_client *c)
            px_buf_used(&c->in)) {
         const char *start = px_buf_start(&c->in);
         size_t used = px_buf_used(&c->in);
+        c->parser.unauthenticated = !c->authenticated;
         int rc = px_req_parse(&c->parser, start, used);
         if (rc == PX_AGAIN) {
-            if ((long long)used > s->cfg->client_query_buffer_limit) {
-                s->stats.query_buffer_limit_disconnects++;
-                px_log_notice(&s->log, "Client id=%llu addr=%s closed: query buffer %zu bytes over client-query-buffer-limit",
-                              (unsigned long long)c->id, c->addr, used);
-                px_client_close(c, NULL);
-            }
+            over_query_limit(c, used);
             return;
         }
         if (rc == PX_ERR) {
@@ -1056,14 +1164,14 @@ static void process_input(px_client *c)
             /* wait for the in-flight replies; the parse is redone then */
             px_req_parser_reset(&c->parser);
             c->flags |= PX_CLIENT_HOLD;
-            ev_io_stop(s->loop, &c->rw);
+            stop_reading_unless_blocked(c);
             return;
         }
         px_buf_consume(&c->in, c->parser.pos);
         px_req_parser_reset(&c->parser);
         if (c->ninflight >= s->cfg->upstream_max_inflight) {
             c->flags |= PX_CLIENT_PAUSED;
-            ev_io_stop(s->loop, &c->rw);
+            stop_reading_unless_blocked(c);
         }
     }
     if (c->flags & PX_CLIENT_CLOSE_AFTER_REPLY) ev_io_stop(s->loop, &c->rw);

@@ -143,6 +143,10 @@ typedef struct px_client {
     const char **argv;
     size_t *argvlen;
 
+    size_t mem;             /* its buffers' bytes, as counted in the server's clients_mem */
+    int mem_bucket;         /* which of the server's mem_buckets it is in, -1 none */
+    struct px_client *mprev, *mnext;
+
     double created, last_active;
     char addr[64];          /* "ip:port" of the peer */
 
@@ -183,6 +187,10 @@ void px_client_drop_pinned(px_client *c);
  * CLIENT TRACKING redirects to it (Redis needs a connection id to send the
  * invalidations to); it keeps it until RESET.  -1 with err if it cannot. */
 int px_client_pin_redirect_target(px_client *c, const char **err);
+
+/* Past maxmemory-clients, close clients, biggest first, until under it
+ * (the server calls this before the loop sleeps). */
+void px_client_evict_for_memory(struct px_server *s);
 
 /* Write what is buffered; returns -1 if the client was closed. */
 int px_client_flush(px_client *c);

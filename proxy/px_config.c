@@ -43,6 +43,7 @@ static const cfg_entry table[] = {
     {"proto-max-bulk-len", CT_MEMORY, 1024 * 1024, LLONG_MAX, "512mb", OFF(proto_max_bulk_len), NULL, 0},
     {"client-query-buffer-limit", CT_MEMORY, 1024 * 1024, LLONG_MAX, "1gb", OFF(client_query_buffer_limit), NULL, 0},
     {"client-output-buffer-limit", CT_MEMORY, 0, LLONG_MAX, "1gb", OFF(client_output_buffer_limit), NULL, 0},
+    {"maxmemory-clients", CT_MEMORY, 0, LLONG_MAX, "2gb", OFF(maxmemory_clients), NULL, 0},
     {"loglevel", CT_ENUM, 0, 0, "notice", OFF(loglevel), loglevels, 0},
     {"logfile", CT_STRING, 0, 0, "", OFF(logfile), NULL, 1},
     {"pidfile", CT_STRING, 0, 0, "", OFF(pidfile), NULL, 1},
@@ -604,6 +605,20 @@ int px_config_from_args(px_config *c, int argc, char **argv, char *out, size_t o
     int rc = px_config_load_string(c, text, "(command line)", err, errlen);
     free(text);
     return rc;
+}
+
+void px_config_scrub_args(int argc, char **argv)
+{
+    const cfg_entry *e = NULL;
+    for (int i = 1; i < argc; i++) {
+        char *a = argv[i];
+        if (!strncmp(a, "--", 2) && a[2]) {
+            e = lookup(a + 2);
+            continue;
+        }
+        if (!e) continue; /* the config file's path */
+        if (e->type == CT_SECRET || (e->type == CT_USER && a[0] == '>')) memset(a, 'x', strlen(a));
+    }
 }
 
 int px_config_get(const px_config *c, int index, const char **name, char *value, size_t valuelen)

@@ -61,6 +61,7 @@ typedef struct px_config {
     long long proto_max_bulk_len;
     long long client_query_buffer_limit;
     long long client_output_buffer_limit; /* bytes, 0 = unlimited */
+    long long maxmemory_clients;    /* bytes of every client's buffers together, 0 = unlimited */
     /* process */
     long long loglevel;             /* PX_LL_* */
     char *logfile;                  /* "" = standard output */
@@ -117,6 +118,15 @@ int px_config_set(px_config *c, const char *name, int argc, char **argv, char *e
  * --version was handled (text written to out), or -1 with err set.
  */
 int px_config_from_args(px_config *c, int argc, char **argv, char *out, size_t outlen, char *err, size_t errlen);
+
+/*
+ * Overwrite, in place, the secrets a command line px_config_from_args
+ * accepted carries (the values of requirepass, upstream-password and the
+ * other secret directives, and a user's ">password" words), so ps and
+ * /proc/PID/cmdline do not show them.  Keep a copy first if the command
+ * line must be read again (reload).
+ */
+void px_config_scrub_args(int argc, char **argv);
 
 /* 1 if any client authentication is configured. */
 int px_config_auth_required(const px_config *c);

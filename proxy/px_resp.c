@@ -124,6 +124,13 @@ static int split_inline(px_req_parser *p, const char *s, size_t n)
 {
     size_t i = 0, used = 0;
     p->argc = 0;
+    /* Arguments point into scratch even when every one is empty ("" or ''):
+     * it must exist, or the command lookup gets a null pointer. */
+    if (!p->scratch) {
+        p->scratch_cap = 256;
+        p->scratch = malloc(p->scratch_cap);
+        if (!p->scratch) abort();
+    }
     while (1) {
         while (i < n && (isspace((unsigned char)s[i]))) i++;
         if (i >= n || s[i] == '\0') return 0;
@@ -234,6 +241,10 @@ int px_req_parse(px_req_parser *p, const char *buf, size_t len)
             p->errstr = "Protocol error: invalid multibulk length";
             return PX_ERR;
         }
+        if (ll > PX_UNAUTH_MAX_ARGS && p->unauthenticated) {
+            p->errstr = "Protocol error: unauthenticated multibulk length";
+            return PX_ERR;
+        }
         p->pos = (size_t)(cr - buf) + 2;
         if (ll <= 0) return PX_OK; /* "*0" and "*-1": an empty command, skipped */
         p->mbulk_left = ll;
@@ -267,6 +278,10 @@ int px_req_parse(px_req_parser *p, const char *buf, size_t len)
             long long ll;
             if (!px_string2ll(s + 1, (size_t)(cr - (s + 1)), &ll) || ll < 0 || ll > p->max_bulk_len) {
                 p->errstr = "Protocol error: invalid bulk length";
+                return PX_ERR;
+            }
+            if (ll > PX_UNAUTH_MAX_BULK && p->unauthenticated) {
+                p->errstr = "Protocol error: unauthenticated bulk length";
                 return PX_ERR;
             }
             p->pos += (size_t)(cr - s) + 2;

@@ -34,6 +34,9 @@
 
 #define PX_INLINE_MAX_SIZE (64 * 1024)   /* Redis PROTO_INLINE_MAX_SIZE */
 #define PX_REPLY_INLINE_DEPTH 32       /* levels tracked without allocating */
+/* Before authentication, as Redis 7 (networking.c): arguments and bulk bytes. */
+#define PX_UNAUTH_MAX_ARGS 10
+#define PX_UNAUTH_MAX_BULK 16384
 
 typedef struct px_arg {
     size_t off; /* offset from the command's first byte (or into inline scratch) */
@@ -43,6 +46,10 @@ typedef struct px_arg {
 typedef struct px_req_parser {
     /* limits, set once by the owner */
     long long max_bulk_len; /* proto-max-bulk-len */
+    /* set by the owner before each call: the client has not authenticated
+     * yet, so Redis' tighter limits apply (at most 10 arguments of at most
+     * 16 KB each), and a stranger cannot make it buffer a large request */
+    int unauthenticated;
 
     /* parse state of the command being read */
     int type;              /* 0: not started, '*': multibulk, 'i': inline */

@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -23,6 +25,11 @@
 #include "proxy/px_upstream.h"
 
 #define CRON_INTERVAL 0.1
+/* Descriptors kept for what is not a client or its pinned connection: the
+ * listener, the log, stdio, shared upstream connections, the invalidation
+ * link, what libev and libc open (Redis' CONFIG_MIN_RESERVED_FDS is 32). */
+#define RESERVED_FDS 32
+#define ACCEPT_RETRY 0.1 /* seconds without accepting after EMFILE/ENFILE */
 
 double px_now(px_server *s) { return ev_now(s->loop); }
 
@@ -81,6 +88,8 @@ static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
         c->flags &= ~PX_CLIENT_IN_WRITE_LIST;
         px_client_flush(c);
     }
+    /* after the writes, which gave memory back */
+    px_client_evict_for_memory(s);
     while (s->reap_ups) {
         px_upstream *u = s->reap_ups;
         s->reap_ups = u->rnext;
@@ -124,20 +133,54 @@ static void cron_cb(struct ev_loop *loop, ev_timer *w, int revents)
     }
 }
 
+/*
+ * Out of file descriptors, the pending connection stays in the backlog and
+ * the listener stays readable: accepting again at once fails again, for ever
+ * (a spinning loop and a log line each time).  So stop accepting for a
+ * moment, and say so once per episode.
+ */
+static void accept_pause(px_server *s, int err)
+{
+    if (!s->accept_paused) {
+        s->accept_paused = 1;
+        s->stats.accept_fd_exhaustions++;
+        px_log_warning(&s->log,
+                       "Accepting client connection: %s; not accepting for %d ms at a time until descriptors are "
+                       "free (raise 'ulimit -n' or lower maxclients)",
+                       strerror(err), (int)(ACCEPT_RETRY * 1000));
+    }
+    ev_io_stop(s->loop, &s->accept_w);
+    ev_timer_set(&s->accept_retry_w, ACCEPT_RETRY, 0.);
+    ev_timer_start(s->loop, &s->accept_retry_w);
+}
+
+static void accept_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    px_server *s = w->data;
+    (void)revents;
+    if (!s->shutting_down && s->listen_fd >= 0) ev_io_start(loop, &s->accept_w);
+}
+
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     px_server *s = w->data;
     (void)loop;
     (void)revents;
+    long long maxclients = s->cfg->maxclients < s->maxclients_fd_cap ? s->cfg->maxclients : s->maxclients_fd_cap;
     for (int i = 0; i < 64; i++) {
         struct sockaddr_storage sa;
         socklen_t salen = sizeof(sa);
         int fd = accept4(s->listen_fd, (struct sockaddr *)&sa, &salen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR) continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
+            if (errno == EMFILE || errno == ENFILE) accept_pause(s, errno);
+            else if (errno != EAGAIN && errno != EWOULDBLOCK)
                 px_log_warning(&s->log, "Accepting client connection: %s", strerror(errno));
             return;
+        }
+        if (s->accept_paused) {
+            s->accept_paused = 0;
+            px_log_notice(&s->log, "Accepting client connections again");
         }
         char host[INET6_ADDRSTRLEN] = "?", addr[64];
         int port = 0;
@@ -151,7 +194,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             port = ntohs(in6->sin6_port);
         }
         snprintf(addr, sizeof(addr), "%s:%d", host, port);
-        if (s->nclients >= s->cfg->maxclients) {
+        if (s->nclients >= maxclients) {
             static const char msg[] = "-ERR max number of clients reached\r\n";
             ssize_t n = write(fd, msg, sizeof(msg) - 1);
             (void)n;
@@ -169,6 +212,69 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         s->stats.connections_received++;
         px_client_create(s, fd, addr);
     }
+}
+
+/* Descriptors needed for m clients: each may hold a pinned connection too,
+ * up to upstream-max-pinned (+ the spares kept for reuse). */
+static long long fds_for(const px_config *cfg, long long m)
+{
+    long long pinned = cfg->upstream_max_pinned + cfg->upstream_spare;
+    return m + (pinned < m ? pinned : m) + RESERVED_FDS + 4 * cfg->upstream_connections;
+}
+
+/*
+ * As Redis' adjustOpenFilesLimit: raise RLIMIT_NOFILE to what maxclients
+ * needs if the system lets us; else keep maxclients to what the limit
+ * allows, with a warning, so clients past it get "max number of clients
+ * reached" instead of the process running out of descriptors.
+ */
+static void adjust_open_files_limit(px_server *s)
+{
+    const px_config *cfg = s->cfg;
+    long long want = fds_for(cfg, cfg->maxclients);
+    struct rlimit rl;
+    int setrlimit_error = 0;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        px_log_warning(&s->log, "Unable to obtain the current NOFILE limit (%s), assuming 1024 and setting the max "
+                                "clients configuration accordingly.", strerror(errno));
+        rl.rlim_cur = rl.rlim_max = 1024;
+    }
+    rlim_t old = rl.rlim_cur, limit = old;
+    if (old != RLIM_INFINITY && old < (rlim_t)want) {
+        /* the whole need (root may raise the hard limit too), else the hard limit */
+        struct rlimit nl = {(rlim_t)want, rl.rlim_max != RLIM_INFINITY && rl.rlim_max < (rlim_t)want ? (rlim_t)want
+                                                                                                      : rl.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &nl) == 0) {
+            limit = (rlim_t)want;
+        } else {
+            setrlimit_error = errno;
+            nl.rlim_cur = nl.rlim_max = rl.rlim_max;
+            if (rl.rlim_max > old && setrlimit(RLIMIT_NOFILE, &nl) == 0) limit = rl.rlim_max;
+        }
+        if (limit > old)
+            px_log_notice(&s->log, "Increased maximum number of open files to %llu (it was originally set to %llu).",
+                          (unsigned long long)limit, (unsigned long long)old);
+    }
+    if (limit == RLIM_INFINITY || limit >= (rlim_t)LLONG_MAX / 4) {
+        s->maxclients_fd_cap = LLONG_MAX;
+        return;
+    }
+    long long avail = (long long)limit, pinned = cfg->upstream_max_pinned + cfg->upstream_spare;
+    long long reserve = RESERVED_FDS + 4 * cfg->upstream_connections;
+    long long cap = avail - reserve - pinned >= pinned ? avail - reserve - pinned : (avail - reserve) / 2;
+    if (cap < 1) cap = 1;
+    s->maxclients_fd_cap = cap;
+    if (cap >= cfg->maxclients) return;
+    px_log_warning(&s->log, "You requested maxclients of %lld requiring at least %lld max file descriptors.",
+                   cfg->maxclients, want);
+    if (setrlimit_error)
+        px_log_warning(&s->log, "Server can't set maximum open files to %lld because of OS error: %s.", want,
+                       strerror(setrlimit_error));
+    px_log_warning(&s->log,
+                   "Current maximum open files is %llu. maxclients has been reduced to %lld to compensate for low "
+                   "ulimit (each client may also hold an upstream connection of its own). If you need higher "
+                   "maxclients increase 'ulimit -n'.",
+                   (unsigned long long)limit, cap);
 }
 
 static int listen_on(px_server *s, char *err, size_t errlen)
@@ -214,7 +320,8 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
             px_log_warning(&s->log, "SIGHUP: cannot reopen the log file: %s", strerror(errno));
         else
             px_log_notice(&s->log, "SIGHUP: log file reopened");
-        if (s->cfg->config_file && px_server_reload(s, err, sizeof(err)) != 0)
+        /* without a config file there is still the command line to read */
+        if (px_server_reload(s, err, sizeof(err)) != 0)
             px_log_warning(&s->log, "SIGHUP: config not reloaded: %s", err);
         return;
     }
@@ -254,6 +361,7 @@ void px_server_shutdown(px_server *s)
     s->shutting_down = 1;
     s->shutdown_deadline = px_now(s) + (double)s->cfg->shutdown_timeout;
     ev_io_stop(s->loop, &s->accept_w);
+    ev_timer_stop(s->loop, &s->accept_retry_w);
     if (s->listen_fd >= 0) {
         close(s->listen_fd);
         s->listen_fd = -1;
@@ -281,6 +389,7 @@ px_server *px_server_create(px_config *cfg, char *err, size_t errlen)
         return NULL;
     }
     px_stats_init(&s->stats);
+    adjust_open_files_limit(s);
     s->start_time = ev_now(s->loop);
     s->rng = ((uint64_t)getpid() << 32) ^ (uint64_t)(s->start_time * 1e6) ^ 0x9E3779B97F4A7C15ULL;
     if (listen_on(s, err, errlen) != 0) {
@@ -294,6 +403,8 @@ px_server *px_server_create(px_config *cfg, char *err, size_t errlen)
         return NULL;
     }
     ev_io_init(&s->accept_w, accept_cb, s->listen_fd, EV_READ);
+    ev_timer_init(&s->accept_retry_w, accept_retry_cb, ACCEPT_RETRY, 0.);
+    s->accept_retry_w.data = s;
     ev_prepare_init(&s->flush_w, flush_cb);
     ev_timer_init(&s->cron_w, cron_cb, CRON_INTERVAL, CRON_INTERVAL);
     ev_signal_init(&s->sigterm_w, signal_cb, SIGTERM);
@@ -331,7 +442,15 @@ void px_server_destroy(px_server *s)
         px_client_free(c);
     }
     s->write_clients = NULL;
+    s->write_ups = NULL;
     if (s->router) s->router->destroy(s->router);
+    /* Pinned connections closed since the loop last ran (those of the
+     * clients just freed, a blocked one's among them) wait here. */
+    while (s->reap_ups) {
+        px_upstream *u = s->reap_ups;
+        s->reap_ups = u->rnext;
+        px_upstream_free(u);
+    }
     px_l1_destroy(s->l1); /* after the pool: its teardown answers the fills */
     while (s->req_free) {
         px_req *r = s->req_free;

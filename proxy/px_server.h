@@ -22,6 +22,10 @@
 
 struct px_client;
 struct px_upstream;
+
+/* Client memory buckets: below 32 KB, then one per power of two (Redis'
+ * CLIENT_MEM_USAGE_BUCKETS). */
+#define PX_CLIENT_MEM_BUCKETS 19
 struct px_router;
 struct px_req;
 struct px_l1;
@@ -36,6 +40,9 @@ typedef struct px_server {
 
     int listen_fd;
     ev_io accept_w;
+    ev_timer accept_retry_w;         /* accepting paused: out of file descriptors */
+    int accept_paused;               /* in such an episode (logged once) */
+    long long maxclients_fd_cap;     /* the most clients the descriptor limit allows */
     ev_prepare flush_w;
     ev_timer cron_w;
     ev_signal sigterm_w, sigint_w, sighup_w;
@@ -43,6 +50,13 @@ typedef struct px_server {
     struct px_client *clients;       /* every connected client */
     struct px_client *clients_by_id; /* the same, in a uthash table by id */
     long nclients;
+    /* Memory of client buffers (query, output, held replies), kept up to
+     * date by px_client as they change, with the clients in buckets by
+     * size (a power of two each), so the biggest are found without a walk
+     * of every client, as Redis' client eviction does. */
+    size_t clients_mem;
+    struct px_client *mem_buckets[PX_CLIENT_MEM_BUCKETS];
+    int clients_mem_warned;          /* over maxmemory-clients with nobody left to close: logged */
     uint64_t next_client_id;
     struct px_client *write_clients; /* clients with output to flush */
     struct px_upstream *write_ups;   /* upstreams with output to flush */

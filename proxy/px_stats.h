@@ -12,6 +12,7 @@
 #define PX_STATS_LIST(X)                                                                  \
     X(connections_received, "client connections accepted")                               \
     X(rejected_connections, "client connections refused at maxclients")                  \
+    X(accept_fd_exhaustions, "times accepting paused for want of file descriptors")      \
     X(commands_processed, "commands read from clients")                                  \
     X(commands_forwarded, "commands sent upstream")                                      \
     X(commands_local, "commands answered by hotproxy itself")                            \
@@ -19,6 +20,7 @@
     X(protocol_errors, "clients closed for a malformed request")                         \
     X(query_buffer_limit_disconnects, "clients closed past client-query-buffer-limit")   \
     X(output_buffer_limit_disconnects, "clients closed past client-output-buffer-limit") \
+    X(maxmemory_clients_disconnects, "clients closed, biggest first, past maxmemory-clients") \
     X(idle_timeouts, "clients closed after timeout seconds idle")                        \
     X(upstream_connects, "upstream connections established")                             \
     X(upstream_connect_failures, "upstream connection attempts that failed")             \

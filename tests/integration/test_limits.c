@@ -144,6 +144,12 @@ static void malformed(void)
     SAME("inline \\x escapes and an empty argument", "ECHO \"\\x41\\x4a\\xZZ\"\r\nECHO \"\"\r\n", 0);
     SAME("inline tabs between arguments", "ECHO\tx\r\n", 0);
     SAME("a lone \\n", "\n*1\r\n$4\r\nPING\r\n", 0);
+    /* every argument empty: the inline parser copied nothing, and the
+     * command lookup was handed a null pointer (UBSan aborted) */
+    SAME("inline command of only \"\" (empty name), then PING", "\"\"\r\n*1\r\n$4\r\nPING\r\n", 0);
+    SAME("inline command of only '' (empty name), then PING", "''\r\n*1\r\n$4\r\nPING\r\n", 0);
+    SAME("inline command \"\" \"\" (empty name and argument)", "\"\" \"\"\r\n", 0);
+    SAME("multibulk command with an empty name *1 $0", "*1\r\n$0\r\n\r\n*1\r\n$4\r\nPING\r\n", 0);
 
     /* NUL bytes in headers: Redis looks for \r and \n with strchr, so a
      * NUL hides the line end and Redis waits for ever.  hotproxy sees the

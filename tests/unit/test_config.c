@@ -657,6 +657,27 @@ static void test_args(void)
            from_cmdline ? " and names (command line)" : "", err);
         px_config_free(&c);
     }
+
+    /* Regression: secrets given on the command line stayed visible in ps. */
+    {
+        char a[][32] = {"hotproxy", "--requirepass", "s3cret-a", "--upstream-password", "s3cret-b", "--user",
+                        "alice", "on", ">s3cret-c", "+@admin", "--port", "7001"};
+        char *argv[12];
+        for (int i = 0; i < 12; i++) argv[i] = a[i];
+        px_config_init(&c);
+        rc = px_config_from_args(&c, 12, argv, out, sizeof(out), err, sizeof(err));
+        ok(rc == 0, "--requirepass --upstream-password --user --port: 0");
+        px_config_scrub_args(12, argv);
+        int leaked = 0;
+        for (int i = 0; i < 12; i++) leaked |= strstr(argv[i], "s3cret") != NULL;
+        ok(!leaked, "regression: px_config_scrub_args leaves no secret in argv");
+        ok(!strcmp(argv[1], "--requirepass") && !strcmp(argv[6], "alice") && !strcmp(argv[7], "on") &&
+               !strcmp(argv[9], "+@admin") && !strcmp(argv[11], "7001"),
+           "... and leaves the rest as it was");
+        ok(!strcmp(c.requirepass, "s3cret-a") && !strcmp(c.upstream_password, "s3cret-b"),
+           "... the parsed config keeps the secrets");
+        px_config_free(&c);
+    }
 }
 
 /* Every directive is documented in the sample config, which must load as is. */

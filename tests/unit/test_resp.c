@@ -423,6 +423,59 @@ static void test_req_inline(void)
             "Protocol error: unbalanced quotes in request");
 }
 
+/* Parse one whole request on a fresh parser; returns the result code. */
+static int parse_once(px_req_parser *p, const char *buf, size_t len, int unauthenticated)
+{
+    px_req_parser_init(p, 512LL * 1024 * 1024);
+    p->unauthenticated = unauthenticated;
+    return px_req_parse(p, buf, len);
+}
+
+static void test_req_hostile(void)
+{
+    px_req_parser p;
+    size_t n = 99;
+
+    /* Regression: an inline command whose arguments are all empty copied
+     * nothing into scratch, so every argument pointed at NULL and the
+     * command lookup ran memchr/memcmp on a null pointer. */
+    static const char *const empties[] = {"\"\"\r\n", "''\r\n", "\"\" ''\r\n"};
+    for (size_t i = 0; i < sizeof(empties) / sizeof(empties[0]); i++) {
+        int rc = parse_once(&p, empties[i], strlen(empties[i]), 0);
+        const char *a = rc == PX_OK && p.argc >= 1 ? px_req_arg(&p, empties[i], 0, &n) : NULL;
+        ok(rc == PX_OK && a != NULL && n == 0, "regression: inline of only empty arguments (%zu) gives a non-null empty name",
+           i);
+        px_req_parser_free(&p);
+    }
+
+    /* Before authentication: Redis 7's limits and texts. */
+    static const char eleven[] = "*11\r\n";
+    is_int(parse_once(&p, eleven, sizeof(eleven) - 1, 1), PX_ERR, "unauthenticated: *11 is refused at once");
+    is_str(p.errstr, "Protocol error: unauthenticated multibulk length", "... with Redis' text");
+    px_req_parser_free(&p);
+    is_int(parse_once(&p, eleven, sizeof(eleven) - 1, 0), PX_AGAIN, "authenticated: *11 waits for its arguments");
+    px_req_parser_free(&p);
+    static const char ten[] = "*10\r\n$4\r\nECHO\r\n";
+    is_int(parse_once(&p, ten, sizeof(ten) - 1, 1), PX_AGAIN, "unauthenticated: *10 is allowed");
+    px_req_parser_free(&p);
+    static const char big[] = "*2\r\n$4\r\nAUTH\r\n$16385\r\n";
+    is_int(parse_once(&p, big, sizeof(big) - 1, 1), PX_ERR, "unauthenticated: a bulk of 16385 bytes is refused at its header");
+    is_str(p.errstr, "Protocol error: unauthenticated bulk length", "... with Redis' text");
+    px_req_parser_free(&p);
+    static const char huge[] = "*2\r\n$4\r\nAUTH\r\n$536870912\r\n";
+    is_int(parse_once(&p, huge, sizeof(huge) - 1, 1), PX_ERR, "unauthenticated: a 512 MB bulk is refused at its header");
+    px_req_parser_free(&p);
+    static const char edge[] = "*2\r\n$4\r\nAUTH\r\n$16384\r\n";
+    is_int(parse_once(&p, edge, sizeof(edge) - 1, 1), PX_AGAIN, "unauthenticated: a bulk of 16384 bytes is allowed");
+    px_req_parser_free(&p);
+    is_int(parse_once(&p, big, sizeof(big) - 1, 0), PX_AGAIN, "authenticated: a bulk of 16385 bytes waits for its bytes");
+    px_req_parser_free(&p);
+    static const char bad[] = "*2\r\n$4\r\nAUTH\r\n$-5\r\n";
+    parse_once(&p, bad, sizeof(bad) - 1, 1);
+    is_str(p.errstr, "Protocol error: invalid bulk length", "unauthenticated: an invalid length says invalid first, as Redis");
+    px_req_parser_free(&p);
+}
+
 static void test_req_big(void)
 {
     size_t K = PX_INLINE_MAX_SIZE;
@@ -1221,6 +1274,7 @@ int main(void)
     test_req_multibulk();
     test_req_multibulk_errors();
     test_req_inline();
+    test_req_hostile();
     test_req_big();
     test_req_pipeline();
     test_reply_resp2();
