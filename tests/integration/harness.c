@@ -889,31 +889,62 @@ const char *hx_cmd(redisContext *c, const char *fmt, ...)
     return cmd_text;
 }
 
-const char *hx_info_field(int port, const char *section, const char *field)
+/* The value of "field:" at a line start of INFO's text, into out (cap bytes). */
+static const char *info_value(const char *text, const char *field, char *out, size_t cap)
 {
-    static char value[512];
-    redisContext *c = hx_redis(port);
-    if (!c) return NULL;
-    redisReply *r = section ? redisCommand(c, "INFO %s", section) : redisCommand(c, "INFO");
-    const char *found = NULL;
-    if (r && r->type == REDIS_REPLY_STRING) {
-        size_t fl = strlen(field);
-        const char *p = r->str;
-        while (p && *p) {
-            if (!strncmp(p, field, fl) && p[fl] == ':') {
-                const char *e = strstr(p, "\r\n");
-                size_t vl = e ? (size_t)(e - p - (long)fl - 1) : strlen(p + fl + 1);
-                if (vl >= sizeof(value)) vl = sizeof(value) - 1;
-                memcpy(value, p + fl + 1, vl);
-                value[vl] = '\0';
-                found = value;
-                break;
-            }
-            p = strstr(p, "\r\n");
-            if (p) p += 2;
+    size_t fl = strlen(field);
+    for (const char *p = text; p && *p;) {
+        if (!strncmp(p, field, fl) && p[fl] == ':') {
+            const char *v = p + fl + 1, *e = strpbrk(v, "\r\n");
+            size_t vl = e ? (size_t)(e - v) : strlen(v);
+            if (vl >= cap) vl = cap - 1;
+            memcpy(out, v, vl);
+            out[vl] = '\0';
+            return out;
         }
+        p = strchr(p, '\n');
+        if (p) p++;
+    }
+    return NULL;
+}
+
+const char *hx_info_get(redisContext *c, const char *section, const char *field)
+{
+    static char bufs[4][512];
+    static int next;
+    char *out = bufs[next++ % 4];
+    redisReply *r = !c ? NULL : section ? redisCommand(c, "INFO %s", section) : redisCommand(c, "INFO");
+    const char *found = r && r->type == REDIS_REPLY_STRING ? info_value(r->str, field, out, sizeof(bufs[0])) : NULL;
+    if (r) freeReplyObject(r);
+    return found;
+}
+
+long long hx_info_num(redisContext *c, const char *section, const char *field)
+{
+    const char *v = hx_info_get(c, section, field);
+    return v ? atoll(v) : -1;
+}
+
+long long hx_cmdstat_calls(redisContext *c, const char *name)
+{
+    char field[96];
+    redisReply *r = c ? redisCommand(c, "INFO commandstats") : NULL;
+    long long n = -1000000;
+    if (r && r->type == REDIS_REPLY_STRING) {
+        char value[256];
+        snprintf(field, sizeof(field), "cmdstat_%s", name);
+        const char *v = info_value(r->str, field, value, sizeof(value));
+        n = v && !strncmp(v, "calls=", 6) ? atoll(v + 6) : 0;
     }
     if (r) freeReplyObject(r);
+    return n;
+}
+
+const char *hx_info_field(int port, const char *section, const char *field)
+{
+    redisContext *c = hx_redis(port);
+    if (!c) return NULL;
+    const char *v = hx_info_get(c, section, field);
     redisFree(c);
-    return found;
+    return v;
 }

@@ -159,5 +159,13 @@ const char *hx_cmd(redisContext *c, const char *fmt, ...);
 /* One INFO field ("hotproxy_upstream_status") from INFO [section] on port;
  * returns a static string or NULL. */
 const char *hx_info_field(int port, const char *section, const char *field);
+/* The same on an open connection (section may be NULL); the value is in one
+ * of 4 rotating buffers (so two can be compared), NULL if absent. */
+const char *hx_info_get(redisContext *c, const char *section, const char *field);
+/* That field as a number; -1 if absent. */
+long long hx_info_num(redisContext *c, const char *section, const char *field);
+/* Calls of one command in redis-server's INFO commandstats ("get", or
+ * "client|kill"): 0 if never called, -1000000 if INFO failed. */
+long long hx_cmdstat_calls(redisContext *c, const char *name);
 
 #endif

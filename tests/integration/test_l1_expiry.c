@@ -59,22 +59,7 @@ static const char *cmd(redisContext *c, const char *fmt, ...)
     return o;
 }
 
-/* calls of one command in redis-server's own INFO commandstats. */
-static long long stat_calls(const char *name)
-{
-    redisReply *r = redisCommand(dr, "INFO commandstats");
-    long long n = 0;
-    if (r && r->type == REDIS_REPLY_STRING) {
-        char pat[96];
-        snprintf(pat, sizeof(pat), "\ncmdstat_%s:calls=", name);
-        const char *p = strstr(r->str, pat);
-        if (p) n = atoll(p + strlen(pat));
-    } else {
-        n = -1000000;
-    }
-    if (r) freeReplyObject(r);
-    return n;
-}
+static long long stat_calls(const char *name) { return hx_cmdstat_calls(dr, name); }
 
 /* Read through pc until one read does not reach Redis (statname's calls unchanged); how many reads, -1 if 12 did
  * not do it.  The last reply's text goes to *last. */

@@ -100,56 +100,12 @@ static const char *cmd(redisContext *c, const char *fmt, ...)
 
 /* ---- counters ------------------------------------------------------------- */
 
-/* calls of one command in redis-server's own INFO commandstats. */
-static long long stat_calls(const char *name)
-{
-    redisReply *r = redisCommand(dr, "INFO commandstats");
-    long long n = 0;
-    if (r && r->type == REDIS_REPLY_STRING) {
-        char pat[96];
-        snprintf(pat, sizeof(pat), "\ncmdstat_%s:calls=", name);
-        const char *p = strstr(r->str, pat);
-        if (p) n = atoll(p + strlen(pat));
-    } else {
-        n = -1000000;
-    }
-    if (r) freeReplyObject(r);
-    return n;
-}
+static long long stat_calls(const char *name) { return hx_cmdstat_calls(dr, name); }
 
-/* A field of hotproxy's INFO hotproxy_cache; 4 rotating buffers, NULL if absent. */
-static const char *l1s(redisContext *pc, const char *field)
-{
-    static char bufs[4][256];
-    static int next;
-    char *out = bufs[next++ % 4];
-    redisReply *r = pc ? redisCommand(pc, "INFO hotproxy_cache") : NULL;
-    const char *found = NULL;
-    if (r && r->type == REDIS_REPLY_STRING) {
-        size_t fl = strlen(field);
-        for (const char *p = r->str; p && *p;) {
-            if (!strncmp(p, field, fl) && p[fl] == ':') {
-                const char *v = p + fl + 1, *e = strpbrk(v, "\r\n");
-                size_t vl = e ? (size_t)(e - v) : strlen(v);
-                if (vl > 255) vl = 255;
-                memcpy(out, v, vl);
-                out[vl] = '\0';
-                found = out;
-                break;
-            }
-            p = strchr(p, '\n');
-            if (p) p++;
-        }
-    }
-    if (r) freeReplyObject(r);
-    return found;
-}
+/* A field of hotproxy's INFO hotproxy_cache (answered by hotproxy itself). */
+static const char *l1s(redisContext *pc, const char *field) { return hx_info_get(pc, "hotproxy_cache", field); }
 
-static long long l1n(redisContext *pc, const char *field)
-{
-    const char *v = l1s(pc, field);
-    return v ? atoll(v) : -1;
-}
+static long long l1n(redisContext *pc, const char *field) { return hx_info_num(pc, "hotproxy_cache", field); }
 
 /* ok(), or todo_ok() when todo names the known bug the assertion catches. */
 static int check(int cond, const char *todo, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -66,37 +66,10 @@ static const char *next_reply(redisContext *c)
     return t;
 }
 
-/* A field of hotproxy's INFO hotproxy_cache (answered by hotproxy itself, so
- * also while Redis is busy); 4 rotating buffers, NULL if absent. */
-static const char *l1s(redisContext *pc, const char *field)
-{
-    static char bufs[4][256];
-    static int next;
-    char *out = bufs[next++ % 4];
-    redisReply *r = pc ? redisCommand(pc, "INFO hotproxy_cache") : NULL;
-    const char *found = NULL;
-    if (r && r->type == REDIS_REPLY_STRING) {
-        char pat[128];
-        snprintf(pat, sizeof(pat), "%s:", field);
-        const char *p = strstr(r->str, pat);
-        if (p && (p == r->str || p[-1] == '\n')) {
-            const char *v = p + strlen(pat), *e = strpbrk(v, "\r\n");
-            size_t vl = e ? (size_t)(e - v) : strlen(v);
-            if (vl > 255) vl = 255;
-            memcpy(out, v, vl);
-            out[vl] = '\0';
-            found = out;
-        }
-    }
-    if (r) freeReplyObject(r);
-    return found;
-}
+/* A field of hotproxy's INFO hotproxy_cache (answered by hotproxy itself). */
+static const char *l1s(redisContext *pc, const char *field) { return hx_info_get(pc, "hotproxy_cache", field); }
 
-static long long l1n(redisContext *pc, const char *field)
-{
-    const char *v = l1s(pc, field);
-    return v ? atoll(v) : -1;
-}
+static long long l1n(redisContext *pc, const char *field) { return hx_info_num(pc, "hotproxy_cache", field); }
 
 /* Poll until the field reads want; 0 when it did within timeout_ms. */
 static int wait_l1(redisContext *pc, const char *field, const char *want, int timeout_ms)

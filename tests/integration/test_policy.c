@@ -43,20 +43,7 @@ static void reset_stats(void)
     if (r) freeReplyObject(r);
 }
 
-/* calls of one command in redis-server's INFO commandstats (0 if never called). */
-static long long stat_calls(const char *name)
-{
-    redisReply *r = redisCommand(dr, "INFO commandstats");
-    long long n = -1000000;
-    if (r && r->type == REDIS_REPLY_STRING) {
-        char pat[96];
-        snprintf(pat, sizeof(pat), "\ncmdstat_%s:calls=", name);
-        const char *p = strstr(r->str, pat);
-        n = p ? atoll(p + strlen(pat)) : 0;
-    }
-    if (r) freeReplyObject(r);
-    return n;
-}
+static long long stat_calls(const char *name) { return hx_cmdstat_calls(dr, name); }
 
 /* A numeric hotproxy INFO field (section hotproxy_stats or hotproxy_cache). */
 static long long pinfo(int port, const char *section, const char *field)
