@@ -20,6 +20,7 @@
  * The seed is fixed (printed); HOTPROXY_NETFUZZ_SEED=N picks another.
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -364,6 +365,15 @@ int main(void)
     for (size_t i = 0; died_at < 0 && i < sizeof(fields) / sizeof(fields[0]); i++) {
         const char *v = hx_info_field(proxy.port, "hotproxy_stats", fields[i]);
         diag("  %s: %s", fields[i], v ? v : "?");
+    }
+    if (died_at < 0) {
+        /* for the record: how much memory the hostile lengths made hotproxy hold at most */
+        char path[64], line[256];
+        snprintf(path, sizeof(path), "/proc/%d/status", (int)proxy.pid);
+        FILE *f = fopen(path, "r");
+        while (f && fgets(line, sizeof(line), f))
+            if (!strncmp(line, "VmHWM:", 6)) diag("  hotproxy peak RSS: %s", line + 6 + strspn(line + 6, " \t"));
+        if (f) fclose(f);
     }
     ok(died_at < 0, "hotproxy survives every batch%s", died_at < 0 ? "" : " (it died)");
     if (died_at >= 0) diag("hotproxy died during batch %d (seed %llu)", died_at, (unsigned long long)seed);
