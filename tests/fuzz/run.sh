@@ -6,7 +6,8 @@
 # Builds every tests/fuzz/fuzz_*.c with clang (-fsanitize=fuzzer,address,
 # undefined) in build-fuzz/, then runs each target for SECONDS (default 60;
 # 0 runs the corpus once and stops) on a temporary copy of
-# tests/fuzz/corpus/<target>/, so the repository's corpus is left as it is.
+# tests/fuzz/corpus/<target>/ (with tests/fuzz/<target>.dict if there is one),
+# so the repository's corpus is left as it is.
 # --merge adds the inputs the run found that reach new code to the repository's
 # corpus (libFuzzer -merge=1); --only PATTERN runs the targets whose name
 # matches *PATTERN* (e.g. --only l1, --only fuzz_req).
@@ -90,6 +91,7 @@ for t in "${targets[@]}"; do
     cp -R "$corpus"/. "$work"/ 2>/dev/null || true
     log=$tmp/$t.log
     args=(-timeout="$per_input" -rss_limit_mb="$rss" -artifact_prefix="$build/artifacts/$t-" -print_final_stats=1)
+    [[ -f $src/tests/fuzz/$name.dict ]] && args+=(-dict="$src/tests/fuzz/$name.dict")
     if ((secs > 0)); then args+=(-max_total_time="$secs"); else args+=(-runs=0); fi
     rc=0
     # ASan's leak check is libFuzzer's own (-detect_leaks=1 by default): a
