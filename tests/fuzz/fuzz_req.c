@@ -13,11 +13,15 @@
  * client's buffer may move between reads, and `need` must stay a true lower
  * bound (more than what was given, no more than the command's length).
  *
+ * The input's first bytes also go to px_string2ll, which reads every length
+ * the parser sees, against a plain reference.
+ *
  * Inputs over 60000 bytes are skipped: a line longer than
  * PX_INLINE_MAX_SIZE is accepted when it arrives whole and refused when it
  * trickles in, on purpose, as Redis does (tests/unit/test_resp.c,
  * test_req_big), so whole and split legitimately differ there.
  */
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -147,10 +151,32 @@ static void run_whole(const char *data, size_t n, long long max_bulk, fz_buf *ou
     run(data, n, max_bulk, FEED_WHOLE, 0, out, NULL);
 }
 
+/* px_string2ll, which reads every length, against a plain reference:
+ * "0", or an optional '-' and a digit 1-9 then digits, in range. */
+static void check_string2ll(const char *s, size_t n)
+{
+    char z[32];
+    if (n > 24) n = 24;
+    memcpy(z, s, n);
+    z[n] = '\0';
+    size_t i = z[0] == '-';
+    int shape = n > 0 && n <= 20 && strlen(z) == n &&
+                ((n == 1 && z[0] == '0') || (i < n && z[i] >= '1' && z[i] <= '9'));
+    for (size_t k = i; shape && k < n; k++) shape = z[k] >= '0' && z[k] <= '9';
+    errno = 0;
+    long long want = shape ? strtoll(z, NULL, 10) : 0;
+    int ref = shape && errno != ERANGE;
+    long long got = 0;
+    int rc = px_string2ll(s, n, &got);
+    if (rc != ref || (rc && got != want))
+        fz_fail("px_string2ll('%s'): rc %d value %lld, reference rc %d value %lld", z, rc, got, ref, want);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size > 60000) return 0;
+    check_string2ll((const char *)data, size);
     uint64_t h = fz_hash(data, size);
     /* a quarter of the inputs run with a tiny proto-max-bulk-len */
     long long max_bulk = (h & 3) == 0 ? (long long)((h >> 2) % 64) : 512LL * 1024 * 1024;
