@@ -18,8 +18,9 @@
 # Then a fuzz pass: tests/fuzz/run.sh builds the libFuzzer targets
 # (tests/fuzz/fuzz_*.c, clang) in build-fuzz/ and runs each for
 # HOTPROXY_FUZZ_SECONDS (default 60; 0 or --no-fuzz skips the pass) on a
-# copy of its corpus.  With --only, only the targets whose name matches run
-# (--only fuzz: all of them; --only fuzz_l1: one).
+# copy of its corpus.  With --only, the pass runs only for a pattern that
+# says "fuzz", and only the targets whose name matches (--only fuzz: all of
+# them and test_netfuzz; --only fuzz_l1: one; --only l1: none).
 #
 # Everything is bounded: each test file gets HOTPROXY_TEST_TIMEOUT seconds
 # (default 300; a file killed by it shows in prove as "returned 124") and the
@@ -149,7 +150,9 @@ if ((fuzz)) && [[ $fuzz_secs =~ ^[0-9]+$ ]] && ((fuzz_secs > 0)); then
     for f in "$src"/tests/fuzz/fuzz_*.c; do
         [[ -f $f ]] || continue
         name=$(basename "$f" .c)
-        [[ -z $only || $name == *$only* ]] && fuzz_targets+=("$name")
+        # --only l1 means the l1 tests, not ten minutes of fuzzing: a
+        # pattern picks fuzz targets only when it says "fuzz"
+        [[ -z $only || ($only == *fuzz* && $name == *$only*) ]] && fuzz_targets+=("$name")
     done
 fi
 
