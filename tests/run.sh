@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: install deps, build, and run every test under prove.
 #
-#   tests/run.sh [--no-san] [--only PATTERN] [--jobs N] [--verbose]
+#   tests/run.sh [--no-san] [--no-fuzz] [--only PATTERN] [--jobs N] [--verbose]
 #
 # Two passes, each over its own build: build/ (RelWithDebInfo) and build-san/
 # (-DHOTPROXY_SANITIZE=ON, ASan + UBSan, leak checking on where it works).
@@ -15,6 +15,13 @@
 # --only PATTERN keeps the tests whose file name matches the shell glob
 # *PATTERN* (e.g. --only resp, --only 'test_conf*').
 #
+# Then a fuzz pass: tests/fuzz/run.sh builds the libFuzzer targets
+# (tests/fuzz/fuzz_*.c, clang) in build-fuzz/ and runs each for
+# HOTPROXY_FUZZ_SECONDS (default 60; 0 or --no-fuzz skips the pass) on a
+# copy of its corpus.  With --only, the pass runs only for a pattern that
+# says "fuzz", and only the targets whose name matches (--only fuzz: all of
+# them and test_netfuzz; --only fuzz_l1: one; --only l1: none).
+#
 # Everything is bounded: each test file gets HOTPROXY_TEST_TIMEOUT seconds
 # (default 300; a file killed by it shows in prove as "returned 124") and the
 # whole run HOTPROXY_RUN_BUDGET seconds (default 2700).
@@ -25,12 +32,14 @@ usage() {
 }
 
 san=1
+fuzz=1
 only=
 jobs=1
 verbose=()
 while (($#)); do
     case "$1" in
     --no-san) san=0 ;;
+    --no-fuzz) fuzz=0 ;;
     --only)
         [[ $# -ge 2 ]] || { echo "run.sh: --only needs a pattern" >&2; exit 2; }
         only=$2
@@ -134,6 +143,19 @@ collect() {
     return 0
 }
 
+# The fuzz targets the last pass runs (see the top).
+fuzz_secs=${HOTPROXY_FUZZ_SECONDS:-60}
+fuzz_targets=()
+if ((fuzz)) && [[ $fuzz_secs =~ ^[0-9]+$ ]] && ((fuzz_secs > 0)); then
+    for f in "$src"/tests/fuzz/fuzz_*.c; do
+        [[ -f $f ]] || continue
+        name=$(basename "$f" .c)
+        # --only l1 means the l1 tests, not ten minutes of fuzzing: a
+        # pattern picks fuzz targets only when it says "fuzz"
+        [[ -z $only || ($only == *fuzz* && $name == *$only*) ]] && fuzz_targets+=("$name")
+    done
+fi
+
 files_total=0
 files_failed=0
 failed_passes=()
@@ -144,6 +166,8 @@ pass_failed() {
 for b in "${builds[@]}"; do
     mapfile -t tests < <(collect "$b")
     if ((${#tests[@]} == 0)); then
+        # --only may pick fuzz targets alone
+        ((${#fuzz_targets[@]})) && continue
         echo "run.sh: no tests found for $b${only:+ matching \"$only\"}" >&2
         pass_failed "$b"
         continue
@@ -192,6 +216,22 @@ for b in "${builds[@]}"; do
         files_failed=$((files_failed + n))
     fi
 done
+
+# The fuzz pass, under prove like the others: one TAP line per target.
+if ((${#fuzz_targets[@]})); then
+    echo "== fuzz (${#fuzz_targets[@]} targets, ${fuzz_secs}s each)"
+    unset ASAN_OPTIONS UBSAN_OPTIONS
+    fuzz_args=("$fuzz_secs")
+    [[ -n $only ]] && fuzz_args+=(--only "$only")
+    rc=0
+    bounded prove --failures --exec "timeout --kill-after=10 $((fuzz_secs * ${#fuzz_targets[@]} + 600)) bash" \
+        "${verbose[@]}" "$src/tests/fuzz/run.sh" :: "${fuzz_args[@]}" 2>&1 | tee "$log" || rc=$?
+    files_total=$((files_total + 1))
+    if ((rc != 0)); then
+        pass_failed fuzz
+        files_failed=$((files_failed + 1))
+    fi
+fi
 
 echo "== summary"
 if ((${#failed_passes[@]})); then
