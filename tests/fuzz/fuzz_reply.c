@@ -46,7 +46,7 @@ static void check_frame(const char *frame, size_t len)
 {
     px_reply_scanner s;
     char *copy = fz_dup(frame, len);
-    px_reply_scanner_reset(&s);
+    px_reply_scanner_init(&s);
     int rc = px_reply_scan(&s, copy, len);
     if (rc != PX_OK || s.pos != len) fz_fail("a %zu-byte reply scanned alone: rc %d pos %zu", len, rc, s.pos);
     free(copy);
@@ -70,12 +70,13 @@ static void check_frame(const char *frame, size_t len)
     redisReply *r = px_reply_decode(copy, len);
     if (r) freeReplyObject(r);
     free(copy);
+    px_reply_scanner_free(&s);
 }
 
 static void run(const char *data, size_t n, int mode, uint64_t seed, fz_buf *out, const size_t *ends, size_t nends)
 {
     px_reply_scanner s;
-    px_reply_scanner_reset(&s);
+    px_reply_scanner_init(&s);
     uint64_t rng = seed;
     size_t off = 0, have = mode == FEED_WHOLE ? n : 0, k = 0;
     while (off < n) {
@@ -110,6 +111,7 @@ static void run(const char *data, size_t n, int mode, uint64_t seed, fz_buf *out
         px_reply_scanner_reset(&s);
         k++;
     }
+    px_reply_scanner_free(&s);
 }
 
 static void show(const char *what, const fz_buf *b)
@@ -128,7 +130,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* the reference: everything there; where each reply ends */
     size_t *ends = NULL, nends = 0, off = 0;
     px_reply_scanner s;
-    px_reply_scanner_reset(&s);
+    px_reply_scanner_init(&s);
     while (off < size && px_reply_scan(&s, buf + off, size - off) == PX_OK) {
         check_frame(buf + off, s.pos);
         ends = realloc(ends, (nends + 1) * sizeof(*ends));
@@ -137,6 +139,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         ends[nends++] = off;
         px_reply_scanner_reset(&s);
     }
+    px_reply_scanner_free(&s);
     fz_buf whole = {0};
     run(buf, size, FEED_WHOLE, 0, &whole, NULL, 0);
 

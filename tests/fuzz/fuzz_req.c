@@ -30,7 +30,6 @@
 
 enum { FEED_WHOLE, FEED_SMALL, FEED_ANY, FEED_NEED, FEED_BYTES, NFEEDS };
 static const char *const feed_names[] = {"whole", "small splits", "any splits", "need-driven", "byte at a time"};
-static int known_bug;
 
 /* Where the reference run's commands ended, to bound `need`. */
 typedef struct bounds {
@@ -97,17 +96,6 @@ static void run(const char *data, size_t n, long long max_bulk, int mode, uint64
         if (p.pos == 0 || p.pos > len)
             fz_fail("%s: PX_OK at offset %zu with pos %zu of %zu bytes", feed_names[mode], off, p.pos, len);
         if (p.argc < 0) fz_fail("%s: argc %d", feed_names[mode], p.argc);
-        if (p.type == 'i' && p.argc > 0 && !p.scratch) {
-            /* KNOWN BUG, fixed on branch fix/hostile: an inline command whose
-             * arguments are all empty ("" or '') leaves scratch NULL, so
-             * px_req_arg returns a null pointer (the dispatcher's crash).
-             * Skip such an input until that fix is merged; once it is,
-             * scratch always exists here and this never triggers.  The
-             * reproducer is corpus/req/regress-empty-inline-arg. */
-            free(copy);
-            known_bug = 1;
-            break;
-        }
         fz_printf(out, "OK at %zu: %zu bytes, %d args\n", off, p.pos, p.argc);
         for (int i = 0; i < p.argc; i++) {
             size_t alen;
@@ -184,20 +172,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     fz_buf whole = {0};
     bounds b = {0};
-    known_bug = 0;
     run_whole(buf, size, max_bulk, &whole, &b);
-    if (known_bug) {
-        fz_free(&whole);
-        free(b.end);
-        return 0;
-    }
     for (int mode = FEED_SMALL; mode < NFEEDS; mode++) {
         if (mode == FEED_BYTES && size > 2048) continue; /* quadratic */
         int tries = mode == FEED_SMALL || mode == FEED_ANY ? 2 : 1;
         for (int t = 0; t < tries; t++) {
             fz_buf o = {0};
             run(buf, size, max_bulk, mode, h + (uint64_t)t * 7919 + (uint64_t)mode, &o, &b);
-            if (!known_bug && (o.len != whole.len || (o.len && memcmp(o.p, whole.p, o.len) != 0))) {
+            if ((o.len != whole.len || (o.len && memcmp(o.p, whole.p, o.len) != 0))) {
                 fprintf(stderr, "max_bulk_len %lld\n", max_bulk);
                 show("whole", &whole);
                 show(feed_names[mode], &o);
