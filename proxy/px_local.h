@@ -7,6 +7,8 @@
 
 #include <stddef.h>
 
+#include "proxy/px_command.h"
+
 struct px_client;
 struct px_req;
 
@@ -15,6 +17,10 @@ struct px_req;
  * was answered, 0 when it must still be forwarded (r->hook may be set).
  */
 int px_local_handle(struct px_client *c, struct px_req *r, int argc, const char *const *argv, const size_t *argvlen);
+
+/* 1 if px_local_handle has a function for handler h (the table's
+ * PX_HP_LOCAL says which must). */
+int px_local_has_handler(px_handler h);
 
 /*
  * CLIENT TRACKING ... REDIRECT <id>: the id a client knows is hotproxy's; Redis
