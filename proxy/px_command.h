@@ -1,8 +1,10 @@
 /*
- * px_command: lookup in the command table (px_commands.def).
+ * px_command: the command table (px_commands.def) and its lookup.
  *
  * The table is sorted by name and immutable; lookup lowercases the name into a
  * stack buffer and binary-searches it, so it needs no init and no globals.
+ * What a command does to the client's connection is its handler's row
+ * (px_handlers, indexed by the handler column): read, never re-decided.
  */
 #ifndef PX_COMMAND_H
 #define PX_COMMAND_H

@@ -1,6 +1,8 @@
 /*
  * px_local: the commands hotproxy answers or rewrites itself (PING, ECHO,
- * QUIT, RESET, INFO), as the command table's handler column says.
+ * QUIT, RESET, INFO, AUTH, HELLO, SELECT, the CLIENT and HOTPROXY
+ * subcommands...): one function per handler the command table marks
+ * PX_HP_LOCAL, chosen by the row's handler column, never by the name.
  */
 #ifndef PX_LOCAL_H
 #define PX_LOCAL_H
