@@ -487,16 +487,6 @@ static void client_read_cb(struct ev_loop *loop, ev_io *w, int revents)
     account(c);
 }
 
-/* Commands flagged blocking in the table that block only with an option
- * (XREAD and XREADGROUP with BLOCK); the others always may. */
-static int blocks(const px_command *cmd, int argc, const char *const *argv, const size_t *argvlen)
-{
-    int block = 0;
-    if (cmd->keys != PX_KS_STREAMS && cmd->keys != PX_KS_GROUP_STREAMS) return 1;
-    px_command_streams(cmd, argc, argv, argvlen, &block);
-    return block;
-}
-
 /*
  * Send r's command on u.  noreply: what Redis sends back is not a reply to
  * it (pub/sub confirmations are pushes in RESP3, and everything is a frame in
@@ -710,64 +700,31 @@ int px_client_pin_redirect_target(px_client *c, const char **err)
     return 0;
 }
 
-/* Commands that do their work on an upstream connection of the client's own. */
-static int needs_pin(px_handler h)
-{
-    switch (h) {
-    case PX_H_MULTI: case PX_H_WATCH: case PX_H_SUBSCRIBE: case PX_H_SSUBSCRIBE: case PX_H_MONITOR: case PX_H_TRACKING:
-    case PX_H_PIN: case PX_H_BLOCK: case PX_H_WAIT:
-        return 1;
-    default:
-        return 0;
-    }
-}
-
-/* Local handlers that run upstream when the client is pinned, to keep
- * Redis' behaviour for its state (PING in pub/sub mode, SELECT in MULTI). */
-static int upstream_when_pinned(px_handler h)
-{
-    return h == PX_H_PING || h == PX_H_ECHO || h == PX_H_SELECT || h == PX_H_UNSUBSCRIBE || h == PX_H_INFO;
-}
-
-/* What a command sent on the pinned connection does to the client's state. */
+/*
+ * What a command sent on the pinned connection does to the client's state:
+ * its handler's row says (px_commands.def).  Returns 1 when what Redis sends
+ * back is not a reply to it (see send_on).
+ */
 static int apply_state(px_client *c, px_req *r, px_handler h, int argc)
 {
     struct px_upstream *u = c->pinned;
-    int in_multi = c->state & PX_STATE_MULTI;
-    switch (h) {
-    case PX_H_MULTI: c->state |= PX_STATE_MULTI; break;
-    case PX_H_WATCH: if (!in_multi) c->state |= PX_STATE_WATCH; break;
-    case PX_H_EXEC:
-    case PX_H_DISCARD: c->state &= ~(unsigned)(PX_STATE_MULTI | PX_STATE_WATCH); break;
-    case PX_H_UNWATCH: if (!in_multi) c->state &= ~(unsigned)PX_STATE_WATCH; break;
-    case PX_H_SUBSCRIBE:
-    case PX_H_SSUBSCRIBE:
-        if (in_multi) break;
-        c->state |= h == PX_H_SSUBSCRIBE ? PX_STATE_SSUB : PX_STATE_SUB;
-        if (c->proto == 2) u->raw = 1;
-        return 1;
-    case PX_H_UNSUBSCRIBE:
-        if (in_multi) break;
-        return u->raw || c->proto == 3;
-    case PX_H_MONITOR:
-        c->state |= PX_STATE_MONITOR;
-        break;
-    case PX_H_TRACKING:
-        if (argc >= 3 && c->argvlen[2] == 2 && !strncasecmp(c->argv[2], "on", 2)) {
-            c->state |= PX_STATE_TRACKING;
-        } else if (argc >= 3 && c->argvlen[2] == 3 && !strncasecmp(c->argv[2], "off", 3)) {
-            c->state &= ~(unsigned)PX_STATE_TRACKING;
-            c->track_redir = 0;
-        }
-        break;
-    case PX_H_PIN: c->state |= PX_STATE_OTHER; break;
-    case PX_H_BLOCK:
-    case PX_H_WAIT:
+    const px_handler_info *hi = &px_handlers[h];
+    if ((hi->props & PX_HP_OUTSIDE_MULTI) && (c->state & PX_STATE_MULTI)) return u->raw; /* Redis queues it */
+    unsigned sets = hi->sets, clears = hi->clears;
+    if (hi->props & PX_HP_ONOFF) {
+        int on = argc >= 3 && c->argvlen[2] == 2 && !strncasecmp(c->argv[2], "on", 2);
+        int off = argc >= 3 && c->argvlen[2] == 3 && !strncasecmp(c->argv[2], "off", 3);
+        if (!on) sets = 0;
+        if (!off) clears = 0;
+    }
+    c->state = (c->state & ~clears) | sets;
+    if (clears & PX_STATE_TRACKING) c->track_redir = 0;
+    if ((hi->props & PX_HP_RAW) && c->proto == 2) u->raw = 1;
+    if (hi->props & PX_HP_BLOCKING) {
         r->blocking = 1;
         c->nblocking++;
-        break;
-    default: break;
     }
+    if (hi->props & PX_HP_PUSHES) return u->raw || c->proto == 3;
     return u->raw;
 }
 
@@ -777,7 +734,7 @@ static int apply_state(px_client *c, px_req *r, px_handler h, int argc)
  * the master offset after every command it runs).  A client's writes go on
  * a shared connection, and WAIT must not block that one; it runs on a
  * connection of the client's own instead, once the client's in-flight
- * requests are answered (needs_pin holds it until then).  That connection's
+ * requests are answered (PX_HP_PIN holds it until then).  That connection's
  * previous command may be older than those writes (a spare's last was its
  * RESET), so a PING goes just ahead of WAIT: the offset WAIT then waits for
  * is at least the one every write the client got answered reached.  WAIT
@@ -812,20 +769,6 @@ static px_pool *route(px_client *c, const px_command *cmd, int argc)
 {
     px_route_args a = {cmd, argc, c->argv, c->argvlen};
     return c->srv->router->route(c->srv->router, c, &a);
-}
-
-/* Commands Redis runs at once inside MULTI; it queues everything else. */
-static int runs_at_once_in_multi(px_handler h)
-{
-    return h == PX_H_MULTI || h == PX_H_EXEC || h == PX_H_DISCARD || h == PX_H_WATCH || h == PX_H_QUIT ||
-           h == PX_H_RESET;
-}
-
-/* Local commands that, inside MULTI, wait for EXEC as Redis queues them
- * (PING, ECHO, SELECT and INFO go to Redis' own MULTI instead). */
-static int deferred_in_multi(px_handler h)
-{
-    return h == PX_H_CLIENT || h == PX_H_ADMIN;
 }
 
 /* Redis' @admin and @dangerous commands are for admin users, once users
@@ -1001,17 +944,17 @@ static int dispatch(px_client *c, const char *raw, size_t rawlen)
     if (c->exec_local > 0) return 0;
     const px_command *cmd = px_command_lookup(c->argv[0], c->argvlen[0], argc > 1 ? c->argv[1] : NULL,
                                               argc > 1 ? c->argvlen[1] : 0);
-    px_handler h = cmd ? cmd->handler : PX_H_FWD;
-    if (h == PX_H_FWD && cmd && (cmd->flags & PX_F_BL) && blocks(cmd, argc, c->argv, c->argvlen)) h = PX_H_BLOCK;
-    int upstream = h == PX_H_FWD || h == PX_H_REDACT || h == PX_H_EXEC || h == PX_H_DISCARD || h == PX_H_UNWATCH ||
-                   needs_pin(h) || h == PX_H_OOB || (c->pinned && upstream_when_pinned(h));
-    int authorized = c->authenticated || h == PX_H_AUTH || h == PX_H_HELLO || h == PX_H_QUIT || h == PX_H_RESET;
+    /* What it does is its handler's row in px_commands.def: hp says. */
+    px_handler h = px_command_handler(cmd, argc, c->argv, c->argvlen);
+    unsigned hp = px_handler_props(h);
+    int upstream = (hp & PX_HP_UPSTREAM) || (c->pinned && (hp & PX_HP_PINNED_UPSTREAM));
+    int authorized = c->authenticated || (hp & PX_HP_NOAUTH);
     int allowed = !authorized || permitted(c, cmd);
     const char *refused = cmd && authorized && allowed && px_config_refused(s->cfg, cmd->name) ? cmd->name : NULL;
-    int queueing = (c->state & PX_STATE_MULTI) && !runs_at_once_in_multi(h);
-    int deferred = queueing && deferred_in_multi(h);
-    if (!authorized || !allowed || refused || h == PX_H_DENY || deferred) upstream = 0;
-    if (h == PX_H_TRACKING && upstream && !px_local_tracking_ready(c, argc, c->argv, c->argvlen)) return 0;
+    int queueing = (c->state & PX_STATE_MULTI) && !(hp & PX_HP_AT_ONCE);
+    int deferred = queueing && (hp & PX_HP_DEFERRED);
+    if (!authorized || !allowed || refused || (hp & PX_HP_DENY) || deferred) upstream = 0;
+    if ((hp & PX_HP_TRACKING) && upstream && !px_local_tracking_ready(c, argc, c->argv, c->argvlen)) return 0;
 
     /* Decide the connection before anything happens, so a command can wait. */
     px_pool *pool = NULL;
@@ -1019,14 +962,14 @@ static int dispatch(px_client *c, const char *raw, size_t rawlen)
     const char *err = NULL;
     int oob = 0;
     if (upstream) {
-        if (needs_pin(h) && !c->pinned) {
+        if ((hp & PX_HP_PIN) && !c->pinned) {
             if (c->ninflight > 0) return 0;
             pool = route(c, cmd, argc);
             if (pool) c->pinned = px_pool_pin(pool, c, &err);
         }
         if (c->pinned) {
             u = c->pinned;
-        } else if (h == PX_H_OOB) {
+        } else if (hp & PX_HP_OOB) {
             /* At once, on a connection of its own: not behind the client's
              * own requests either, which may sit behind the same slow
              * command (with Redis direct they would have been refused with
@@ -1038,7 +981,7 @@ static int dispatch(px_client *c, const char *raw, size_t rawlen)
             u = (pool = route(c, cmd, argc)) ? px_pool_pick(pool, c) : NULL;
         }
         if (u && !oob && c->ninflight > 0 && c->up != u) return 0;
-    } else if (h == PX_H_RESET && c->ninflight > 0) {
+    } else if ((hp & PX_HP_UNPINS) && c->ninflight > 0) {
         return 0; /* RESET drops the pinned connection: let it answer first */
     }
 
@@ -1046,7 +989,7 @@ static int dispatch(px_client *c, const char *raw, size_t rawlen)
     s->stats.cmd_calls[cmd ? px_command_index(cmd) : px_command_count()]++;
     c->ncommands++;
     c->last_cmd = cmd ? cmd->name : "unknown";
-    if (h == PX_H_EXEC || h == PX_H_DISCARD || h == PX_H_MULTI) c->multi_queued = 0;
+    if ((px_handlers[h].sets | px_handlers[h].clears) & PX_STATE_MULTI) c->multi_queued = 0;
     else if (c->state & PX_STATE_MULTI) c->multi_queued++;
     px_req *r = req_new(c);
     r->cmd = cmd;
@@ -1065,10 +1008,10 @@ static int dispatch(px_client *c, const char *raw, size_t rawlen)
         refuse(c, r, queueing, "NOPERM this user has no permissions to run the '%s' command", cmd->name);
         return 1;
     }
-    if (refused || h == PX_H_DENY) {
+    if (refused || (hp & PX_HP_DENY)) {
         s->stats.commands_refused++;
         refuse(c, r, queueing, "ERR hotproxy: '%s' is refused by this proxy%s", cmd->name,
-               h == PX_H_DENY ? " (replication does not go through a proxy)" : "");
+               (hp & PX_HP_DENY) ? " (replication does not go through a proxy)" : "");
         return 1;
     }
     if (deferred) {
@@ -1086,8 +1029,7 @@ static int dispatch(px_client *c, const char *raw, size_t rawlen)
         px_client_reply(r, "+QUEUED\r\n", 9);
         return 1;
     }
-    if (!upstream || (!needs_pin(h) && h != PX_H_FWD && h != PX_H_EXEC && h != PX_H_DISCARD && h != PX_H_UNWATCH &&
-                      h != PX_H_OOB)) {
+    if (!upstream || (hp & PX_HP_LOCAL)) {
         /* local, or local first (INFO's hook, SELECT's database, CLIENT UNBLOCK's id) */
         if (px_local_handle(c, r, argc, c->argv, c->argvlen)) {
             s->stats.commands_local++;
@@ -1100,7 +1042,7 @@ static int dispatch(px_client *c, const char *raw, size_t rawlen)
         if (err) {
             s->stats.commands_refused++;
             refuse(c, r, queueing, "%s", err);
-        } else if (h == PX_H_INFO) {
+        } else if (hp & PX_HP_ALONE) {
             px_local_info_alone(c, r);
         } else {
             s->stats.upstream_error_replies++;
@@ -1108,7 +1050,7 @@ static int dispatch(px_client *c, const char *raw, size_t rawlen)
         }
         return 1;
     }
-    if (h == PX_H_TRACKING && px_local_tracking(c, r, argc, c->argv, c->argvlen) < 0) {
+    if ((hp & PX_HP_TRACKING) && px_local_tracking(c, r, argc, c->argv, c->argvlen) < 0) {
         px_client_maybe_unpin(c);
         return 1;
     }
@@ -1118,15 +1060,16 @@ static int dispatch(px_client *c, const char *raw, size_t rawlen)
         m->hook = r->hook;
         m->hook_flags = r->hook_flags;
         r->hook = NULL;
-    } else if (h == PX_H_EXEC && (c->state & PX_STATE_MULTI)) {
+    } else if ((hp & PX_HP_EXEC) && (c->state & PX_STATE_MULTI)) {
         exec_prepare(c, r);
-    } else if ((h == PX_H_DISCARD && (c->state & PX_STATE_MULTI)) || (h == PX_H_MULTI && !(c->state & PX_STATE_MULTI))) {
-        px_client_multi_reset(c);
+    } else if (((px_handlers[h].clears & PX_STATE_MULTI) && (c->state & PX_STATE_MULTI)) ||
+               ((px_handlers[h].sets & PX_STATE_MULTI) && !(c->state & PX_STATE_MULTI))) {
+        px_client_multi_reset(c); /* DISCARD, or a MULTI that begins one */
     }
     px_policy_write_ttl(c, r, &s->rng);
     int noreply = u == c->pinned ? apply_state(c, r, h, argc) : 0;
-    if (h == PX_H_WAIT && !noreply && !(c->state & PX_STATE_MULTI)) wait_fence(u, r);
-    if (h == PX_H_TRACKING && u == c->pinned) px_upstream_no_reuse(u);
+    if ((hp & PX_HP_FENCE) && !noreply && !(c->state & PX_STATE_MULTI)) wait_fence(u, r);
+    if ((hp & PX_HP_TRACKING) && u == c->pinned) px_upstream_no_reuse(u);
     send_on(c, r, u, raw, rawlen, noreply, oob);
     return 1;
 }

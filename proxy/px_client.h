@@ -20,6 +20,7 @@
 #include <uthash.h>
 
 #include "proxy/px_buf.h"
+#include "proxy/px_command.h"
 #include "proxy/px_resp.h"
 
 struct px_server;
@@ -84,17 +85,7 @@ enum {
     PX_CLIENT_HOLD = 1 << 5,              /* next command changes connection: wait for in-flight replies */
 };
 
-/* Connection state a client built upstream; any of it pins the client. */
-enum {
-    PX_STATE_MULTI = 1 << 0,
-    PX_STATE_WATCH = 1 << 1,
-    PX_STATE_SUB = 1 << 2,       /* SUBSCRIBE / PSUBSCRIBE */
-    PX_STATE_SSUB = 1 << 3,      /* SSUBSCRIBE */
-    PX_STATE_MONITOR = 1 << 4,
-    PX_STATE_TRACKING = 1 << 5,
-    PX_STATE_OTHER = 1 << 6,     /* anything else that pins until RESET */
-    PX_STATE_REDIRECT = 1 << 7,  /* another client's tracking redirects to its connection */
-};
+/* Connection state a client built upstream: PX_STATE_* in px_command.h. */
 
 typedef struct px_client {
     struct px_server *srv;

@@ -8,80 +8,15 @@
 
 #include "proxy/px_resp.h"
 
-#define fwd PX_H_FWD
-#define redact PX_H_REDACT
-#define ping PX_H_PING
-#define echo PX_H_ECHO
-#define quit PX_H_QUIT
-#define info PX_H_INFO
-#define reset PX_H_RESET
-#define auth PX_H_AUTH
-#define hello PX_H_HELLO
-#define select PX_H_SELECT
-#define client PX_H_CLIENT
-#define admin PX_H_ADMIN
-#define multi PX_H_MULTI
-#define watch PX_H_WATCH
-#define exec PX_H_EXEC
-#define discard PX_H_DISCARD
-#define unwatch PX_H_UNWATCH
-#define subscribe PX_H_SUBSCRIBE
-#define ssubscribe PX_H_SSUBSCRIBE
-#define unsubscribe PX_H_UNSUBSCRIBE
-#define monitor PX_H_MONITOR
-#define tracking PX_H_TRACKING
-#define pin PX_H_PIN
-#define block PX_H_BLOCK
-#define wait PX_H_WAIT
-#define oob PX_H_OOB
-#define deny PX_H_DENY
-#define fixed PX_KS_FIXED
-#define numkeys1 PX_KS_NUMKEYS1
-#define numkeys2 PX_KS_NUMKEYS2
-#define store_numkeys PX_KS_STORE_NUMKEYS
-#define streams PX_KS_STREAMS
-#define group_streams PX_KS_GROUP_STREAMS
-#define sort PX_KS_SORT
-#define unknown PX_KS_UNKNOWN
-#define PX_CMD(name, arity, flags, first, last, step, handler, keys) {name, arity, flags, first, last, step, handler, keys},
-static const px_command table[] = {
+const px_handler_info px_handlers[PX_H__COUNT] = {
+#define PX_HANDLER(id, props, sets, clears) [id] = {props, sets, clears},
 #include "proxy/px_commands.def"
 };
-#undef PX_CMD
-#undef fixed
-#undef numkeys1
-#undef numkeys2
-#undef store_numkeys
-#undef streams
-#undef group_streams
-#undef sort
-#undef unknown
-#undef fwd
-#undef ping
-#undef echo
-#undef quit
-#undef info
-#undef reset
-#undef auth
-#undef hello
-#undef select
-#undef client
-#undef admin
-#undef multi
-#undef watch
-#undef exec
-#undef discard
-#undef unwatch
-#undef subscribe
-#undef ssubscribe
-#undef unsubscribe
-#undef monitor
-#undef tracking
-#undef pin
-#undef block
-#undef wait
-#undef oob
-#undef deny
+
+static const px_command table[] = {
+#define PX_CMD(name, arity, flags, first, last, step, handler, keys) {name, arity, flags, first, last, step, handler, keys},
+#include "proxy/px_commands.def"
+};
 
 #define NCOMMANDS ((int)(sizeof(table) / sizeof(table[0])))
 
@@ -156,6 +91,20 @@ int px_command_streams(const px_command *c, int argc, const char *const *argv, c
         else if (!is(argv[i], argvlen[i], "noack")) return -1;
     }
     return -1;
+}
+
+const px_command *px_command_element(const px_command *c)
+{
+    /* one row so far: MGET is GETs (the table's comment on PX_F_MULTIGET) */
+    return c && (c->flags & PX_F_MULTIGET) ? find("get") : NULL;
+}
+
+int px_command_fwd_blocks(const px_command *c, int argc, const char *const *argv, const size_t *argvlen)
+{
+    int block = 0;
+    if (c->keys != PX_KS_STREAMS && c->keys != PX_KS_GROUP_STREAMS) return 1;
+    px_command_streams(c, argc, argv, argvlen, &block);
+    return block;
 }
 
 static int add_key(int *out, int max, int n, int pos)

@@ -1,8 +1,10 @@
 /*
- * px_command: lookup in the command table (px_commands.def).
+ * px_command: the command table (px_commands.def) and its lookup.
  *
  * The table is sorted by name and immutable; lookup lowercases the name into a
  * stack buffer and binary-searches it, so it needs no init and no globals.
+ * What a command does to the client's connection is its handler's row
+ * (px_handlers, indexed by the handler column): read, never re-decided.
  */
 #ifndef PX_COMMAND_H
 #define PX_COMMAND_H
@@ -42,36 +44,63 @@ typedef enum {
     PX_KS_UNKNOWN,
 } px_keyspec;
 
-/* The handler column of px_commands.def; its comment says what each means. */
+/*
+ * Connection state a command builds upstream (the PX_HANDLER rows' sets and
+ * clears columns); any of it pins the client to a connection of its own.
+ */
+enum {
+    PX_STATE_MULTI = 1 << 0,
+    PX_STATE_WATCH = 1 << 1,
+    PX_STATE_SUB = 1 << 2,       /* SUBSCRIBE / PSUBSCRIBE */
+    PX_STATE_SSUB = 1 << 3,      /* SSUBSCRIBE */
+    PX_STATE_MONITOR = 1 << 4,
+    PX_STATE_TRACKING = 1 << 5,
+    PX_STATE_OTHER = 1 << 6,     /* anything else that pins until RESET */
+    PX_STATE_REDIRECT = 1 << 7,  /* another client's tracking redirects to its connection */
+};
+
+/* The props column of px_commands.def's PX_HANDLER rows: what every command
+ * of a handler does, read by the client's dispatch. */
+enum {
+    PX_HP_UPSTREAM = 1 << 0,        /* goes to Redis */
+    PX_HP_PIN = 1 << 1,             /* on an upstream connection of the client's own (implies UPSTREAM) */
+    PX_HP_PINNED_UPSTREAM = 1 << 2, /* local, but goes to Redis when the client has a connection of its own */
+    PX_HP_LOCAL = 1 << 3,           /* px_local_handle runs first: it answers, or prepares the forward */
+    PX_HP_NOAUTH = 1 << 4,          /* runs before the client has authenticated */
+    PX_HP_AT_ONCE = 1 << 5,         /* runs at once inside MULTI (Redis queues the others) */
+    PX_HP_DEFERRED = 1 << 6,        /* local, and inside MULTI queued by hotproxy until EXEC */
+    PX_HP_DENY = 1 << 7,            /* refused: replication does not go through a proxy */
+    PX_HP_OOB = 1 << 8,             /* out of band, on a short-lived connection of its own */
+    PX_HP_UNPINS = 1 << 9,          /* drops the client's pinned connection: waits for its replies first */
+    PX_HP_ALONE = 1 << 10,          /* with no upstream reachable, hotproxy's part alone answers (INFO) */
+    PX_HP_OUTSIDE_MULTI = 1 << 11,  /* its state change (and PUSHES) apply outside MULTI only */
+    PX_HP_PUSHES = 1 << 12,         /* Redis answers with pushes, or frames once the connection is raw */
+    PX_HP_RAW = 1 << 13,            /* in RESP2 its connection turns raw: every frame is the client's */
+    PX_HP_BLOCKING = 1 << 14,       /* may wait for ever: counted blocking, the client stays read */
+    PX_HP_FENCE = 1 << 15,          /* a PING goes just ahead of it on its connection (WAIT) */
+    PX_HP_ONOFF = 1 << 16,          /* argument 2 is ON (sets) or OFF (clears) */
+    PX_HP_TRACKING = 1 << 17,       /* CLIENT TRACKING: REDIRECT names a hotproxy client; its connection is not reused */
+    PX_HP_EXEC = 1 << 18,           /* runs the transaction: what hotproxy queued since MULTI runs at its reply */
+};
+
+/* The handler column of px_commands.def: one per PX_HANDLER row, in order. */
 typedef enum {
-    PX_H_FWD,
-    PX_H_REDACT,
-    PX_H_PING,
-    PX_H_ECHO,
-    PX_H_QUIT,
-    PX_H_INFO,
-    PX_H_RESET,
-    PX_H_AUTH,
-    PX_H_HELLO,
-    PX_H_SELECT,
-    PX_H_CLIENT,
-    PX_H_ADMIN,
-    PX_H_MULTI,
-    PX_H_WATCH,
-    PX_H_EXEC,
-    PX_H_DISCARD,
-    PX_H_UNWATCH,
-    PX_H_SUBSCRIBE,
-    PX_H_SSUBSCRIBE,
-    PX_H_UNSUBSCRIBE,
-    PX_H_MONITOR,
-    PX_H_TRACKING,
-    PX_H_PIN,
-    PX_H_BLOCK,
-    PX_H_WAIT,
-    PX_H_OOB,
-    PX_H_DENY,
+#define PX_HANDLER(id, props, sets, clears) id,
+#include "proxy/px_commands.def"
+    PX_H__COUNT
 } px_handler;
+
+/* A PX_HANDLER row. */
+typedef struct px_handler_info {
+    unsigned props;  /* PX_HP_* */
+    unsigned sets;   /* PX_STATE_* it puts on the client's pinned connection */
+    unsigned clears; /* PX_STATE_* it takes off */
+} px_handler_info;
+
+/* Indexed by px_handler: an array read, no lookup, on every command. */
+extern const px_handler_info px_handlers[PX_H__COUNT];
+
+static inline unsigned px_handler_props(px_handler h) { return px_handlers[h].props; }
 
 typedef struct px_command {
     const char *name;   /* lowercase; "container|sub" for subcommands */
@@ -107,6 +136,24 @@ int px_command_keys(const px_command *c, int argc, const char *const *argv, cons
  * in *block (if given) whether a BLOCK option came before it.
  */
 int px_command_streams(const px_command *c, int argc, const char *const *argv, const size_t *argvlen, int *block);
+
+/* The command each element of a PX_F_MULTIGET command's reply answers (GET
+ * for MGET), whose entries the L1 answers it from; NULL for other commands. */
+const px_command *px_command_element(const px_command *c);
+
+/* 1 if a command the table flags blocking but forwards (XREAD, XREADGROUP)
+ * blocks as called: with a BLOCK option.  The others flagged so always may. */
+int px_command_fwd_blocks(const px_command *c, int argc, const char *const *argv, const size_t *argvlen);
+
+/* The handler a call runs with: its row's (FWD for a command not in the
+ * table), BLOCK for a forwarded command that blocks as called. */
+static inline px_handler px_command_handler(const px_command *c, int argc, const char *const *argv,
+                                            const size_t *argvlen)
+{
+    if (!c) return PX_H_FWD;
+    if (c->handler != PX_H_FWD || !(c->flags & PX_F_BL)) return c->handler;
+    return px_command_fwd_blocks(c, argc, argv, argvlen) ? PX_H_BLOCK : PX_H_FWD;
+}
 
 /* 1 if a command may change the data set (anything not read-only counts, and
  * the read-only commands that may rewrite a value). */

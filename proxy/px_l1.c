@@ -72,6 +72,7 @@ typedef struct flight {
     int nbefore;        /* waiters[0..nbefore) came before the fill was sent */
     char *cmd;          /* the command's bytes, to fetch again for late waiters */
     size_t cmdlen;
+    const px_command *row; /* its row in the command table: what the entry may turn into */
     px_policy pol;      /* the rule when the fill started: a reload changes later fills only */
 } flight;
 
@@ -283,15 +284,13 @@ static int absent_reply(const char *r, size_t n)
 /*
  * The null a read whose entry ends with its key turns into at the key's
  * expiry (l1_store_then), in the variant's protocol: for reads that answer a
- * missing key with the null reply (PX_F_NIL); NULL for others.
+ * missing key with the null reply (PX_F_NIL in row, the read's table row);
+ * NULL for others.
  */
-static const char *then_reply(const char *variant, size_t vlen, size_t *len)
+static const char *then_reply(const px_command *row, const char *variant, size_t vlen, size_t *len)
 {
     /* variant: [u8 protocol][u32 db][command name NUL][arguments] */
-    const char *name = variant + 5;
-    const char *nul = vlen > 5 ? memchr(name, '\0', vlen - 5) : NULL;
-    const px_command *cmd = nul ? px_command_lookup(name, (size_t)(nul - name), NULL, 0) : NULL;
-    if (!cmd || !(cmd->flags & PX_F_NIL)) return NULL;
+    if (!row || !(row->flags & PX_F_NIL) || vlen < 1) return NULL;
     int resp3 = variant[0] == 3;
     *len = resp3 ? 3 : 5;
     return resp3 ? "_\r\n" : "$-1\r\n";
@@ -303,12 +302,12 @@ static const char *then_reply(const char *variant, size_t vlen, size_t *len)
  * With tracking off or refused, nothing reports a write made elsewhere, so
  * the entry and the null it may turn into keep to the TTL-only bound.
  */
-static int store_fill(px_l1 *l, const px_policy *pol, const char *group, size_t glen, const char *variant,
-                      size_t vlen, const char *reply, size_t len, uint64_t ticket, long long pttl, uint64_t sent_ms,
-                      uint64_t *kept)
+static int store_fill(px_l1 *l, const px_command *row, const px_policy *pol, const char *group, size_t glen,
+                      const char *variant, size_t vlen, const char *reply, size_t len, uint64_t ticket, long long pttl,
+                      uint64_t sent_ms, uint64_t *kept)
 {
     size_t nlen = 0;
-    const char *null = then_reply(variant, vlen, &nlen);
+    const char *null = then_reply(row, variant, vlen, &nlen);
     l1_fill in = {
         .sent_ms = sent_ms,
         .pttl = pttl,
@@ -337,7 +336,7 @@ static void send_fill(px_l1 *l, flight *f);
 /* A flight for key (its [u32 glen][group][variant]), fetching cmd on u,
  * ticketed now; not listed or sent yet. */
 static flight *flight_new(px_l1 *l, px_upstream *u, const char *key, size_t klen, size_t glen, const px_policy *pol,
-                          const char *cmd, size_t cmdlen)
+                          const px_command *row, const char *cmd, size_t cmdlen)
 {
     flight *f = calloc(1, sizeof(*f));
     if (!f) abort();
@@ -351,6 +350,7 @@ static flight *flight_new(px_l1 *l, px_upstream *u, const char *key, size_t klen
     f->klen = klen;
     f->glen = glen;
     f->cmdlen = cmdlen;
+    f->row = row;
     f->pol = *pol;
     f->ticket = l1_ticket(l->cache, key + 4, glen);
     return f;
@@ -378,7 +378,7 @@ static void fill_ttl(px_upstream *u, void *ctx, const char *reply, size_t len)
             for (int i = 0; i < f->nwaiters; i++) px_client_reply(f->waiters[i], f->reply, f->reply_len);
             f->nwaiters = 0;
         } else if (u->state == PX_UP_READY) {
-            flight *g = flight_new(l, f->u, f->key, f->klen, f->glen, &f->pol, f->cmd, f->cmdlen);
+            flight *g = flight_new(l, f->u, f->key, f->klen, f->glen, &f->pol, f->row, f->cmd, f->cmdlen);
             g->waiters = f->waiters; /* now g's */
             g->nwaiters = f->nwaiters;
             g->cap = f->cap;
@@ -396,7 +396,7 @@ static void fill_ttl(px_upstream *u, void *ctx, const char *reply, size_t len)
         const char *variant = f->key + 4 + glen;
         size_t vlen = f->klen - 4 - glen;
         uint64_t kept;
-        int stored = store_fill(l, &f->pol, f->key + 4, glen, variant, vlen, f->reply, f->reply_len, f->ticket, pttl,
+        int stored = store_fill(l, f->row, &f->pol, f->key + 4, glen, variant, vlen, f->reply, f->reply_len, f->ticket, pttl,
                                 f->sent_ms, &kept);
         px_log_debug(&l->srv->log, "L1 fill '%.*s': pttl %lld, kept %llu ms: %s", (int)(glen > 64 ? 64 : glen),
                      f->key + 4, pttl, (unsigned long long)kept, stored ? "stored" : "not stored");
@@ -426,6 +426,7 @@ typedef struct mfill {
     size_t *miss_off;       /* per miss: where its [u32 len][key] starts in keys (every step is linear in n) */
     px_buf keys;            /* [u32 len][key] per miss */
     px_buf variant;         /* the GET variant for this client's db and protocol */
+    const px_command *get;  /* GET's row (px_command_element of MGET's) */
     char **got;             /* per miss: the element Redis sent */
     size_t *gotlen;
     uint64_t ticket;
@@ -511,7 +512,7 @@ static void mget_ttl(px_upstream *u, void *ctx, const char *reply, size_t len)
         if (pol.cache && !nil_not_absent && m->gotlen[j] <= (size_t)pol.max_entry_size &&
             cacheable_reply(m->got[j], m->gotlen[j])) {
             uint64_t kept;
-            store_fill(l, &pol, k, kl, m->variant.data, m->variant.len, m->got[j], m->gotlen[j], m->ticket, pttl,
+            store_fill(l, m->get, &pol, k, kl, m->variant.data, m->variant.len, m->got[j], m->gotlen[j], m->ticket, pttl,
                        m->sent_ms, &kept);
         }
     }
@@ -531,8 +532,8 @@ static int read_multiget(px_l1 *l, px_client *c, px_req *r, px_upstream *u)
     m->hits = calloc((size_t)n, sizeof(*m->hits));
     m->miss_off = calloc((size_t)n, sizeof(size_t));
     if (!m->hits || !m->miss_off) abort();
-    const px_command *get = px_command_lookup("get", 3, NULL, 0);
-    build_variant_for(c, get, 0, &m->variant);
+    m->get = px_command_element(r->cmd);
+    build_variant_for(c, m->get, 0, &m->variant);
     uint64_t now = now_ms(l);
     for (int i = 0; i < n; i++) {
         m->hits[i] = l1_get_fresh(l->cache, c->argv[i + 1], c->argvlen[i + 1], m->variant.data, m->variant.len, now,
@@ -604,9 +605,9 @@ static int should_refresh(px_l1 *l, const px_policy *pol, uint64_t now, const l1
 
 /* Fetch key (the flight key in k) on u; r is its first waiter, or NULL for a refresh. */
 static void start_fill(px_l1 *l, px_client *c, px_req *r, px_upstream *u, const px_buf *k, size_t glen,
-                       const px_policy *pol, const char *raw, size_t rawlen)
+                       const px_policy *pol, const px_command *row, const char *raw, size_t rawlen)
 {
-    flight *f = flight_new(l, u, k->data, k->len, glen, pol, raw, rawlen);
+    flight *f = flight_new(l, u, k->data, k->len, glen, pol, row, raw, rawlen);
     if (r) add_waiter(f, c, r, u);
     send_fill(l, f);
 }
@@ -670,7 +671,7 @@ int px_l1_read(px_l1 *l, px_client *c, px_req *r, px_upstream *u, const char *ra
         if (should_refresh(l, &pol, now, &meta) && px_l1_can_fill(l, u) && !flight_find(l, key.data, key.len)) {
             /* read near its expiry: fetch it again in the background, once */
             l->refreshes++;
-            start_fill(l, c, NULL, u, &key, glen, &pol, raw, rawlen);
+            start_fill(l, c, NULL, u, &key, glen, &pol, cmd, raw, rawlen);
         }
         return 1;
     }
@@ -688,7 +689,7 @@ int px_l1_read(px_l1 *l, px_client *c, px_req *r, px_upstream *u, const char *ra
         add_waiter(f, c, r, f->u);
         return 1;
     }
-    start_fill(l, c, r, u, &key, glen, &pol, raw, rawlen);
+    start_fill(l, c, r, u, &key, glen, &pol, cmd, raw, rawlen);
     return 1;
 }
 
@@ -716,9 +717,10 @@ void px_l1_write(px_l1 *l, px_client *c, px_req *r)
     px_buf keys = {0};
     int flush = 0;
     int barrier = cmd && (cmd->flags & PX_F_BARRIER);
-    if (cmd && (cmd->handler == PX_H_EXEC || cmd->handler == PX_H_DISCARD)) {
-        /* the transaction's writes run now: drop their keys again at its reply */
-        if (cmd->handler == PX_H_EXEC) {
+    if (cmd && (px_handlers[cmd->handler].clears & PX_STATE_MULTI)) {
+        /* the transaction's writes run now (EXEC) or never (DISCARD): drop
+         * their keys again at EXEC's reply */
+        if (px_handler_props(cmd->handler) & PX_HP_EXEC) {
             keys = c->multi_keys;
             flush = c->multi_flush;
             barrier = c->multi_barrier;

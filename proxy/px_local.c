@@ -661,181 +661,250 @@ static void client_kill(px_client *c, px_req *r, int argc, const char *const *ar
     reply_int(r, killed);
 }
 
-static int do_client(px_client *c, px_req *r, int argc, const char *const *argv, const size_t *argvlen)
+/*
+ * The CLIENT subcommands hotproxy answers, one function per row of the
+ * table (its handler column names it); the row's arity is checked first.
+ */
+#define LOCAL_ARGS px_client *c, px_req *r, int argc, const char *const *argv, const size_t *argvlen
+
+static int client_id(LOCAL_ARGS)
 {
-    px_server *s = c->srv;
-    const char *sub = strchr(r->cmd->name, '|') + 1;
-    if (!px_command_arity_ok(r->cmd, argc)) return arity_error(r, r->cmd);
-    if (!strcmp(sub, "id")) {
-        reply_int(r, (long long)c->id);
-    } else if (!strcmp(sub, "getredir") || !strcmp(sub, "trackinginfo")) {
-        int info = !strcmp(sub, "trackinginfo");
-        if ((c->state & PX_STATE_TRACKING) && c->pinned && !r->capture) {
-            /* Redis knows the options; hotproxy translates the id */
-            r->hook = info ? trackinginfo_hook : getredir_hook;
-            return 0;
-        }
-        long long redir = (c->state & PX_STATE_TRACKING) ? (long long)c->track_redir : -1;
-        if (!info) {
-            reply_int(r, redir);
-            return 1;
-        }
-        /* what Redis says of a client without tracking (inside EXEC: on, no options) */
-        px_buf b = {0};
-        px_buf_append(&b, c->proto >= 3 ? "%3\r\n" : "*6\r\n", 4);
-        add_str(&b, "flags");
-        px_buf_append(&b, c->proto >= 3 ? "~1\r\n" : "*1\r\n", 4);
-        add_str(&b, redir >= 0 ? "on" : "off");
-        add_str(&b, "redirect");
-        px_buf_appendf(&b, ":%lld\r\n", redir);
-        add_str(&b, "prefixes");
-        px_buf_append(&b, "*0\r\n", 4);
-        px_client_reply(r, b.data, b.len);
-        px_buf_free(&b);
-    } else if (!strcmp(sub, "getname")) {
-        if (c->name) reply_bulk(r, c->name, strlen(c->name));
-        else reply_null(c, r);
-    } else if (!strcmp(sub, "setname")) {
-        if (!valid_name(argv[2], argvlen[2])) {
-            px_client_reply_error(r, "ERR Client names cannot contain spaces, newlines or special characters.");
-            return 1;
-        }
-        free(c->name);
-        c->name = argvlen[2] ? dupn(argv[2], argvlen[2]) : NULL;
-        reply_ok(r);
-    } else if (!strcmp(sub, "setinfo")) {
-        if (!valid_name(argv[3], argvlen[3])) {
-            px_client_reply_error(r, "ERR %.*s cannot contain spaces, newlines or special characters.",
-                                  (int)(argvlen[2] > 32 ? 32 : argvlen[2]), argv[2]);
-            return 1;
-        }
-        if (eq(argv[2], argvlen[2], "lib-name")) {
-            free(c->lib_name);
-            c->lib_name = dupn(argv[3], argvlen[3]);
-        } else if (eq(argv[2], argvlen[2], "lib-ver")) {
-            free(c->lib_ver);
-            c->lib_ver = dupn(argv[3], argvlen[3]);
-        } else {
-            px_client_reply_error(r, "ERR Unrecognized option '%.*s'", (int)(argvlen[2] > 32 ? 32 : argvlen[2]), argv[2]);
-            return 1;
-        }
-        reply_ok(r);
-    } else if (!strcmp(sub, "info")) {
-        px_buf b = {0};
-        client_line(c, &b);
-        reply_text(c, r, b.data, b.len);
-        px_buf_free(&b);
-    } else if (!strcmp(sub, "list")) {
-        client_list(c, r, argc, argv, argvlen);
-    } else if (!strcmp(sub, "kill")) {
-        client_kill(c, r, argc, argv, argvlen);
-    } else if (!strcmp(sub, "reply")) {
-        if (eq(argv[2], argvlen[2], "on")) {
-            c->reply_mode = 0;
-            r->silent = 0;
-            reply_ok(r);
-        } else if (eq(argv[2], argvlen[2], "off") || eq(argv[2], argvlen[2], "skip")) {
-            c->reply_mode = eq(argv[2], argvlen[2], "off") ? 1 : 2;
-            r->silent = 1;
-            reply_ok(r);
-        } else {
-            px_client_reply_error(r, "ERR syntax error");
-        }
-    } else if (!strcmp(sub, "no-evict")) {
-        if (!eq(argv[2], argvlen[2], "on") && !eq(argv[2], argvlen[2], "off")) px_client_reply_error(r, "ERR syntax error");
-        else reply_ok(r); /* hotproxy's connections are not Redis' to evict */
-    } else if (!strcmp(sub, "unblock")) {
-        /* Redis checks the argument count, the reason, then the id */
-        if (argc > 4) {
-            px_client_reply_error(r, "ERR unknown subcommand or wrong number of arguments for '%.*s'. Try CLIENT HELP.",
-                                  (int)(argvlen[1] > 64 ? 64 : argvlen[1]), argv[1]);
-            return 1;
-        }
-        if (argc == 4 && !eq(argv[3], argvlen[3], "timeout") && !eq(argv[3], argvlen[3], "error")) {
-            px_client_reply_error(r, "ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR");
-            return 1;
-        }
-        long long id;
-        if (!px_string2ll(argv[2], argvlen[2], &id)) {
-            px_client_reply_error(r, "ERR value is not an integer or out of range");
-            return 1;
-        }
-        /* the blocked command runs on that client's own connection */
-        px_client *o = id > 0 ? px_server_client(s, (uint64_t)id) : NULL;
-        if (!o || !o->pinned || !o->nblocking || !o->pinned->redis_id) {
-            reply_int(r, 0);
-            return 1;
-        }
-        char rid[24];
-        snprintf(rid, sizeof(rid), "%lld", o->pinned->redis_id);
-        const char *cmd[] = {"CLIENT", "UNBLOCK", rid, argc == 4 ? argv[3] : ""};
-        const size_t len[] = {6, 7, strlen(rid), argc == 4 ? argvlen[3] : 0};
-        px_resp_command(&c->rewrite, argc, cmd, len);
+    (void)argc, (void)argv, (void)argvlen;
+    reply_int(r, (long long)c->id);
+    return 1;
+}
+
+/* CLIENT GETREDIR and TRACKINGINFO */
+static int client_tracking_info(px_client *c, px_req *r, int info)
+{
+    if ((c->state & PX_STATE_TRACKING) && c->pinned && !r->capture) {
+        /* Redis knows the options; hotproxy translates the id */
+        r->hook = info ? trackinginfo_hook : getredir_hook;
         return 0;
+    }
+    long long redir = (c->state & PX_STATE_TRACKING) ? (long long)c->track_redir : -1;
+    if (!info) {
+        reply_int(r, redir);
+        return 1;
+    }
+    /* what Redis says of a client without tracking (inside EXEC: on, no options) */
+    px_buf b = {0};
+    px_buf_append(&b, c->proto >= 3 ? "%3\r\n" : "*6\r\n", 4);
+    add_str(&b, "flags");
+    px_buf_append(&b, c->proto >= 3 ? "~1\r\n" : "*1\r\n", 4);
+    add_str(&b, redir >= 0 ? "on" : "off");
+    add_str(&b, "redirect");
+    px_buf_appendf(&b, ":%lld\r\n", redir);
+    add_str(&b, "prefixes");
+    px_buf_append(&b, "*0\r\n", 4);
+    px_client_reply(r, b.data, b.len);
+    px_buf_free(&b);
+    return 1;
+}
+
+static int client_getredir(LOCAL_ARGS)
+{
+    (void)argc, (void)argv, (void)argvlen;
+    return client_tracking_info(c, r, 0);
+}
+
+static int client_trackinginfo(LOCAL_ARGS)
+{
+    (void)argc, (void)argv, (void)argvlen;
+    return client_tracking_info(c, r, 1);
+}
+
+static int client_getname(LOCAL_ARGS)
+{
+    (void)argc, (void)argv, (void)argvlen;
+    if (c->name) reply_bulk(r, c->name, strlen(c->name));
+    else reply_null(c, r);
+    return 1;
+}
+
+static int client_setname(LOCAL_ARGS)
+{
+    (void)argc;
+    if (!valid_name(argv[2], argvlen[2])) {
+        px_client_reply_error(r, "ERR Client names cannot contain spaces, newlines or special characters.");
+        return 1;
+    }
+    free(c->name);
+    c->name = argvlen[2] ? dupn(argv[2], argvlen[2]) : NULL;
+    reply_ok(r);
+    return 1;
+}
+
+static int client_setinfo(LOCAL_ARGS)
+{
+    (void)argc;
+    if (!valid_name(argv[3], argvlen[3])) {
+        px_client_reply_error(r, "ERR %.*s cannot contain spaces, newlines or special characters.",
+                              (int)(argvlen[2] > 32 ? 32 : argvlen[2]), argv[2]);
+        return 1;
+    }
+    if (eq(argv[2], argvlen[2], "lib-name")) {
+        free(c->lib_name);
+        c->lib_name = dupn(argv[3], argvlen[3]);
+    } else if (eq(argv[2], argvlen[2], "lib-ver")) {
+        free(c->lib_ver);
+        c->lib_ver = dupn(argv[3], argvlen[3]);
     } else {
-        px_client_reply_error(r, "ERR hotproxy: no local handler for CLIENT %s", sub);
+        px_client_reply_error(r, "ERR Unrecognized option '%.*s'", (int)(argvlen[2] > 32 ? 32 : argvlen[2]), argv[2]);
+        return 1;
+    }
+    reply_ok(r);
+    return 1;
+}
+
+static int client_info(LOCAL_ARGS)
+{
+    (void)argc, (void)argv, (void)argvlen;
+    px_buf b = {0};
+    client_line(c, &b);
+    reply_text(c, r, b.data, b.len);
+    px_buf_free(&b);
+    return 1;
+}
+
+static int client_list_cmd(LOCAL_ARGS)
+{
+    client_list(c, r, argc, argv, argvlen);
+    return 1;
+}
+
+static int client_kill_cmd(LOCAL_ARGS)
+{
+    client_kill(c, r, argc, argv, argvlen);
+    return 1;
+}
+
+static int client_reply(LOCAL_ARGS)
+{
+    (void)argc;
+    if (eq(argv[2], argvlen[2], "on")) {
+        c->reply_mode = 0;
+        r->silent = 0;
+        reply_ok(r);
+    } else if (eq(argv[2], argvlen[2], "off") || eq(argv[2], argvlen[2], "skip")) {
+        c->reply_mode = eq(argv[2], argvlen[2], "off") ? 1 : 2;
+        r->silent = 1;
+        reply_ok(r);
+    } else {
+        px_client_reply_error(r, "ERR syntax error");
     }
     return 1;
 }
 
-/* HOTPROXY CACHE STATS|INVALIDATE|FLUSH|KEYS, HOTPROXY CONFIG GET|SET|RELOAD */
-static int do_admin(px_client *c, px_req *r, int argc, const char *const *argv, const size_t *argvlen)
+static int client_no_evict(LOCAL_ARGS)
+{
+    (void)c, (void)argc;
+    if (!eq(argv[2], argvlen[2], "on") && !eq(argv[2], argvlen[2], "off")) px_client_reply_error(r, "ERR syntax error");
+    else reply_ok(r); /* hotproxy's connections are not Redis' to evict */
+    return 1;
+}
+
+static int client_unblock(LOCAL_ARGS)
+{
+    px_server *s = c->srv;
+    /* Redis checks the argument count, the reason, then the id */
+    if (argc > 4) {
+        px_client_reply_error(r, "ERR unknown subcommand or wrong number of arguments for '%.*s'. Try CLIENT HELP.",
+                              (int)(argvlen[1] > 64 ? 64 : argvlen[1]), argv[1]);
+        return 1;
+    }
+    if (argc == 4 && !eq(argv[3], argvlen[3], "timeout") && !eq(argv[3], argvlen[3], "error")) {
+        px_client_reply_error(r, "ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR");
+        return 1;
+    }
+    long long id;
+    if (!px_string2ll(argv[2], argvlen[2], &id)) {
+        px_client_reply_error(r, "ERR value is not an integer or out of range");
+        return 1;
+    }
+    /* the blocked command runs on that client's own connection */
+    px_client *o = id > 0 ? px_server_client(s, (uint64_t)id) : NULL;
+    if (!o || !o->pinned || !o->nblocking || !o->pinned->redis_id) {
+        reply_int(r, 0);
+        return 1;
+    }
+    char rid[24];
+    snprintf(rid, sizeof(rid), "%lld", o->pinned->redis_id);
+    const char *cmd[] = {"CLIENT", "UNBLOCK", rid, argc == 4 ? argv[3] : ""};
+    const size_t len[] = {6, 7, strlen(rid), argc == 4 ? argvlen[3] : 0};
+    px_resp_command(&c->rewrite, argc, cmd, len);
+    return 0;
+}
+
+/* HOTPROXY alone, or without its subcommand's argument. */
+static int admin_usage(LOCAL_ARGS)
+{
+    (void)c, (void)argc, (void)argv, (void)argvlen;
+    px_client_reply_error(r, "ERR unknown subcommand or wrong number of arguments for HOTPROXY. Try HOTPROXY "
+                             "CACHE STATS|INVALIDATE|FLUSH|KEYS or HOTPROXY CONFIG GET|SET|RELOAD.");
+    return 1;
+}
+
+/* HOTPROXY CACHE STATS|INVALIDATE|FLUSH|KEYS (admin users only: px_client
+ * checks the table's PX_F_A before this runs) */
+static int admin_cache(LOCAL_ARGS)
+{
+    px_server *s = c->srv;
+    if (argc < 3) return admin_usage(c, r, argc, argv, argvlen);
+    const char *sub = argv[2];
+    size_t sublen = argvlen[2];
+    if (eq(sub, sublen, "stats") && argc == 3) {
+        px_buf b = {0};
+        px_l1_info(s->l1, &b);
+        reply_text(c, r, b.data, b.len);
+        px_buf_free(&b);
+    } else if (eq(sub, sublen, "invalidate") && argc >= 4) {
+        reply_int(r, px_l1_invalidate_keys(s->l1, argc - 3, argv + 3, argvlen + 3));
+    } else if (eq(sub, sublen, "flush") && argc == 3) {
+        px_l1_flush(s->l1);
+        reply_ok(r);
+    } else if (eq(sub, sublen, "keys") && argc >= 4 && argc % 2 == 0) {
+        long long count = 10, cursor = 0;
+        for (int i = 4; i + 1 < argc; i += 2) {
+            long long v;
+            if (!px_string2ll(argv[i + 1], argvlen[i + 1], &v) || v < 0) {
+                px_client_reply_error(r, "ERR value is not an integer or out of range");
+                return 1;
+            }
+            if (eq(argv[i], argvlen[i], "count") && v > 0) count = v > 1000 ? 1000 : v;
+            else if (eq(argv[i], argvlen[i], "cursor")) cursor = v;
+            else {
+                px_client_reply_error(r, "ERR syntax error");
+                return 1;
+            }
+        }
+        px_buf keys = {0}, b = {0};
+        uint64_t next;
+        long n = px_l1_keys(s->l1, argv[3], argvlen[3], (uint64_t)cursor, (long)count, &keys, &next);
+        char cur[24];
+        snprintf(cur, sizeof(cur), "%llu", (unsigned long long)next);
+        px_buf_append(&b, "*2\r\n", 4);
+        add_str(&b, cur);
+        px_buf_appendf(&b, "*%ld\r\n", n);
+        px_buf_append(&b, keys.data, keys.len);
+        px_client_reply(r, b.data, b.len);
+        px_buf_free(&keys);
+        px_buf_free(&b);
+    } else {
+        px_client_reply_error(r, "ERR unknown subcommand or wrong number of arguments for 'HOTPROXY CACHE %.*s'",
+                              (int)(sublen > 32 ? 32 : sublen), sub);
+    }
+    return 1;
+}
+
+/* HOTPROXY CONFIG GET|SET|RELOAD (admin users only, as HOTPROXY CACHE) */
+static int admin_config(LOCAL_ARGS)
 {
     px_server *s = c->srv;
     px_config *cfg = s->cfg;
-    /* admin users only: px_client checks the table's PX_F_A before this runs */
-    if (!strcmp(r->cmd->name, "hotproxy") || argc < 3) {
-        px_client_reply_error(r, "ERR unknown subcommand or wrong number of arguments for HOTPROXY. Try HOTPROXY "
-                                 "CACHE STATS|INVALIDATE|FLUSH|KEYS or HOTPROXY CONFIG GET|SET|RELOAD.");
-        return 1;
-    }
+    if (argc < 3) return admin_usage(c, r, argc, argv, argvlen);
     const char *sub = argv[2];
     size_t sublen = argvlen[2];
-    if (!strcmp(r->cmd->name, "hotproxy|cache")) {
-        if (eq(sub, sublen, "stats") && argc == 3) {
-            px_buf b = {0};
-            px_l1_info(s->l1, &b);
-            reply_text(c, r, b.data, b.len);
-            px_buf_free(&b);
-        } else if (eq(sub, sublen, "invalidate") && argc >= 4) {
-            reply_int(r, px_l1_invalidate_keys(s->l1, argc - 3, argv + 3, argvlen + 3));
-        } else if (eq(sub, sublen, "flush") && argc == 3) {
-            px_l1_flush(s->l1);
-            reply_ok(r);
-        } else if (eq(sub, sublen, "keys") && argc >= 4 && argc % 2 == 0) {
-            long long count = 10, cursor = 0;
-            for (int i = 4; i + 1 < argc; i += 2) {
-                long long v;
-                if (!px_string2ll(argv[i + 1], argvlen[i + 1], &v) || v < 0) {
-                    px_client_reply_error(r, "ERR value is not an integer or out of range");
-                    return 1;
-                }
-                if (eq(argv[i], argvlen[i], "count") && v > 0) count = v > 1000 ? 1000 : v;
-                else if (eq(argv[i], argvlen[i], "cursor")) cursor = v;
-                else {
-                    px_client_reply_error(r, "ERR syntax error");
-                    return 1;
-                }
-            }
-            px_buf keys = {0}, b = {0};
-            uint64_t next;
-            long n = px_l1_keys(s->l1, argv[3], argvlen[3], (uint64_t)cursor, (long)count, &keys, &next);
-            char cur[24];
-            snprintf(cur, sizeof(cur), "%llu", (unsigned long long)next);
-            px_buf_append(&b, "*2\r\n", 4);
-            add_str(&b, cur);
-            px_buf_appendf(&b, "*%ld\r\n", n);
-            px_buf_append(&b, keys.data, keys.len);
-            px_client_reply(r, b.data, b.len);
-            px_buf_free(&keys);
-            px_buf_free(&b);
-        } else {
-            px_client_reply_error(r, "ERR unknown subcommand or wrong number of arguments for 'HOTPROXY CACHE %.*s'",
-                                  (int)(sublen > 32 ? 32 : sublen), sub);
-        }
-        return 1;
-    }
-    /* hotproxy|config */
     if (eq(sub, sublen, "get") && argc == 4) {
         px_buf items = {0}, b = {0};
         char value[1024];
@@ -937,54 +1006,111 @@ int px_local_tracking(px_client *c, px_req *r, int argc, const char *const *argv
     return 0;
 }
 
+static int do_ping(LOCAL_ARGS)
+{
+    if (c->pinned) return 0; /* Redis' answer depends on the connection's state */
+    if (argc > 2) return arity_error(r, r->cmd);
+    if (argc == 2) reply_bulk(r, argv[1], argvlen[1]);
+    else px_client_reply(r, "+PONG\r\n", 7);
+    return 1;
+}
+
+static int do_echo(LOCAL_ARGS)
+{
+    if (c->pinned) return 0;
+    if (argc != 2) return arity_error(r, r->cmd);
+    reply_bulk(r, argv[1], argvlen[1]);
+    return 1;
+}
+
+static int do_quit(LOCAL_ARGS)
+{
+    (void)argc, (void)argv, (void)argvlen;
+    c->flags |= PX_CLIENT_CLOSE_AFTER_REPLY;
+    r->silent = 0;
+    reply_ok(r);
+    return 1;
+}
+
+static int do_reset_cmd(LOCAL_ARGS)
+{
+    (void)argv, (void)argvlen;
+    if (argc != 1) return arity_error(r, r->cmd);
+    return do_reset(c, r);
+}
+
+static int do_unsubscribe_cmd(LOCAL_ARGS)
+{
+    if (c->pinned) return 0;
+    return do_unsubscribe(c, r, argc, argv, argvlen);
+}
+
+static int do_redact(LOCAL_ARGS)
+{
+    (void)c, (void)argc, (void)argv, (void)argvlen;
+    r->hook = redact_hook;
+    return 0;
+}
+
+static int do_info(LOCAL_ARGS)
+{
+    unsigned bits = info_sections(argc, argv, argvlen);
+    r->hook_flags = bits & SEC_ALL;
+    /* inside MULTI it goes to Redis all the same (which knows no such
+     * section and says ""), to be queued there and answered in EXEC */
+    if (!(bits & SEC_REDIS) && !(c->pinned && (c->state & PX_STATE_MULTI))) {
+        px_local_info_alone(c, r);
+        return 1;
+    }
+    r->hook = info_hook;
+    return 0;
+}
+
+/*
+ * The function of each handler the table marks PX_HP_LOCAL (and of no
+ * other), indexed by the handler column; arity: the row's arity is checked
+ * before it runs (the others check their own, with Redis' texts).
+ */
+static const struct {
+    int (*fn)(LOCAL_ARGS);
+    int arity;
+} locals[PX_H__COUNT] = {
+    [PX_H_REDACT] = {do_redact, 0},
+    [PX_H_PING] = {do_ping, 0},
+    [PX_H_ECHO] = {do_echo, 0},
+    [PX_H_QUIT] = {do_quit, 0},
+    [PX_H_INFO] = {do_info, 0},
+    [PX_H_RESET] = {do_reset_cmd, 0},
+    [PX_H_AUTH] = {do_auth, 0},
+    [PX_H_HELLO] = {do_hello, 0},
+    [PX_H_SELECT] = {do_select, 0},
+    [PX_H_UNSUBSCRIBE] = {do_unsubscribe_cmd, 0},
+    [PX_H_CLIENT_GETNAME] = {client_getname, 1},
+    [PX_H_CLIENT_GETREDIR] = {client_getredir, 1},
+    [PX_H_CLIENT_ID] = {client_id, 1},
+    [PX_H_CLIENT_INFO] = {client_info, 1},
+    [PX_H_CLIENT_KILL] = {client_kill_cmd, 1},
+    [PX_H_CLIENT_LIST] = {client_list_cmd, 1},
+    [PX_H_CLIENT_NO_EVICT] = {client_no_evict, 1},
+    [PX_H_CLIENT_REPLY] = {client_reply, 1},
+    [PX_H_CLIENT_SETINFO] = {client_setinfo, 1},
+    [PX_H_CLIENT_SETNAME] = {client_setname, 1},
+    [PX_H_CLIENT_TRACKINGINFO] = {client_trackinginfo, 1},
+    [PX_H_CLIENT_UNBLOCK] = {client_unblock, 1},
+    [PX_H_ADMIN] = {admin_usage, 0},
+    [PX_H_ADMIN_CACHE] = {admin_cache, 0},
+    [PX_H_ADMIN_CONFIG] = {admin_config, 0},
+};
+
+int px_local_has_handler(px_handler h) { return h >= 0 && h < PX_H__COUNT && locals[h].fn != NULL; }
+
 int px_local_handle(px_client *c, px_req *r, int argc, const char *const *argv, const size_t *argvlen)
 {
     const px_command *cmd = r->cmd;
-    switch (cmd->handler) {
-    case PX_H_PING:
-        if (c->pinned) return 0; /* Redis' answer depends on the connection's state */
-        if (argc > 2) return arity_error(r, cmd);
-        if (argc == 2) reply_bulk(r, argv[1], argvlen[1]);
-        else px_client_reply(r, "+PONG\r\n", 7);
-        return 1;
-    case PX_H_ECHO:
-        if (c->pinned) return 0;
-        if (argc != 2) return arity_error(r, cmd);
-        reply_bulk(r, argv[1], argvlen[1]);
-        return 1;
-    case PX_H_QUIT:
-        c->flags |= PX_CLIENT_CLOSE_AFTER_REPLY;
-        r->silent = 0;
-        reply_ok(r);
-        return 1;
-    case PX_H_RESET:
-        if (argc != 1) return arity_error(r, cmd);
-        return do_reset(c, r);
-    case PX_H_AUTH: return do_auth(c, r, argc, argv, argvlen);
-    case PX_H_HELLO: return do_hello(c, r, argc, argv, argvlen);
-    case PX_H_SELECT: return do_select(c, r, argc, argv, argvlen);
-    case PX_H_CLIENT: return do_client(c, r, argc, argv, argvlen);
-    case PX_H_ADMIN: return do_admin(c, r, argc, argv, argvlen);
-    case PX_H_UNSUBSCRIBE:
-        if (c->pinned) return 0;
-        return do_unsubscribe(c, r, argc, argv, argvlen);
-    case PX_H_REDACT:
-        r->hook = redact_hook;
-        return 0;
-    case PX_H_INFO: {
-        unsigned bits = info_sections(argc, argv, argvlen);
-        r->hook_flags = bits & SEC_ALL;
-        /* inside MULTI it goes to Redis all the same (which knows no such
-         * section and says ""), to be queued there and answered in EXEC */
-        if (!(bits & SEC_REDIS) && !(c->pinned && (c->state & PX_STATE_MULTI))) {
-            px_local_info_alone(c, r);
-            return 1;
-        }
-        r->hook = info_hook;
-        return 0;
-    }
-    default:
+    if (!px_local_has_handler(cmd->handler)) {
         px_client_reply_error(r, "ERR hotproxy: no local handler for '%s'", cmd->name);
         return 1;
     }
+    if (locals[cmd->handler].arity && !px_command_arity_ok(cmd, argc)) return arity_error(r, cmd);
+    return locals[cmd->handler].fn(c, r, argc, argv, argvlen);
 }

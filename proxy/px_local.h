@@ -1,11 +1,15 @@
 /*
  * px_local: the commands hotproxy answers or rewrites itself (PING, ECHO,
- * QUIT, RESET, INFO), as the command table's handler column says.
+ * QUIT, RESET, INFO, AUTH, HELLO, SELECT, the CLIENT and HOTPROXY
+ * subcommands...): one function per handler the command table marks
+ * PX_HP_LOCAL, chosen by the row's handler column, never by the name.
  */
 #ifndef PX_LOCAL_H
 #define PX_LOCAL_H
 
 #include <stddef.h>
+
+#include "proxy/px_command.h"
 
 struct px_client;
 struct px_req;
@@ -15,6 +19,10 @@ struct px_req;
  * was answered, 0 when it must still be forwarded (r->hook may be set).
  */
 int px_local_handle(struct px_client *c, struct px_req *r, int argc, const char *const *argv, const size_t *argvlen);
+
+/* 1 if px_local_handle has a function for handler h (the table's
+ * PX_HP_LOCAL says which must). */
+int px_local_has_handler(px_handler h);
 
 /*
  * CLIENT TRACKING ... REDIRECT <id>: the id a client knows is hotproxy's; Redis

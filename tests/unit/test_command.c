@@ -7,6 +7,7 @@
  * them, so a wrong position is a stale cache entry or a misrouted command.
  */
 #include "proxy/px_command.h"
+#include "proxy/px_local.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -216,7 +217,7 @@ static void test_handlers(void)
         {"get", NULL, PX_H_FWD},           {"ping", NULL, PX_H_PING},         {"auth", NULL, PX_H_AUTH},
         {"select", NULL, PX_H_SELECT},     {"multi", NULL, PX_H_MULTI},       {"exec", NULL, PX_H_EXEC},
         {"subscribe", NULL, PX_H_SUBSCRIBE}, {"blpop", NULL, PX_H_BLOCK},     {"psync", NULL, PX_H_DENY},
-        {"sync", NULL, PX_H_DENY},         {"client", "setname", PX_H_CLIENT}, {"client", "tracking", PX_H_TRACKING},
+        {"sync", NULL, PX_H_DENY},         {"client", "setname", PX_H_CLIENT_SETNAME}, {"client", "tracking", PX_H_TRACKING},
         {"monitor", NULL, PX_H_MONITOR},   {"watch", NULL, PX_H_WATCH},
         {"wait", NULL, PX_H_WAIT},         {"script", "kill", PX_H_OOB},     {"function", "kill", PX_H_OOB},
         {"client", "pause", PX_H_OOB},     {"client", "unpause", PX_H_OOB},  {"shutdown", NULL, PX_H_OOB},
@@ -392,6 +393,125 @@ static void test_table(void)
     is_int(empty, 0, "table: every container has subcommands");
 }
 
+/*
+ * The handler rows (PX_HANDLER in px_commands.def): the client's dispatch
+ * decides from their columns alone, so a property missing or contradicting
+ * another is a command that runs on the wrong connection, or locally when it
+ * must reach Redis.  These are the rules every row must keep.
+ */
+static void test_handler_rows(void)
+{
+    int bad = 0;
+    for (int h = 0; h < PX_H__COUNT; h++) {
+        const px_handler_info *hi = &px_handlers[h];
+        unsigned p = hi->props;
+        const char *why = NULL;
+        if ((p & PX_HP_PIN) && !(p & PX_HP_UPSTREAM)) why = "pins but does not go upstream";
+        else if (hi->sets && !(p & PX_HP_PIN)) why = "sets a state without a connection of the client's own (PIN)";
+        else if ((p & PX_HP_BLOCKING) && !(p & PX_HP_PIN)) why = "blocks on a shared connection";
+        else if ((p & PX_HP_FENCE) && !(p & PX_HP_BLOCKING)) why = "FENCE without BLOCKING";
+        else if ((p & PX_HP_RAW) && !(p & PX_HP_PUSHES)) why = "RAW without PUSHES";
+        else if ((p & PX_HP_ONOFF) && !(hi->sets && hi->clears)) why = "ONOFF with nothing to set or clear";
+        else if ((p & PX_HP_OOB) && (!(p & PX_HP_UPSTREAM) || (p & PX_HP_PIN))) why = "OOB must go upstream, unpinned";
+        else if ((p & PX_HP_PINNED_UPSTREAM) && ((p & PX_HP_UPSTREAM) || !(p & PX_HP_LOCAL)))
+            why = "PINNED_UPSTREAM is for local handlers only";
+        else if ((p & PX_HP_DEFERRED) && (p & (PX_HP_UPSTREAM | PX_HP_PINNED_UPSTREAM | PX_HP_AT_ONCE)))
+            why = "DEFERRED runs locally at EXEC, never upstream or at once";
+        else if ((p & PX_HP_DEFERRED) && !(p & PX_HP_LOCAL)) why = "DEFERRED without a local function";
+        else if ((p & PX_HP_DENY) && (p & ~(unsigned)PX_HP_DENY)) why = "DENY with other properties";
+        else if (!(p & (PX_HP_UPSTREAM | PX_HP_LOCAL | PX_HP_DENY))) why = "nothing runs it (no UPSTREAM, LOCAL or DENY)";
+        else if (!!(p & PX_HP_LOCAL) != px_local_has_handler((px_handler)h))
+            why = p & PX_HP_LOCAL ? "LOCAL, but px_local has no function for it" : "px_local has a function, not LOCAL";
+        else if ((p & PX_HP_EXEC) && !(hi->clears & PX_STATE_MULTI)) why = "EXEC that does not end MULTI";
+        if (why) {
+            diag("  handler %d: %s", h, why);
+            bad++;
+        }
+    }
+    is_int(bad, 0, "handler rows: every property has what it needs");
+
+    /* the rows of the transaction and of pub/sub, as Redis runs them */
+    unsigned multi = px_handler_props(PX_H_MULTI);
+    ok((multi & PX_HP_PIN) && (multi & PX_HP_AT_ONCE) && px_handlers[PX_H_MULTI].sets == PX_STATE_MULTI,
+       "handler rows: MULTI pins, runs at once and enters MULTI");
+    ok((px_handler_props(PX_H_EXEC) & PX_HP_EXEC) && (px_handlers[PX_H_DISCARD].clears & PX_STATE_MULTI) &&
+           !(px_handler_props(PX_H_DISCARD) & PX_HP_EXEC),
+       "handler rows: EXEC runs the transaction, DISCARD drops it");
+    int nmulti = 0, nexec = 0;
+    for (int h = 0; h < PX_H__COUNT; h++) {
+        nmulti += !!(px_handlers[h].sets & PX_STATE_MULTI);
+        nexec += !!(px_handlers[h].props & PX_HP_EXEC);
+    }
+    ok(nmulti == 1 && nexec == 1, "handler rows: one handler enters MULTI (%d), one runs it (%d)", nmulti, nexec);
+    ok(!(px_handler_props(PX_H_WATCH) & PX_HP_DEFERRED) && (px_handler_props(PX_H_WATCH) & PX_HP_OUTSIDE_MULTI),
+       "handler rows: WATCH inside MULTI goes to Redis' MULTI, and changes no state there");
+    int noauth = 0;
+    for (int h = 0; h < PX_H__COUNT; h++) {
+        int want = h == PX_H_AUTH || h == PX_H_HELLO || h == PX_H_QUIT || h == PX_H_RESET;
+        noauth += want != !!(px_handler_props((px_handler)h) & PX_HP_NOAUTH);
+    }
+    is_int(noauth, 0, "handler rows: only AUTH, HELLO, QUIT and RESET run before authentication");
+}
+
+/*
+ * CLIENT and HOTPROXY subcommands: each row names its own handler, and each
+ * local one has its own function in px_local (no dispatch on the name).
+ */
+static void test_subcommand_handlers(void)
+{
+    int n = px_command_count(), nolocal = 0, shared = 0, seen = 0;
+    for (int i = 0; i < n; i++) {
+        const px_command *c = px_command_at(i);
+        if (strncmp(c->name, "client|", 7) && strncmp(c->name, "hotproxy", 8)) continue;
+        seen++;
+        unsigned p = px_handler_props(c->handler);
+        if (!(p & PX_HP_LOCAL)) {
+            if (!strncmp(c->name, "hotproxy", 8) || !(p & PX_HP_UPSTREAM)) {
+                diag("  %s: neither local nor forwarded", c->name);
+                nolocal++;
+            }
+            continue;
+        }
+        if (!px_local_has_handler(c->handler)) {
+            diag("  %s: local, with no function", c->name);
+            nolocal++;
+        }
+        for (int j = 0; j < n; j++) {
+            const px_command *o = px_command_at(j);
+            if (o != c && o->handler == c->handler) {
+                diag("  %s and %s share the local handler %d", c->name, o->name, (int)c->handler);
+                shared++;
+            }
+        }
+    }
+    ok(seen >= 20, "subcommands: %d CLIENT/HOTPROXY rows", seen);
+    is_int(nolocal, 0, "subcommands: every CLIENT/HOTPROXY row is forwarded or has a function of its own");
+    is_int(shared, 0, "subcommands: no two CLIENT/HOTPROXY rows share a local handler");
+    ok(look("client", "kill")->handler == PX_H_CLIENT_KILL && look("hotproxy", "cache")->handler == PX_H_ADMIN_CACHE &&
+           look("hotproxy", "config")->handler == PX_H_ADMIN_CONFIG && look("hotproxy", NULL)->handler == PX_H_ADMIN,
+       "subcommands: CLIENT KILL, HOTPROXY CACHE/CONFIG name their handlers");
+}
+
+/* The handler a call runs with, and MGET's element command. */
+static void test_call_handler(void)
+{
+    args a;
+    split(&a, "xread count 1 streams k 0");
+    const px_command *x = look("xread", NULL);
+    ok(px_command_handler(x, a.argc, a.argv, a.len) == PX_H_FWD, "call handler: XREAD without BLOCK is forwarded");
+    split(&a, "xread block 0 streams k 0");
+    ok(px_command_handler(x, a.argc, a.argv, a.len) == PX_H_BLOCK, "call handler: XREAD BLOCK blocks");
+    split(&a, "xreadgroup group g c block 0 streams k >");
+    ok(px_command_handler(look("xreadgroup", NULL), a.argc, a.argv, a.len) == PX_H_BLOCK,
+       "call handler: XREADGROUP BLOCK blocks");
+    split(&a, "blpop k 0");
+    ok(px_command_handler(look("blpop", NULL), a.argc, a.argv, a.len) == PX_H_BLOCK, "call handler: BLPOP blocks");
+    ok(px_command_handler(NULL, a.argc, a.argv, a.len) == PX_H_FWD, "call handler: an unknown command is forwarded");
+    ok(px_command_element(look("mget", NULL)) == look("get", NULL), "element: MGET's elements are GET's replies");
+    ok(px_command_element(look("get", NULL)) == NULL && px_command_element(NULL) == NULL,
+       "element: none for a command that is not a MULTIGET");
+}
+
 int main(void)
 {
     test_lookup();
@@ -401,6 +521,9 @@ int main(void)
     test_handlers();
     test_admin_only();
     test_table();
+    test_handler_rows();
+    test_subcommand_handlers();
+    test_call_handler();
     done_testing();
     return exit_status();
 }
