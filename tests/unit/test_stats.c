@@ -4,7 +4,7 @@
  * Clients and the integration tests parse hotproxy's INFO sections by key,
  * so the keys and their order are a contract: the lists below are the
  * sections as hotproxy wrote them before the registry existed, checked in.
- * A new entry goes at the end of its list here and there; renaming or
+ * A new entry is added to its list here and in px_stats.h; renaming or
  * moving one breaks a client, and this test.
  */
 #include "proxy/px_stats.h"
