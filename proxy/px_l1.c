@@ -102,9 +102,9 @@ struct px_l1 {
     uint64_t pings, pongs;          /* on the current link; pongs come in PING order */
     held *bhead, *btail;         /* held replies, oldest (lowest pong) first */
     px_buf scratch;     /* the key being looked up, reused: no allocation per hit */
-    /* counters beyond the library's */
-    uint64_t coalesced, fills, refreshes, bypassed, inval_local, inval_tracking, flush_tracking, flush_link;
-    uint64_t flush_conn, barriers;
+    /* counters beyond the library's (its own, hits and the like, are
+     * l1_stats': they stay 0 here and are copied in by px_l1_stats) */
+    px_stats_l1 st;
 };
 
 static uint64_t next_random(void *arg)
@@ -563,7 +563,7 @@ static int read_multiget(px_l1 *l, px_client *c, px_req *r, px_upstream *u)
     r->forwarded = 1;
     c->ninflight++;
     c->up = u;
-    l->fills++;
+    l->st.l1_fills++;
     l->srv->stats.commands_forwarded++;
     px_buf cmd = {0};
     px_buf_appendf(&cmd, "*%d\r\n", m->nmiss + 1);
@@ -619,7 +619,7 @@ static void send_fill(px_l1 *l, flight *f)
     if (old) flight_unlist(l, old);
     HASH_ADD_KEYPTR(hh, l->flights, f->key, f->klen, f);
     f->in_table = 1;
-    l->fills++;
+    l->st.l1_fills++;
     l->srv->stats.commands_forwarded++;
     f->u->tracking_used = 1;
     f->sent_ms = now_ms(l); /* the loop's clock: no later than the write that sends it */
@@ -638,7 +638,7 @@ int px_l1_read(px_l1 *l, px_client *c, px_req *r, px_upstream *u, const char *ra
     if (cmd->last_key != cmd->first_key && c->parser.argc != cmd->first_key + 1) return 0;
     if (c->nwrites > 0) {
         /* its own write is in flight: read behind it, in order, from Redis */
-        l->bypassed++;
+        l->st.l1_bypassed++;
         return 0;
     }
     const char *group = c->argv[1];
@@ -670,7 +670,7 @@ int px_l1_read(px_l1 *l, px_client *c, px_req *r, px_upstream *u, const char *ra
         l1_value_put(v);
         if (should_refresh(l, &pol, now, &meta) && px_l1_can_fill(l, u) && !flight_find(l, key.data, key.len)) {
             /* read near its expiry: fetch it again in the background, once */
-            l->refreshes++;
+            l->st.l1_refreshes++;
             start_fill(l, c, NULL, u, &key, glen, &pol, cmd, raw, rawlen);
         }
         return 1;
@@ -685,7 +685,7 @@ int px_l1_read(px_l1 *l, px_client *c, px_req *r, px_upstream *u, const char *ra
         /* A client with commands in flight on another connection reads
          * there, so its commands reach Redis in its order. */
         if (f->nwaiters >= l->srv->cfg->l1_max_waiters || (c->ninflight > 0 && c->up != f->u)) return 0;
-        l->coalesced++;
+        l->st.l1_coalesced++;
         add_waiter(f, c, r, f->u);
         return 1;
     }
@@ -766,7 +766,7 @@ void px_l1_write(px_l1 *l, px_client *c, px_req *r)
         l1_flush(l->cache);
     } else if (keys.len) {
         invalidate_list(l, keys.data, keys.len);
-        l->inval_local++;
+        l->st.l1_invalidations_local++;
     }
     r->inval = keys.data;
     r->inval_len = keys.len;
@@ -888,7 +888,7 @@ static void tracking_lost(px_upstream *u, uint64_t epoch, void *arg)
     if (!used || epoch != l->epoch || !l->link_ready) return;
     px_log_notice(&l->srv->log, "L1: a connection with tracking on was lost (%s): L1 flushed", u->errstr);
     l1_flush(l->cache);
-    l->flush_conn++;
+    l->st.l1_flushes_connection_lost++;
 }
 
 static int str_is(const redisReply *r, const char *s)
@@ -941,7 +941,7 @@ int px_l1_barrier(px_l1 *l, px_req *r, const char *reply, size_t len)
     if (l->btail) l->btail->next = b;
     else l->bhead = b;
     l->btail = b;
-    l->barriers++;
+    l->st.l1_barriers++;
     return 1;
 }
 
@@ -1011,14 +1011,14 @@ static void link_frame(px_upstream *u, void *ctx, const char *frame, size_t len)
                 for (size_t i = 0; i < keys->elements; i++)
                     if (keys->element[i]->type == REDIS_REPLY_STRING) {
                         l1_invalidate(l->cache, keys->element[i]->str, keys->element[i]->len);
-                        l->inval_tracking++;
+                        l->st.l1_invalidations_tracking++;
                     }
             } else if (keys->type == REDIS_REPLY_NIL) {
                 l1_flush(l->cache); /* FLUSHALL / FLUSHDB upstream */
-                l->flush_tracking++;
+                l->st.l1_flushes_tracking++;
             } else if (keys->type == REDIS_REPLY_STRING) {
                 l1_invalidate(l->cache, keys->str, keys->len);
-                l->inval_tracking++;
+                l->st.l1_invalidations_tracking++;
             }
         }
     }
@@ -1033,7 +1033,7 @@ static void link_lost(px_upstream *u, void *ctx)
     l->link_ready = 0;
     l->link_id = 0;
     l1_flush(l->cache);
-    l->flush_link++;
+    l->st.l1_flushes_link_lost++;
     /* the flush covers what the held writes touched: they may go */
     release_barriers(l, 1);
     l->pings = l->pongs = 0;
@@ -1081,44 +1081,44 @@ void px_l1_cron(px_l1 *l, double now)
     }
 }
 
-void px_l1_info(px_l1 *l, px_buf *out)
+void px_l1_stats(px_l1 *l, px_stats_l1 *v)
 {
     if (!l) {
-        px_buf_appendf(out, "hotproxy_l1:off\r\n");
+        memset(v, 0, sizeof(*v));
+        v->l1 = "off";
         return;
     }
     const px_config *cfg = l->srv->cfg;
     l1_stats st;
     l1_get_stats(l->cache, &st);
     uint64_t lookups = st.hits + st.misses;
-    const char *tracking = !cfg->l1_tracking ? "off" : l->refused ? "refused" : l->link_ready ? "up" : "down";
-    px_buf_appendf(out, "hotproxy_l1:on\r\n");
-    px_buf_appendf(out, "hotproxy_l1_mode:%s\r\n", !cfg->l1_tracking || l->refused ? "ttl-only" : "tracking");
-    px_buf_appendf(out, "hotproxy_l1_tracking:%s\r\n", tracking);
-    px_buf_appendf(out, "hotproxy_l1_tracking_link_id:%lld\r\n", l->link ? l->link_id : -1);
-    px_buf_appendf(out, "hotproxy_l1_entries:%llu\r\n", (unsigned long long)st.entries);
-    px_buf_appendf(out, "hotproxy_l1_bytes:%llu\r\n", (unsigned long long)st.bytes);
-    px_buf_appendf(out, "hotproxy_l1_maxmemory:%lld\r\n", cfg->l1_maxmemory);
-    px_buf_appendf(out, "hotproxy_l1_hits:%llu\r\n", (unsigned long long)st.hits);
-    px_buf_appendf(out, "hotproxy_l1_misses:%llu\r\n", (unsigned long long)st.misses);
-    px_buf_appendf(out, "hotproxy_l1_hit_ratio:%.4f\r\n", lookups ? (double)st.hits / (double)lookups : 0.0);
-    px_buf_appendf(out, "hotproxy_l1_fills:%llu\r\n", (unsigned long long)l->fills);
-    px_buf_appendf(out, "hotproxy_l1_coalesced:%llu\r\n", (unsigned long long)l->coalesced);
-    px_buf_appendf(out, "hotproxy_l1_refreshes:%llu\r\n", (unsigned long long)l->refreshes);
-    px_buf_appendf(out, "hotproxy_l1_bypassed:%llu\r\n", (unsigned long long)l->bypassed);
-    px_buf_appendf(out, "hotproxy_l1_stores:%llu\r\n", (unsigned long long)st.stores);
-    px_buf_appendf(out, "hotproxy_l1_admissions_rejected:%llu\r\n", (unsigned long long)st.admissions_rejected);
-    px_buf_appendf(out, "hotproxy_l1_stale_fills:%llu\r\n", (unsigned long long)st.stale_fills);
-    px_buf_appendf(out, "hotproxy_l1_evictions:%llu\r\n", (unsigned long long)st.evictions);
-    px_buf_appendf(out, "hotproxy_l1_expirations:%llu\r\n", (unsigned long long)st.expirations);
-    px_buf_appendf(out, "hotproxy_l1_key_expiries:%llu\r\n", (unsigned long long)st.successions);
-    px_buf_appendf(out, "hotproxy_l1_invalidations_local:%llu\r\n", (unsigned long long)l->inval_local);
-    px_buf_appendf(out, "hotproxy_l1_invalidations_tracking:%llu\r\n", (unsigned long long)l->inval_tracking);
-    px_buf_appendf(out, "hotproxy_l1_flushes:%llu\r\n", (unsigned long long)st.flushes);
-    px_buf_appendf(out, "hotproxy_l1_flushes_tracking:%llu\r\n", (unsigned long long)l->flush_tracking);
-    px_buf_appendf(out, "hotproxy_l1_flushes_link_lost:%llu\r\n", (unsigned long long)l->flush_link);
-    px_buf_appendf(out, "hotproxy_l1_flushes_connection_lost:%llu\r\n", (unsigned long long)l->flush_conn);
-    px_buf_appendf(out, "hotproxy_l1_barriers:%llu\r\n", (unsigned long long)l->barriers);
+    *v = l->st;
+    v->l1 = "on";
+    v->l1_mode = !cfg->l1_tracking || l->refused ? "ttl-only" : "tracking";
+    v->l1_tracking = !cfg->l1_tracking ? "off" : l->refused ? "refused" : l->link_ready ? "up" : "down";
+    v->l1_tracking_link_id = l->link ? l->link_id : -1;
+    v->l1_entries = st.entries;
+    v->l1_bytes = st.bytes;
+    v->l1_maxmemory = cfg->l1_maxmemory;
+    v->l1_hits = st.hits;
+    v->l1_misses = st.misses;
+    v->l1_hit_ratio = lookups ? (double)st.hits / (double)lookups : 0.0;
+    v->l1_stores = st.stores;
+    v->l1_admissions_rejected = st.admissions_rejected;
+    v->l1_stale_fills = st.stale_fills;
+    v->l1_evictions = st.evictions;
+    v->l1_expirations = st.expirations;
+    v->l1_key_expiries = st.successions;
+    v->l1_flushes = st.flushes;
+}
+
+void px_l1_info(px_l1 *l, px_buf *out)
+{
+    px_stats_l1 v;
+    px_l1_stats(l, &v);
+    /* with the L1 off, its first line ("hotproxy_l1:off") says it all */
+    const px_stat_group *g = &px_stat_groups[PX_STATS_G_L1];
+    px_stats_render(g->desc, l ? g->n : 1, &v, out);
 }
 
 void px_l1_reconfigure(px_l1 *l)
@@ -1133,7 +1133,7 @@ long px_l1_invalidate_keys(px_l1 *l, int n, const char *const *keys, const size_
 {
     if (!l) return 0;
     for (int i = 0; i < n; i++) l1_invalidate(l->cache, keys[i], lens[i]);
-    l->inval_local += (uint64_t)n;
+    l->st.l1_invalidations_local += (uint64_t)n;
     return n;
 }
 

@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "proxy/px_buf.h"
+#include "proxy/px_stats.h"
 
 struct px_server;
 struct px_client;
@@ -78,6 +79,9 @@ void px_l1_flush(px_l1 *l);
 long px_l1_keys(px_l1 *l, const char *pat, size_t patlen, uint64_t cursor, long count, px_buf *out, uint64_t *next);
 
 void px_l1_cron(px_l1 *l, double now);
+/* The L1's values now (the registry's L1 group; l may be NULL: "off"), and
+ * the same as INFO lines. */
+void px_l1_stats(px_l1 *l, px_stats_l1 *v);
 void px_l1_info(px_l1 *l, px_buf *out);
 
 #endif

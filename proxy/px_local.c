@@ -19,7 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <unistd.h>
 
 #include "proxy/px_client.h"
 #include "proxy/px_command.h"
@@ -68,56 +67,34 @@ static unsigned info_sections(int argc, const char *const *argv, const size_t *a
     return bits;
 }
 
-/* Append lines to out with every key prefixed "hotproxy_"; frees lines. */
-static void append_prefixed(px_buf *out, px_buf *lines)
-{
-    const char *p = lines->data, *end = lines->data + lines->len;
-    while (p < end) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        size_t n = nl ? (size_t)(nl - p + 1) : (size_t)(end - p);
-        px_buf_append(out, "hotproxy_", 9);
-        px_buf_append(out, p, n);
-        p += n;
-    }
-    px_buf_free(lines);
-}
-
 static void append_sections(px_server *s, unsigned bits, px_buf *out)
 {
     if (bits & SEC_PROXY) {
         if (out->len) px_buf_append(out, "\r\n", 2);
-        px_buf_appendf(out, "# Hotproxy\r\n");
-        px_buf_appendf(out, "hotproxy_version:%s\r\n", HOTPROXY_VERSION);
-        px_buf_appendf(out, "hotproxy_process_id:%d\r\n", (int)getpid());
-        px_buf_appendf(out, "hotproxy_tcp_port:%lld\r\n", s->cfg->port);
-        px_buf_appendf(out, "hotproxy_uptime_in_seconds:%lld\r\n", (long long)(px_now(s) - s->start_time));
-        px_buf_appendf(out, "hotproxy_config_file:%s\r\n", s->cfg->config_file ? s->cfg->config_file : "");
-        px_buf_appendf(out, "hotproxy_connected_clients:%ld\r\n", s->nclients);
-        px_buf_appendf(out, "hotproxy_maxclients:%lld\r\n", s->cfg->maxclients);
+        px_buf_appendf(out, "# %s\r\n", px_stat_groups[PX_STATS_G_SERVER].section);
+        px_stats_server v;
+        px_server_stats(s, &v);
+        px_stats_render_group(PX_STATS_G_SERVER, &v, out);
     }
     if (bits & SEC_STATS) {
         if (out->len) px_buf_append(out, "\r\n", 2);
-        px_buf_appendf(out, "# Hotproxy_stats\r\n");
-        px_buf tmp = {0};
-        px_stats_info(&s->stats, &tmp);
-        append_prefixed(out, &tmp);
+        px_buf_appendf(out, "# %s\r\n", px_stat_groups[PX_STATS_G_STATS].section);
+        px_stats_render_group(PX_STATS_G_STATS, &s->stats, out);
     }
     if (bits & SEC_UPSTREAM) {
         if (out->len) px_buf_append(out, "\r\n", 2);
-        px_buf_appendf(out, "# Hotproxy_upstream\r\n");
+        px_buf_appendf(out, "# %s\r\n", px_stat_groups[PX_STATS_G_ROUTER].section);
         s->router->info(s->router, out);
     }
     if (bits & SEC_CACHE) {
         if (out->len) px_buf_append(out, "\r\n", 2);
-        px_buf_appendf(out, "# Hotproxy_cache\r\n");
+        px_buf_appendf(out, "# %s\r\n", px_stat_groups[PX_STATS_G_L1].section);
         px_l1_info(s->l1, out);
     }
     if (bits & SEC_COMMANDS) {
         if (out->len) px_buf_append(out, "\r\n", 2);
         px_buf_appendf(out, "# Hotproxy_commandstats\r\n");
-        px_buf tmp = {0};
-        px_stats_info_commands(&s->stats, &tmp);
-        append_prefixed(out, &tmp);
+        px_stats_info_commands(&s->stats, out);
     }
 }
 

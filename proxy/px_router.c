@@ -30,7 +30,8 @@ static void single_cron(px_router *r, double now)
 
 static void single_info(px_router *r, px_buf *out)
 {
-    px_buf_appendf(out, "hotproxy_topology:%s\r\n", r->topology);
+    px_stats_router v = {.topology = r->topology};
+    px_stats_render_group(PX_STATS_G_ROUTER, &v, out);
     px_pool_info(((single_router *)r)->pool, out);
 }
 

@@ -33,6 +33,18 @@
 
 double px_now(px_server *s) { return ev_now(s->loop); }
 
+void px_server_stats(px_server *s, px_stats_server *v)
+{
+    memset(v, 0, sizeof(*v));
+    v->version = HOTPROXY_VERSION;
+    v->process_id = (int64_t)getpid();
+    v->tcp_port = s->cfg->port;
+    v->uptime_in_seconds = (int64_t)(px_now(s) - s->start_time);
+    v->config_file = s->cfg->config_file ? s->cfg->config_file : "";
+    v->connected_clients = s->nclients;
+    v->maxclients = s->cfg->maxclients;
+}
+
 px_client *px_server_client(px_server *s, uint64_t id)
 {
     px_client *c = NULL;

@@ -98,6 +98,9 @@ void px_server_want_write_upstream(px_server *s, struct px_upstream *u);
 /* The connected client with that id (not one being closed), or NULL. */
 struct px_client *px_server_client(px_server *s, uint64_t id);
 
+/* The "Hotproxy" INFO section's values now (the registry's SERVER group). */
+void px_server_stats(px_server *s, px_stats_server *v);
+
 double px_now(px_server *s); /* seconds, from the loop's clock (read when its iteration began) */
 /* The loop's clock read again now (ev_now_update): for a time that must not
  * be an iteration old, after work that may have taken long. */

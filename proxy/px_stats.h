@@ -1,48 +1,224 @@
 /*
- * px_stats: hotproxy's counters, declared once (PX_STATS_LIST) and turned
- * into the struct and the INFO text from that one list.
+ * px_stats: the registry of everything hotproxy reports — every INFO line of
+ * its sections, each declared once with its name, kind, value type and a
+ * one-line help text, in an X-macro list per group:
+ *
+ *   group    scope    INFO section          struct            filled by
+ *   SERVER   process  # Hotproxy            px_stats_server   px_server_stats
+ *   (stats)  process  # Hotproxy_stats      px_stats          live, s->stats
+ *   ROUTER   process  # Hotproxy_upstream   px_stats_router   the router's info
+ *   POOL     pool     # Hotproxy_upstream   px_stats_pool     px_pool_stats
+ *   LANE     lane     (inside POOL's lane)  px_stats_lane     px_pool_stats
+ *   L1       l1       # Hotproxy_cache      px_stats_l1       px_l1_stats
+ *
+ * Each list generates three things: the struct (one field per entry, named
+ * as the entry), a descriptor array {name, kind, type, help, offset}, and
+ * through that array the INFO text (px_stats_render).  A module keeps the
+ * struct of its scope and counts with a plain increment of a field
+ * (s->stats.commands_processed++); gauges are computed when asked for, by
+ * the module's *_stats function, which fills a copy of the struct (a view).
+ * Whoever writes the numbers out (INFO now, a metrics page later) walks
+ * px_stat_groups and reads each field at its descriptor's offset in a view,
+ * knowing no module's own struct.
+ *
+ * The INFO key of an entry is "hotproxy_" followed by the entry's name; a
+ * lane's entries are written "key=value" on one line per lane, after the
+ * pool's LANES entry, as Redis writes db0:keys=...  Commands are counted
+ * apart (cmd_calls, one per command of the table), see px_stats_info_commands.
  */
 #ifndef PX_STATS_H
 #define PX_STATS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "proxy/px_buf.h"
 
-#define PX_STATS_LIST(X)                                                                  \
-    X(connections_received, "client connections accepted")                               \
-    X(rejected_connections, "client connections refused at maxclients")                  \
-    X(accept_fd_exhaustions, "times accepting paused for want of file descriptors")      \
-    X(commands_processed, "commands read from clients")                                  \
-    X(commands_forwarded, "commands sent upstream")                                      \
-    X(commands_local, "commands answered by hotproxy itself")                            \
-    X(commands_refused, "commands refused (denied or unsupported)")                      \
-    X(protocol_errors, "clients closed for a malformed request")                         \
-    X(query_buffer_limit_disconnects, "clients closed past client-query-buffer-limit")   \
-    X(output_buffer_limit_disconnects, "clients closed past client-output-buffer-limit") \
-    X(maxmemory_clients_disconnects, "clients closed, biggest first, past maxmemory-clients") \
-    X(idle_timeouts, "clients closed after timeout seconds idle")                        \
-    X(upstream_connects, "upstream connections established")                             \
-    X(upstream_connect_failures, "upstream connection attempts that failed")             \
-    X(upstream_disconnects, "established upstream connections lost")                     \
-    X(upstream_error_replies, "commands answered with -ERR because upstream failed")      \
-    X(upstream_timeouts, "upstream connections replaced after upstream-timeout")         \
-    X(ttl_jittered, "TTLs spread on their way to Redis (cache-rule write-ttl-jitter)") \
-    X(net_input_bytes, "bytes read from clients")                                        \
-    X(net_output_bytes, "bytes written to clients")
+/* What a number means to a reader: counters only grow (until restart),
+ * gauges go up and down, info entries are strings (labels, states). */
+typedef enum { PX_STAT_COUNTER, PX_STAT_GAUGE, PX_STAT_INFO } px_stat_kind;
+/* Whose it is: one per process, one per upstream pool (labelled by the
+ * pool's name, its "upstream" entry), one per lane of a pool (labelled by
+ * pool and lane number), one per process for the L1. */
+typedef enum { PX_SCOPE_PROCESS, PX_SCOPE_POOL, PX_SCOPE_LANE, PX_SCOPE_L1 } px_stat_scope;
+/* How the field is stored and written in INFO. */
+typedef enum {
+    PX_STAT_U64,   /* uint64_t, %llu */
+    PX_STAT_I64,   /* int64_t, %lld */
+    PX_STAT_RATIO, /* double, %.4f */
+    PX_STAT_STR,   /* const char *, %s; NULL: the line is left out */
+    PX_STAT_LANES, /* px_stats_lanes: one line per lane (PX_STATS_LANE_LIST) */
+} px_stat_type;
+
+typedef struct px_stats_lane px_stats_lane;
+typedef struct px_stats_lanes {
+    int n;
+    px_stats_lane *v; /* malloc'd by whoever fills the view; the view's owner frees it */
+} px_stats_lanes;
+
+#define PX_STAT_CTYPE_U64 uint64_t
+#define PX_STAT_CTYPE_I64 int64_t
+#define PX_STAT_CTYPE_RATIO double
+#define PX_STAT_CTYPE_STR const char *
+#define PX_STAT_CTYPE_LANES px_stats_lanes
+
+/* X(name, kind, type, help), in INFO order. */
+
+/* # Hotproxy: the process. */
+#define PX_STATS_SERVER_LIST(X)                                                          \
+    X(version, INFO, STR, "hotproxy's version")                                          \
+    X(process_id, GAUGE, I64, "process id")                                              \
+    X(tcp_port, GAUGE, I64, "port hotproxy listens on")                                  \
+    X(uptime_in_seconds, GAUGE, I64, "seconds since hotproxy started")                   \
+    X(config_file, INFO, STR, "path of the config file (empty: none)")                   \
+    X(connected_clients, GAUGE, I64, "client connections open now")                      \
+    X(maxclients, GAUGE, I64, "most client connections accepted at once")
+
+/* # Hotproxy_stats: the process' counters, kept live in px_server's stats. */
+#define PX_STATS_LIST(X)                                                                                     \
+    X(connections_received, COUNTER, U64, "client connections accepted")                                     \
+    X(rejected_connections, COUNTER, U64, "client connections refused at maxclients")                        \
+    X(accept_fd_exhaustions, COUNTER, U64, "times accepting paused for want of file descriptors")            \
+    X(commands_processed, COUNTER, U64, "commands read from clients")                                        \
+    X(commands_forwarded, COUNTER, U64, "commands sent upstream")                                            \
+    X(commands_local, COUNTER, U64, "commands answered by hotproxy itself")                                  \
+    X(commands_refused, COUNTER, U64, "commands refused (denied or unsupported)")                            \
+    X(protocol_errors, COUNTER, U64, "clients closed for a malformed request")                               \
+    X(query_buffer_limit_disconnects, COUNTER, U64, "clients closed past client-query-buffer-limit")         \
+    X(output_buffer_limit_disconnects, COUNTER, U64, "clients closed past client-output-buffer-limit")       \
+    X(maxmemory_clients_disconnects, COUNTER, U64, "clients closed, biggest first, past maxmemory-clients")  \
+    X(idle_timeouts, COUNTER, U64, "clients closed after timeout seconds idle")                              \
+    X(upstream_connects, COUNTER, U64, "upstream connections established")                                   \
+    X(upstream_connect_failures, COUNTER, U64, "upstream connection attempts that failed")                   \
+    X(upstream_disconnects, COUNTER, U64, "established upstream connections lost")                           \
+    X(upstream_error_replies, COUNTER, U64, "commands answered with -ERR because upstream failed")           \
+    X(upstream_timeouts, COUNTER, U64, "upstream connections replaced after upstream-timeout")               \
+    X(ttl_jittered, COUNTER, U64, "TTLs spread on their way to Redis (cache-rule write-ttl-jitter)")         \
+    X(net_input_bytes, COUNTER, U64, "bytes read from clients")                                              \
+    X(net_output_bytes, COUNTER, U64, "bytes written to clients")
+
+/* # Hotproxy_upstream, first line: the topology, then each pool's lines. */
+#define PX_STATS_ROUTER_LIST(X) X(topology, INFO, STR, "how upstreams are chosen (single)")
+
+/* # Hotproxy_upstream: one upstream pool (scope pool, named by "upstream"). */
+#define PX_STATS_POOL_LIST(X)                                                                          \
+    X(upstream, INFO, STR, "the pool's upstream, host:port")                                           \
+    X(upstream_status, INFO, STR, "up when a shared connection is ready, else down")                   \
+    X(upstream_server_version, INFO, STR, "the upstream Redis' version (empty: not known yet)")        \
+    X(upstream_lanes, GAUGE, I64, "lanes (database and protocol pairs) opened")                        \
+    X(upstream_connections, GAUGE, I64, "shared upstream connections, over all lanes")                 \
+    X(upstream_connections_ready, GAUGE, I64, "shared upstream connections ready now")                 \
+    X(upstream_inflight, GAUGE, I64, "requests sent on shared connections, awaiting their reply")      \
+    X(pinned_connections, GAUGE, I64, "upstream connections pinned to a client")                       \
+    X(oob_connections, GAUGE, I64, "out-of-band upstream connections (closed once answered)")          \
+    X(spare_connections, GAUGE, I64, "clean upstream connections waiting to be pinned")                \
+    X(lane, GAUGE, LANES, "one line per lane: its database, protocol and shared connections")         \
+    X(upstream_last_error, INFO, STR, "why the upstream is down (only while no connection is ready)")
+
+/* A lane of a pool: written "hotproxy_lane<i>:db=..,resp=..,connections=..". */
+#define PX_STATS_LANE_LIST(X)                                     \
+    X(db, GAUGE, I64, "the lane's database")                      \
+    X(resp, GAUGE, I64, "the lane's protocol (2 or 3)")           \
+    X(connections, GAUGE, I64, "the lane's shared connections")
+
+/* # Hotproxy_cache: the L1.  With the L1 off only the first line is written.
+ * The library's counters (hits, stores...) come from cache/'s l1_stats; the
+ * others are counted by px_l1 in its own copy of this struct. */
+#define PX_STATS_L1_LIST(X)                                                                                  \
+    X(l1, INFO, STR, "on, or off when the config says l1 no")                                                 \
+    X(l1_mode, INFO, STR, "tracking, or ttl-only when tracking is off or refused")                            \
+    X(l1_tracking, INFO, STR, "the invalidation link: up, down, refused or off")                              \
+    X(l1_tracking_link_id, GAUGE, I64, "CLIENT ID of the invalidation link (-1: none)")                       \
+    X(l1_entries, GAUGE, U64, "entries in the L1")                                                            \
+    X(l1_bytes, GAUGE, U64, "bytes the L1's entries take")                                                    \
+    X(l1_maxmemory, GAUGE, I64, "l1-maxmemory, bytes")                                                        \
+    X(l1_hits, COUNTER, U64, "reads answered from the L1")                                                    \
+    X(l1_misses, COUNTER, U64, "reads the L1 could not answer")                                               \
+    X(l1_hit_ratio, GAUGE, RATIO, "hits / (hits + misses) since start")                                       \
+    X(l1_fills, COUNTER, U64, "fills sent upstream")                                                          \
+    X(l1_coalesced, COUNTER, U64, "reads that joined a fill already in flight")                               \
+    X(l1_refreshes, COUNTER, U64, "entries refreshed ahead of their expiry")                                  \
+    X(l1_bypassed, COUNTER, U64, "cacheable reads sent upstream behind the client's own write in flight")                              \
+    X(l1_stores, COUNTER, U64, "replies stored in the L1")                                                    \
+    X(l1_admissions_rejected, COUNTER, U64, "replies not stored: not read often enough yet (l1-hot-threshold)")            \
+    X(l1_stale_fills, COUNTER, U64, "fills dropped because a write or invalidation raced them")               \
+    X(l1_evictions, COUNTER, U64, "entries evicted for l1-maxmemory")                                         \
+    X(l1_expirations, COUNTER, U64, "entries expired")                                                        \
+    X(l1_key_expiries, COUNTER, U64, "entries that turned into what follows their key's expiry in Redis")                           \
+    X(l1_invalidations_local, COUNTER, U64, "keys dropped for writes through hotproxy")                        \
+    X(l1_invalidations_tracking, COUNTER, U64, "keys dropped for invalidations from Redis")                   \
+    X(l1_flushes, COUNTER, U64, "times the whole L1 was emptied")                                             \
+    X(l1_flushes_tracking, COUNTER, U64, "flushes Redis' tracking asked for")                                 \
+    X(l1_flushes_link_lost, COUNTER, U64, "flushes for a lost invalidation link")                             \
+    X(l1_flushes_connection_lost, COUNTER, U64, "flushes for a lost shared connection the L1 filled through") \
+    X(l1_barriers, COUNTER, U64, "replies held until their invalidations were in")
+
+#define PX_STAT_FIELD(name, kind, type, help) PX_STAT_CTYPE_##type name;
+
+typedef struct px_stats_server {
+    PX_STATS_SERVER_LIST(PX_STAT_FIELD)
+} px_stats_server;
 
 typedef struct px_stats {
-#define PX_STATS_FIELD(name, desc) uint64_t name;
-    PX_STATS_LIST(PX_STATS_FIELD)
-#undef PX_STATS_FIELD
-    uint64_t *cmd_calls;   /* per command table index, and one more for unknown commands */
+    PX_STATS_LIST(PX_STAT_FIELD)
+    uint64_t *cmd_calls; /* per command table index, and one more for unknown commands */
 } px_stats;
+
+typedef struct px_stats_router {
+    PX_STATS_ROUTER_LIST(PX_STAT_FIELD)
+} px_stats_router;
+
+typedef struct px_stats_pool {
+    PX_STATS_POOL_LIST(PX_STAT_FIELD)
+} px_stats_pool;
+
+struct px_stats_lane {
+    PX_STATS_LANE_LIST(PX_STAT_FIELD)
+};
+
+typedef struct px_stats_l1 {
+    PX_STATS_L1_LIST(PX_STAT_FIELD)
+} px_stats_l1;
+
+#undef PX_STAT_FIELD
+
+/* One entry of the registry. */
+typedef struct px_stat_desc {
+    const char *name;   /* INFO key and metric name: "hotproxy_l1_hits", "hotproxy_lane_db" */
+    const char *key;    /* the field's name: "l1_hits", "db" (a lane's INFO line uses it) */
+    px_stat_kind kind;
+    px_stat_type type;
+    px_stat_scope scope;
+    const char *help;
+    size_t offset;      /* of the field in the group's struct */
+} px_stat_desc;
+
+/* One list: its entries in INFO order, and the section it is written in. */
+typedef struct px_stat_group {
+    const char *section;  /* "Hotproxy_stats"; NULL for lanes (inside the pool's lines) */
+    px_stat_scope scope;
+    const px_stat_desc *desc;
+    size_t n;
+} px_stat_group;
+
+enum { PX_STATS_G_SERVER, PX_STATS_G_STATS, PX_STATS_G_ROUTER, PX_STATS_G_POOL, PX_STATS_G_LANE, PX_STATS_G_L1,
+       PX_STATS_NGROUPS };
+/* Every group, indexed by PX_STATS_G_*, in the order INFO writes them. */
+extern const px_stat_group px_stat_groups[PX_STATS_NGROUPS];
 
 void px_stats_init(px_stats *s);
 void px_stats_free(px_stats *s);
-/* "name:value\r\n" for every counter. */
-void px_stats_info(const px_stats *s, px_buf *out);
-/* "cmdstat_<name>:calls=N\r\n" for every command called at least once. */
+
+/*
+ * Write the INFO lines of n entries of a group ("hotproxy_<name>:value\r\n"
+ * each) from view, a struct of that group (a LANES entry writes one line per
+ * lane from the lane group).  The section's header is the caller's.
+ */
+void px_stats_render(const px_stat_desc *desc, size_t n, const void *view, px_buf *out);
+/* The lines of a whole group (px_stats_render of all its entries). */
+void px_stats_render_group(int group, const void *view, px_buf *out);
+
+/* "hotproxy_cmdstat_<name>:calls=N\r\n" for every command called at least once. */
 void px_stats_info_commands(const px_stats *s, px_buf *out);
 
 #endif

@@ -768,7 +768,7 @@ void px_pool_cron(px_pool *p, double now, long long timeout_ms)
     }
 }
 
-void px_pool_info(px_pool *p, px_buf *out)
+void px_pool_stats(px_pool *p, px_stats_pool *v)
 {
     int ready = 0, total = 0;
     long inflight = 0;
@@ -778,18 +778,32 @@ void px_pool_info(px_pool *p, px_buf *out)
             ready += p->lanes[i]->conns[j].state == PX_UP_READY;
             inflight += p->lanes[i]->conns[j].nsent;
         }
-    px_buf_appendf(out, "hotproxy_upstream:%s\r\n", p->name);
-    px_buf_appendf(out, "hotproxy_upstream_status:%s\r\n", ready ? "up" : "down");
-    px_buf_appendf(out, "hotproxy_upstream_server_version:%s\r\n", p->redis_version);
-    px_buf_appendf(out, "hotproxy_upstream_lanes:%d\r\n", p->nlanes);
-    px_buf_appendf(out, "hotproxy_upstream_connections:%d\r\n", total);
-    px_buf_appendf(out, "hotproxy_upstream_connections_ready:%d\r\n", ready);
-    px_buf_appendf(out, "hotproxy_upstream_inflight:%ld\r\n", inflight);
-    px_buf_appendf(out, "hotproxy_pinned_connections:%ld\r\n", p->npinned - p->nspare - p->nlinks - p->noob);
-    px_buf_appendf(out, "hotproxy_oob_connections:%ld\r\n", p->noob);
-    px_buf_appendf(out, "hotproxy_spare_connections:%ld\r\n", p->nspare);
-    for (int i = 0; i < p->nlanes; i++)
-        px_buf_appendf(out, "hotproxy_lane%d:db=%d,resp=%d,connections=%d\r\n", i, p->lanes[i]->db,
-                       p->lanes[i]->proto, p->lanes[i]->nconns);
-    if (!ready) px_buf_appendf(out, "hotproxy_upstream_last_error:%s\r\n", px_pool_unavailable(p));
+    memset(v, 0, sizeof(*v));
+    v->upstream = p->name;
+    v->upstream_status = ready ? "up" : "down";
+    v->upstream_server_version = p->redis_version;
+    v->upstream_lanes = p->nlanes;
+    v->upstream_connections = total;
+    v->upstream_connections_ready = ready;
+    v->upstream_inflight = inflight;
+    v->pinned_connections = p->npinned - p->nspare - p->nlinks - p->noob;
+    v->oob_connections = p->noob;
+    v->spare_connections = p->nspare;
+    v->lane.n = p->nlanes;
+    v->lane.v = calloc((size_t)p->nlanes + 1, sizeof(*v->lane.v));
+    if (!v->lane.v) abort();
+    for (int i = 0; i < p->nlanes; i++) {
+        v->lane.v[i].db = p->lanes[i]->db;
+        v->lane.v[i].resp = p->lanes[i]->proto;
+        v->lane.v[i].connections = p->lanes[i]->nconns;
+    }
+    v->upstream_last_error = ready ? NULL : px_pool_unavailable(p);
+}
+
+void px_pool_info(px_pool *p, px_buf *out)
+{
+    px_stats_pool v;
+    px_pool_stats(p, &v);
+    px_stats_render_group(PX_STATS_G_POOL, &v, out);
+    free(v.lane.v);
 }

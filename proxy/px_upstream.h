@@ -38,6 +38,7 @@
 
 #include "proxy/px_buf.h"
 #include "proxy/px_resp.h"
+#include "proxy/px_stats.h"
 
 struct px_server;
 struct px_req;
@@ -173,7 +174,9 @@ void px_pool_each_shared(px_pool *p, void (*fn)(px_upstream *u, void *arg), void
 void px_pool_unpin(px_pool *p, px_upstream *u);
 /* Fail requests that waited longer than timeout_ms; called from the cron. */
 void px_pool_cron(px_pool *p, double now, long long timeout_ms);
-/* Append "name:value\r\n" lines about the pool to out. */
+/* The pool's values now (the registry's POOL group); v->lane.v is
+ * allocated, the caller frees it.  px_pool_info writes them as INFO lines. */
+void px_pool_stats(px_pool *p, px_stats_pool *v);
 void px_pool_info(px_pool *p, px_buf *out);
 
 /*
