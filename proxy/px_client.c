@@ -710,7 +710,14 @@ static int apply_state(px_client *c, px_req *r, px_handler h, int argc)
     struct px_upstream *u = c->pinned;
     const px_handler_info *hi = &px_handlers[h];
     if ((hi->props & PX_HP_OUTSIDE_MULTI) && (c->state & PX_STATE_MULTI)) return u->raw; /* Redis queues it */
+    /* What Redis refuses changes nothing there: a wrong number of arguments
+     * (EXEC x inside MULTI leaves Redis in MULTI), or EXEC / DISCARD outside
+     * a transaction (Redis keeps the WATCHed keys).  hotproxy's picture of
+     * the connection must not drift from Redis' own, or a marker would wait
+     * behind a MULTI Redis still holds. */
+    if (r->cmd && !px_command_arity_ok(r->cmd, argc)) return u->raw;
     unsigned sets = hi->sets, clears = hi->clears;
+    if ((clears & PX_STATE_MULTI) && !(c->state & PX_STATE_MULTI)) clears = 0;
     if (hi->props & PX_HP_ONOFF) {
         int on = argc >= 3 && c->argvlen[2] == 2 && !strncasecmp(c->argv[2], "on", 2);
         int off = argc >= 3 && c->argvlen[2] == 3 && !strncasecmp(c->argv[2], "off", 3);
@@ -1071,6 +1078,15 @@ static int dispatch(px_client *c, const char *raw, size_t rawlen)
     if ((hp & PX_HP_FENCE) && !noreply && !(c->state & PX_STATE_MULTI)) wait_fence(u, r);
     if ((hp & PX_HP_TRACKING) && u == c->pinned) px_upstream_no_reuse(u);
     send_on(c, r, u, raw, rawlen, noreply, oob);
+    if ((hp & PX_HP_MAY_END_RAW) && u == c->pinned && u->raw) {
+        /* In RESP2 pub/sub mode only a marker's token tells a reply from a
+         * frame.  Whether this UNSUBSCRIBE ends that mode is known once its
+         * frames are in, so the client's next command waits for a marker
+         * sent right behind it: sent later, it could follow a MULTI that
+         * went out meanwhile, be answered +QUEUED and never come back. */
+        c->markers++;
+        px_upstream_marker(u, on_marker, NULL);
+    }
     return 1;
 }
 

@@ -81,6 +81,7 @@ enum {
     PX_HP_ONOFF = 1 << 16,          /* argument 2 is ON (sets) or OFF (clears) */
     PX_HP_TRACKING = 1 << 17,       /* CLIENT TRACKING: REDIRECT names a hotproxy client; its connection is not reused */
     PX_HP_EXEC = 1 << 18,           /* runs the transaction: what hotproxy queued since MULTI runs at its reply */
+    PX_HP_MAY_END_RAW = 1 << 19,    /* may end RESP2 pub/sub mode: on a raw connection a marker follows it at once */
 };
 
 /* The handler column of px_commands.def: one per PX_HANDLER row, in order. */

@@ -512,6 +512,84 @@ static void push_not_held_behind_reply(void)
     hx_kill(&r);
 }
 
+/* Send req on a new connection to port; read n replies (n < 0: until the
+ * peer closes, as after a protocol error) into out.  Returns the status. */
+static int exchange(int port, const char *req, long n, hx_buf *out)
+{
+    int fd = hx_connect(port);
+    if (fd < 0) return HX_ERROR;
+    int st = hx_send_str(fd, req) == 0 ? (n < 0 ? hx_read_eof(fd, out, DEADLINE_MS)
+                                                : hx_read_replies(fd, out, n, NULL, DEADLINE_MS))
+                                       : HX_ERROR;
+    close(fd);
+    return st;
+}
+
+/*
+ * A state command Redis refuses changes nothing there, and so nothing in
+ * hotproxy's picture of the client's connection: EXEC with an argument inside
+ * MULTI leaves Redis in MULTI (a SUBSCRIBE after it is queued, not run), and
+ * EXEC outside MULTI keeps the WATCHed keys.  Once the two pictures drifted, a
+ * protocol error's marker waited for ever behind Redis' MULTI: the client was
+ * never read again, and its close never seen (test_netfuzz, seed 8).
+ */
+static void state_follows_refusals(void)
+{
+    hx_proc r, p;
+    if (start_pair(&r, &p, NULL) != 0) {
+        ok(0, "refusals: redis-server and hotproxy start");
+        return;
+    }
+    static const char *const seqs[][2] = {
+        {"in MULTI, EXEC x then SUBSCRIBE is queued",
+         "MULTI\r\nEXEC x\r\nSUBSCRIBE div:ch\r\nPING\r\nEXEC\r\n"},
+        {"in MULTI, EXEC x then SUBSCRIBE, then a protocol error",
+         "MULTI\r\nEXEC x\r\nSUBSCRIBE div:ch\r\n*1\r\n$-5\r\n"},
+        {"in MULTI, DISCARD x, then DISCARD", "MULTI\r\nDISCARD x\r\nSET div:s:k v\r\nDISCARD\r\nGET div:s:k\r\n"},
+        /* test_netfuzz seed 8: the UNSUBSCRIBE that ends RESP2 pub/sub mode
+         * and a MULTI right behind it, in one write */
+        {"SUBSCRIBE, UNSUBSCRIBE, MULTI, PING, EXEC in one write",
+         "SUBSCRIBE div:ch\r\nUNSUBSCRIBE div:ch\r\nMULTI\r\nPING\r\nEXEC\r\n"},
+        {"SUBSCRIBE, UNSUBSCRIBE, MULTI, then a protocol error",
+         "SUBSCRIBE div:ch\r\nUNSUBSCRIBE div:ch\r\nMULTI\r\nSET div:s:k v\r\n*1\r\n$-5\r\n"},
+    };
+    static const long nreplies[] = {5, -1, 5, 5, -1};
+    for (size_t i = 0; i < sizeof(seqs) / sizeof(seqs[0]); i++) {
+        hx_buf want = {0}, got = {0};
+        int sw = exchange(r.port, seqs[i][1], nreplies[i], &want);
+        int sg = exchange(p.port, seqs[i][1], nreplies[i], &got);
+        ok(sg == sw && hx_mem_eq(got.data, got.len, want.data, want.len), "refusals: %s: the same bytes as Redis (%s)",
+           seqs[i][0], hx_status_name(sg));
+        if (!hx_mem_eq(got.data, got.len, want.data, want.len))
+            diag("  hotproxy %.*s\n  redis    %.*s", (int)got.len, got.data ? got.data : "", (int)want.len,
+                 want.data ? want.data : "");
+        hx_buf_free(&want);
+        hx_buf_free(&got);
+    }
+    /* hotproxy lets go of every one of those clients (INFO's own remains) */
+    const char *cc = NULL;
+    double deadline = hx_now() + DEADLINE_MS / 1000.0;
+    while (hx_now() < deadline && !((cc = hx_info_field(p.port, "hotproxy", "hotproxy_connected_clients")) &&
+                                    atol(cc) <= 1))
+        hx_sleep_ms(20);
+    ok(cc && atol(cc) <= 1, "refusals: every client that closed is freed (connected_clients %s)", cc ? cc : "?");
+
+    /* WATCH survives an EXEC without MULTI, as in Redis: the transaction
+     * after it is aborted when the watched key changed meanwhile. */
+    redisContext *a = hx_redis(p.port), *other = hx_redis(p.port);
+    is_str(hx_cmd(a, "WATCH div:w:k"), "OK", "watch: WATCH");
+    ok(!strncmp(hx_cmd(a, "EXEC"), "ERR EXEC without MULTI", 22), "watch: EXEC without MULTI is Redis' error");
+    is_str(hx_cmd(other, "SET div:w:k changed"), "OK", "watch: another client changes the watched key");
+    is_str(hx_cmd(a, "MULTI"), "OK", "watch: MULTI");
+    is_str(hx_cmd(a, "SET div:w:k mine"), "QUEUED", "watch: SET is queued");
+    is_str(hx_cmd(a, "EXEC"), "(nil)", "watch: EXEC is aborted: the WATCH was still on");
+    is_str(hx_cmd(other, "GET div:w:k"), "changed", "watch: the key keeps the other client's value");
+    if (a) redisFree(a);
+    if (other) redisFree(other);
+    is_int(hx_stop(&p, 20000), 0, "hotproxy exits 0 (no sanitizer report)");
+    hx_kill(&r);
+}
+
 int main(void)
 {
     hx_init(400);
@@ -527,6 +605,7 @@ int main(void)
     deep_reply_passes();
     tracking_connection_not_reused();
     push_not_held_behind_reply();
+    state_follows_refusals();
     done_testing();
     return exit_status();
 }

@@ -360,7 +360,14 @@ int main(void)
         if (cc && atol(cc) <= 2) break;
         hx_sleep_ms(50);
     }
-    ok(cc && atol(cc) <= 2, "hotproxy lets go of every closed connection (connected_clients %s)", cc ? cc : "?");
+    if (!ok(cc && atol(cc) <= 2, "hotproxy lets go of every closed connection (connected_clients %s)", cc ? cc : "?")) {
+        /* which client is left, and in what state */
+        redisContext *lc = hx_redis(proxy.port);
+        redisReply *r = lc ? redisCommand(lc, "CLIENT LIST") : NULL;
+        if (r && r->type == REDIS_REPLY_STRING) diag("CLIENT LIST:\n%s", r->str);
+        if (r) freeReplyObject(r);
+        if (lc) redisFree(lc);
+    }
     if (by) redisFree(by);
     ok(hx_alive(&redis), "redis-server is still up");
     is_int(hx_stop(&proxy, 15000), 0, "hotproxy exits 0 on SIGTERM (no sanitizer report)");
