@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -295,7 +296,7 @@ void px_client_reply(px_req *r, const char *data, size_t len)
         r->forwarded = 0;
         if (c) c->ninflight--;
     }
-    if (c && r->blocking) c->nblocking--;
+    if (c && r->up.blocking) c->nblocking--;
     if (r->writes) {
         /* before anyone sees the ack: a fill that raced with it is refused */
         r->writes = 0;
@@ -487,6 +488,15 @@ static void client_read_cb(struct ev_loop *loop, ev_io *w, int revents)
     account(c);
 }
 
+/* A forwarded request's reply, or the error of its connection failing first. */
+static void upstream_done(px_upreq *q, struct px_upstream *u, const char *reply, size_t len, int failed)
+{
+    px_req *r = (px_req *)((char *)q - offsetof(px_req, up));
+    (void)u;
+    if (failed && r->client) r->srv->stats.upstream_error_replies++;
+    px_client_reply(r, reply, len);
+}
+
 /*
  * Send r's command on u.  noreply: what Redis sends back is not a reply to
  * it (pub/sub confirmations are pushes in RESP3, and everything is a frame in
@@ -519,7 +529,9 @@ static void send_on(px_client *c, px_req *r, struct px_upstream *u, const char *
         r->pinned = u == c->pinned;
         c->ninflight++;
         if (!oob) c->up = u; /* an out-of-band connection orders nothing after it */
-        px_upstream_send(u, r, raw, rawlen);
+        r->up.done = upstream_done;
+        r->up.what = r->cmd ? r->cmd->name : NULL;
+        px_upstream_send(u, &r->up, raw, rawlen);
     }
     px_buf_free(&tmp);
 }
@@ -647,6 +659,29 @@ void px_client_upstream_frame(px_client *c, struct px_upstream *u, const char *f
     after_output(c);
 }
 
+static void pinned_lost(struct px_upstream *u, void *owner)
+{
+    px_client_pinned_lost(owner, u);
+}
+
+static void pinned_frame(struct px_upstream *u, void *owner, const char *frame, size_t len)
+{
+    px_client_upstream_frame(owner, u, frame, len);
+}
+
+/* A connection of c's own, for its database and protocol (px_pool_pin). */
+static struct px_upstream *pin(px_pool *pool, px_client *c, const char **err)
+{
+    return px_pool_pin(pool, c->db, c->proto, pinned_frame, pinned_lost, c, err);
+}
+
+/* The shared connection c's next request goes on: where its requests in
+ * flight are, if any (px_pool_pick). */
+static struct px_upstream *pick(px_pool *pool, px_client *c)
+{
+    return px_pool_pick(pool, c->db, c->proto, c->ninflight > 0 ? c->up : NULL);
+}
+
 void px_client_pinned_lost(px_client *c, struct px_upstream *u)
 {
     (void)u;
@@ -681,7 +716,7 @@ void px_client_drop_pinned(px_client *c)
     if (c->state & PX_STATE_REDIRECT) {
         /* Redis sends other clients' invalidations to this connection's id:
          * reused, it would hand them to whoever pins it next */
-        u->owner = NULL;
+        px_upstream_disown(u);
         px_pool_close(u->pool, u, "a tracking redirect target is not reused");
     } else {
         px_pool_unpin(u->pool, u);
@@ -694,7 +729,7 @@ int px_client_pin_redirect_target(px_client *c, const char **err)
     if (!c->pinned) {
         px_route_args a = {NULL, 0, NULL, NULL};
         px_pool *pool = c->srv->router->route(c->srv->router, c, &a);
-        if (!pool || !(c->pinned = px_pool_pin(pool, c, err))) return -1;
+        if (!pool || !(c->pinned = pin(pool, c, err))) return -1;
     }
     c->state |= PX_STATE_REDIRECT;
     return 0;
@@ -728,7 +763,7 @@ static int apply_state(px_client *c, px_req *r, px_handler h, int argc)
     if (clears & PX_STATE_TRACKING) c->track_redir = 0;
     if ((hi->props & PX_HP_RAW) && c->proto == 2) u->raw = 1;
     if (hi->props & PX_HP_BLOCKING) {
-        r->blocking = 1;
+        r->up.blocking = 1;
         c->nblocking++;
     }
     if (hi->props & PX_HP_PUSHES) return u->raw || c->proto == 3;
@@ -972,7 +1007,7 @@ static int dispatch(px_client *c, const char *raw, size_t rawlen)
         if ((hp & PX_HP_PIN) && !c->pinned) {
             if (c->ninflight > 0) return 0;
             pool = route(c, cmd, argc);
-            if (pool) c->pinned = px_pool_pin(pool, c, &err);
+            if (pool) c->pinned = pin(pool, c, &err);
         }
         if (c->pinned) {
             u = c->pinned;
@@ -985,7 +1020,7 @@ static int dispatch(px_client *c, const char *raw, size_t rawlen)
             oob = 1;
             u = (pool = route(c, cmd, argc)) ? px_pool_open_oob(pool) : NULL;
         } else if (!err) {
-            u = (pool = route(c, cmd, argc)) ? px_pool_pick(pool, c) : NULL;
+            u = (pool = route(c, cmd, argc)) ? pick(pool, c) : NULL;
         }
         if (u && !oob && c->ninflight > 0 && c->up != u) return 0;
     } else if ((hp & PX_HP_UNPINS) && c->ninflight > 0) {
@@ -1043,7 +1078,7 @@ static int dispatch(px_client *c, const char *raw, size_t rawlen)
             return 1;
         }
         /* a local handler that forwards: on the client's own connection if it has one */
-        if (!u) u = c->pinned ? c->pinned : (pool = route(c, cmd, argc)) ? px_pool_pick(pool, c) : NULL;
+        if (!u) u = c->pinned ? c->pinned : (pool = route(c, cmd, argc)) ? pick(pool, c) : NULL;
     }
     if (!u) {
         if (err) {

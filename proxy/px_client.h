@@ -22,6 +22,7 @@
 #include "proxy/px_buf.h"
 #include "proxy/px_command.h"
 #include "proxy/px_resp.h"
+#include "proxy/px_upstream.h"
 
 struct px_server;
 struct px_upstream;
@@ -33,28 +34,22 @@ struct px_req;
 typedef int (*px_reply_hook)(struct px_req *r, const char *reply, size_t len, px_buf *out);
 
 typedef struct px_req {
+    px_upreq up;                   /* its entry in an upstream's queue (up.blocking: may wait for ever) */
     struct px_server *srv;
     struct px_client *client;      /* NULL once the client has gone */
     struct px_req *next;           /* client queue */
-    struct px_req *up_next;        /* upstream in-flight queue */
     const struct px_command *cmd;  /* NULL: unknown command */
-    double sent_at;                /* when it was queued upstream */
     char *reply;                   /* stored reply, when it completed out of order */
     size_t reply_len;
     unsigned done : 1;
     unsigned forwarded : 1;        /* in an upstream's queue, unanswered */
     unsigned pinned : 1;           /* forwarded on the client's pinned connection */
-    unsigned blocking : 1;         /* may wait for ever: upstream-timeout does not apply */
     unsigned silent : 1;           /* CLIENT REPLY OFF/SKIP: the reply is dropped */
-    unsigned marker : 1;           /* an internal PING whose reply carries the connection's token */
     unsigned writes : 1;           /* may write: counted in the client's nwrites */
     unsigned inval_flush : 1;      /* its reply flushes the L1 */
     unsigned barrier : 1;          /* its reply waits for the L1's barrier (px_l1_barrier) */
     char *inval;                   /* keys its reply invalidates again: [u32 len][key]... */
     size_t inval_len;
-    /* internal requests (no client): the reply goes here instead */
-    void (*internal)(struct px_upstream *u, void *ctx, const char *reply, size_t len);
-    void *ctx;
     px_reply_hook hook;
     unsigned hook_flags;           /* the hook's own argument */
     px_buf *capture;               /* a local command run inside EXEC's reply: its reply goes here */

@@ -865,6 +865,13 @@ void px_l1_track(px_l1 *l, px_upstream *u)
     px_upstream_send_internal(u, cmd, (size_t)n, tracking_reply, (void *)(uintptr_t)l->epoch);
 }
 
+/* The pool's handshake hook: a new shared connection fills the L1, so Redis
+ * tracks what it reads. */
+static void track_new(px_upstream *u, void *arg)
+{
+    px_l1_track(arg, u);
+}
+
 static void track_each(px_upstream *u, void *arg)
 {
     if (u->state != PX_UP_DOWN) px_l1_track(arg, u);
@@ -1043,7 +1050,11 @@ static void link_lost(px_upstream *u, void *ctx)
 static void link_open(px_l1 *l)
 {
     px_pool *p = pool_of(l);
-    if (p) px_pool_on_tracking_lost(p, tracking_lost, l); /* before any connection can track */
+    if (p) {
+        /* before any connection can track (none does before the link is ready) */
+        px_pool_on_tracking_lost(p, tracking_lost, l);
+        px_pool_on_handshake(p, track_new, l);
+    }
     l->link = p ? px_pool_open_link(p, link_frame, link_lost, l) : NULL;
     if (!l->link) {
         l->next_attempt = px_now(l->srv) + backoff(&l->link_backoff);

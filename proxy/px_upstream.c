@@ -14,9 +14,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "proxy/px_client.h"
-#include "proxy/px_command.h"
-#include "proxy/px_l1.h"
 #include "proxy/px_server.h"
 
 #define READ_CHUNK (16 * 1024)
@@ -29,6 +26,23 @@ static void up_write_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void up_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
 static int is_pinned(const px_upstream *u) { return u->lane == NULL; }
+
+/* A request of px_upstream_send_internal: its entry and where the reply goes. */
+typedef struct internal_req {
+    px_upreq q; /* first: the entry is the request */
+    px_internal_cb cb;
+    void *ctx;
+} internal_req;
+
+static void internal_done(px_upreq *q, px_upstream *u, const char *reply, size_t len, int failed)
+{
+    internal_req *ir = (internal_req *)q;
+    px_internal_cb cb = ir->cb;
+    void *ctx = ir->ctx;
+    (void)failed;
+    free(ir);
+    cb(u, ctx, reply, len);
+}
 
 static void list_remove(px_upstream **head, px_upstream *u)
 {
@@ -46,28 +60,25 @@ static void list_push(px_upstream **head, px_upstream *u)
     *head = u;
 }
 
-/* Answer every request in flight with the connection's error. */
+/* Answer every request in flight with the connection's error, oldest first. */
 static void fail_queue(px_upstream *u)
 {
-    px_server *s = u->srv;
-    px_req *r = u->shead;
+    char err[sizeof(u->errstr) + 8];
+    int n = snprintf(err, sizeof(err), "-ERR %s", u->errstr);
+    if (n < 0) n = 0;
+    if (n > (int)sizeof(err) - 3) n = (int)sizeof(err) - 3;
+    for (int i = 1; i < n; i++) /* an error line may not hold CR or LF */
+        if (err[i] == '\r' || err[i] == '\n') err[i] = ' ';
+    err[n++] = '\r';
+    err[n++] = '\n';
+    px_upreq *q = u->shead;
     u->shead = u->stail = NULL;
     u->nsent = 0;
-    while (r) {
-        px_req *next = r->up_next;
-        r->up_next = NULL;
-        if (r->internal) {
-            char err[sizeof(u->errstr) + 8];
-            int n = snprintf(err, sizeof(err), "-ERR %s\r\n", u->errstr);
-            px_internal_cb cb = r->internal;
-            void *ctx = r->ctx;
-            free(r);
-            cb(u, ctx, err, (size_t)n);
-        } else {
-            if (r->client) s->stats.upstream_error_replies++;
-            px_client_reply_error(r, "ERR %s", u->errstr);
-        }
-        r = next;
+    while (q) {
+        px_upreq *next = q->next;
+        q->next = NULL;
+        q->done(q, u, err, (size_t)n, 1);
+        q = next;
     }
 }
 
@@ -103,15 +114,13 @@ static void up_close_pinned(px_upstream *u)
     p->npinned--;
     if (!u->errstr[0]) snprintf(u->errstr, sizeof(u->errstr), "upstream %s connection closed", p->name);
     fail_queue(u);
-    px_client *owner = u->owner;
-    u->owner = NULL;
-    if (owner) px_client_pinned_lost(owner, u);
-    if (u->on_lost || u->link_ctx) p->nlinks--;
+    if (u->link) p->nlinks--;
+    u->link = 0;
     if (u->on_lost) {
         px_lost_cb lost = u->on_lost;
-        u->on_lost = NULL;
-        u->on_frame = NULL;
-        lost(u, u->link_ctx);
+        void *owner = u->owner;
+        px_upstream_disown(u);
+        lost(u, owner);
     }
     u->rnext = s->reap_ups;
     s->reap_ups = u;
@@ -154,25 +163,27 @@ static void up_fail(px_upstream *u, const char *fmt, const char *detail, int ret
     ev_timer_start(s->loop, &u->timer);
 }
 
-static void queue_req(px_upstream *u, px_req *r)
+static void queue_req(px_upstream *u, px_upreq *q)
 {
     /* A fresh clock: a request queued late in a long loop iteration would
      * otherwise look as old as the iteration, and time out falsely. */
-    r->sent_at = px_now_fresh(u->srv);
-    r->up_next = NULL;
-    if (u->stail) u->stail->up_next = r;
-    else u->shead = r;
-    u->stail = r;
+    q->sent_at = px_now_fresh(u->srv);
+    q->next = NULL;
+    if (u->stail) u->stail->next = q;
+    else u->shead = q;
+    u->stail = q;
     u->nsent++;
 }
 
 void px_upstream_send_internal(px_upstream *u, const char *cmd, size_t len, px_internal_cb cb, void *ctx)
 {
-    px_req *r = calloc(1, sizeof(*r));
-    if (!r) abort();
-    r->internal = cb;
-    r->ctx = ctx;
-    queue_req(u, r);
+    internal_req *ir = calloc(1, sizeof(*ir));
+    if (!ir) abort();
+    ir->q.done = internal_done;
+    ir->q.what = "(hotproxy's own request)";
+    ir->cb = cb;
+    ir->ctx = ctx;
+    queue_req(u, &ir->q);
     px_buf_append(&u->out, cmd, len);
     if (u->state == PX_UP_READY) px_server_want_write_upstream(u->srv, u);
 }
@@ -272,7 +283,13 @@ static void up_handshake(px_upstream *u, int with_id)
         const char *argv[] = {"SELECT", db};
         send_internalv(u, expect_ok, 2, argv);
     }
-    if (u->lane) px_l1_track(s->l1, u); /* shared connections fill the L1: Redis tracks what they read */
+    if (u->lane) {
+        /* a new connection tracks nothing yet; the listener (the L1) may ask
+         * Redis to track what it reads */
+        u->tracking_epoch = 0;
+        u->tracking_used = 0;
+        if (u->pool->on_handshake) u->pool->on_handshake(u, u->pool->handshake_arg);
+    }
     if (with_id) {
         const char *argv[] = {"CLIENT", "ID"};
         send_internalv(u, got_client_id, 2, argv);
@@ -414,27 +431,19 @@ static int deliver(px_upstream *u, const char *frame, size_t len)
     if (!push && u->raw && u->shead && u->shead->marker && !memmem(frame, len, u->marker, strlen(u->marker)))
         push = 1;
     if (push || (!u->shead && is_pinned(u))) {
-        if (u->owner) px_client_upstream_frame(u->owner, u, frame, len);
-        else if (u->on_frame) u->on_frame(u, u->link_ctx, frame, len);
+        if (u->on_frame) u->on_frame(u, u->owner, frame, len);
         return 0; /* a spare or releasing connection's late frames are dropped */
     }
     if (!u->shead) {
         up_fail(u, "upstream %s protocol error: %s", "reply with no request", 0);
         return -1;
     }
-    px_req *r = u->shead;
-    u->shead = r->up_next;
+    px_upreq *q = u->shead;
+    u->shead = q->next;
     if (!u->shead) u->stail = NULL;
     u->nsent--;
-    r->up_next = NULL;
-    if (r->internal) {
-        px_internal_cb cb = r->internal;
-        void *ctx = r->ctx;
-        free(r);
-        cb(u, ctx, frame, len);
-    } else {
-        px_client_reply(r, frame, len);
-    }
+    q->next = NULL;
+    q->done(q, u, frame, len, 0);
     if (u->oob && !u->shead && u->state == PX_UP_READY) {
         /* its one request is answered: the socket goes now, the struct
          * from the loop (this is still u's read callback) */
@@ -482,9 +491,9 @@ static void up_read_cb(struct ev_loop *loop, ev_io *w, int revents)
     if (u->state == PX_UP_READY && !px_buf_used(&u->in) && u->in.cap > 1024 * 1024) px_buf_clear(&u->in, 0);
 }
 
-void px_upstream_send(px_upstream *u, px_req *r, const char *cmd, size_t len)
+void px_upstream_send(px_upstream *u, px_upreq *q, const char *cmd, size_t len)
 {
-    queue_req(u, r);
+    queue_req(u, q);
     px_buf_append(&u->out, cmd, len);
     if (u->state == PX_UP_READY) px_server_want_write_upstream(u->srv, u);
 }
@@ -560,7 +569,7 @@ void px_pool_destroy(px_pool *p)
     while (p->pinned) {
         px_upstream *u = p->pinned;
         list_remove(&p->pinned, u);
-        u->owner = NULL;
+        px_upstream_disown(u);
         up_release(u);
         free(u);
     }
@@ -576,12 +585,12 @@ void px_upstream_free(px_upstream *u)
     free(u);
 }
 
-px_upstream *px_pool_pick(px_pool *p, px_client *c)
+px_upstream *px_pool_pick(px_pool *p, int db, int proto, px_upstream *stay)
 {
-    px_lane *l = lane_get(p, c->db, c->proto);
+    px_lane *l = lane_get(p, db, proto);
     /* A client with requests in flight stays where they are, so its writes
      * and reads reach Redis in the order it sent them. */
-    if (c->ninflight > 0 && c->up && c->up->lane == l && c->up->state != PX_UP_DOWN) return c->up;
+    if (stay && stay->lane == l && stay->state != PX_UP_DOWN) return stay;
     px_upstream *best = NULL;
     for (int i = 0; i < l->nconns; i++) {
         px_upstream *u = &l->conns[(l->rr + (unsigned)i) % (unsigned)l->nconns];
@@ -610,7 +619,20 @@ const char *px_pool_unavailable(px_pool *p)
     return "upstream unavailable";
 }
 
-px_upstream *px_pool_pin(px_pool *p, px_client *c, const char **err)
+static void set_owner(px_upstream *u, px_frame_cb on_frame, px_lost_cb on_lost, void *owner)
+{
+    u->on_frame = on_frame;
+    u->on_lost = on_lost;
+    u->owner = owner;
+}
+
+void px_upstream_disown(px_upstream *u)
+{
+    set_owner(u, NULL, NULL, NULL);
+}
+
+px_upstream *px_pool_pin(px_pool *p, int db, int proto, px_frame_cb on_frame, px_lost_cb on_lost, void *owner,
+                         const char **err)
 {
     px_server *s = p->srv;
     px_upstream *u;
@@ -620,9 +642,9 @@ px_upstream *px_pool_pin(px_pool *p, px_client *c, const char **err)
     if (u) {
         u->spare = 0;
         p->nspare--;
-        u->owner = c;
-        u->db = c->db;
-        u->proto = c->proto;
+        set_owner(u, on_frame, on_lost, owner);
+        u->db = db;
+        u->proto = proto;
         u->raw = 0;
         u->errstr[0] = '\0';
         up_handshake(u, 0);
@@ -635,8 +657,8 @@ px_upstream *px_pool_pin(px_pool *p, px_client *c, const char **err)
     }
     u = calloc(1, sizeof(*u));
     if (!u) abort();
-    up_init(u, p, NULL, c->db, c->proto);
-    u->owner = c;
+    up_init(u, p, NULL, db, proto);
+    set_owner(u, on_frame, on_lost, owner);
     list_push(&p->pinned, u);
     p->npinned++;
     up_connect(u);
@@ -687,7 +709,7 @@ px_upstream *px_pool_open_oob(px_pool *p)
 
 void px_pool_unpin(px_pool *p, px_upstream *u)
 {
-    u->owner = NULL;
+    px_upstream_disown(u);
     if (u->no_reuse) {
         /* Redis' RESET turns tracking off, but invalidations for keys read
          * before it may be in flight, and Redis keeps the connection's id in
@@ -711,9 +733,8 @@ px_upstream *px_pool_open_link(px_pool *p, px_frame_cb on_frame, px_lost_cb on_l
     px_upstream *u = calloc(1, sizeof(*u));
     if (!u) abort();
     up_init(u, p, NULL, 0, 2);
-    u->on_frame = on_frame;
-    u->on_lost = on_lost;
-    u->link_ctx = ctx;
+    set_owner(u, on_frame, on_lost, ctx);
+    u->link = 1;
     list_push(&p->pinned, u);
     p->npinned++;
     p->nlinks++;
@@ -735,6 +756,12 @@ void px_pool_on_tracking_lost(px_pool *p, void (*fn)(px_upstream *u, uint64_t ep
     p->tracking_lost_arg = arg;
 }
 
+void px_pool_on_handshake(px_pool *p, void (*fn)(px_upstream *u, void *arg), void *arg)
+{
+    p->on_handshake = fn;
+    p->handshake_arg = arg;
+}
+
 void px_pool_each_shared(px_pool *p, void (*fn)(px_upstream *u, void *arg), void *arg)
 {
     for (int i = 0; i < p->nlanes; i++)
@@ -743,14 +770,14 @@ void px_pool_each_shared(px_pool *p, void (*fn)(px_upstream *u, void *arg), void
 
 static void check_timeout(px_upstream *u, double now, long long timeout_ms)
 {
-    px_req *r = u->shead;
-    if (u->state != PX_UP_READY || !r || r->blocking || u->raw) return;
-    if ((now - r->sent_at) * 1000.0 < (double)timeout_ms) return;
+    px_upreq *q = u->shead;
+    if (u->state != PX_UP_READY || !q || q->blocking || u->raw) return;
+    if ((now - q->sent_at) * 1000.0 < (double)timeout_ms) return;
     /* Say which command held the connection up: its name only, never its
      * arguments (values and secrets stay out of logs). */
     char detail[160];
     snprintf(detail, sizeof(detail), "no reply within %lld ms to '%s' at the head of the connection", timeout_ms,
-             r->internal ? "(hotproxy's own request)" : r->cmd ? r->cmd->name : "(unknown command)");
+             q->what ? q->what : "(unknown command)");
     u->srv->stats.upstream_timeouts++;
     up_fail(u, "upstream %s timeout: %s", detail, 1);
 }

@@ -29,6 +29,12 @@
  *    (SCRIPT KILL behind the very script it kills).  Opened, used for the one
  *    request, closed once it is answered; not counted against
  *    upstream-max-pinned, since they are needed most when everything is busy.
+ *
+ * This layer knows nothing of clients, the L1 or the commands: whoever queues
+ * a request says who to tell when it completes (a px_upreq's done callback,
+ * or px_upstream_send_internal's), whoever pins a connection says who gets
+ * its frames and its end (on_frame, on_lost, owner), and the L1 sets up
+ * tracking on new shared connections through a pool hook (on_handshake).
  */
 #ifndef PX_UPSTREAM_H
 #define PX_UPSTREAM_H
@@ -41,8 +47,6 @@
 #include "proxy/px_stats.h"
 
 struct px_server;
-struct px_req;
-struct px_client;
 struct px_pool;
 struct px_lane;
 struct px_upstream;
@@ -59,15 +63,36 @@ typedef enum {
  * connection fails first, it is called with an error reply ("-ERR ...").
  */
 typedef void (*px_internal_cb)(struct px_upstream *u, void *ctx, const char *reply, size_t len);
-/* A link's frames that answer no request, and its end. */
+/* A pinned connection's or link's frames that answer no request, and its
+ * end; ctx is the owner given when it was pinned or opened. */
 typedef void (*px_frame_cb)(struct px_upstream *u, void *ctx, const char *frame, size_t len);
 typedef void (*px_lost_cb)(struct px_upstream *u, void *ctx);
+
+/*
+ * One entry of a connection's queue of requests awaiting their reply.  The
+ * caller embeds it in its own request (a client's px_req holds one) and
+ * finds that back from it in done, so queueing allocates nothing here; the
+ * entry must stay alive until done has run.  done runs exactly once: with
+ * the reply, or with failed set and an error reply ("-ERR <why>") when the
+ * connection fails first.  Entries complete in the order they were queued.
+ */
+typedef struct px_upreq px_upreq;
+typedef void (*px_upreq_cb)(px_upreq *q, struct px_upstream *u, const char *reply, size_t len, int failed);
+struct px_upreq {
+    px_upreq *next;          /* the connection's queue */
+    px_upreq_cb done;        /* set by whoever queues it */
+    const char *what;        /* the command's name, for the timeout message (never its arguments) */
+    double sent_at;          /* when it was queued */
+    unsigned blocking : 1;   /* may wait for ever: upstream-timeout does not apply */
+    unsigned marker : 1;     /* an internal PING whose reply carries the connection's token */
+};
 
 typedef struct px_upstream {
     struct px_server *srv;
     struct px_pool *pool;
     struct px_lane *lane;    /* shared connections: their lane; NULL when pinned */
-    struct px_client *owner; /* pinned connections: their client (NULL when spare or releasing) */
+    void *owner;             /* pinned connections and links: passed to on_frame and on_lost
+                              * (NULL when spare or releasing) */
     int db, proto;           /* what the handshake selected */
     int fd;
     px_up_state state;
@@ -76,7 +101,7 @@ typedef struct px_upstream {
     px_buf in, out;
     px_reply_scanner scan;
 
-    struct px_req *shead, *stail; /* requests awaiting their reply, oldest first */
+    px_upreq *shead, *stail; /* requests awaiting their reply, oldest first */
     long nsent;
 
     double backoff;          /* seconds to wait before the next attempt */
@@ -89,11 +114,11 @@ typedef struct px_upstream {
     unsigned spare : 1;      /* clean, waiting for a client to pin it */
     unsigned no_reuse : 1;   /* closed, never RESET and spared, when unpinned */
     unsigned oob : 1;        /* out-of-band: closed once its requests are answered */
+    unsigned link : 1;       /* hotproxy's own link (px_pool_open_link) */
     uint64_t tracking_epoch; /* shared: the invalidation link epoch its CLIENT TRACKING names (0: none) */
     unsigned tracking_used : 1; /* shared: the L1 filled through it since its tracking was turned on */
-    px_frame_cb on_frame;    /* links: who gets frames and the end of the link */
+    px_frame_cb on_frame;    /* pinned connections and links: who gets frames and their end */
     px_lost_cb on_lost;
-    void *link_ctx;
     struct px_upstream *wnext;       /* server's write list */
     struct px_upstream *pnext, *pprev; /* pool's pinned list */
     struct px_upstream *rnext;       /* server's reap list */
@@ -123,6 +148,11 @@ typedef struct px_pool {
      * connection, so what it read is watched no more.  The L1 sets it. */
     void (*on_tracking_lost)(struct px_upstream *u, uint64_t epoch, void *arg);
     void *tracking_lost_arg;
+    /* Called in a shared connection's handshake, after its SELECT, so the
+     * listener can queue its own setup there (the L1's CLIENT TRACKING:
+     * Redis tracks what the connection reads for the L1).  The L1 sets it. */
+    void (*on_handshake)(struct px_upstream *u, void *arg);
+    void *handshake_arg;
     long noob;               /* of those, out-of-band connections */
     char redis_version[32];  /* from INFO server, for HELLO */
     long long databases;     /* from CONFIG GET databases, for SELECT */
@@ -132,20 +162,25 @@ typedef struct px_pool {
 px_pool *px_pool_create(struct px_server *s, const char *host, int port, int nconns);
 void px_pool_destroy(px_pool *p);
 /*
- * The shared connection client c's next request should use, for its
- * database and protocol, or NULL when every connection of that lane is down
- * (the caller answers with px_pool_unavailable()).
+ * The shared connection a request for this database and protocol should
+ * use, or NULL when every connection of that lane is down (the caller
+ * answers with px_pool_unavailable()).  stay: the connection the caller's
+ * earlier requests are still in flight on (NULL: none); it is kept while it
+ * is of that lane and not down, so writes and reads reach Redis in order.
  */
-px_upstream *px_pool_pick(px_pool *p, struct px_client *c);
+px_upstream *px_pool_pick(px_pool *p, int db, int proto, px_upstream *stay);
 const char *px_pool_unavailable(px_pool *p);
 /* The connection of u's lane that fills for this key: one per key, so Redis
  * tracks the key on one connection and a write sends one invalidation. */
 px_upstream *px_lane_conn_for_key(px_upstream *u, const char *key, size_t len);
 /*
- * A connection of c's own, set up for its database and protocol; NULL with
- * err set when upstream-max-pinned is reached.
+ * A connection of one owner's own, set up for this database and protocol;
+ * NULL with err set when upstream-max-pinned is reached.  Frames that answer
+ * no request go to on_frame, its end (once, if it dies while pinned) to
+ * on_lost, both with owner, until px_pool_unpin or px_upstream_disown.
  */
-px_upstream *px_pool_pin(px_pool *p, struct px_client *c, const char **err);
+px_upstream *px_pool_pin(px_pool *p, int db, int proto, px_frame_cb on_frame, px_lost_cb on_lost, void *owner,
+                         const char **err);
 /*
  * A connection of hotproxy's own (the invalidation link): frames that answer
  * no request go to on_frame, its end to on_lost (called once; the
@@ -164,13 +199,18 @@ px_upstream *px_pool_open_link(px_pool *p, px_frame_cb on_frame, px_lost_cb on_l
 px_upstream *px_pool_open_oob(px_pool *p);
 /* u carried state a RESET may not fully clear: close it when unpinned. */
 void px_upstream_no_reuse(px_upstream *u);
-/* Close a pinned connection or link now (its requests get errors). */
+/* The owner tells u nothing more: its frames are dropped, its end is not reported. */
+void px_upstream_disown(px_upstream *u);
+/* Close a pinned connection or link now (its requests get errors; its
+ * owner's on_lost runs unless it was disowned first). */
 void px_pool_close(px_pool *p, px_upstream *u, const char *why);
 /* Who hears of a shared connection lost with its tracking on (one listener). */
 void px_pool_on_tracking_lost(px_pool *p, void (*fn)(px_upstream *u, uint64_t epoch, void *arg), void *arg);
+/* Who queues its own setup in every shared connection's handshake (one listener). */
+void px_pool_on_handshake(px_pool *p, void (*fn)(px_upstream *u, void *arg), void *arg);
 /* Call fn for every shared connection (to set up tracking on each). */
 void px_pool_each_shared(px_pool *p, void (*fn)(px_upstream *u, void *arg), void *arg);
-/* c no longer needs u: RESET it for reuse if it is idle, else close it. */
+/* Its owner no longer needs u (disowned): RESET it for reuse if it is idle, else close it. */
 void px_pool_unpin(px_pool *p, px_upstream *u);
 /* Fail requests that waited longer than timeout_ms; called from the cron. */
 void px_pool_cron(px_pool *p, double now, long long timeout_ms);
@@ -180,10 +220,10 @@ void px_pool_stats(px_pool *p, px_stats_pool *v);
 void px_pool_info(px_pool *p, px_buf *out);
 
 /*
- * Queue r on u and the bytes of its command for writing.  Takes r: it is
- * answered (by Redis, or by an error) exactly once, through px_client_reply.
+ * Queue q on u and the bytes of its command for writing.  q->done must be
+ * set; it runs exactly once (see px_upreq).
  */
-void px_upstream_send(px_upstream *u, struct px_req *r, const char *cmd, size_t len);
+void px_upstream_send(px_upstream *u, px_upreq *q, const char *cmd, size_t len);
 /* Write bytes whose replies must not reach the client (a forwarded command
  * whose reply the client turned off); the reply is read and dropped. */
 void px_upstream_send_internal(px_upstream *u, const char *cmd, size_t len, px_internal_cb cb, void *ctx);
