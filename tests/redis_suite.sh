@@ -115,6 +115,24 @@ start_redis() {  # log name -> sets rport
     exit 1
 }
 
+start_hotproxy() {  # log name -> sets hport
+    local try pid
+    for try in 1 2 3 4 5; do
+        hport=$(free_port)
+        "$hotproxy" --port "$hport" --upstream "127.0.0.1:$rport" --l1 "$l1" \
+            --logfile "$out/hotproxy.$1.log" "${hpextra[@]}" &
+        pid=$!
+        if wait_port "$hport" 20 && kill -0 "$pid" 2>/dev/null; then
+            pids+=("$pid")
+            return
+        fi
+        kill "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+    done
+    echo "hotproxy did not start" >&2
+    exit 1
+}
+
 # Every unit gets fresh servers: a unit that fails in external mode can leave
 # Redis configured in ways that break the next one.
 run_unit() {  # side, unit
@@ -124,11 +142,8 @@ run_unit() {  # side, unit
     start_redis "$name"
     port=$rport
     if [ "$side" = proxy ]; then
-        port=$(free_port)
-        "$hotproxy" --port "$port" --upstream "127.0.0.1:$rport" --l1 "$l1" \
-            --logfile "$out/hotproxy.$name.log" "${hpextra[@]}" &
-        pids+=($!)
-        wait_port "$port" 20 || { echo "hotproxy did not start" >&2; exit 1; }
+        start_hotproxy "$name"
+        port=$hport
     fi
     # --baseport: the test server's own port, apart from any other run's
     (cd "$work" && TERM=dumb timeout 1800 nice -n 5 ./runtest --host 127.0.0.1 --port "$port" \
