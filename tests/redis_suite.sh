@@ -145,10 +145,15 @@ run_unit() {  # side, unit
         start_hotproxy "$name"
         port=$hport
     fi
-    # --baseport: the test server's own port, apart from any other run's
-    (cd "$work" && TERM=dumb timeout 1800 nice -n 5 ./runtest --host 127.0.0.1 --port "$port" \
-        --single "$u" --clients 1 --timeout 120 --durable --baseport "$(free_port)" \
-        "${extra[@]}") >"$log" 2>&1
+    # --baseport: the test server's own port, apart from any other run's; it
+    # looks for a free one below it, which another run may take first: retry
+    local try
+    for try in 1 2 3; do
+        (cd "$work" && TERM=dumb timeout 1800 nice -n 5 ./runtest --host 127.0.0.1 --port "$port" \
+            --single "$u" --clients 1 --timeout 120 --durable --baseport "$(free_port)" \
+            "${extra[@]}") >"$log" 2>&1
+        grep -q "couldn't open socket: address already in use" "$log" || break
+    done
     local l1=""
     if [ "$side" = proxy ] && command -v redis-cli >/dev/null; then
         # how much the L1 served: a unit it never answered says nothing about it
