@@ -480,19 +480,33 @@ static int do_unsubscribe(px_client *c, px_req *r, int argc, const char *const *
     return 1;
 }
 
-static void client_line(px_client *c, px_buf *b)
+/* One CLIENT LIST line about hotproxy's connection c, with Redis 7.0's fields
+ * in Redis' order (clients and the Redis test suite match the line as a
+ * pattern), then hotproxy's own: lib-name and lib-ver (CLIENT SETINFO),
+ * inflight and pinned.  The memory fields describe hotproxy's buffers: the
+ * query buffer (qbuf, qbuf-free), the parsed argument vector (argv-mem; the
+ * arguments themselves stay in the query buffer), the reply buffer (rbs; it
+ * never shrinks, so rbp, its peak, is the same).  multi-mem is 0: MULTI's
+ * commands are queued in Redis, not here.  oll counts replies held for
+ * order, not counting the reply being built for self (Redis' own client
+ * shows oll=0 while its CLIENT LIST runs). */
+static void client_line(px_client *c, px_buf *b, const px_client *self)
 {
     double now = px_now(c->srv);
     const char *flags = c->state & PX_STATE_MULTI ? "x" : (c->state & (PX_STATE_SUB | PX_STATE_SSUB)) ? "P" : "N";
     const char *cmdname = c->last_cmd ? c->last_cmd : "NULL"; /* "client|list", as Redis 7 shows it */
+    long held = c->nqueued - c->ninflight - (c == self ? 1 : 0);
+    size_t argv_mem = (size_t)c->argv_cap * (sizeof(*c->argv) + sizeof(*c->argvlen));
     px_buf_appendf(b,
                    "id=%llu addr=%s laddr=%s:%lld fd=%d name=%s age=%lld idle=%lld flags=%s db=%d sub=%d psub=%d "
-                   "ssub=%d multi=%d qbuf=%zu obl=0 oll=%ld omem=%zu tot-mem=%zu events=r cmd=%s user=%s "
+                   "ssub=%d multi=%d qbuf=%zu qbuf-free=%zu argv-mem=%zu multi-mem=0 rbs=%zu rbp=%zu obl=0 "
+                   "oll=%ld omem=%zu tot-mem=%zu events=r cmd=%s user=%s "
                    "redir=%lld resp=%d lib-name=%s lib-ver=%s inflight=%ld pinned=%d\n",
                    (unsigned long long)c->id, c->addr, c->srv->cfg->bind, c->srv->cfg->port, c->fd,
                    c->name ? c->name : "", (long long)(now - c->created), (long long)(now - c->last_active), flags,
                    c->db, c->nsub, c->npsub, c->nssub, c->state & PX_STATE_MULTI ? c->multi_queued : -1,
-                   px_buf_used(&c->in), c->nqueued, px_buf_used(&c->out), c->in.cap + c->out.cap, cmdname,
+                   px_buf_used(&c->in), c->in.cap - c->in.len, argv_mem, c->out.cap, c->out.cap,
+                   held > 0 ? held : 0, px_buf_used(&c->out), c->in.cap + c->out.cap + argv_mem, cmdname,
                    c->user ? c->user : "default",
                    c->state & PX_STATE_TRACKING ? (long long)c->track_redir : -1LL, c->proto,
                    c->lib_name ? c->lib_name : "", c->lib_ver ? c->lib_ver : "", c->ninflight, c->pinned != NULL);
@@ -534,7 +548,7 @@ static void client_list(px_client *c, px_req *r, int argc, const char *const *ar
             return;
         }
         for (px_client *o = s->clients; o; o = o->next)
-            if (!(o->flags & PX_CLIENT_CLOSING) && (type == -2 || client_type(o) == type)) client_line(o, &b);
+            if (!(o->flags & PX_CLIENT_CLOSING) && (type == -2 || client_type(o) == type)) client_line(o, &b, c);
     } else if (argc > 3 && eq(argv[2], argvlen[2], "id")) {
         for (int i = 3; i < argc; i++) {
             long long id;
@@ -544,7 +558,7 @@ static void client_list(px_client *c, px_req *r, int argc, const char *const *ar
                 return;
             }
             px_client *o = id > 0 ? px_server_client(s, (uint64_t)id) : NULL;
-            if (o) client_line(o, &b);
+            if (o) client_line(o, &b, c);
         }
     } else {
         px_client_reply_error(r, "ERR syntax error");
@@ -738,7 +752,7 @@ static int client_info(LOCAL_ARGS)
 {
     (void)argc, (void)argv, (void)argvlen;
     px_buf b = {0};
-    client_line(c, &b);
+    client_line(c, &b, c);
     reply_text(c, r, b.data, b.len);
     px_buf_free(&b);
     return 1;

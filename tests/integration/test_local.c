@@ -239,6 +239,49 @@ static void test_multi(void)
     redisFree(d);
 }
 
+/* ---- CLIENT INFO / LIST: Redis 7.0's fields, in Redis' order -------------- */
+
+/* The field names of a CLIENT INFO line ("id addr laddr ..."), space separated,
+ * up to and including stop (or all of them when stop is NULL). */
+static void field_names(const char *line, const char *stop, hx_buf *out)
+{
+    hx_buf_reset(out);
+    for (const char *p = line; *p && *p != '\n';) {
+        const char *eqs = strchr(p, '=');
+        if (!eqs) break;
+        hx_buf_append(out, p, (size_t)(eqs - p));
+        hx_buf_append(out, " ", 1);
+        if (stop && (size_t)(eqs - p) == strlen(stop) && !strncmp(p, stop, strlen(stop))) break;
+        const char *sp = strchr(eqs, ' ');
+        if (!sp) break;
+        p = sp + 1;
+    }
+    hx_buf_append(out, "", 1);
+}
+
+/* Redis' test suite (unit/introspection "CLIENT LIST", "CLIENT INFO") and
+ * client libraries match the line as a pattern: hotproxy's line must carry
+ * Redis' fields in Redis' order, its own after them; and the client asking
+ * has no reply waiting (oll=0), as with Redis. */
+static void test_client_info_fields_as_redis(void)
+{
+    redisContext *d = hx_redis(redis.port), *p = hx_redis(proxy.port);
+    hx_buf want = {0}, got = {0};
+    if (ok(d && p, "client info fields: connected to redis-server and hotproxy")) {
+        field_names(hx_cmd(d, "CLIENT INFO"), NULL, &want);
+        field_names(hx_cmd(p, "CLIENT INFO"), "resp", &got);
+        is_str(got.data, want.data, "CLIENT INFO: Redis' fields in Redis' order, hotproxy's after them");
+        field_names(hx_cmd(p, "CLIENT LIST"), "resp", &got);
+        is_str(got.data, want.data, "CLIENT LIST: Redis' fields in Redis' order, hotproxy's after them");
+        const char *line = hx_cmd(p, "CLIENT INFO");
+        if (!ok(strstr(line, " oll=0 ") != NULL, "CLIENT INFO: oll=0 for the client asking")) diag("%s", line);
+    }
+    hx_buf_free(&want);
+    hx_buf_free(&got);
+    if (d) redisFree(d);
+    if (p) redisFree(p);
+}
+
 /* ---- CLIENT TRACKING REDIRECT, GETREDIR, TRACKINGINFO --------------------- */
 
 static long long client_id(int fd)
@@ -661,6 +704,7 @@ int main(void)
     test_unblock();
     test_authorization();
     test_client_list_id_linear();
+    test_client_info_fields_as_redis();
     is_int(hx_stop(&proxy, 15000), 0, "hotproxy exits 0");
     hx_stop(&redis, 10000);
     done_testing();
