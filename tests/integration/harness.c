@@ -919,6 +919,17 @@ const char *hx_info_get(redisContext *c, const char *section, const char *field)
     return found;
 }
 
+int hx_info_wait(redisContext *c, const char *section, const char *field, const char *want, int timeout_ms)
+{
+    double deadline = hx_now() + timeout_ms / 1000.0;
+    do {
+        const char *v = hx_info_get(c, section, field);
+        if (v && !strcmp(v, want)) return 0;
+        hx_sleep_ms(10);
+    } while (hx_now() < deadline);
+    return -1;
+}
+
 long long hx_info_num(redisContext *c, const char *section, const char *field)
 {
     const char *v = hx_info_get(c, section, field);

@@ -162,6 +162,8 @@ const char *hx_info_field(int port, const char *section, const char *field);
 /* The same on an open connection (section may be NULL); the value is in one
  * of 4 rotating buffers (so two can be compared), NULL if absent. */
 const char *hx_info_get(redisContext *c, const char *section, const char *field);
+/* Poll that field until it reads want; 0 when it did within timeout_ms, -1 if not. */
+int hx_info_wait(redisContext *c, const char *section, const char *field, const char *want, int timeout_ms);
 /* That field as a number; -1 if absent. */
 long long hx_info_num(redisContext *c, const char *section, const char *field);
 /* Calls of one command in redis-server's INFO commandstats ("get", or

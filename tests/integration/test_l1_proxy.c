@@ -123,13 +123,7 @@ static int check(int cond, const char *todo, const char *fmt, ...)
 /* Poll until the field reads want; 0 when it did within timeout_ms. */
 static int wait_l1(redisContext *pc, const char *field, const char *want, int timeout_ms)
 {
-    double deadline = hx_now() + timeout_ms / 1000.0;
-    do {
-        const char *v = l1s(pc, field);
-        if (v && !strcmp(v, want)) return 0;
-        hx_sleep_ms(10);
-    } while (hx_now() < deadline);
-    return -1;
+    return hx_info_wait(pc, "hotproxy_cache", field, want, timeout_ms);
 }
 
 /*
