@@ -50,6 +50,7 @@ static void account(px_client *c)
 {
     px_server *s = c->srv;
     size_t mem = c->flags & PX_CLIENT_CLOSING ? 0 : c->in.cap + c->out.cap + c->held;
+    if (mem == c->mem) return; /* the usual case per reply: the buffers kept their size */
     int b = mem ? mem_bucket(mem) : -1;
     s->clients_mem = s->clients_mem - c->mem + mem;
     c->mem = mem;
