@@ -930,6 +930,17 @@ int hx_info_wait(redisContext *c, const char *section, const char *field, const 
     return -1;
 }
 
+int hx_l1_hit(redisContext *c, const char *key, int tries)
+{
+    for (int i = 0; i < tries; i++) {
+        long long h = hx_info_num(c, "hotproxy_cache", "hotproxy_l1_hits");
+        redisReply *r = c ? redisCommand(c, "GET %s", key) : NULL;
+        if (r) freeReplyObject(r);
+        if (hx_info_num(c, "hotproxy_cache", "hotproxy_l1_hits") == h + 1) return 1;
+    }
+    return 0;
+}
+
 long long hx_info_num(redisContext *c, const char *section, const char *field)
 {
     const char *v = hx_info_get(c, section, field);

@@ -164,6 +164,9 @@ const char *hx_info_field(int port, const char *section, const char *field);
 const char *hx_info_get(redisContext *c, const char *section, const char *field);
 /* Poll that field until it reads want; 0 when it did within timeout_ms, -1 if not. */
 int hx_info_wait(redisContext *c, const char *section, const char *field, const char *want, int timeout_ms);
+/* GET key on c (a hotproxy) until one is answered from the L1
+ * (hotproxy_l1_hits grows by exactly one); 1 when that happened within tries reads. */
+int hx_l1_hit(redisContext *c, const char *key, int tries);
 /* That field as a number; -1 if absent. */
 long long hx_info_num(redisContext *c, const char *section, const char *field);
 /* Calls of one command in redis-server's INFO commandstats ("get", or

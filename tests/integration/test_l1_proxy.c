@@ -333,15 +333,7 @@ static int cmp_double(const void *a, const void *b)
 }
 
 /* Returns 1 if the next GET was an L1 hit (the entry is there), after at most 10 reads. */
-static int ensure_hit(redisContext *pc, const char *key)
-{
-    for (int i = 0; i < 10; i++) {
-        long long h = l1n(pc, "hotproxy_l1_hits");
-        cmd(pc, "GET %s", key);
-        if (l1n(pc, "hotproxy_l1_hits") == h + 1) return 1;
-    }
-    return 0;
-}
+static int ensure_hit(redisContext *pc, const char *key) { return hx_l1_hit(pc, key, 10); }
 
 /*
  * Staleness of a direct write: n rounds of "the key is cached; SET it

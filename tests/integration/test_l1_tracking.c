@@ -79,15 +79,7 @@ static int wait_l1(redisContext *pc, const char *field, const char *want, int ti
 
 /* GET key through hotproxy until one is answered from the L1 (hits grows by
  * one); 1 when that happened within 20 reads. */
-static int ensure_hit(redisContext *pc, const char *key)
-{
-    for (int i = 0; i < 20; i++) {
-        long long h = l1n(pc, "hotproxy_l1_hits");
-        cmd(pc, "GET %s", key);
-        if (l1n(pc, "hotproxy_l1_hits") == h + 1) return 1;
-    }
-    return 0;
-}
+static int ensure_hit(redisContext *pc, const char *key) { return hx_l1_hit(pc, key, 20); }
 
 static int start_proxy(hx_proc *p, const char *const *extra)
 {
