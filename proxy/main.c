@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "proxy/px_config.h"
+#include "proxy/px_dispatch.h"
 #include "proxy/px_server.h"
 
 static void daemonize(void)
@@ -69,7 +70,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     if (cfg.daemonize) daemonize();
 
-    px_server *s = px_server_create(&cfg, err, sizeof(err));
+    px_server *s = px_server_create(&cfg, &px_dispatch_ops, err, sizeof(err));
     if (!s) {
         fprintf(stderr, "hotproxy: %s\n", err);
         px_config_free(&cfg);

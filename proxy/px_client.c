@@ -14,11 +14,7 @@
 
 #include "proxy/px_command.h"
 #include "proxy/px_config.h"
-#include "proxy/px_l1.h"
-#include "proxy/px_local.h"
-#include "proxy/px_policy.h"
 #include "proxy/px_router.h"
-#include "proxy/px_server.h"
 #include "proxy/px_upstream.h"
 
 #define READ_CHUNK (16 * 1024)
@@ -48,7 +44,7 @@ static int mem_bucket(size_t mem)
  */
 static void account(px_client *c)
 {
-    px_server *s = c->srv;
+    px_clients *s = c->set;
     size_t mem = c->flags & PX_CLIENT_CLOSING ? 0 : c->in.cap + c->out.cap + c->held;
     if (mem == c->mem) return; /* the usual case per reply: the buffers kept their size */
     int b = mem ? mem_bucket(mem) : -1;
@@ -69,9 +65,9 @@ static void account(px_client *c)
     }
 }
 
-void px_client_evict_for_memory(px_server *s)
+static void evict_for_memory(px_clients *s)
 {
-    long long cap = s->cfg->maxmemory_clients;
+    long long cap = s->core->cfg->maxmemory_clients;
     if (!cap || (long long)s->clients_mem <= cap) {
         s->clients_mem_warned = 0;
         return;
@@ -83,8 +79,8 @@ void px_client_evict_for_memory(px_server *s)
             if (--b < 0) break;
             continue;
         }
-        s->stats.maxmemory_clients_disconnects++;
-        px_log_notice(&s->log,
+        s->core->stats.maxmemory_clients_disconnects++;
+        px_log_notice(&s->core->log,
                       "Client id=%llu addr=%s closed: its buffers used %zu bytes, among the most, with all clients' "
                       "%zu bytes over maxmemory-clients %lld",
                       (unsigned long long)c->id, c->addr, c->mem, s->clients_mem, cap);
@@ -92,28 +88,28 @@ void px_client_evict_for_memory(px_server *s)
     }
     if ((long long)s->clients_mem > cap && !s->clients_mem_warned) {
         s->clients_mem_warned = 1;
-        px_log_warning(&s->log, "Over maxmemory-clients after closing every client");
+        px_log_warning(&s->core->log, "Over maxmemory-clients after closing every client");
     }
 }
 
-px_client *px_client_create(px_server *s, int fd, const char *addr)
+px_client *px_client_create(px_clients *s, int fd, const char *addr)
 {
     px_client *c = calloc(1, sizeof(*c));
     if (!c) abort();
-    c->srv = s;
+    c->set = s;
     c->fd = fd;
     c->id = ++s->next_client_id;
-    c->created = c->last_active = px_now(s);
+    c->created = c->last_active = px_now(s->core);
     snprintf(c->addr, sizeof(c->addr), "%s", addr);
-    px_req_parser_init(&c->parser, s->cfg->proto_max_bulk_len);
+    px_req_parser_init(&c->parser, s->core->cfg->proto_max_bulk_len);
     c->proto = 2;
-    c->authenticated = !px_config_auth_required(s->cfg);
+    c->authenticated = !px_config_auth_required(s->core->cfg);
     c->user = strdup("default");
     c->mem_bucket = -1;
     ev_io_init(&c->rw, client_read_cb, fd, EV_READ);
     ev_io_init(&c->ww, client_write_cb, fd, EV_WRITE);
     c->rw.data = c->ww.data = c;
-    ev_io_start(s->loop, &c->rw);
+    ev_io_start(s->core->loop, &c->rw);
 
     c->next = s->clients;
     if (s->clients) s->clients->prev = c;
@@ -123,9 +119,9 @@ px_client *px_client_create(px_server *s, int fd, const char *addr)
     return c;
 }
 
-static px_req *req_new(px_client *c)
+px_req *px_client_req_new(px_client *c)
 {
-    px_server *s = c->srv;
+    px_clients *s = c->set;
     px_req *r = s->req_free;
     if (r) {
         s->req_free = r->next;
@@ -135,7 +131,7 @@ static px_req *req_new(px_client *c)
         r = calloc(1, sizeof(*r));
         if (!r) abort();
     }
-    r->srv = s;
+    r->set = s;
     r->client = c;
     if (c->qtail) c->qtail->next = r;
     else c->qhead = r;
@@ -158,7 +154,7 @@ void px_client_multi_reset(px_client *c)
     c->multi_dirty = 0;
 }
 
-static px_multi_cmd *mq_push(px_client *c)
+px_multi_cmd *px_client_mq_push(px_client *c)
 {
     if (c->mq_len == c->mq_cap) {
         c->mq_cap = c->mq_cap ? c->mq_cap * 2 : 8;
@@ -170,7 +166,7 @@ static px_multi_cmd *mq_push(px_client *c)
     return m;
 }
 
-void px_req_free(px_server *s, px_req *r)
+void px_req_free(px_clients *s, px_req *r)
 {
     free(r->reply);
     free(r->inval);
@@ -186,12 +182,12 @@ void px_req_free(px_server *s, px_req *r)
 
 void px_client_close(px_client *c, const char *why)
 {
-    px_server *s = c->srv;
+    px_clients *s = c->set;
     if (c->flags & PX_CLIENT_CLOSING) return;
     c->flags |= PX_CLIENT_CLOSING;
-    if (why) px_log_verbose(&s->log, "Client id=%llu addr=%s closed: %s", (unsigned long long)c->id, c->addr, why);
-    ev_io_stop(s->loop, &c->rw);
-    ev_io_stop(s->loop, &c->ww);
+    if (why) px_log_verbose(&s->core->log, "Client id=%llu addr=%s closed: %s", (unsigned long long)c->id, c->addr, why);
+    ev_io_stop(s->core->loop, &c->rw);
+    ev_io_stop(s->core->loop, &c->ww);
     /* Requests still in an upstream queue stay there, detached, so later
      * replies keep lining up; the rest go now. */
     px_req *r = c->qhead;
@@ -211,9 +207,9 @@ void px_client_close(px_client *c, const char *why)
     s->closing = c;
 }
 
-void px_client_free(px_client *c)
+static void client_free(px_client *c)
 {
-    px_server *s = c->srv;
+    px_clients *s = c->set;
     if (c->prev) c->prev->next = c->next;
     else s->clients = c->next;
     if (c->next) c->next->prev = c->prev;
@@ -242,13 +238,18 @@ int px_client_idle(const px_client *c)
 
 void px_client_stop_reading(px_client *c)
 {
-    ev_io_stop(c->srv->loop, &c->rw);
+    ev_io_stop(c->set->core->loop, &c->rw);
     c->flags |= PX_CLIENT_PAUSED;
 }
 
+/* Queue c for the flush before the loop sleeps (px_clients_flush). */
 static void want_write(px_client *c)
 {
-    px_server_want_write_client(c->srv, c);
+    px_clients *s = c->set;
+    if (c->flags & (PX_CLIENT_IN_WRITE_LIST | PX_CLIENT_CLOSING | PX_CLIENT_WRITE_ARMED)) return;
+    c->flags |= PX_CLIENT_IN_WRITE_LIST;
+    c->wnext = s->write_clients;
+    s->write_clients = c;
 }
 
 /* Move completed replies from the head of the queue into the output buffer. */
@@ -261,19 +262,19 @@ static void drain_queue(px_client *c)
         c->qhead = r->next;
         if (!c->qhead) c->qtail = NULL;
         c->nqueued--;
-        px_req_free(c->srv, r);
+        px_req_free(c->set, r);
     }
 }
 
 static void after_output(px_client *c)
 {
-    px_server *s = c->srv;
-    long long limit = s->cfg->client_output_buffer_limit;
+    px_clients *s = c->set;
+    long long limit = s->core->cfg->client_output_buffer_limit;
     account(c);
     /* replies held for an earlier one count too: they are output in waiting */
     if (limit && (long long)(px_buf_used(&c->out) + c->held) > limit) {
-        s->stats.output_buffer_limit_disconnects++;
-        px_log_notice(&s->log, "Client id=%llu addr=%s closed for overcoming of output buffer limits (%zu bytes)",
+        s->core->stats.output_buffer_limit_disconnects++;
+        px_log_notice(&s->core->log, "Client id=%llu addr=%s closed for overcoming of output buffer limits (%zu bytes)",
                       (unsigned long long)c->id, c->addr, px_buf_used(&c->out));
         px_client_close(c, NULL);
         return;
@@ -284,7 +285,7 @@ static void after_output(px_client *c)
 void px_client_reply(px_req *r, const char *data, size_t len)
 {
     px_client *c = r->client;
-    px_server *s;
+    px_clients *s = r->set;
     if (r->capture) { /* a local command run inside EXEC's reply */
         px_buf_append(r->capture, data, len);
         return;
@@ -292,7 +293,7 @@ void px_client_reply(px_req *r, const char *data, size_t len)
     /* A write that may have touched keys it does not name: the L1 may keep
      * the reply (still in flight for the client) until Redis' invalidations
      * for them are in, then calls here again. */
-    if (r->barrier && px_l1_barrier(r->srv->l1, r, data, len)) return;
+    if ((r->barrier || r->writes) && s->ops->completing(s->ops_arg, r, data, len)) return;
     if (r->forwarded) {
         r->forwarded = 0;
         if (c) c->ninflight--;
@@ -302,7 +303,6 @@ void px_client_reply(px_req *r, const char *data, size_t len)
         /* before anyone sees the ack: a fill that raced with it is refused */
         r->writes = 0;
         if (c) c->nwrites--;
-        px_l1_written(r->srv->l1, r);
     }
     if (r->silent) len = 0; /* CLIENT REPLY OFF/SKIP: the slot stays, the bytes go */
     if (!c) {
@@ -313,7 +313,6 @@ void px_client_reply(px_req *r, const char *data, size_t len)
         free(r);
         return;
     }
-    s = c->srv;
     int r_was_pinned = r->pinned;
     px_buf hooked = {0};
     if (r->hook && r->hook(r, data, len, &hooked)) {
@@ -349,11 +348,11 @@ void px_client_reply(px_req *r, const char *data, size_t len)
     if (c->flags & PX_CLIENT_CLOSING) return;
     resume_held(c);
     if ((c->flags & PX_CLIENT_PAUSED) && !(c->flags & (PX_CLIENT_CLOSE_AFTER_REPLY | PX_CLIENT_HOLD)) &&
-        !s->shutting_down &&
-        c->ninflight < s->cfg->upstream_max_inflight / 2 + 1) {
+        !s->core->shutting_down &&
+        c->ninflight < s->core->cfg->upstream_max_inflight / 2 + 1) {
         c->flags &= ~PX_CLIENT_PAUSED;
-        ev_io_start(s->loop, &c->rw);
-        if (px_buf_used(&c->in)) ev_feed_event(s->loop, &c->rw, EV_READ);
+        ev_io_start(s->core->loop, &c->rw);
+        if (px_buf_used(&c->in)) ev_feed_event(s->core->loop, &c->rw, EV_READ);
     }
 }
 
@@ -377,21 +376,21 @@ void px_client_reply_error(px_req *r, const char *fmt, ...)
 
 int px_client_flush(px_client *c)
 {
-    px_server *s = c->srv;
+    px_clients *s = c->set;
     if (c->flags & PX_CLIENT_CLOSING) return -1;
     while (px_buf_used(&c->out)) {
         ssize_t n = write(c->fd, px_buf_start(&c->out), px_buf_used(&c->out));
         if (n > 0) {
-            s->stats.net_output_bytes += (uint64_t)n;
+            s->core->stats.net_output_bytes += (uint64_t)n;
             px_buf_consume(&c->out, (size_t)n);
-            c->last_active = px_now(s); /* as Redis: a reply written counts as activity */
+            c->last_active = px_now(s->core); /* as Redis: a reply written counts as activity */
             continue;
         }
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             if (!(c->flags & PX_CLIENT_WRITE_ARMED)) {
                 c->flags |= PX_CLIENT_WRITE_ARMED;
-                ev_io_start(s->loop, &c->ww);
+                ev_io_start(s->core->loop, &c->ww);
             }
             account(c);
             return 0;
@@ -401,7 +400,7 @@ int px_client_flush(px_client *c)
     }
     if (c->flags & PX_CLIENT_WRITE_ARMED) {
         c->flags &= ~PX_CLIENT_WRITE_ARMED;
-        ev_io_stop(s->loop, &c->ww);
+        ev_io_stop(s->core->loop, &c->ww);
     }
     /* Give back memory a large reply left behind. */
     if (c->out.cap > 1024 * 1024) px_buf_clear(&c->out, 0);
@@ -430,20 +429,20 @@ static void client_write_cb(struct ev_loop *loop, ev_io *w, int revents)
  */
 static int read_while_waiting(const px_client *c)
 {
-    return c->nblocking > 0 && !c->srv->shutting_down;
+    return c->nblocking > 0 && !c->set->core->shutting_down;
 }
 
 static void stop_reading_unless_blocked(px_client *c)
 {
-    if (!read_while_waiting(c)) ev_io_stop(c->srv->loop, &c->rw);
+    if (!read_while_waiting(c)) ev_io_stop(c->set->core->loop, &c->rw);
 }
 
 static int over_query_limit(px_client *c, size_t used)
 {
-    px_server *s = c->srv;
-    if ((long long)used <= s->cfg->client_query_buffer_limit) return 0;
-    s->stats.query_buffer_limit_disconnects++;
-    px_log_notice(&s->log, "Client id=%llu addr=%s closed: query buffer %zu bytes over client-query-buffer-limit",
+    px_clients *s = c->set;
+    if ((long long)used <= s->core->cfg->client_query_buffer_limit) return 0;
+    s->core->stats.query_buffer_limit_disconnects++;
+    px_log_notice(&s->core->log, "Client id=%llu addr=%s closed: query buffer %zu bytes over client-query-buffer-limit",
                   (unsigned long long)c->id, c->addr, used);
     px_client_close(c, NULL);
     return 1;
@@ -452,13 +451,13 @@ static int over_query_limit(px_client *c, size_t used)
 static void client_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     px_client *c = w->data;
-    px_server *s = c->srv;
+    px_clients *s = c->set;
     (void)loop;
     (void)revents;
     if (c->flags & PX_CLIENT_CLOSING) return;
     int waiting = (c->flags & (PX_CLIENT_PAUSED | PX_CLIENT_HOLD)) != 0;
     if (waiting && !read_while_waiting(c)) {
-        ev_io_stop(s->loop, &c->rw); /* its blocking command has been answered */
+        ev_io_stop(s->core->loop, &c->rw); /* its blocking command has been answered */
         return;
     }
     /* Read what the command being parsed still needs, at least a chunk. */
@@ -470,8 +469,8 @@ static void client_read_cb(struct ev_loop *loop, ev_io *w, int revents)
     ssize_t n = read(c->fd, p, want);
     if (n > 0) {
         c->in.len += (size_t)n;
-        s->stats.net_input_bytes += (uint64_t)n;
-        c->last_active = px_now(s);
+        s->core->stats.net_input_bytes += (uint64_t)n;
+        c->last_active = px_now(s->core);
     } else if (n == 0) {
         px_client_close(c, "client closed connection");
         return;
@@ -489,52 +488,45 @@ static void client_read_cb(struct ev_loop *loop, ev_io *w, int revents)
     account(c);
 }
 
+
 /* A forwarded request's reply, or the error of its connection failing first. */
 static void upstream_done(px_upreq *q, struct px_upstream *u, const char *reply, size_t len, int failed)
 {
     px_req *r = (px_req *)((char *)q - offsetof(px_req, up));
     (void)u;
-    if (failed && r->client) r->srv->stats.upstream_error_replies++;
+    if (failed && r->client) r->set->core->stats.upstream_error_replies++;
     px_client_reply(r, reply, len);
 }
 
-/*
- * Send r's command on u.  noreply: what Redis sends back is not a reply to
- * it (pub/sub confirmations are pushes in RESP3, and everything is a frame in
- * RESP2 pub/sub mode), so r is complete now, with no bytes of its own.
- */
-static void send_on(px_client *c, px_req *r, struct px_upstream *u, const char *raw, size_t rawlen, int noreply,
-                    int oob)
+void px_client_forward(px_client *c, px_req *r, struct px_upstream *u, const char *raw, size_t rawlen, int noreply,
+                       int oob)
 {
-    px_server *s = c->srv;
-    px_buf tmp = {0};
-    if (c->rewrite.len) {
-        raw = c->rewrite.data;
-        rawlen = c->rewrite.len;
-    } else if (c->parser.type == 'i') {
-        px_resp_command(&tmp, c->parser.argc, c->argv, c->argvlen); /* it arrived inline */
-        raw = tmp.data;
-        rawlen = tmp.len;
-    }
-    px_l1_write(s->l1, c, r);
-    if (u != c->pinned && px_l1_read(s->l1, c, r, u, raw, rawlen)) {
-        px_buf_free(&tmp);
-        return;
-    }
-    s->stats.commands_forwarded++;
+    c->set->core->stats.commands_forwarded++;
     if (noreply) {
         px_upstream_write(u, raw, rawlen);
         px_client_reply(r, "", 0);
-    } else {
-        r->forwarded = 1;
-        r->pinned = u == c->pinned;
-        c->ninflight++;
-        if (!oob) c->up = u; /* an out-of-band connection orders nothing after it */
-        r->up.done = upstream_done;
-        r->up.what = r->cmd ? r->cmd->name : NULL;
-        px_upstream_send(u, &r->up, raw, rawlen);
+        return;
     }
-    px_buf_free(&tmp);
+    r->forwarded = 1;
+    r->pinned = u == c->pinned;
+    c->ninflight++;
+    if (!oob) c->up = u; /* an out-of-band connection orders nothing after it */
+    r->up.done = upstream_done;
+    r->up.what = r->cmd ? r->cmd->name : NULL;
+    px_upstream_send(u, &r->up, raw, rawlen);
+}
+
+void px_client_await(px_client *c, px_req *r, struct px_upstream *u)
+{
+    r->forwarded = 1;
+    c->ninflight++;
+    c->up = u;
+}
+
+void px_client_note_write(px_client *c, px_req *r)
+{
+    r->writes = 1;
+    c->nwrites++;
 }
 
 /* Parse again what a held client left unread. */
@@ -545,8 +537,8 @@ static void resume_held(px_client *c)
         return;
     c->flags &= ~PX_CLIENT_HOLD;
     if (c->flags & PX_CLIENT_PAUSED) return;
-    ev_io_start(c->srv->loop, &c->rw);
-    if (px_buf_used(&c->in)) ev_feed_event(c->srv->loop, &c->rw, EV_READ);
+    ev_io_start(c->set->core->loop, &c->rw);
+    if (px_buf_used(&c->in)) ev_feed_event(c->set->core->loop, &c->rw, EV_READ);
 }
 
 void px_client_resume(px_client *c) { resume_held(c); }
@@ -564,12 +556,18 @@ static void on_marker(struct px_upstream *u, void *ctx, const char *reply, size_
     resume_held(c);
 }
 
+void px_client_marker(px_client *c, struct px_upstream *u)
+{
+    c->markers++;
+    px_upstream_marker(u, on_marker, NULL);
+}
+
 /* Answer a protocol error, then close, as Redis does. */
 static void protocol_error(px_client *c, const char *errstr)
 {
     c->flags |= PX_CLIENT_CLOSE_AFTER_REPLY;
-    ev_io_stop(c->srv->loop, &c->rw);
-    px_req *r = req_new(c);
+    ev_io_stop(c->set->core->loop, &c->rw);
+    px_req *r = px_client_req_new(c);
     px_client_reply_error(r, "ERR %s", errstr);
     want_write(c);
 }
@@ -640,7 +638,7 @@ void px_client_upstream_frame(px_client *c, struct px_upstream *u, const char *f
         px_buf_append(&c->out, frame, len);
     } else {
         /* behind replies still awaited: keep its place in the queue */
-        px_req *r = req_new(c);
+        px_req *r = px_client_req_new(c);
         r->reply = malloc(len ? len : 1);
         if (!r->reply) abort();
         memcpy(r->reply, frame, len);
@@ -671,14 +669,14 @@ static void pinned_frame(struct px_upstream *u, void *owner, const char *frame, 
 }
 
 /* A connection of c's own, for its database and protocol (px_pool_pin). */
-static struct px_upstream *pin(px_pool *pool, px_client *c, const char **err)
+struct px_upstream *px_client_pin(px_client *c, px_pool *pool, const char **err)
 {
     return px_pool_pin(pool, c->db, c->proto, pinned_frame, pinned_lost, c, err);
 }
 
 /* The shared connection c's next request goes on: where its requests in
  * flight are, if any (px_pool_pick). */
-static struct px_upstream *pick(px_pool *pool, px_client *c)
+struct px_upstream *px_client_pick(px_client *c, px_pool *pool)
 {
     return px_pool_pick(pool, c->db, c->proto, c->ninflight > 0 ? c->up : NULL);
 }
@@ -695,7 +693,7 @@ void px_client_pinned_lost(px_client *c, struct px_upstream *u)
     /* Its MULTI, subscriptions or blocked command are gone: close it as
      * Redis going away would, once the errors already queued are written. */
     c->flags |= PX_CLIENT_CLOSE_AFTER_REPLY;
-    ev_io_stop(c->srv->loop, &c->rw);
+    ev_io_stop(c->set->core->loop, &c->rw);
     want_write(c);
 }
 
@@ -728,407 +726,17 @@ int px_client_pin_redirect_target(px_client *c, const char **err)
 {
     if (c->flags & (PX_CLIENT_CLOSING | PX_CLIENT_CLOSE_AFTER_REPLY)) return -1;
     if (!c->pinned) {
-        px_route_args a = {NULL, 0, NULL, NULL};
-        px_pool *pool = c->srv->router->route(c->srv->router, c, &a);
-        if (!pool || !(c->pinned = pin(pool, c, err))) return -1;
+        px_pool *pool = px_router_default(c->set->router);
+        if (!pool || !(c->pinned = px_client_pin(c, pool, err))) return -1;
     }
     c->state |= PX_STATE_REDIRECT;
     return 0;
 }
 
-/*
- * What a command sent on the pinned connection does to the client's state:
- * its handler's row says (px_commands.def).  Returns 1 when what Redis sends
- * back is not a reply to it (see send_on).
- */
-static int apply_state(px_client *c, px_req *r, px_handler h, int argc)
-{
-    struct px_upstream *u = c->pinned;
-    const px_handler_info *hi = &px_handlers[h];
-    if ((hi->props & PX_HP_OUTSIDE_MULTI) && (c->state & PX_STATE_MULTI)) return u->raw; /* Redis queues it */
-    /* What Redis refuses changes nothing there: a wrong number of arguments
-     * (EXEC x inside MULTI leaves Redis in MULTI), or EXEC / DISCARD outside
-     * a transaction (Redis keeps the WATCHed keys).  hotproxy's picture of
-     * the connection must not drift from Redis' own, or a marker would wait
-     * behind a MULTI Redis still holds. */
-    if (r->cmd && !px_command_arity_ok(r->cmd, argc)) return u->raw;
-    unsigned sets = hi->sets, clears = hi->clears;
-    if ((clears & PX_STATE_MULTI) && !(c->state & PX_STATE_MULTI)) clears = 0;
-    if (hi->props & PX_HP_ONOFF) {
-        int on = argc >= 3 && c->argvlen[2] == 2 && !strncasecmp(c->argv[2], "on", 2);
-        int off = argc >= 3 && c->argvlen[2] == 3 && !strncasecmp(c->argv[2], "off", 3);
-        if (!on) sets = 0;
-        if (!off) clears = 0;
-    }
-    c->state = (c->state & ~clears) | sets;
-    if (clears & PX_STATE_TRACKING) c->track_redir = 0;
-    if ((hi->props & PX_HP_RAW) && c->proto == 2) u->raw = 1;
-    if (hi->props & PX_HP_BLOCKING) {
-        r->up.blocking = 1;
-        c->nblocking++;
-    }
-    if (hi->props & PX_HP_PUSHES) return u->raw || c->proto == 3;
-    return u->raw;
-}
-
-/*
- * WAIT counts the replicas that acknowledged the replication offset its
- * connection reached with its previous command (Redis 7.0 sets c->woff to
- * the master offset after every command it runs).  A client's writes go on
- * a shared connection, and WAIT must not block that one; it runs on a
- * connection of the client's own instead, once the client's in-flight
- * requests are answered (PX_HP_PIN holds it until then).  That connection's
- * previous command may be older than those writes (a spare's last was its
- * RESET), so a PING goes just ahead of WAIT: the offset WAIT then waits for
- * is at least the one every write the client got answered reached.  WAIT
- * may wait for more (other clients' writes too), never for less.  If the
- * PING is refused (an ACL without it) the offset is not known to cover the
- * writes, and WAIT's answer is replaced by an error rather than trusted.
- */
-static int wait_unfenced(px_req *r, const char *reply, size_t len, px_buf *out)
-{
-    (void)r;
-    (void)reply;
-    (void)len;
-    px_buf_appendf(out, "-ERR hotproxy: WAIT could not be ordered after this connection's writes "
-                        "(the upstream refused PING)\r\n");
-    return 1;
-}
-
-static void wait_fenced(struct px_upstream *u, void *ctx, const char *reply, size_t len)
-{
-    px_req *r = ctx; /* queued right behind the PING on u, so still alive */
-    /* (a connection failing answers both with its own error: leave that be) */
-    if (u->state == PX_UP_READY && len && (reply[0] == '-' || reply[0] == '!')) r->hook = wait_unfenced;
-}
-
-static void wait_fence(struct px_upstream *u, px_req *r)
-{
-    px_upstream_send_internal(u, "*1\r\n$4\r\nPING\r\n", 14, wait_fenced, r);
-}
-
-/* The pool the command being dispatched belongs to (the topology decides). */
-static px_pool *route(px_client *c, const px_command *cmd, int argc)
-{
-    px_route_args a = {cmd, argc, c->argv, c->argvlen};
-    return c->srv->router->route(c->srv->router, c, &a);
-}
-
-/* Redis' @admin and @dangerous commands are for admin users, once users
- * are configured (the table's PX_F_A and PX_F_DG say which). */
-static int permitted(const px_client *c, const px_command *cmd)
-{
-    const px_config *cfg = c->srv->cfg;
-    if (!px_command_admin_only(cmd) || !px_config_auth_required(cfg)) return 1;
-    const px_user *u = c->user ? px_config_user(cfg, c->user, strlen(c->user)) : NULL;
-    return u && u->admin;
-}
-
-static const char execabort[] = "-EXECABORT Transaction discarded because of previous errors.\r\n";
-
-/* EXEC of a transaction hotproxy refused a command of: Redis got DISCARD. */
-static int execabort_hook(px_req *r, const char *reply, size_t len, px_buf *out)
-{
-    (void)r;
-    if (len && reply[0] == '-') return 0;
-    px_buf_append(out, execabort, sizeof(execabort) - 1);
-    return 1;
-}
-
-static void ignore_reply(struct px_upstream *u, void *ctx, const char *reply, size_t len)
-{
-    (void)u;
-    (void)ctx;
-    (void)reply;
-    (void)len;
-}
-
-/* Run a queued local command now; its reply is appended to out. */
-static void run_deferred(px_client *c, const px_multi_cmd *m, px_buf *out)
-{
-    px_server *s = c->srv;
-    px_req_parser p;
-    px_req_parser_init(&p, s->cfg->proto_max_bulk_len);
-    if (px_req_parse(&p, m->local, m->local_len) != PX_OK || p.argc < 1) {
-        px_buf_append(out, "-ERR hotproxy: queued command lost\r\n", 36);
-        px_req_parser_free(&p);
-        return;
-    }
-    const char **argv = calloc((size_t)p.argc, sizeof(*argv));
-    size_t *argvlen = calloc((size_t)p.argc, sizeof(*argvlen));
-    if (!argv || !argvlen) abort();
-    for (int i = 0; i < p.argc; i++) argv[i] = px_req_arg(&p, m->local, i, &argvlen[i]);
-    px_req tmp = {0};
-    tmp.srv = s;
-    tmp.client = c;
-    tmp.capture = out;
-    tmp.cmd = px_command_lookup(argv[0], argvlen[0], p.argc > 1 ? argv[1] : NULL, p.argc > 1 ? argvlen[1] : 0);
-    size_t before = out->len;
-    c->rewrite.len = c->rewrite.rpos = 0;
-    if (!tmp.cmd || !px_local_handle(c, &tmp, p.argc, argv, argvlen)) {
-        /* it would go to Redis (CLIENT UNBLOCK of a blocked client): send it
-         * on, its effect is what counts; or say it cannot run here */
-        if (c->rewrite.len && c->pinned) {
-            px_upstream_send_internal(c->pinned, c->rewrite.data, c->rewrite.len, ignore_reply, NULL);
-            px_buf_append(out, ":1\r\n", 4);
-        } else if (out->len == before) {
-            px_buf_append(out, "-ERR hotproxy: this command cannot run inside MULTI\r\n", 53);
-        }
-    }
-    c->rewrite.len = c->rewrite.rpos = 0;
-    free(argv);
-    free(argvlen);
-    px_req_parser_free(&p);
-}
-
-/*
- * EXEC's reply, with hotproxy's part of the transaction: Redis' array holds
- * the forwarded commands' replies; the local ones are run now and put at
- * their places, and each forwarded reply goes through its own hook.  A null
- * (WATCH) or an error (EXECABORT) is Redis' answer for all of it.
- */
-static int exec_hook(px_req *r, const char *reply, size_t len, px_buf *out)
-{
-    px_client *c = r->client;
-    long long n;
-    const char *nl = memchr(reply, '\n', len);
-    if (c) c->exec_local--;
-    if (!c || !nl || reply[0] != '*' || !px_string2ll(reply + 1, (size_t)(nl - reply - 2), &n) || n < 0) return 0;
-    int nlocal = 0;
-    for (int i = 0; i < r->mq_len; i++) nlocal += r->mq[i].local != NULL;
-    px_buf_appendf(out, "*%lld\r\n", n + nlocal);
-    const char *p = nl + 1, *end = reply + len;
-    /* inside EXEC the client is still in MULTI for what it asks (CLIENT INFO's flags=x) */
-    unsigned state = c->state;
-    c->state |= PX_STATE_MULTI;
-    c->multi_queued = r->mq_len;
-    for (int i = 0; i < r->mq_len; i++) {
-        const px_multi_cmd *m = &r->mq[i];
-        if (m->local) {
-            run_deferred(c, m, out);
-            continue;
-        }
-        size_t elen = p < end ? px_reply_len(p, (size_t)(end - p)) : 0;
-        if (!elen) break;
-        px_buf hooked = {0};
-        px_req h = {0};
-        h.srv = r->srv;
-        h.client = c;
-        h.hook_flags = m->hook_flags;
-        if (m->hook && m->hook(&h, p, elen, &hooked)) px_buf_append(out, hooked.data, hooked.len);
-        else px_buf_append(out, p, elen);
-        px_buf_free(&hooked);
-        p += elen;
-    }
-    if (p < end) px_buf_append(out, p, (size_t)(end - p)); /* never expected: keep Redis' bytes */
-    c->state = (c->state & ~(unsigned)PX_STATE_MULTI) | (state & PX_STATE_MULTI);
-    c->multi_queued = 0;
-    return 1;
-}
-
-/* EXEC: the transaction's bookkeeping moves to its request. */
-static void exec_prepare(px_client *c, px_req *r)
-{
-    if (c->multi_dirty) {
-        c->rewrite.len = c->rewrite.rpos = 0;
-        px_buf_append(&c->rewrite, "*1\r\n$7\r\nDISCARD\r\n", 17);
-        r->hook = execabort_hook;
-    } else {
-        int needed = 0;
-        for (int i = 0; i < c->mq_len; i++) needed |= c->mq[i].local != NULL || c->mq[i].hook != NULL;
-        if (needed) {
-            r->mq = c->mq;
-            r->mq_len = c->mq_len;
-            c->mq = NULL;
-            c->mq_len = c->mq_cap = 0;
-            r->hook = exec_hook;
-            c->exec_local++;
-        }
-    }
-    px_client_multi_reset(c);
-}
-
-/* A command queued in MULTI that hotproxy answers with an error itself:
- * as Redis, the transaction is then aborted at EXEC. */
-static void refuse(px_client *c, px_req *r, int queueing, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static void refuse(px_client *c, px_req *r, int queueing, const char *fmt, ...)
-{
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    if (queueing) c->multi_dirty = 1;
-    px_client_reply_error(r, "%s", msg);
-}
-
-/*
- * Returns 0 when the command must wait (it would run on another connection
- * than the client's in-flight commands: they must be answered first, so
- * Redis sees the client's commands in order); it stays unread.
- */
-static int dispatch(px_client *c, const char *raw, size_t rawlen)
-{
-    px_server *s = c->srv;
-    int argc = c->parser.argc;
-    if (argc > c->argv_cap) {
-        c->argv_cap = argc < 16 ? 16 : argc;
-        c->argv = realloc(c->argv, sizeof(*c->argv) * (size_t)c->argv_cap);
-        c->argvlen = realloc(c->argvlen, sizeof(*c->argvlen) * (size_t)c->argv_cap);
-        if (!c->argv || !c->argvlen) abort();
-    }
-    for (int i = 0; i < argc; i++) c->argv[i] = px_req_arg(&c->parser, raw, i, &c->argvlen[i]);
-
-    /* A subscriber's last frames are still coming (see on_marker): what it
-     * sends now must not go out as a frame nobody waits for. */
-    if (c->pinned && c->markers > 0) return 0;
-    /* An EXEC runs its local commands when its reply comes: what the client
-     * sent after it must see their effects (CLIENT SETNAME), so it waits. */
-    if (c->exec_local > 0) return 0;
-    const px_command *cmd = px_command_lookup(c->argv[0], c->argvlen[0], argc > 1 ? c->argv[1] : NULL,
-                                              argc > 1 ? c->argvlen[1] : 0);
-    /* What it does is its handler's row in px_commands.def: hp says. */
-    px_handler h = px_command_handler(cmd, argc, c->argv, c->argvlen);
-    unsigned hp = px_handler_props(h);
-    int upstream = (hp & PX_HP_UPSTREAM) || (c->pinned && (hp & PX_HP_PINNED_UPSTREAM));
-    int authorized = c->authenticated || (hp & PX_HP_NOAUTH);
-    int allowed = !authorized || permitted(c, cmd);
-    const char *refused = cmd && authorized && allowed && px_config_refused(s->cfg, cmd->name) ? cmd->name : NULL;
-    int queueing = (c->state & PX_STATE_MULTI) && !(hp & PX_HP_AT_ONCE);
-    int deferred = queueing && (hp & PX_HP_DEFERRED);
-    if (!authorized || !allowed || refused || (hp & PX_HP_DENY) || deferred) upstream = 0;
-    if ((hp & PX_HP_TRACKING) && upstream && !px_local_tracking_ready(c, argc, c->argv, c->argvlen)) return 0;
-
-    /* Decide the connection before anything happens, so a command can wait. */
-    px_pool *pool = NULL;
-    struct px_upstream *u = NULL;
-    const char *err = NULL;
-    int oob = 0;
-    if (upstream) {
-        if ((hp & PX_HP_PIN) && !c->pinned) {
-            if (c->ninflight > 0) return 0;
-            pool = route(c, cmd, argc);
-            if (pool) c->pinned = pin(pool, c, &err);
-        }
-        if (c->pinned) {
-            u = c->pinned;
-        } else if (hp & PX_HP_OOB) {
-            /* At once, on a connection of its own: not behind the client's
-             * own requests either, which may sit behind the same slow
-             * command (with Redis direct they would have been refused with
-             * BUSY and this one run).  Its database and protocol are not the
-             * client's; these commands answer the same in any. */
-            oob = 1;
-            u = (pool = route(c, cmd, argc)) ? px_pool_open_oob(pool) : NULL;
-        } else if (!err) {
-            u = (pool = route(c, cmd, argc)) ? pick(pool, c) : NULL;
-        }
-        if (u && !oob && c->ninflight > 0 && c->up != u) return 0;
-    } else if ((hp & PX_HP_UNPINS) && c->ninflight > 0) {
-        return 0; /* RESET drops the pinned connection: let it answer first */
-    }
-
-    s->stats.commands_processed++;
-    s->stats.cmd_calls[cmd ? px_command_index(cmd) : px_command_count()]++;
-    c->ncommands++;
-    c->last_cmd = cmd ? cmd->name : "unknown";
-    if ((px_handlers[h].sets | px_handlers[h].clears) & PX_STATE_MULTI) c->multi_queued = 0;
-    else if (c->state & PX_STATE_MULTI) c->multi_queued++;
-    px_req *r = req_new(c);
-    r->cmd = cmd;
-    if (c->reply_mode) {
-        r->silent = 1;
-        if (c->reply_mode == 2) c->reply_mode = 0;
-    }
-    c->rewrite.len = c->rewrite.rpos = 0;
-
-    if (!authorized) {
-        refuse(c, r, queueing, "NOAUTH Authentication required.");
-        return 1;
-    }
-    if (!allowed) {
-        s->stats.commands_refused++;
-        refuse(c, r, queueing, "NOPERM this user has no permissions to run the '%s' command", cmd->name);
-        return 1;
-    }
-    if (refused || (hp & PX_HP_DENY)) {
-        s->stats.commands_refused++;
-        refuse(c, r, queueing, "ERR hotproxy: '%s' is refused by this proxy%s", cmd->name,
-               (hp & PX_HP_DENY) ? " (replication does not go through a proxy)" : "");
-        return 1;
-    }
-    if (deferred) {
-        if (!px_command_arity_ok(cmd, argc)) {
-            refuse(c, r, 1, "ERR wrong number of arguments for '%s' command", cmd->name);
-            return 1;
-        }
-        px_multi_cmd *m = mq_push(c);
-        px_buf b = {0};
-        if (c->parser.type == 'i') px_resp_command(&b, argc, c->argv, c->argvlen); /* it arrived inline */
-        else px_buf_append(&b, raw, rawlen);
-        m->local = b.data;
-        m->local_len = b.len;
-        s->stats.commands_local++;
-        px_client_reply(r, "+QUEUED\r\n", 9);
-        return 1;
-    }
-    if (!upstream || (hp & PX_HP_LOCAL)) {
-        /* local, or local first (INFO's hook, SELECT's database, CLIENT UNBLOCK's id) */
-        if (px_local_handle(c, r, argc, c->argv, c->argvlen)) {
-            s->stats.commands_local++;
-            return 1;
-        }
-        /* a local handler that forwards: on the client's own connection if it has one */
-        if (!u) u = c->pinned ? c->pinned : (pool = route(c, cmd, argc)) ? pick(pool, c) : NULL;
-    }
-    if (!u) {
-        if (err) {
-            s->stats.commands_refused++;
-            refuse(c, r, queueing, "%s", err);
-        } else if (hp & PX_HP_ALONE) {
-            px_local_info_alone(c, r);
-        } else {
-            s->stats.upstream_error_replies++;
-            refuse(c, r, queueing, "ERR %s", pool ? px_pool_unavailable(pool) : "no upstream for this command");
-        }
-        return 1;
-    }
-    if ((hp & PX_HP_TRACKING) && px_local_tracking(c, r, argc, c->argv, c->argvlen) < 0) {
-        px_client_maybe_unpin(c);
-        return 1;
-    }
-    if (queueing && u == c->pinned) {
-        /* its reply comes inside EXEC's: the hook waits for it there */
-        px_multi_cmd *m = mq_push(c);
-        m->hook = r->hook;
-        m->hook_flags = r->hook_flags;
-        r->hook = NULL;
-    } else if ((hp & PX_HP_EXEC) && (c->state & PX_STATE_MULTI)) {
-        exec_prepare(c, r);
-    } else if (((px_handlers[h].clears & PX_STATE_MULTI) && (c->state & PX_STATE_MULTI)) ||
-               ((px_handlers[h].sets & PX_STATE_MULTI) && !(c->state & PX_STATE_MULTI))) {
-        px_client_multi_reset(c); /* DISCARD, or a MULTI that begins one */
-    }
-    px_policy_write_ttl(c, r, &s->rng);
-    int noreply = u == c->pinned ? apply_state(c, r, h, argc) : 0;
-    if ((hp & PX_HP_FENCE) && !noreply && !(c->state & PX_STATE_MULTI)) wait_fence(u, r);
-    if ((hp & PX_HP_TRACKING) && u == c->pinned) px_upstream_no_reuse(u);
-    send_on(c, r, u, raw, rawlen, noreply, oob);
-    if ((hp & PX_HP_MAY_END_RAW) && u == c->pinned && u->raw) {
-        /* In RESP2 pub/sub mode only a marker's token tells a reply from a
-         * frame.  Whether this UNSUBSCRIBE ends that mode is known once its
-         * frames are in, so the client's next command waits for a marker
-         * sent right behind it: sent later, it could follow a MULTI that
-         * went out meanwhile, be answered +QUEUED and never come back. */
-        c->markers++;
-        px_upstream_marker(u, on_marker, NULL);
-    }
-    return 1;
-}
 
 static void process_input(px_client *c)
 {
-    px_server *s = c->srv;
+    px_clients *s = c->set;
     while (!(c->flags & (PX_CLIENT_CLOSING | PX_CLIENT_CLOSE_AFTER_REPLY | PX_CLIENT_PAUSED | PX_CLIENT_HOLD)) &&
            px_buf_used(&c->in)) {
         const char *start = px_buf_start(&c->in);
@@ -1140,10 +748,10 @@ static void process_input(px_client *c)
             return;
         }
         if (rc == PX_ERR) {
-            s->stats.protocol_errors++;
-            px_log_verbose(&s->log, "Client id=%llu addr=%s: %s", (unsigned long long)c->id, c->addr, c->parser.errstr);
+            s->core->stats.protocol_errors++;
+            px_log_verbose(&s->core->log, "Client id=%llu addr=%s: %s", (unsigned long long)c->id, c->addr, c->parser.errstr);
             px_buf_clear(&c->in, 0);
-            ev_io_stop(s->loop, &c->rw);
+            ev_io_stop(s->core->loop, &c->rw);
             if (c->pinned) {
                 /* Frames for what it sent before (a SUBSCRIBE's confirmation)
                  * may still be on their way: as Redis, they come first. */
@@ -1155,7 +763,7 @@ static void process_input(px_client *c)
             protocol_error(c, c->parser.errstr);
             return;
         }
-        if (c->parser.argc > 0 && !dispatch(c, start, c->parser.pos)) {
+        if (c->parser.argc > 0 && !s->ops->dispatch(s->ops_arg, c, start, c->parser.pos)) {
             /* wait for the in-flight replies; the parse is redone then */
             px_req_parser_reset(&c->parser);
             c->flags |= PX_CLIENT_HOLD;
@@ -1164,10 +772,60 @@ static void process_input(px_client *c)
         }
         px_buf_consume(&c->in, c->parser.pos);
         px_req_parser_reset(&c->parser);
-        if (c->ninflight >= s->cfg->upstream_max_inflight) {
+        if (c->ninflight >= s->core->cfg->upstream_max_inflight) {
             c->flags |= PX_CLIENT_PAUSED;
             stop_reading_unless_blocked(c);
         }
     }
-    if (c->flags & PX_CLIENT_CLOSE_AFTER_REPLY) ev_io_stop(s->loop, &c->rw);
+    if (c->flags & PX_CLIENT_CLOSE_AFTER_REPLY) ev_io_stop(s->core->loop, &c->rw);
+}
+
+px_client *px_clients_find(px_clients *s, uint64_t id)
+{
+    px_client *c = NULL;
+    HASH_FIND(hh, s->clients_by_id, &id, sizeof(id), c);
+    return c && !(c->flags & PX_CLIENT_CLOSING) ? c : NULL;
+}
+
+void px_clients_flush(px_clients *s)
+{
+    while (s->write_clients) {
+        px_client *c = s->write_clients;
+        s->write_clients = c->wnext;
+        c->flags &= ~PX_CLIENT_IN_WRITE_LIST;
+        px_client_flush(c);
+    }
+    /* after the writes, which gave memory back */
+    evict_for_memory(s);
+}
+
+void px_clients_reap(px_clients *s)
+{
+    while (s->closing) {
+        px_client *c = s->closing;
+        s->closing = c->cnext;
+        /* it may still sit in the write list */
+        if (c->flags & PX_CLIENT_IN_WRITE_LIST) {
+            px_client **pp = &s->write_clients;
+            while (*pp && *pp != c) pp = &(*pp)->wnext;
+            if (*pp) *pp = c->wnext;
+        }
+        client_free(c);
+    }
+}
+
+void px_clients_free_all(px_clients *s)
+{
+    while (s->clients) {
+        px_client *c = s->clients;
+        px_client_close(c, NULL);
+        s->closing = NULL;
+        client_free(c);
+    }
+    s->write_clients = NULL;
+    while (s->req_free) {
+        px_req *r = s->req_free;
+        s->req_free = r->next;
+        free(r);
+    }
 }

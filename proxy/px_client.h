@@ -21,13 +21,16 @@
 
 #include "proxy/px_buf.h"
 #include "proxy/px_command.h"
+#include "proxy/px_core.h"
 #include "proxy/px_resp.h"
 #include "proxy/px_upstream.h"
 
-struct px_server;
 struct px_upstream;
 struct px_command;
 struct px_req;
+struct px_router;
+struct px_client;
+struct px_clients;
 
 /* Called with a forwarded request's reply before it is delivered; may
  * replace the bytes by appending others to out (then returns 1). */
@@ -35,7 +38,7 @@ typedef int (*px_reply_hook)(struct px_req *r, const char *reply, size_t len, px
 
 typedef struct px_req {
     px_upreq up;                   /* its entry in an upstream's queue (up.blocking: may wait for ever) */
-    struct px_server *srv;
+    struct px_clients *set;        /* outlives the client */
     struct px_client *client;      /* NULL once the client has gone */
     struct px_req *next;           /* client queue */
     const struct px_command *cmd;  /* NULL: unknown command */
@@ -83,7 +86,7 @@ enum {
 /* Connection state a client built upstream: PX_STATE_* in px_command.h. */
 
 typedef struct px_client {
-    struct px_server *srv;
+    struct px_clients *set;
     uint64_t id;
     int fd;
     unsigned flags;
@@ -136,16 +139,69 @@ typedef struct px_client {
     double created, last_active;
     char addr[64];          /* "ip:port" of the peer */
 
-    struct px_client *prev, *next;  /* server's client list */
-    UT_hash_handle hh;              /* server's table by id (CLIENT KILL ID, LIST ID, UNBLOCK, REDIRECT) */
-    struct px_client *wnext;        /* server's write list */
-    struct px_client *cnext;        /* server's closing list */
+    struct px_client *prev, *next;  /* the set's client list */
+    UT_hash_handle hh;              /* the set's table by id (CLIENT KILL ID, LIST ID, UNBLOCK, REDIRECT) */
+    struct px_client *wnext;        /* the set's write list */
+    struct px_client *cnext;        /* the set's closing list */
 } px_client;
 
+/*
+ * What the layer above does with a client's commands (px_dispatch: local,
+ * the L1 or forwarded).  The client side calls it, never the reverse.
+ */
+typedef struct px_client_ops {
+    /* A whole command was read (raw: its bytes; c->parser has its
+     * arguments).  Returns 0 when it must wait (for c's in-flight replies,
+     * or a connection): it stays unread, and is parsed again once
+     * px_client_resume wakes c. */
+    int (*dispatch)(void *arg, px_client *c, const char *raw, size_t rawlen);
+    /* A reply is about to complete r, which carries the L1's marks (r->writes
+     * or r->barrier): returns 1 when it is held and given to
+     * px_client_reply again later (the L1's barrier). */
+    int (*completing)(void *arg, px_req *r, const char *data, size_t len);
+} px_client_ops;
+
+/* Client memory buckets: below 32 KB, then one per power of two (Redis'
+ * CLIENT_MEM_USAGE_BUCKETS). */
+#define PX_CLIENT_MEM_BUCKETS 19
+
+/*
+ * Every client of one proxy instance: the list and table by id, the
+ * memory of their buffers (kept up to date as they change, with the
+ * clients in buckets by size, a power of two each, so the biggest are found
+ * without a walk of every client, as Redis' client eviction does), and the
+ * write and closing lists the loop works through before it sleeps.
+ */
+typedef struct px_clients {
+    px_core *core;
+    struct px_router *router;        /* where forwarded commands go */
+    const px_client_ops *ops;        /* the layer above */
+    void *ops_arg;
+    void *owner;                     /* the instance that owns the set, for the layers above */
+    px_client *clients;              /* every connected client */
+    px_client *clients_by_id;        /* the same, in a uthash table by id */
+    long nclients;
+    uint64_t next_client_id;
+    size_t clients_mem;
+    px_client *mem_buckets[PX_CLIENT_MEM_BUCKETS];
+    int clients_mem_warned;          /* over maxmemory-clients with nobody left to close: logged */
+    px_client *write_clients;        /* clients with output to flush */
+    px_client *closing;              /* clients to free from the loop */
+    px_req *req_free;                /* recycled request objects */
+    long req_free_len;
+} px_clients;
+
+/* The connected client with that id (not one being closed), or NULL. */
+px_client *px_clients_find(px_clients *set, uint64_t id);
+/* Before the loop sleeps: write every client's output; then, past
+ * maxmemory-clients, close clients, biggest first, until under it; then free
+ * the closed ones.  px_clients_free_all: at exit. */
+void px_clients_flush(px_clients *set);
+void px_clients_reap(px_clients *set);
+void px_clients_free_all(px_clients *set);
+
 /* Take over an accepted socket. */
-px_client *px_client_create(struct px_server *s, int fd, const char *addr);
-/* Free a client the server reaped; only px_server calls this. */
-void px_client_free(px_client *c);
+px_client *px_client_create(px_clients *set, int fd, const char *addr);
 /* Close: stop I/O now, free later from the loop. */
 void px_client_close(px_client *c, const char *why);
 
@@ -174,9 +230,37 @@ void px_client_drop_pinned(px_client *c);
  * invalidations to); it keeps it until RESET.  -1 with err if it cannot. */
 int px_client_pin_redirect_target(px_client *c, const char **err);
 
-/* Past maxmemory-clients, close clients, biggest first, until under it
- * (the server calls this before the loop sleeps). */
-void px_client_evict_for_memory(struct px_server *s);
+/*
+ * The dispatcher's side of a request.  A new request at the tail of c's
+ * queue; a slot in c's open MULTI; a connection of c's own for this pool, or
+ * the shared one its next request goes on (where its requests in flight
+ * are, if any).
+ */
+px_req *px_client_req_new(px_client *c);
+px_multi_cmd *px_client_mq_push(px_client *c);
+struct px_upstream *px_client_pin(px_client *c, px_pool *pool, const char **err);
+struct px_upstream *px_client_pick(px_client *c, px_pool *pool);
+/*
+ * Forward r's command (raw) on u; its reply completes r.  noreply: what
+ * Redis sends back is not a reply to it (pub/sub confirmations are pushes in
+ * RESP3, and everything is a frame in RESP2 pub/sub mode), so r is complete
+ * now, with no bytes of its own.  oob: u is an out-of-band connection,
+ * which orders nothing after it.
+ */
+void px_client_forward(px_client *c, px_req *r, struct px_upstream *u, const char *raw, size_t rawlen, int noreply,
+                       int oob);
+/* r is answered later by someone else's request on u (an L1 fill it waits
+ * on): until then it counts as in flight there, so c's next commands keep
+ * their order behind it. */
+void px_client_await(px_client *c, px_req *r, struct px_upstream *u);
+/* r may write: c's reads skip the L1 until its reply (px_client_writes). */
+void px_client_note_write(px_client *c, px_req *r);
+static inline long px_client_writes(const px_client *c) { return c->nwrites; }
+/* The connection c's in-flight requests are on, or NULL when none is. */
+static inline struct px_upstream *px_client_inflight_on(const px_client *c) { return c->ninflight > 0 ? c->up : NULL; }
+/* A marker behind what c sent on its pinned connection u: its next command
+ * waits until every frame before it is in (see px_dispatch.c). */
+void px_client_marker(px_client *c, struct px_upstream *u);
 
 /* Write what is buffered; returns -1 if the client was closed. */
 int px_client_flush(px_client *c);
@@ -185,6 +269,6 @@ void px_client_stop_reading(px_client *c);
 /* 1 if nothing is queued or buffered for this client. */
 int px_client_idle(const px_client *c);
 
-void px_req_free(struct px_server *s, px_req *r);
+void px_req_free(px_clients *set, px_req *r);
 
 #endif

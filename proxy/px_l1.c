@@ -46,7 +46,6 @@
 #include "proxy/px_command.h"
 #include "proxy/px_glob.h"
 #include "proxy/px_router.h"
-#include "proxy/px_server.h"
 #include "proxy/px_upstream.h"
 
 #define HEARTBEAT_EVERY 1.0
@@ -86,7 +85,8 @@ typedef struct held {
 } held;
 
 struct px_l1 {
-    px_server *srv;
+    px_core *core;
+    px_router *router;         /* the pools it keeps tracking links to */
     l1 *cache;
     flight *flights;
     uint64_t rng;
@@ -119,26 +119,26 @@ static uint64_t next_random(void *arg)
 /* The L1's clock, in ms: the loop's (read when its iteration began), which is
  * all an ordinary entry needs; fresh_ms reads it again, for the entries that
  * end with their key (l1_get_fresh) and for late waiters. */
-static uint64_t now_ms(px_l1 *l) { return (uint64_t)(px_now(l->srv) * 1000.0); }
+static uint64_t now_ms(px_l1 *l) { return (uint64_t)(px_now(l->core) * 1000.0); }
 static uint64_t fresh_ms(void *arg)
 {
     px_l1 *l = arg;
-    return (uint64_t)(px_now_fresh(l->srv) * 1000.0);
+    return (uint64_t)(px_now_fresh(l->core) * 1000.0);
 }
 
 static px_pool *pool_of(px_l1 *l)
 {
-    px_route_args a = {NULL, 0, NULL, NULL};
-    return l->srv->router->route(l->srv->router, NULL, &a);
+    return px_router_default(l->router);
 }
 
-px_l1 *px_l1_create(px_server *s)
+px_l1 *px_l1_create(px_core *k, px_router *router)
 {
-    const px_config *cfg = s->cfg;
+    const px_config *cfg = k->cfg;
     if (!cfg->l1) return NULL;
     px_l1 *l = calloc(1, sizeof(*l));
     if (!l) abort();
-    l->srv = s;
+    l->core = k;
+    l->router = router;
     uint64_t seed[3];
     if (getrandom(seed, sizeof(seed), 0) != (ssize_t)sizeof(seed)) {
         seed[0] = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)l;
@@ -313,7 +313,7 @@ static int store_fill(px_l1 *l, const px_command *row, const px_policy *pol, con
         .pttl = pttl,
         .absent = absent_reply(reply, len),
         .has_then = null != NULL,
-        .bounded = !l->srv->cfg->l1_tracking || l->refused,
+        .bounded = !l->core->cfg->l1_tracking || l->refused,
         .ttl_ms = (uint64_t)pol->ttl,
         .jitter_pct = (unsigned)pol->jitter,
         .negative_ttl_ms = (uint64_t)pol->negative_ttl,
@@ -398,7 +398,7 @@ static void fill_ttl(px_upstream *u, void *ctx, const char *reply, size_t len)
         uint64_t kept;
         int stored = store_fill(l, f->row, &f->pol, f->key + 4, glen, variant, vlen, f->reply, f->reply_len, f->ticket, pttl,
                                 f->sent_ms, &kept);
-        px_log_debug(&l->srv->log, "L1 fill '%.*s': pttl %lld, kept %llu ms: %s", (int)(glen > 64 ? 64 : glen),
+        px_log_debug(&l->core->log, "L1 fill '%.*s': pttl %lld, kept %llu ms: %s", (int)(glen > 64 ? 64 : glen),
                      f->key + 4, pttl, (unsigned long long)kept, stored ? "stored" : "not stored");
     }
     flight_free(f);
@@ -496,7 +496,7 @@ static void mget_ttl(px_upstream *u, void *ctx, const char *reply, size_t len)
 {
     mfill *m = ctx;
     px_l1 *l = m->l1;
-    const px_config *cfg = l->srv->cfg;
+    const px_config *cfg = l->core->cfg;
     int j = m->ttls_seen++;
     long long pttl;
     (void)u;
@@ -564,7 +564,7 @@ static int read_multiget(px_l1 *l, px_client *c, px_req *r, px_upstream *u)
     c->ninflight++;
     c->up = u;
     l->st.l1_fills++;
-    l->srv->stats.commands_forwarded++;
+    l->core->stats.commands_forwarded++;
     px_buf cmd = {0};
     px_buf_appendf(&cmd, "*%d\r\n", m->nmiss + 1);
     px_resp_bulk(&cmd, "MGET", 4);
@@ -597,7 +597,7 @@ static int should_refresh(px_l1 *l, const px_policy *pol, uint64_t now, const l1
      * jitter allows: a null kept for l1-negative-ttl. */
     uint64_t expires = m->expires_ms, ttl = m->ttl_ms;
     if (m->with_key || (long long)ttl * 100 < pol->ttl * (100 - pol->jitter)) return 0;
-    double window = (double)ttl * (double)l->srv->cfg->l1_refresh_ahead / 100.0;
+    double window = (double)ttl * (double)l->core->cfg->l1_refresh_ahead / 100.0;
     if (window <= 0 || expires <= now || (double)(expires - now) > window) return 0;
     double u = (double)(next_random(&l->rng) >> 11) / (double)(1ULL << 53);
     return -log(u > 0 ? u : 1e-300) * window >= (double)(expires - now);
@@ -620,7 +620,7 @@ static void send_fill(px_l1 *l, flight *f)
     HASH_ADD_KEYPTR(hh, l->flights, f->key, f->klen, f);
     f->in_table = 1;
     l->st.l1_fills++;
-    l->srv->stats.commands_forwarded++;
+    l->core->stats.commands_forwarded++;
     f->u->tracking_used = 1;
     f->sent_ms = now_ms(l); /* the loop's clock: no later than the write that sends it */
     f->nbefore = f->nwaiters;
@@ -644,7 +644,7 @@ int px_l1_read(px_l1 *l, px_client *c, px_req *r, px_upstream *u, const char *ra
     const char *group = c->argv[1];
     size_t glen = c->argvlen[1];
     px_policy pol;
-    px_config_policy(l->srv->cfg, group, glen, &pol);
+    px_config_policy(l->core->cfg, group, glen, &pol);
     if (!pol.cache) return 0;
     px_buf key = l->scratch;
     key.len = key.rpos = 0;
@@ -684,7 +684,7 @@ int px_l1_read(px_l1 *l, px_client *c, px_req *r, px_upstream *u, const char *ra
     if (f) {
         /* A client with commands in flight on another connection reads
          * there, so its commands reach Redis in its order. */
-        if (f->nwaiters >= l->srv->cfg->l1_max_waiters || (c->ninflight > 0 && c->up != f->u)) return 0;
+        if (f->nwaiters >= l->core->cfg->l1_max_waiters || (c->ninflight > 0 && c->up != f->u)) return 0;
         l->st.l1_coalesced++;
         add_waiter(f, c, r, f->u);
         return 1;
@@ -707,7 +707,7 @@ static void invalidate_list(px_l1 *l, const char *p, size_t n)
 }
 
 /* No tracking to tell what a write touched: TTL-only. */
-static int ttl_only(px_l1 *l) { return !l->srv->cfg->l1_tracking || l->refused; }
+static int ttl_only(px_l1 *l) { return !l->core->cfg->l1_tracking || l->refused; }
 
 void px_l1_write(px_l1 *l, px_client *c, px_req *r)
 {
@@ -793,7 +793,7 @@ void px_l1_written(px_l1 *l, px_req *r)
 int px_l1_can_fill(px_l1 *l, px_upstream *u)
 {
     if (!l) return 0;
-    if (!l->srv->cfg->l1_tracking || l->refused) return 1; /* TTL-only */
+    if (!l->core->cfg->l1_tracking || l->refused) return 1; /* TTL-only */
     return l->link_ready && u->tracking_epoch == l->epoch && u->tracking_epoch != 0;
 }
 
@@ -816,7 +816,7 @@ static int is_refusal(const char *reply, size_t len)
 static void refuse(px_l1 *l, const char *what, const char *reply, size_t len)
 {
     if (l->refused) return;
-    px_log_warning(&l->srv->log, "L1: Redis refused %s (%.*s); the L1 falls back to TTL-only", what,
+    px_log_warning(&l->core->log, "L1: Redis refused %s (%.*s); the L1 falls back to TTL-only", what,
                    (int)(len > 200 ? 200 : len - 2), reply);
     l->refused = 1;
     if (l->bhead) {
@@ -835,7 +835,7 @@ static double backoff(double *b)
 
 static void tracking_reply(px_upstream *u, void *ctx, const char *reply, size_t len)
 {
-    px_l1 *l = u->srv->l1;
+    px_l1 *l = u->pool->handshake_arg; /* the L1 set the pool's handshake hook (track_new) */
     uint64_t epoch = (uint64_t)(uintptr_t)ctx;
     if (!l || u->state != PX_UP_READY) return;
     if (len >= 3 && !memcmp(reply, "+OK", 3)) {
@@ -848,16 +848,16 @@ static void tracking_reply(px_upstream *u, void *ctx, const char *reply, size_t 
         return;
     }
     /* Not now: this connection fills nothing until a later try says OK. */
-    px_log_verbose(&l->srv->log, "L1: CLIENT TRACKING not accepted now (%.*s); trying again",
+    px_log_verbose(&l->core->log, "L1: CLIENT TRACKING not accepted now (%.*s); trying again",
                    (int)(len > 200 ? 200 : len - 2), reply);
-    if (!l->retrack_at) l->retrack_at = px_now(l->srv) + backoff(&l->retrack_backoff);
+    if (!l->retrack_at) l->retrack_at = px_now(l->core) + backoff(&l->retrack_backoff);
 }
 
 void px_l1_track(px_l1 *l, px_upstream *u)
 {
     u->tracking_epoch = 0;
     u->tracking_used = 0;
-    if (!l || !l->srv->cfg->l1_tracking || l->refused || !l->link_ready || !l->link || !l->link_id) return;
+    if (!l || !l->core->cfg->l1_tracking || l->refused || !l->link_ready || !l->link || !l->link_id) return;
     char cmd[128], id[24];
     int idn = snprintf(id, sizeof(id), "%lld", l->link_id);
     int n = snprintf(cmd, sizeof(cmd), "*5\r\n$6\r\nCLIENT\r\n$8\r\nTRACKING\r\n$2\r\non\r\n$8\r\nREDIRECT\r\n$%d\r\n%s\r\n",
@@ -893,7 +893,7 @@ static void tracking_lost(px_upstream *u, uint64_t epoch, void *arg)
     /* An older epoch: the link's loss flushed the L1 since, and the
      * connection filled nothing after it. */
     if (!used || epoch != l->epoch || !l->link_ready) return;
-    px_log_notice(&l->srv->log, "L1: a connection with tracking on was lost (%s): L1 flushed", u->errstr);
+    px_log_notice(&l->core->log, "L1: a connection with tracking on was lost (%s): L1 flushed", u->errstr);
     l1_flush(l->cache);
     l->st.l1_flushes_connection_lost++;
 }
@@ -955,7 +955,7 @@ int px_l1_barrier(px_l1 *l, px_req *r, const char *reply, size_t len)
 /* The link failed for a reason that may pass: open it again later. */
 static void link_not_now(px_l1 *l, px_upstream *u, const char *what, const char *reply, size_t len)
 {
-    px_log_notice(&l->srv->log, "L1: the invalidation link got an error (%s: %.*s); opening it again", what,
+    px_log_notice(&l->core->log, "L1: the invalidation link got an error (%s: %.*s); opening it again", what,
                   (int)(len > 200 ? 200 : len - 2), reply);
     px_pool_close(u->pool, u, "invalidation link error");
 }
@@ -997,7 +997,7 @@ static void link_frame(px_upstream *u, void *ctx, const char *frame, size_t len)
         if (str_is(m->element[0], "pong")) {
             /* a fresh clock: after a long iteration the loop's own would
              * date the pong too early, and the heartbeat could time out */
-            l->last_pong = px_now_fresh(l->srv);
+            l->last_pong = px_now_fresh(l->core);
             l->pongs++;
             release_barriers(l, 0);
         } else if (str_is(m->element[0], "subscribe") && !l->link_id) {
@@ -1008,9 +1008,9 @@ static void link_frame(px_upstream *u, void *ctx, const char *frame, size_t len)
         } else if (str_is(m->element[0], "subscribe")) {
             l->link_ready = 1;
             l->epoch++;
-            l->last_pong = px_now_fresh(l->srv);
+            l->last_pong = px_now_fresh(l->core);
             l->link_backoff = 0;
-            px_log_notice(&l->srv->log, "L1: invalidation link up (Redis client id %lld)", l->link_id);
+            px_log_notice(&l->core->log, "L1: invalidation link up (Redis client id %lld)", l->link_id);
             px_pool_each_shared(pool_of(l), track_each, l);
         } else if (str_is(m->element[0], "message") && m->elements == 3) {
             redisReply *keys = m->element[2];
@@ -1035,7 +1035,7 @@ static void link_frame(px_upstream *u, void *ctx, const char *frame, size_t len)
 static void link_lost(px_upstream *u, void *ctx)
 {
     px_l1 *l = ctx;
-    if (l->link_ready) px_log_warning(&l->srv->log, "L1: invalidation link lost (%s): L1 flushed, filling stops until it is back", u->errstr);
+    if (l->link_ready) px_log_warning(&l->core->log, "L1: invalidation link lost (%s): L1 flushed, filling stops until it is back", u->errstr);
     l->link = NULL;
     l->link_ready = 0;
     l->link_id = 0;
@@ -1044,7 +1044,7 @@ static void link_lost(px_upstream *u, void *ctx)
     /* the flush covers what the held writes touched: they may go */
     release_barriers(l, 1);
     l->pings = l->pongs = 0;
-    l->next_attempt = px_now(l->srv) + backoff(&l->link_backoff);
+    l->next_attempt = px_now(l->core) + backoff(&l->link_backoff);
 }
 
 static void link_open(px_l1 *l)
@@ -1057,7 +1057,7 @@ static void link_open(px_l1 *l)
     }
     l->link = p ? px_pool_open_link(p, link_frame, link_lost, l) : NULL;
     if (!l->link) {
-        l->next_attempt = px_now(l->srv) + backoff(&l->link_backoff);
+        l->next_attempt = px_now(l->core) + backoff(&l->link_backoff);
         return;
     }
     /* The L1 asks the id itself: it must tell "not now" from "never". */
@@ -1072,7 +1072,7 @@ void px_l1_cron(px_l1 *l, double now)
 {
     if (!l) return;
     l1_expire(l->cache, now_ms(l), EXPIRE_WORK);
-    if (!l->srv->cfg->l1_tracking || l->refused || l->srv->shutting_down) return;
+    if (!l->core->cfg->l1_tracking || l->refused || l->core->shutting_down) return;
     if (!l->link) {
         if (now >= l->next_attempt) link_open(l);
         return;
@@ -1088,7 +1088,7 @@ void px_l1_cron(px_l1 *l, double now)
     }
     if (now >= l->next_ping) {
         link_ping(l);
-        l->next_ping = px_now_fresh(l->srv) + HEARTBEAT_EVERY;
+        l->next_ping = px_now_fresh(l->core) + HEARTBEAT_EVERY;
     }
 }
 
@@ -1099,7 +1099,7 @@ void px_l1_stats(px_l1 *l, px_stats_l1 *v)
         v->l1 = "off";
         return;
     }
-    const px_config *cfg = l->srv->cfg;
+    const px_config *cfg = l->core->cfg;
     l1_stats st;
     l1_get_stats(l->cache, &st);
     uint64_t lookups = st.hits + st.misses;
@@ -1135,7 +1135,7 @@ void px_l1_info(px_l1 *l, px_buf *out)
 void px_l1_reconfigure(px_l1 *l)
 {
     if (!l) return;
-    const px_config *cfg = l->srv->cfg;
+    const px_config *cfg = l->core->cfg;
     l1_set_limits(l->cache, (size_t)cfg->l1_maxmemory, (size_t)cfg->l1_max_entry_size,
                   (uint32_t)cfg->l1_hot_threshold);
 }

@@ -28,9 +28,10 @@
 #include <stdint.h>
 
 #include "proxy/px_buf.h"
+#include "proxy/px_core.h"
 #include "proxy/px_stats.h"
 
-struct px_server;
+struct px_router;
 struct px_client;
 struct px_req;
 struct px_upstream;
@@ -39,7 +40,7 @@ struct px_pool;
 typedef struct px_l1 px_l1;
 
 /* NULL when the config says "l1 no". */
-px_l1 *px_l1_create(struct px_server *s);
+px_l1 *px_l1_create(px_core *k, struct px_router *router);
 void px_l1_destroy(px_l1 *l);
 
 /*

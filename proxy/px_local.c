@@ -79,12 +79,12 @@ static void append_sections(px_server *s, unsigned bits, px_buf *out)
     if (bits & SEC_STATS) {
         if (out->len) px_buf_append(out, "\r\n", 2);
         px_buf_appendf(out, "# %s\r\n", px_stat_groups[PX_STATS_G_STATS].section);
-        px_stats_render_group(PX_STATS_G_STATS, &s->stats, out);
+        px_stats_render_group(PX_STATS_G_STATS, &s->core.stats, out);
     }
     if (bits & SEC_UPSTREAM) {
         if (out->len) px_buf_append(out, "\r\n", 2);
         px_buf_appendf(out, "# %s\r\n", px_stat_groups[PX_STATS_G_ROUTER].section);
-        s->router->info(s->router, out);
+        px_router_info(s->router, out);
     }
     if (bits & SEC_CACHE) {
         if (out->len) px_buf_append(out, "\r\n", 2);
@@ -94,7 +94,7 @@ static void append_sections(px_server *s, unsigned bits, px_buf *out)
     if (bits & SEC_COMMANDS) {
         if (out->len) px_buf_append(out, "\r\n", 2);
         px_buf_appendf(out, "# Hotproxy_commandstats\r\n");
-        px_stats_info_commands(&s->stats, out);
+        px_stats_info_commands(&s->core.stats, out);
     }
 }
 
@@ -154,7 +154,7 @@ static int info_hook(px_req *r, const char *reply, size_t len, px_buf *out)
     px_buf_append(&body, text, tlen);
     while (body.len >= 2 && body.data[body.len - 1] == '\n') body.len -= body.data[body.len - 2] == '\r' ? 2 : 1;
     if (body.len) px_buf_append(&body, "\r\n", 2); /* the last line ends, as Redis' does: no blank line after */
-    append_sections(r->client->srv, r->hook_flags, &body);
+    append_sections(r->client->set->owner, r->hook_flags, &body);
     if (reply[0] == '=') {
         px_buf_appendf(out, "=%zu\r\ntxt:", body.len + 4);
     } else {
@@ -245,7 +245,7 @@ static int trackinginfo_hook(px_req *r, const char *reply, size_t len, px_buf *o
 void px_local_info_alone(px_client *c, px_req *r)
 {
     px_buf body = {0};
-    append_sections(c->srv, r->hook_flags ? r->hook_flags : SEC_DEFAULT, &body);
+    append_sections(c->set->owner, r->hook_flags ? r->hook_flags : SEC_DEFAULT, &body);
     reply_text(c, r, body.data, body.len);
     px_buf_free(&body);
 }
@@ -277,8 +277,8 @@ static int valid_name(const char *p, size_t n)
 /* Check a user and password; on success the client is that user. */
 static int authenticate(px_client *c, const char *user, size_t ulen, const char *pass, size_t plen)
 {
-    px_server *s = c->srv;
-    const px_config *cfg = s->cfg;
+    px_server *s = c->set->owner;
+    const px_config *cfg = s->core.cfg;
     const px_user *u = px_config_user(cfg, user, ulen);
     /* with no password at all, "default" is open unless users are defined */
     int ok = u ? px_config_user_check(u, pass, plen) : eq(user, ulen, "default") && cfg->nusers == 0;
@@ -288,7 +288,7 @@ static int authenticate(px_client *c, const char *user, size_t ulen, const char 
         c->user = dupn(user, ulen);
     } else {
         /* never the password */
-        px_log_verbose(&s->log, "Client id=%llu addr=%s: authentication failed for user '%.*s'",
+        px_log_verbose(&s->core.log, "Client id=%llu addr=%s: authentication failed for user '%.*s'",
                        (unsigned long long)c->id, c->addr, (int)(ulen > 64 ? 64 : ulen), user);
     }
     return ok;
@@ -301,7 +301,7 @@ static int do_auth(px_client *c, px_req *r, int argc, const char *const *argv, c
         else arity_error(r, r->cmd);
         return 1;
     }
-    if (argc == 2 && !px_config_auth_required(c->srv->cfg)) {
+    if (argc == 2 && !px_config_auth_required(c->set->core->cfg)) {
         px_client_reply_error(r, "ERR AUTH <password> called without any password configured for the default user. "
                                  "Are you sure your configuration is correct?");
         return 1;
@@ -323,7 +323,7 @@ static void hello_internal_done(struct px_upstream *u, void *ctx, const char *re
 
 static int do_hello(px_client *c, px_req *r, int argc, const char *const *argv, const size_t *argvlen)
 {
-    px_server *s = c->srv;
+    px_server *s = c->set->owner;
     long long ver = c->proto;
     int i = 1;
     const char *setname = NULL;
@@ -388,7 +388,7 @@ static int do_hello(px_client *c, px_req *r, int argc, const char *const *argv, 
     c->proto = (int)ver;
 
     px_route_args a = {r->cmd, argc, argv, argvlen};
-    px_pool *pool = s->router->route(s->router, c, &a);
+    px_pool *pool = px_router_route(s->router, &a);
     const char *version = pool && pool->redis_version[0] ? pool->redis_version : "7.0.0";
     px_buf b = {0};
     px_buf_append(&b, c->proto >= 3 ? "%7\r\n" : "*14\r\n", c->proto >= 3 ? 4 : 5);
@@ -417,7 +417,7 @@ static int do_select(px_client *c, px_req *r, int argc, const char *const *argv,
     if (argc != 2) return arity_error(r, r->cmd);
     int isint = px_string2ll(argv[1], argvlen[1], &db);
     px_route_args a = {r->cmd, argc, argv, argvlen};
-    px_pool *pool = c->srv->router->route(c->srv->router, c, &a);
+    px_pool *pool = px_router_route(c->set->router, &a);
     long long ndb = pool ? pool->databases : 16;
     int valid = isint && db >= 0 && db < ndb;
     if (c->pinned) {
@@ -452,7 +452,7 @@ static int do_reset(px_client *c, px_req *r)
     c->reply_mode = 0;
     free(c->name);
     c->name = NULL;
-    c->authenticated = !px_config_auth_required(c->srv->cfg);
+    c->authenticated = !px_config_auth_required(c->set->core->cfg);
     free(c->user);
     c->user = strdup("default");
     r->silent = 0;
@@ -492,7 +492,7 @@ static int do_unsubscribe(px_client *c, px_req *r, int argc, const char *const *
  * shows oll=0 while its CLIENT LIST runs). */
 static void client_line(px_client *c, px_buf *b, const px_client *self)
 {
-    double now = px_now(c->srv);
+    double now = px_now(c->set->core);
     const char *flags = c->state & PX_STATE_MULTI ? "x" : (c->state & (PX_STATE_SUB | PX_STATE_SSUB)) ? "P" : "N";
     const char *cmdname = c->last_cmd ? c->last_cmd : "NULL"; /* "client|list", as Redis 7 shows it */
     long held = c->nqueued - c->ninflight - (c == self ? 1 : 0);
@@ -502,7 +502,7 @@ static void client_line(px_client *c, px_buf *b, const px_client *self)
                    "ssub=%d multi=%d qbuf=%zu qbuf-free=%zu argv-mem=%zu multi-mem=0 rbs=%zu rbp=%zu obl=0 "
                    "oll=%ld omem=%zu tot-mem=%zu events=r cmd=%s user=%s "
                    "redir=%lld resp=%d lib-name=%s lib-ver=%s inflight=%ld pinned=%d\n",
-                   (unsigned long long)c->id, c->addr, c->srv->cfg->bind, c->srv->cfg->port, c->fd,
+                   (unsigned long long)c->id, c->addr, c->set->core->cfg->bind, c->set->core->cfg->port, c->fd,
                    c->name ? c->name : "", (long long)(now - c->created), (long long)(now - c->last_active), flags,
                    c->db, c->nsub, c->npsub, c->nssub, c->state & PX_STATE_MULTI ? c->multi_queued : -1,
                    px_buf_used(&c->in), c->in.cap - c->in.len, argv_mem, c->out.cap, c->out.cap,
@@ -516,7 +516,7 @@ static px_client *client_by_id(px_server *s, const char *p, size_t n)
 {
     long long id;
     if (!px_string2ll(p, n, &id) || id <= 0) return NULL;
-    return px_server_client(s, (uint64_t)id);
+    return px_clients_find(&s->clients, (uint64_t)id);
 }
 
 /* Redis' client types (getClientTypeByName); hotproxy's clients are never
@@ -539,7 +539,7 @@ static int client_type(const px_client *o)
  * (a repeated id is listed again), as Redis does; each id costs one lookup. */
 static void client_list(px_client *c, px_req *r, int argc, const char *const *argv, const size_t *argvlen)
 {
-    px_server *s = c->srv;
+    px_server *s = c->set->owner;
     px_buf b = {0};
     if (argc == 2 || (argc == 4 && eq(argv[2], argvlen[2], "type"))) {
         int type = argc == 4 ? client_type_by_name(argv[3], argvlen[3]) : -2;
@@ -547,7 +547,7 @@ static void client_list(px_client *c, px_req *r, int argc, const char *const *ar
             px_client_reply_error(r, "ERR Unknown client type '%.*s'", (int)(argvlen[3] > 64 ? 64 : argvlen[3]), argv[3]);
             return;
         }
-        for (px_client *o = s->clients; o; o = o->next)
+        for (px_client *o = s->clients.clients; o; o = o->next)
             if (!(o->flags & PX_CLIENT_CLOSING) && (type == -2 || client_type(o) == type)) client_line(o, &b, c);
     } else if (argc > 3 && eq(argv[2], argvlen[2], "id")) {
         for (int i = 3; i < argc; i++) {
@@ -557,7 +557,7 @@ static void client_list(px_client *c, px_req *r, int argc, const char *const *ar
                 px_client_reply_error(r, "ERR Invalid client ID");
                 return;
             }
-            px_client *o = id > 0 ? px_server_client(s, (uint64_t)id) : NULL;
+            px_client *o = id > 0 ? px_clients_find(&s->clients, (uint64_t)id) : NULL;
             if (o) client_line(o, &b, c);
         }
     } else {
@@ -578,9 +578,9 @@ static void kill_one(px_client *c, px_client *o)
  * checks and texts.  With an ID filter only that client is looked at. */
 static void client_kill(px_client *c, px_req *r, int argc, const char *const *argv, const size_t *argvlen)
 {
-    px_server *s = c->srv;
+    px_server *s = c->set->owner;
     if (argc == 3) {
-        for (px_client *o = s->clients; o; o = o->next)
+        for (px_client *o = s->clients.clients; o; o = o->next)
             if (!(o->flags & PX_CLIENT_CLOSING) && eq(argv[2], argvlen[2], o->addr)) {
                 kill_one(c, o);
                 reply_ok(r);
@@ -619,7 +619,7 @@ static void client_kill(px_client *c, px_req *r, int argc, const char *const *ar
             laddr = v;
             laddrlen = vl;
         } else if (eq(k, kl, "user")) {
-            if (!px_config_user(s->cfg, v, vl) && !eq(v, vl, "default")) {
+            if (!px_config_user(s->core.cfg, v, vl) && !eq(v, vl, "default")) {
                 px_client_reply_error(r, "ERR No such user '%.*s'", (int)(vl > 64 ? 64 : vl), v);
                 return;
             }
@@ -638,10 +638,10 @@ static void client_kill(px_client *c, px_req *r, int argc, const char *const *ar
         }
     }
     char mine[300];
-    snprintf(mine, sizeof(mine), "%s:%lld", s->cfg->bind, s->cfg->port);
+    snprintf(mine, sizeof(mine), "%s:%lld", s->core.cfg->bind, s->core.cfg->port);
     long long killed = 0;
-    px_client *only = id ? px_server_client(s, (uint64_t)id) : NULL;
-    for (px_client *o = id ? only : s->clients; o; o = id ? NULL : o->next) {
+    px_client *only = id ? px_clients_find(&s->clients, (uint64_t)id) : NULL;
+    for (px_client *o = id ? only : s->clients.clients; o; o = id ? NULL : o->next) {
         if (o->flags & PX_CLIENT_CLOSING || (skipme && o == c)) continue;
         if ((type >= 0 && client_type(o) != type) || (addr && !eq(addr, addrlen, o->addr)) ||
             (laddr && !eq(laddr, laddrlen, mine)) || (user && !(o->user && eq(user, userlen, o->user))))
@@ -797,7 +797,7 @@ static int client_no_evict(LOCAL_ARGS)
 
 static int client_unblock(LOCAL_ARGS)
 {
-    px_server *s = c->srv;
+    px_server *s = c->set->owner;
     /* Redis checks the argument count, the reason, then the id */
     if (argc > 4) {
         px_client_reply_error(r, "ERR unknown subcommand or wrong number of arguments for '%.*s'. Try CLIENT HELP.",
@@ -814,7 +814,7 @@ static int client_unblock(LOCAL_ARGS)
         return 1;
     }
     /* the blocked command runs on that client's own connection */
-    px_client *o = id > 0 ? px_server_client(s, (uint64_t)id) : NULL;
+    px_client *o = id > 0 ? px_clients_find(&s->clients, (uint64_t)id) : NULL;
     if (!o || !o->pinned || !o->nblocking || !o->pinned->redis_id) {
         reply_int(r, 0);
         return 1;
@@ -840,7 +840,7 @@ static int admin_usage(LOCAL_ARGS)
  * checks the table's PX_F_A before this runs) */
 static int admin_cache(LOCAL_ARGS)
 {
-    px_server *s = c->srv;
+    px_server *s = c->set->owner;
     if (argc < 3) return admin_usage(c, r, argc, argv, argvlen);
     const char *sub = argv[2];
     size_t sublen = argvlen[2];
@@ -891,8 +891,8 @@ static int admin_cache(LOCAL_ARGS)
 /* HOTPROXY CONFIG GET|SET|RELOAD (admin users only, as HOTPROXY CACHE) */
 static int admin_config(LOCAL_ARGS)
 {
-    px_server *s = c->srv;
-    px_config *cfg = s->cfg;
+    px_server *s = c->set->owner;
+    px_config *cfg = s->core.cfg;
     if (argc < 3) return admin_usage(c, r, argc, argv, argvlen);
     const char *sub = argv[2];
     size_t sublen = argvlen[2];
@@ -925,9 +925,9 @@ static int admin_config(LOCAL_ARGS)
         } else if (px_config_set(cfg, name, 1, &value, err, sizeof(err)) != 0) {
             px_client_reply_error(r, "ERR %s", err);
         } else {
-            s->log.level = (int)cfg->loglevel;
+            s->core.log.level = (int)cfg->loglevel;
             px_l1_reconfigure(s->l1);
-            px_log_notice(&s->log, "HOTPROXY CONFIG SET %s by client id=%llu", name, (unsigned long long)c->id);
+            px_log_notice(&s->core.log, "HOTPROXY CONFIG SET %s by client id=%llu", name, (unsigned long long)c->id);
             reply_ok(r);
         }
         free(value);
@@ -951,18 +951,28 @@ static int redirect_at(int argc, const char *const *argv, const size_t *argvlen)
     return at;
 }
 
+/* Who waits for a redirect target's Redis id: found again by id, since it
+ * may be gone by the time the answer comes. */
+typedef struct redirect_wait {
+    px_clients *set;
+    uint64_t id;
+} redirect_wait;
+
 static void redirect_target_known(struct px_upstream *u, void *ctx, const char *reply, size_t len)
 {
+    redirect_wait *w = ctx;
+    (void)u;
     (void)reply;
     (void)len;
-    px_client *c = px_server_client(u->srv, (uint64_t)(uintptr_t)ctx);
+    px_client *c = px_clients_find(w->set, w->id);
+    free(w);
     if (c) px_client_resume(c);
 }
 
 int px_local_tracking_ready(px_client *c, int argc, const char *const *argv, const size_t *argvlen)
 {
     int at = redirect_at(argc, argv, argvlen);
-    px_client *o = at < 0 ? NULL : client_by_id(c->srv, argv[at], argvlen[at]);
+    px_client *o = at < 0 ? NULL : client_by_id(c->set->owner, argv[at], argvlen[at]);
     const char *err = NULL;
     if (!o || px_client_pin_redirect_target(o, &err) != 0 || o->pinned->redis_id || c->redirect_wait) {
         c->redirect_wait = 0; /* px_local_tracking answers, or sends it */
@@ -971,7 +981,11 @@ int px_local_tracking_ready(px_client *c, int argc, const char *const *argv, con
     /* A connection just opened for the target: its CLIENT ID, asked first
      * thing, is on the way; the marker after it says when it is in. */
     c->redirect_wait = 1;
-    px_upstream_marker(o->pinned, redirect_target_known, (void *)(uintptr_t)c->id);
+    redirect_wait *w = malloc(sizeof(*w));
+    if (!w) abort();
+    w->set = c->set;
+    w->id = c->id;
+    px_upstream_marker(o->pinned, redirect_target_known, w);
     return 0;
 }
 
@@ -979,7 +993,7 @@ int px_local_tracking(px_client *c, px_req *r, int argc, const char *const *argv
 {
     int at = redirect_at(argc, argv, argvlen);
     if (at < 0) return 0;
-    px_client *o = client_by_id(c->srv, argv[at], argvlen[at]);
+    px_client *o = client_by_id(c->set->owner, argv[at], argvlen[at]);
     const char *err = NULL;
     if (o && px_client_pin_redirect_target(o, &err) != 0 && err) {
         px_client_reply_error(r, "%s", err);

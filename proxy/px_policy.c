@@ -61,10 +61,10 @@ static int find_ttl(const px_command *cmd, px_client *c, int *seconds)
 int px_policy_write_ttl(px_client *c, px_req *r, uint64_t *rng)
 {
     const px_command *cmd = r->cmd;
-    px_server *s = c->srv;
+    px_server *s = c->set->owner;
     if (!cmd || !(cmd->flags & (PX_F_TTL_OPT | PX_F_TTL_S2 | PX_F_TTL_MS2)) || c->parser.argc < 3) return 0;
     px_policy pol;
-    px_config_policy(s->cfg, c->argv[1], c->argvlen[1], &pol);
+    px_config_policy(s->core.cfg, c->argv[1], c->argvlen[1], &pol);
     if (pol.write_ttl_jitter <= 0) return 0;
     int seconds, at = find_ttl(cmd, c, &seconds);
     long long ttl;
@@ -86,6 +86,6 @@ int px_policy_write_ttl(px_client *c, px_req *r, uint64_t *rng)
     px_buf_appendf(b, "*%d\r\n", c->parser.argc);
     for (int i = 0; i < c->parser.argc; i++)
         px_resp_bulk(b, i == at ? num : c->argv[i], i == at ? (size_t)nl : c->argvlen[i]);
-    s->stats.ttl_jittered++;
+    s->core.stats.ttl_jittered++;
     return 1;
 }

@@ -1,58 +1,118 @@
 /*
- * px_router: topologies behind the routing interface.  See px_router.h.
- * "single": every command goes to the one pool for the configured upstream.
+ * px_router: the pool set, and the topologies behind the routing interface.
+ * See px_router.h.  "single": every command goes to the one pool for the
+ * configured upstream.
  */
 #include "proxy/px_router.h"
 
 #include <stdlib.h>
+#include <string.h>
 
-#include "proxy/px_server.h"
-#include "proxy/px_upstream.h"
-
-typedef struct single_router {
-    px_router base;
-    px_server *srv;
-    px_pool *pool;
-} single_router;
-
-static px_pool *single_route(px_router *r, struct px_client *c, const px_route_args *a)
+px_pool *px_router_add_pool(px_router *r, const char *host, int port)
 {
-    (void)c;
-    (void)a;
-    return ((single_router *)r)->pool;
+    px_pool *p = px_pool_create(r->core, host, port, (int)r->core->cfg->upstream_connections);
+    r->pools = realloc(r->pools, sizeof(*r->pools) * (size_t)(r->npools + 1));
+    if (!r->pools) abort();
+    r->pools[r->npools++] = p;
+    if (r->listener) r->listener(r, p, 1, r->listener_arg);
+    return p;
 }
 
-static void single_cron(px_router *r, double now)
+void px_router_remove_pool(px_router *r, px_pool *p, const char *why)
 {
-    single_router *sr = (single_router *)r;
-    px_pool_cron(sr->pool, now, sr->srv->cfg->upstream_timeout);
+    int i;
+    for (i = 0; i < r->npools && r->pools[i] != p; i++) continue;
+    if (i == r->npools) return;
+    if (r->listener) r->listener(r, p, 0, r->listener_arg);
+    memmove(&r->pools[i], &r->pools[i + 1], sizeof(*r->pools) * (size_t)(r->npools - i - 1));
+    r->npools--;
+    px_log_notice(&r->core->log, "Upstream: %s removed (%s)", p->name, why);
+    /* its requests are answered with errors as its connections close */
+    px_pool_destroy(p);
 }
 
-static void single_info(px_router *r, px_buf *out)
+void px_router_repoint(px_router *r, px_pool *p, const char *host, int port, const char *why)
 {
-    px_stats_router v = {.topology = r->topology};
+    (void)r;
+    px_pool_repoint(p, host, port, why);
+}
+
+void px_router_listen(px_router *r, px_pool_listener fn, void *arg)
+{
+    r->listener = fn;
+    r->listener_arg = arg;
+    for (int i = 0; fn && i < r->npools; i++) fn(r, r->pools[i], 1, arg);
+}
+
+px_pool *px_router_default(px_router *r)
+{
+    px_route_args a = {NULL, 0, NULL, NULL};
+    return px_router_route(r, &a);
+}
+
+void px_router_flush(px_router *r)
+{
+    for (int i = 0; i < r->npools; i++) px_pool_flush(r->pools[i]);
+}
+
+void px_router_reap(px_router *r)
+{
+    for (int i = 0; i < r->npools; i++) px_pool_reap(r->pools[i]);
+}
+
+void px_router_cron(px_router *r, double now)
+{
+    for (int i = 0; i < r->npools; i++) px_pool_cron(r->pools[i], now, r->core->cfg->upstream_timeout);
+    if (r->topo->cron) r->topo->cron(r, now);
+}
+
+void px_router_info(px_router *r, px_buf *out)
+{
+    px_stats_router v = {.topology = r->topo->name};
     px_stats_render_group(PX_STATS_G_ROUTER, &v, out);
-    px_pool_info(((single_router *)r)->pool, out);
+    if (r->topo->info) r->topo->info(r, out);
+    for (int i = 0; i < r->npools; i++) px_pool_info(r->pools[i], out);
 }
 
-static void single_destroy(px_router *r)
+void px_router_destroy(px_router *r)
 {
-    px_pool_destroy(((single_router *)r)->pool);
+    if (!r) return;
+    if (r->topo->destroy) r->topo->destroy(r);
+    for (int i = 0; i < r->npools; i++) px_pool_destroy(r->pools[i]);
+    free(r->pools);
     free(r);
 }
 
-px_router *px_router_create(px_server *s, char *err, size_t errlen)
+/* "single": one pool, the configured upstream's. */
+static px_pool *single_route(px_router *r, const px_route_args *a)
+{
+    (void)a;
+    return r->npools ? r->pools[0] : NULL;
+}
+
+static void single_start(px_router *r)
+{
+    px_router_add_pool(r, r->core->cfg->upstream_host, (int)r->core->cfg->upstream_port);
+}
+
+static const px_topology single = {
+    .name = "single",
+    .start = single_start,
+    .route = single_route,
+};
+
+px_router *px_router_create(px_core *k, char *err, size_t errlen)
 {
     (void)err;
     (void)errlen;
-    single_router *r = calloc(1, sizeof(*r));
+    px_router *r = calloc(1, sizeof(*r));
     if (!r) abort();
-    r->base.topology = "single";
-    r->base.route = single_route;
-    r->base.cron = single_cron;
-    r->base.info = single_info;
-    r->base.destroy = single_destroy;
-    r->srv = s;
-    r->pool = px_pool_create(s, s->cfg->upstream_host, (int)s->cfg->upstream_port, (int)s->cfg->upstream_connections);
-    return &r->base;
+    r->core = k;
+    r->topo = &single;
+    return r;
+}
+
+void px_router_start(px_router *r)
+{
+    r->topo->start(r);
 }

@@ -1,20 +1,26 @@
 /*
- * px_router: where a command goes.
+ * px_router: where a command goes, and the set of pools behind hotproxy.
  *
  * The one interface between the client side and the topology behind it.
- * Today's topology is a single Redis server; a Sentinel topology (the pool
- * follows the master Sentinel names) and a Cluster topology (a pool per node,
- * chosen by the key's hash slot from the command table's key positions) plug
- * in behind the same three calls.
+ * The router owns every pool (one per server it talks to), maps a command
+ * to the pool that serves it, sees each forwarded reply before the client
+ * does (a Cluster redirect is retried there, never shown), and lets pools be
+ * added, removed and re-pointed while running.  A topology is a set of
+ * callbacks behind it: "single" (one pool, the configured upstream) is the
+ * first; Sentinel (the pool follows the master Sentinel names) and Cluster
+ * (a pool per master, chosen by hash slot) plug in the same way.
+ *
+ * Whoever keeps something per pool (the L1: a tracking link per pool) walks
+ * the set (px_router_pool) and hears of pools added and removed
+ * (px_router_listen).
  */
 #ifndef PX_ROUTER_H
 #define PX_ROUTER_H
 
 #include "proxy/px_buf.h"
+#include "proxy/px_core.h"
+#include "proxy/px_upstream.h"
 
-struct px_server;
-struct px_pool;
-struct px_client;
 struct px_command;
 
 typedef struct px_router px_router;
@@ -26,16 +32,60 @@ typedef struct px_route_args {
     const size_t *argvlen;
 } px_route_args;
 
-struct px_router {
-    const char *topology; /* "single", later "sentinel", "cluster" */
-    /* The pool that should serve this command. */
-    struct px_pool *(*route)(px_router *r, struct px_client *c, const px_route_args *a);
+/* A topology: what decides routes and keeps the pool set up to date. */
+typedef struct px_topology {
+    const char *name; /* "single", later "sentinel", "cluster" */
+    /* Add the first pools (px_router_start). */
+    void (*start)(px_router *r);
+    /* The pool that should serve this command (NULL: none can). */
+    px_pool *(*route)(px_router *r, const px_route_args *a);
+    /* Optional: a forwarded reply before its requester sees it.  Returns 1
+     * when the topology took the request over (to retry or redirect it). */
+    int (*reply)(px_router *r, px_upreq *q, px_upstream *u, const char *reply, size_t len);
     void (*cron)(px_router *r, double now);
-    void (*info)(px_router *r, px_buf *out);
-    void (*destroy)(px_router *r);
+    void (*info)(px_router *r, px_buf *out); /* its own INFO lines, before the pools' */
+    void (*destroy)(px_router *r);           /* its own state (the pools are the router's) */
+} px_topology;
+
+/* Told when a pool joins (added = 1) or leaves (0) the set; a pool that
+ * leaves is still valid during the call. */
+typedef void (*px_pool_listener)(px_router *r, px_pool *p, int added, void *arg);
+
+struct px_router {
+    px_core *core;
+    const px_topology *topo;
+    void *topo_state;
+    px_pool **pools;
+    int npools;
+    px_pool_listener listener;
+    void *listener_arg;
 };
 
-/* The topology the config describes. */
-px_router *px_router_create(struct px_server *s, char *err, size_t errlen);
+/* The topology the config describes, with no pool yet: listeners come
+ * first (px_router_listen), so the L1 sets up every connection's tracking
+ * from its first handshake; then px_router_start adds the pools. */
+px_router *px_router_create(px_core *k, char *err, size_t errlen);
+void px_router_start(px_router *r);
+void px_router_destroy(px_router *r);
+
+static inline px_pool *px_router_route(px_router *r, const px_route_args *a) { return r->topo->route(r, a); }
+/* The pool that serves commands naming no key (a pinned connection for
+ * CLIENT TRACKING's redirect target, the L1's first link). */
+px_pool *px_router_default(px_router *r);
+
+/* The pool set: add one for a server, remove one (its requests get errors,
+ * its connections close), re-point one at another address (px_pool_repoint). */
+px_pool *px_router_add_pool(px_router *r, const char *host, int port);
+void px_router_remove_pool(px_router *r, px_pool *p, const char *why);
+void px_router_repoint(px_router *r, px_pool *p, const char *host, int port, const char *why);
+/* One listener for the set's changes; it is told of the pools already in it. */
+void px_router_listen(px_router *r, px_pool_listener fn, void *arg);
+
+/* Before the loop sleeps: every pool's writes, then (after the clients')
+ * the closed connections to free. */
+void px_router_flush(px_router *r);
+void px_router_reap(px_router *r);
+void px_router_cron(px_router *r, double now);
+void px_router_info(px_router *r, px_buf *out);
 
 #endif

@@ -31,52 +31,21 @@
 #define RESERVED_FDS 32
 #define ACCEPT_RETRY 0.1 /* seconds without accepting after EMFILE/ENFILE */
 
-double px_now(px_server *s) { return ev_now(s->loop); }
-
 void px_server_stats(px_server *s, px_stats_server *v)
 {
     memset(v, 0, sizeof(*v));
     v->version = HOTPROXY_VERSION;
     v->process_id = (int64_t)getpid();
-    v->tcp_port = s->cfg->port;
-    v->uptime_in_seconds = (int64_t)(px_now(s) - s->start_time);
-    v->config_file = s->cfg->config_file ? s->cfg->config_file : "";
-    v->connected_clients = s->nclients;
-    v->maxclients = s->cfg->maxclients;
-}
-
-px_client *px_server_client(px_server *s, uint64_t id)
-{
-    px_client *c = NULL;
-    HASH_FIND(hh, s->clients_by_id, &id, sizeof(id), c);
-    return c && !(c->flags & PX_CLIENT_CLOSING) ? c : NULL;
-}
-
-double px_now_fresh(px_server *s)
-{
-    ev_now_update(s->loop);
-    return ev_now(s->loop);
-}
-
-void px_server_want_write_client(px_server *s, px_client *c)
-{
-    if (c->flags & (PX_CLIENT_IN_WRITE_LIST | PX_CLIENT_CLOSING | PX_CLIENT_WRITE_ARMED)) return;
-    c->flags |= PX_CLIENT_IN_WRITE_LIST;
-    c->wnext = s->write_clients;
-    s->write_clients = c;
-}
-
-void px_server_want_write_upstream(px_server *s, px_upstream *u)
-{
-    if (u->in_write_list || u->write_armed) return;
-    u->in_write_list = 1;
-    u->wnext = s->write_ups;
-    s->write_ups = u;
+    v->tcp_port = s->core.cfg->port;
+    v->uptime_in_seconds = (int64_t)(px_now(&s->core) - s->core.start_time);
+    v->config_file = s->core.cfg->config_file ? s->core.cfg->config_file : "";
+    v->connected_clients = s->clients.nclients;
+    v->maxclients = s->core.cfg->maxclients;
 }
 
 static int all_clients_idle(px_server *s)
 {
-    for (px_client *c = s->clients; c; c = c->next)
+    for (px_client *c = s->clients.clients; c; c = c->next)
         if (!(c->flags & PX_CLIENT_CLOSING) && !px_client_idle(c)) return 0;
     return 1;
 }
@@ -88,43 +57,11 @@ static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
     px_server *s = w->data;
     (void)revents;
     /* Upstreams first: their writes are what later replies wait for. */
-    while (s->write_ups) {
-        px_upstream *u = s->write_ups;
-        s->write_ups = u->wnext;
-        u->in_write_list = 0;
-        px_upstream_flush(u);
-    }
-    while (s->write_clients) {
-        px_client *c = s->write_clients;
-        s->write_clients = c->wnext;
-        c->flags &= ~PX_CLIENT_IN_WRITE_LIST;
-        px_client_flush(c);
-    }
-    /* after the writes, which gave memory back */
-    px_client_evict_for_memory(s);
-    while (s->reap_ups) {
-        px_upstream *u = s->reap_ups;
-        s->reap_ups = u->rnext;
-        /* it may still sit in the write list */
-        if (u->in_write_list) {
-            px_upstream **pp = &s->write_ups;
-            while (*pp && *pp != u) pp = &(*pp)->wnext;
-            if (*pp) *pp = u->wnext;
-        }
-        px_upstream_free(u);
-    }
-    while (s->closing) {
-        px_client *c = s->closing;
-        s->closing = c->cnext;
-        /* it may still sit in the write list */
-        if (c->flags & PX_CLIENT_IN_WRITE_LIST) {
-            px_client **pp = &s->write_clients;
-            while (*pp && *pp != c) pp = &(*pp)->wnext;
-            if (*pp) *pp = c->wnext;
-        }
-        px_client_free(c);
-    }
-    if (s->shutting_down && (all_clients_idle(s) || px_now(s) >= s->shutdown_deadline)) ev_break(loop, EVBREAK_ALL);
+    px_router_flush(s->router);
+    px_clients_flush(&s->clients);
+    px_router_reap(s->router);
+    px_clients_reap(&s->clients);
+    if (s->core.shutting_down && (all_clients_idle(s) || px_now(&s->core) >= s->shutdown_deadline)) ev_break(loop, EVBREAK_ALL);
 }
 
 static void cron_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -132,13 +69,13 @@ static void cron_cb(struct ev_loop *loop, ev_timer *w, int revents)
     px_server *s = w->data;
     double now = ev_now(loop);
     (void)revents;
-    s->router->cron(s->router, now);
+    px_router_cron(s->router, now);
     px_l1_cron(s->l1, now);
-    if (s->cfg->timeout > 0) {
-        for (px_client *c = s->clients; c; c = c->next) {
+    if (s->core.cfg->timeout > 0) {
+        for (px_client *c = s->clients.clients; c; c = c->next) {
             if (c->flags & PX_CLIENT_CLOSING || c->ninflight > 0) continue;
-            if (now - c->last_active > (double)s->cfg->timeout) {
-                s->stats.idle_timeouts++;
+            if (now - c->last_active > (double)s->core.cfg->timeout) {
+                s->core.stats.idle_timeouts++;
                 px_client_close(c, "idle timeout");
             }
         }
@@ -155,22 +92,22 @@ static void accept_pause(px_server *s, int err)
 {
     if (!s->accept_paused) {
         s->accept_paused = 1;
-        s->stats.accept_fd_exhaustions++;
-        px_log_warning(&s->log,
+        s->core.stats.accept_fd_exhaustions++;
+        px_log_warning(&s->core.log,
                        "Accepting client connection: %s; not accepting for %d ms at a time until descriptors are "
                        "free (raise 'ulimit -n' or lower maxclients)",
                        strerror(err), (int)(ACCEPT_RETRY * 1000));
     }
-    ev_io_stop(s->loop, &s->accept_w);
+    ev_io_stop(s->core.loop, &s->accept_w);
     ev_timer_set(&s->accept_retry_w, ACCEPT_RETRY, 0.);
-    ev_timer_start(s->loop, &s->accept_retry_w);
+    ev_timer_start(s->core.loop, &s->accept_retry_w);
 }
 
 static void accept_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     px_server *s = w->data;
     (void)revents;
-    if (!s->shutting_down && s->listen_fd >= 0) ev_io_start(loop, &s->accept_w);
+    if (!s->core.shutting_down && s->listen_fd >= 0) ev_io_start(loop, &s->accept_w);
 }
 
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -178,7 +115,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
     px_server *s = w->data;
     (void)loop;
     (void)revents;
-    long long maxclients = s->cfg->maxclients < s->maxclients_fd_cap ? s->cfg->maxclients : s->maxclients_fd_cap;
+    long long maxclients = s->core.cfg->maxclients < s->maxclients_fd_cap ? s->core.cfg->maxclients : s->maxclients_fd_cap;
     for (int i = 0; i < 64; i++) {
         struct sockaddr_storage sa;
         socklen_t salen = sizeof(sa);
@@ -187,12 +124,12 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             if (errno == EINTR) continue;
             if (errno == EMFILE || errno == ENFILE) accept_pause(s, errno);
             else if (errno != EAGAIN && errno != EWOULDBLOCK)
-                px_log_warning(&s->log, "Accepting client connection: %s", strerror(errno));
+                px_log_warning(&s->core.log, "Accepting client connection: %s", strerror(errno));
             return;
         }
         if (s->accept_paused) {
             s->accept_paused = 0;
-            px_log_notice(&s->log, "Accepting client connections again");
+            px_log_notice(&s->core.log, "Accepting client connections again");
         }
         char host[INET6_ADDRSTRLEN] = "?", addr[64];
         int port = 0;
@@ -206,23 +143,23 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             port = ntohs(in6->sin6_port);
         }
         snprintf(addr, sizeof(addr), "%s:%d", host, port);
-        if (s->nclients >= maxclients) {
+        if (s->clients.nclients >= maxclients) {
             static const char msg[] = "-ERR max number of clients reached\r\n";
             ssize_t n = write(fd, msg, sizeof(msg) - 1);
             (void)n;
             close(fd);
-            s->stats.rejected_connections++;
+            s->core.stats.rejected_connections++;
             continue;
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        if (s->cfg->tcp_keepalive > 0) {
-            int idle = (int)s->cfg->tcp_keepalive;
+        if (s->core.cfg->tcp_keepalive > 0) {
+            int idle = (int)s->core.cfg->tcp_keepalive;
             setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
             setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
         }
-        s->stats.connections_received++;
-        px_client_create(s, fd, addr);
+        s->core.stats.connections_received++;
+        px_client_create(&s->clients, fd, addr);
     }
 }
 
@@ -242,12 +179,12 @@ static long long fds_for(const px_config *cfg, long long m)
  */
 static void adjust_open_files_limit(px_server *s)
 {
-    const px_config *cfg = s->cfg;
+    const px_config *cfg = s->core.cfg;
     long long want = fds_for(cfg, cfg->maxclients);
     struct rlimit rl;
     int setrlimit_error = 0;
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
-        px_log_warning(&s->log, "Unable to obtain the current NOFILE limit (%s), assuming 1024 and setting the max "
+        px_log_warning(&s->core.log, "Unable to obtain the current NOFILE limit (%s), assuming 1024 and setting the max "
                                 "clients configuration accordingly.", strerror(errno));
         rl.rlim_cur = rl.rlim_max = 1024;
     }
@@ -264,7 +201,7 @@ static void adjust_open_files_limit(px_server *s)
             if (rl.rlim_max > old && setrlimit(RLIMIT_NOFILE, &nl) == 0) limit = rl.rlim_max;
         }
         if (limit > old)
-            px_log_notice(&s->log, "Increased maximum number of open files to %llu (it was originally set to %llu).",
+            px_log_notice(&s->core.log, "Increased maximum number of open files to %llu (it was originally set to %llu).",
                           (unsigned long long)limit, (unsigned long long)old);
     }
     if (limit == RLIM_INFINITY || limit >= (rlim_t)LLONG_MAX / 4) {
@@ -277,12 +214,12 @@ static void adjust_open_files_limit(px_server *s)
     if (cap < 1) cap = 1;
     s->maxclients_fd_cap = cap;
     if (cap >= cfg->maxclients) return;
-    px_log_warning(&s->log, "You requested maxclients of %lld requiring at least %lld max file descriptors.",
+    px_log_warning(&s->core.log, "You requested maxclients of %lld requiring at least %lld max file descriptors.",
                    cfg->maxclients, want);
     if (setrlimit_error)
-        px_log_warning(&s->log, "Server can't set maximum open files to %lld because of OS error: %s.", want,
+        px_log_warning(&s->core.log, "Server can't set maximum open files to %lld because of OS error: %s.", want,
                        strerror(setrlimit_error));
-    px_log_warning(&s->log,
+    px_log_warning(&s->core.log,
                    "Current maximum open files is %llu. maxclients has been reduced to %lld to compensate for low "
                    "ulimit (each client may also hold an upstream connection of its own). If you need higher "
                    "maxclients increase 'ulimit -n'.",
@@ -297,10 +234,10 @@ static int listen_on(px_server *s, char *err, size_t errlen)
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_PASSIVE;
-    snprintf(port, sizeof(port), "%lld", s->cfg->port);
-    int rc = getaddrinfo(s->cfg->bind, port, &hints, &res);
+    snprintf(port, sizeof(port), "%lld", s->core.cfg->port);
+    int rc = getaddrinfo(s->core.cfg->bind, port, &hints, &res);
     if (rc != 0) {
-        snprintf(err, errlen, "bind %s: %s", s->cfg->bind, gai_strerror(rc));
+        snprintf(err, errlen, "bind %s: %s", s->core.cfg->bind, gai_strerror(rc));
         return -1;
     }
     int fd = -1;
@@ -309,8 +246,8 @@ static int listen_on(px_server *s, char *err, size_t errlen)
         if (fd < 0) continue;
         int one = 1;
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, (int)s->cfg->tcp_backlog) == 0) break;
-        snprintf(err, errlen, "Could not create server TCP listening socket %s:%lld: %s", s->cfg->bind, s->cfg->port,
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, (int)s->core.cfg->tcp_backlog) == 0) break;
+        snprintf(err, errlen, "Could not create server TCP listening socket %s:%lld: %s", s->core.cfg->bind, s->core.cfg->port,
                  strerror(errno));
         close(fd);
         fd = -1;
@@ -328,21 +265,21 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
     (void)revents;
     if (w->signum == SIGHUP) {
         char err[1024];
-        if (px_log_reopen(&s->log) != 0)
-            px_log_warning(&s->log, "SIGHUP: cannot reopen the log file: %s", strerror(errno));
+        if (px_log_reopen(&s->core.log) != 0)
+            px_log_warning(&s->core.log, "SIGHUP: cannot reopen the log file: %s", strerror(errno));
         else
-            px_log_notice(&s->log, "SIGHUP: log file reopened");
+            px_log_notice(&s->core.log, "SIGHUP: log file reopened");
         /* without a config file there is still the command line to read */
         if (px_server_reload(s, err, sizeof(err)) != 0)
-            px_log_warning(&s->log, "SIGHUP: config not reloaded: %s", err);
+            px_log_warning(&s->core.log, "SIGHUP: config not reloaded: %s", err);
         return;
     }
-    if (s->shutting_down) {
-        px_log_warning(&s->log, "Received %s again: exiting now", w->signum == SIGINT ? "SIGINT" : "SIGTERM");
-        ev_break(s->loop, EVBREAK_ALL);
+    if (s->core.shutting_down) {
+        px_log_warning(&s->core.log, "Received %s again: exiting now", w->signum == SIGINT ? "SIGINT" : "SIGTERM");
+        ev_break(s->core.loop, EVBREAK_ALL);
         return;
     }
-    px_log_notice(&s->log, "Received %s scheduling shutdown...", w->signum == SIGINT ? "SIGINT" : "SIGTERM");
+    px_log_notice(&s->core.log, "Received %s scheduling shutdown...", w->signum == SIGINT ? "SIGINT" : "SIGTERM");
     px_server_shutdown(s);
 }
 
@@ -356,64 +293,70 @@ int px_server_reload(px_server *s, char *err, size_t errlen)
         px_config_free(&fresh);
         return -1;
     }
-    int changed = px_config_reload(s->cfg, &fresh, restart, sizeof(restart));
+    int changed = px_config_reload(s->core.cfg, &fresh, restart, sizeof(restart));
     px_config_free(&fresh);
-    s->log.level = (int)s->cfg->loglevel;
+    s->core.log.level = (int)s->core.cfg->loglevel;
     px_l1_reconfigure(s->l1);
     s->reloads++;
-    px_log_notice(&s->log, "Config reloaded from %s: %d directive(s) took effect",
-                  s->cfg->config_file ? s->cfg->config_file : "the command line", changed);
-    if (restart[0]) px_log_warning(&s->log, "Config reload: changed but only applied at restart: %s", restart);
+    px_log_notice(&s->core.log, "Config reloaded from %s: %d directive(s) took effect",
+                  s->core.cfg->config_file ? s->core.cfg->config_file : "the command line", changed);
+    if (restart[0]) px_log_warning(&s->core.log, "Config reload: changed but only applied at restart: %s", restart);
     return 0;
 }
 
 void px_server_shutdown(px_server *s)
 {
-    if (s->shutting_down) return;
-    s->shutting_down = 1;
-    s->shutdown_deadline = px_now(s) + (double)s->cfg->shutdown_timeout;
-    ev_io_stop(s->loop, &s->accept_w);
-    ev_timer_stop(s->loop, &s->accept_retry_w);
+    if (s->core.shutting_down) return;
+    s->core.shutting_down = 1;
+    s->shutdown_deadline = px_now(&s->core) + (double)s->core.cfg->shutdown_timeout;
+    ev_io_stop(s->core.loop, &s->accept_w);
+    ev_timer_stop(s->core.loop, &s->accept_retry_w);
     if (s->listen_fd >= 0) {
         close(s->listen_fd);
         s->listen_fd = -1;
     }
     /* Stop reading: what was read is still answered, nothing new starts. */
-    for (px_client *c = s->clients; c; c = c->next) px_client_stop_reading(c);
+    for (px_client *c = s->clients.clients; c; c = c->next) px_client_stop_reading(c);
 }
 
-px_server *px_server_create(px_config *cfg, char *err, size_t errlen)
+px_server *px_server_create(px_config *cfg, const px_client_ops *ops, char *err, size_t errlen)
 {
     px_server *s = calloc(1, sizeof(*s));
     if (!s) abort();
-    s->cfg = cfg;
+    s->core.cfg = cfg;
     s->listen_fd = -1;
-    s->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
-    if (!s->loop) {
+    s->core.loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
+    if (!s->core.loop) {
         snprintf(err, errlen, "cannot create the event loop");
         free(s);
         return NULL;
     }
-    if (px_log_open(&s->log, (int)cfg->loglevel, cfg->logfile) != 0) {
+    if (px_log_open(&s->core.log, (int)cfg->loglevel, cfg->logfile) != 0) {
         snprintf(err, errlen, "cannot open logfile %s: %s", cfg->logfile, strerror(errno));
-        ev_loop_destroy(s->loop);
+        ev_loop_destroy(s->core.loop);
         free(s);
         return NULL;
     }
-    px_stats_init(&s->stats);
+    px_stats_init(&s->core.stats);
     adjust_open_files_limit(s);
-    s->start_time = ev_now(s->loop);
-    s->rng = ((uint64_t)getpid() << 32) ^ (uint64_t)(s->start_time * 1e6) ^ 0x9E3779B97F4A7C15ULL;
+    s->core.start_time = ev_now(s->core.loop);
+    s->core.rng = ((uint64_t)getpid() << 32) ^ (uint64_t)(s->core.start_time * 1e6) ^ 0x9E3779B97F4A7C15ULL;
     if (listen_on(s, err, errlen) != 0) {
         px_server_destroy(s);
         return NULL;
     }
-    s->l1 = px_l1_create(s); /* before the pool connects: its handshakes ask for tracking */
-    s->router = px_router_create(s, err, errlen);
+    s->router = px_router_create(&s->core, err, errlen);
     if (!s->router) {
         px_server_destroy(s);
         return NULL;
     }
+    s->l1 = px_l1_create(&s->core, s->router); /* before the pools connect: their handshakes ask for tracking */
+    s->clients.core = &s->core;
+    s->clients.router = s->router;
+    s->clients.ops = ops;
+    s->clients.ops_arg = s;
+    s->clients.owner = s;
+    px_router_start(s->router);
     ev_io_init(&s->accept_w, accept_cb, s->listen_fd, EV_READ);
     ev_timer_init(&s->accept_retry_w, accept_retry_cb, ACCEPT_RETRY, 0.);
     s->accept_retry_w.data = s;
@@ -424,54 +367,38 @@ px_server *px_server_create(px_config *cfg, char *err, size_t errlen)
     ev_signal_init(&s->sighup_w, signal_cb, SIGHUP);
     s->accept_w.data = s->flush_w.data = s->cron_w.data = s;
     s->sigterm_w.data = s->sigint_w.data = s->sighup_w.data = s;
-    ev_io_start(s->loop, &s->accept_w);
-    ev_prepare_start(s->loop, &s->flush_w);
-    ev_timer_start(s->loop, &s->cron_w);
-    ev_signal_start(s->loop, &s->sigterm_w);
-    ev_signal_start(s->loop, &s->sigint_w);
-    ev_signal_start(s->loop, &s->sighup_w);
+    ev_io_start(s->core.loop, &s->accept_w);
+    ev_prepare_start(s->core.loop, &s->flush_w);
+    ev_timer_start(s->core.loop, &s->cron_w);
+    ev_signal_start(s->core.loop, &s->sigterm_w);
+    ev_signal_start(s->core.loop, &s->sigint_w);
+    ev_signal_start(s->core.loop, &s->sighup_w);
     return s;
 }
 
 int px_server_run(px_server *s)
 {
-    px_log_notice(&s->log, "hotproxy %s ready to accept connections on %s:%lld, upstream %s", HOTPROXY_VERSION,
-                  s->cfg->bind, s->cfg->port, s->cfg->upstream);
-    ev_run(s->loop, 0);
+    px_log_notice(&s->core.log, "hotproxy %s ready to accept connections on %s:%lld, upstream %s", HOTPROXY_VERSION,
+                  s->core.cfg->bind, s->core.cfg->port, s->core.cfg->upstream);
+    ev_run(s->core.loop, 0);
     /* Write what can still be written without waiting. */
-    for (px_client *c = s->clients; c; c = c->next) px_client_flush(c);
-    px_log_notice(&s->log, "hotproxy is now ready to exit, bye bye...");
+    for (px_client *c = s->clients.clients; c; c = c->next) px_client_flush(c);
+    px_log_notice(&s->core.log, "hotproxy is now ready to exit, bye bye...");
     return s->exit_code;
 }
 
 void px_server_destroy(px_server *s)
 {
     if (!s) return;
-    while (s->clients) {
-        px_client *c = s->clients;
-        px_client_close(c, NULL);
-        s->closing = NULL;
-        px_client_free(c);
-    }
-    s->write_clients = NULL;
-    s->write_ups = NULL;
-    if (s->router) s->router->destroy(s->router);
+    px_clients_free_all(&s->clients);
     /* Pinned connections closed since the loop last ran (those of the
-     * clients just freed, a blocked one's among them) wait here. */
-    while (s->reap_ups) {
-        px_upstream *u = s->reap_ups;
-        s->reap_ups = u->rnext;
-        px_upstream_free(u);
-    }
-    px_l1_destroy(s->l1); /* after the pool: its teardown answers the fills */
-    while (s->req_free) {
-        px_req *r = s->req_free;
-        s->req_free = r->next;
-        free(r);
-    }
+     * clients just freed, a blocked one's among them) are freed with their
+     * pools. */
+    px_router_destroy(s->router);
+    px_l1_destroy(s->l1); /* after the pools: their teardown answers the fills */
     if (s->listen_fd >= 0) close(s->listen_fd);
-    px_stats_free(&s->stats);
-    px_log_close(&s->log);
-    ev_loop_destroy(s->loop);
+    px_stats_free(&s->core.stats);
+    px_log_close(&s->core.log);
+    ev_loop_destroy(s->core.loop);
     free(s);
 }

@@ -14,7 +14,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "proxy/px_server.h"
 
 #define READ_CHUNK (16 * 1024)
 #define BACKOFF_MIN 0.05
@@ -26,6 +25,16 @@ static void up_write_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void up_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
 static int is_pinned(const px_upstream *u) { return u->lane == NULL; }
+
+/* Queue u for its pool's flush before the loop sleeps (px_pool_flush). */
+static void want_write(px_upstream *u)
+{
+    px_pool *p = u->pool;
+    if (u->in_write_list || u->write_armed) return;
+    u->in_write_list = 1;
+    u->wnext = p->write_ups;
+    p->write_ups = u;
+}
 
 /* A request of px_upstream_send_internal: its entry and where the reply goes. */
 typedef struct internal_req {
@@ -84,7 +93,7 @@ static void fail_queue(px_upstream *u)
 
 static void close_socket(px_upstream *u)
 {
-    px_server *s = u->srv;
+    px_core *s = u->core;
     if (u->fd >= 0) {
         ev_io_stop(s->loop, &u->rw);
         ev_io_stop(s->loop, &u->ww);
@@ -101,7 +110,7 @@ static void close_socket(px_upstream *u)
 /* A pinned connection ends here: closed now, freed from the loop. */
 static void up_close_pinned(px_upstream *u)
 {
-    px_server *s = u->srv;
+    px_core *s = u->core;
     px_pool *p = u->pool;
     if (u->state == PX_UP_CLOSED) return;
     close_socket(u);
@@ -122,8 +131,9 @@ static void up_close_pinned(px_upstream *u)
         px_upstream_disown(u);
         lost(u, owner);
     }
-    u->rnext = s->reap_ups;
-    s->reap_ups = u;
+    (void)s;
+    u->rnext = p->reap_ups;
+    p->reap_ups = u;
 }
 
 /*
@@ -134,7 +144,7 @@ static void up_close_pinned(px_upstream *u)
  */
 static void up_fail(px_upstream *u, const char *fmt, const char *detail, int retry_now)
 {
-    px_server *s = u->srv;
+    px_core *s = u->core;
     int was_ready = u->state == PX_UP_READY;
     if (u->state == PX_UP_CLOSED) return;
     snprintf(u->errstr, sizeof(u->errstr), fmt, u->pool->name, detail);
@@ -167,7 +177,7 @@ static void queue_req(px_upstream *u, px_upreq *q)
 {
     /* A fresh clock: a request queued late in a long loop iteration would
      * otherwise look as old as the iteration, and time out falsely. */
-    q->sent_at = px_now_fresh(u->srv);
+    q->sent_at = px_now_fresh(u->core);
     q->next = NULL;
     if (u->stail) u->stail->next = q;
     else u->shead = q;
@@ -185,13 +195,13 @@ void px_upstream_send_internal(px_upstream *u, const char *cmd, size_t len, px_i
     ir->ctx = ctx;
     queue_req(u, &ir->q);
     px_buf_append(&u->out, cmd, len);
-    if (u->state == PX_UP_READY) px_server_want_write_upstream(u->srv, u);
+    if (u->state == PX_UP_READY) want_write(u);
 }
 
 void px_upstream_write(px_upstream *u, const char *cmd, size_t len)
 {
     px_buf_append(&u->out, cmd, len);
-    if (u->state == PX_UP_READY) px_server_want_write_upstream(u->srv, u);
+    if (u->state == PX_UP_READY) want_write(u);
 }
 
 void px_upstream_marker(px_upstream *u, px_internal_cb cb, void *ctx)
@@ -262,7 +272,7 @@ static void got_databases(px_upstream *u, void *ctx, const char *reply, size_t l
 /* Queued ahead of anything a client sends on a new (or reused) connection. */
 static void up_handshake(px_upstream *u, int with_id)
 {
-    px_server *s = u->srv;
+    px_core *s = u->core;
     const px_config *cfg = s->cfg;
     if (cfg->upstream_password && *cfg->upstream_password) {
         if (cfg->upstream_user && *cfg->upstream_user) {
@@ -305,7 +315,7 @@ static void up_handshake(px_upstream *u, int with_id)
 
 static void up_ready(px_upstream *u)
 {
-    px_server *s = u->srv;
+    px_core *s = u->core;
     int one = 1;
     ev_timer_stop(s->loop, &u->timer);
     ev_io_stop(s->loop, &u->ww);
@@ -319,12 +329,12 @@ static void up_ready(px_upstream *u)
                    is_pinned(u) ? ", pinned" : "");
     ev_io_set(&u->rw, u->fd, EV_READ);
     ev_io_start(s->loop, &u->rw);
-    if (px_buf_used(&u->out)) px_server_want_write_upstream(s, u);
+    if (px_buf_used(&u->out)) want_write(u);
 }
 
 static void up_connect(px_upstream *u)
 {
-    px_server *s = u->srv;
+    px_core *s = u->core;
     px_pool *p = u->pool;
     struct addrinfo hints, *res = NULL;
     char port[16];
@@ -371,7 +381,7 @@ static void up_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 int px_upstream_flush(px_upstream *u)
 {
-    px_server *s = u->srv;
+    px_core *s = u->core;
     if (u->state != PX_UP_READY) return 0; /* written once connected */
     while (px_buf_used(&u->out)) {
         ssize_t n = write(u->fd, px_buf_start(&u->out), px_buf_used(&u->out));
@@ -495,13 +505,13 @@ void px_upstream_send(px_upstream *u, px_upreq *q, const char *cmd, size_t len)
 {
     queue_req(u, q);
     px_buf_append(&u->out, cmd, len);
-    if (u->state == PX_UP_READY) px_server_want_write_upstream(u->srv, u);
+    if (u->state == PX_UP_READY) want_write(u);
 }
 
 static void up_init(px_upstream *u, px_pool *p, px_lane *lane, int db, int proto)
 {
     memset(u, 0, sizeof(*u));
-    u->srv = p->srv;
+    u->core = p->core;
     u->pool = p;
     u->lane = lane;
     u->db = db;
@@ -536,15 +546,22 @@ static px_lane *lane_get(px_pool *p, int db, int proto)
     return l;
 }
 
-px_pool *px_pool_create(px_server *s, const char *host, int port, int nconns)
+static void set_address(px_pool *p, const char *host, int port)
+{
+    free(p->host);
+    p->host = strdup(host);
+    if (!p->host) abort();
+    p->port = port;
+    snprintf(p->name, sizeof(p->name), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
+}
+
+px_pool *px_pool_create(px_core *k, const char *host, int port, int nconns)
 {
     px_pool *p = calloc(1, sizeof(*p));
     if (!p) abort();
-    p->srv = s;
-    p->host = strdup(host);
-    p->port = port;
+    p->core = k;
     p->databases = 16;
-    snprintf(p->name, sizeof(p->name), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
+    set_address(p, host, port);
     p->nconns = nconns;
     lane_get(p, 0, 2);
     return p;
@@ -558,8 +575,81 @@ static void up_release(px_upstream *u)
     fail_queue(u);
 }
 
+static void upstream_free(px_upstream *u)
+{
+    px_reply_scanner_free(&u->scan);
+    px_buf_free(&u->in);
+    px_buf_free(&u->out);
+    free(u);
+}
+
+void px_pool_flush(px_pool *p)
+{
+    while (p->write_ups) {
+        px_upstream *u = p->write_ups;
+        p->write_ups = u->wnext;
+        u->in_write_list = 0;
+        px_upstream_flush(u);
+    }
+}
+
+void px_pool_reap(px_pool *p)
+{
+    while (p->reap_ups) {
+        px_upstream *u = p->reap_ups;
+        p->reap_ups = u->rnext;
+        /* it may still sit in the write list */
+        if (u->in_write_list) {
+            px_upstream **pp = &p->write_ups;
+            while (*pp && *pp != u) pp = &(*pp)->wnext;
+            if (*pp) *pp = u->wnext;
+        }
+        upstream_free(u);
+    }
+}
+
+void px_pool_repoint(px_pool *p, const char *host, int port, const char *why)
+{
+    char old[sizeof(p->name)];
+    snprintf(old, sizeof(old), "%s", p->name);
+    set_address(p, host, port);
+    p->probed = 0; /* the new server's version and databases */
+    px_log_notice(&p->core->log, "Upstream: %s now points at %s (%s)", old, p->name, why);
+    /* Whatever was in flight on the old server is answered with an error
+     * now, never left waiting; the shared connections reconnect at once,
+     * to the new address. */
+    for (int i = 0; i < p->nlanes; i++)
+        for (int j = 0; j < p->lanes[i]->nconns; j++) {
+            px_upstream *u = &p->lanes[i]->conns[j];
+            char detail[256];
+            snprintf(detail, sizeof(detail), "moved from %.100s: %.120s", old, why);
+            if (u->state == PX_UP_DOWN) {
+                /* waiting out a backoff: try the new address now */
+                ev_timer_stop(p->core->loop, &u->timer);
+                ev_timer_set(&u->timer, 0, 0);
+                ev_timer_start(p->core->loop, &u->timer);
+                u->backoff = 0;
+                continue;
+            }
+            up_fail(u, "upstream %s: %s", detail, 1);
+            u->backoff = 0;
+        }
+    /* A pinned connection's state (MULTI, subscriptions, a blocked command)
+     * and the links lived on the old server: each ends, and its owner hears
+     * it (on_lost), as when the connection breaks. */
+    px_upstream *u = p->pinned;
+    while (u) {
+        px_upstream *next = u->pnext;
+        char detail[256];
+        snprintf(detail, sizeof(detail), "moved from %.100s: %.120s", old, why);
+        px_pool_close(p, u, detail);
+        u = next;
+    }
+}
+
 void px_pool_destroy(px_pool *p)
 {
+    px_pool_reap(p);
     for (int i = 0; i < p->nlanes; i++) {
         for (int j = 0; j < p->lanes[i]->nconns; j++) up_release(&p->lanes[i]->conns[j]);
         free(p->lanes[i]->conns);
@@ -577,13 +667,6 @@ void px_pool_destroy(px_pool *p)
     free(p);
 }
 
-void px_upstream_free(px_upstream *u)
-{
-    px_reply_scanner_free(&u->scan);
-    px_buf_free(&u->in);
-    px_buf_free(&u->out);
-    free(u);
-}
 
 px_upstream *px_pool_pick(px_pool *p, int db, int proto, px_upstream *stay)
 {
@@ -634,7 +717,7 @@ void px_upstream_disown(px_upstream *u)
 px_upstream *px_pool_pin(px_pool *p, int db, int proto, px_frame_cb on_frame, px_lost_cb on_lost, void *owner,
                          const char **err)
 {
-    px_server *s = p->srv;
+    px_core *s = p->core;
     px_upstream *u;
     /* a spare: RESET cleaned it, the handshake sets it up for this client */
     for (u = p->pinned; u; u = u->pnext)
@@ -676,7 +759,7 @@ static void reset_done(px_upstream *u, void *ctx, const char *reply, size_t len)
     if (u->state != PX_UP_READY) return; /* failed meanwhile: being closed */
     u->releasing = 0;
     if (len >= 8 && !memcmp(reply, "+RESET\r\n", 8) && !u->owner && u->nsent == 0 &&
-        p->nspare < p->srv->cfg->upstream_spare) {
+        p->nspare < p->core->cfg->upstream_spare) {
         u->db = 0;
         u->proto = 2;
         u->spare = 1;
@@ -719,7 +802,7 @@ void px_pool_unpin(px_pool *p, px_upstream *u)
         up_close_pinned(u);
         return;
     }
-    if (u->state == PX_UP_READY && u->nsent == 0 && !u->raw && p->nspare < p->srv->cfg->upstream_spare) {
+    if (u->state == PX_UP_READY && u->nsent == 0 && !u->raw && p->nspare < p->core->cfg->upstream_spare) {
         /* verifiably clean only once Redis has answered RESET */
         u->releasing = 1;
         px_upstream_send_internal(u, "*1\r\n$5\r\nRESET\r\n", 15, reset_done, NULL);
@@ -746,7 +829,7 @@ void px_pool_close(px_pool *p, px_upstream *u, const char *why)
 {
     (void)p;
     if (u->state == PX_UP_CLOSED) return;
-    snprintf(u->errstr, sizeof(u->errstr), "upstream %s connection closed: %s", u->pool->name, why);
+    snprintf(u->errstr, sizeof(u->errstr), "upstream %s connection closed: %.60s", u->pool->name, why);
     up_close_pinned(u);
 }
 
@@ -778,7 +861,7 @@ static void check_timeout(px_upstream *u, double now, long long timeout_ms)
     char detail[160];
     snprintf(detail, sizeof(detail), "no reply within %lld ms to '%s' at the head of the connection", timeout_ms,
              q->what ? q->what : "(unknown command)");
-    u->srv->stats.upstream_timeouts++;
+    u->core->stats.upstream_timeouts++;
     up_fail(u, "upstream %s timeout: %s", detail, 1);
 }
 

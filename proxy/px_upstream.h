@@ -43,10 +43,10 @@
 #include <stdint.h>
 
 #include "proxy/px_buf.h"
+#include "proxy/px_core.h"
 #include "proxy/px_resp.h"
 #include "proxy/px_stats.h"
 
-struct px_server;
 struct px_pool;
 struct px_lane;
 struct px_upstream;
@@ -88,7 +88,7 @@ struct px_upreq {
 };
 
 typedef struct px_upstream {
-    struct px_server *srv;
+    px_core *core;
     struct px_pool *pool;
     struct px_lane *lane;    /* shared connections: their lane; NULL when pinned */
     void *owner;             /* pinned connections and links: passed to on_frame and on_lost
@@ -119,9 +119,9 @@ typedef struct px_upstream {
     unsigned tracking_used : 1; /* shared: the L1 filled through it since its tracking was turned on */
     px_frame_cb on_frame;    /* pinned connections and links: who gets frames and their end */
     px_lost_cb on_lost;
-    struct px_upstream *wnext;       /* server's write list */
+    struct px_upstream *wnext;       /* pool's write list */
     struct px_upstream *pnext, *pprev; /* pool's pinned list */
-    struct px_upstream *rnext;       /* server's reap list */
+    struct px_upstream *rnext;       /* pool's reap list */
 } px_upstream;
 
 typedef struct px_lane {
@@ -132,7 +132,7 @@ typedef struct px_lane {
 } px_lane;
 
 typedef struct px_pool {
-    struct px_server *srv;
+    px_core *core;
     char *host;
     int port;
     char name[300];          /* "host:port" */
@@ -142,6 +142,8 @@ typedef struct px_pool {
     px_upstream *pinned;     /* pinned, spare and releasing connections */
     long npinned;            /* connections in that list */
     long nspare;
+    px_upstream *write_ups;  /* connections with output to flush (px_pool_flush) */
+    px_upstream *reap_ups;   /* closed pinned connections to free (px_pool_reap) */
     long nlinks;             /* of those, hotproxy's own links */
     /* Called when a shared connection whose CLIENT TRACKING was on (its
      * tracking_epoch, passed as epoch) is lost: Redis tracks keys per
@@ -159,8 +161,21 @@ typedef struct px_pool {
     unsigned probed : 1;
 } px_pool;
 
-px_pool *px_pool_create(struct px_server *s, const char *host, int port, int nconns);
+px_pool *px_pool_create(px_core *k, const char *host, int port, int nconns);
 void px_pool_destroy(px_pool *p);
+/* Before the loop sleeps: write what this iteration queued on p's
+ * connections (one write each), and free its closed pinned connections
+ * (never freed inside their own callbacks). */
+void px_pool_flush(px_pool *p);
+void px_pool_reap(px_pool *p);
+/*
+ * Point p at another server (a Sentinel failover, a Cluster node that
+ * moved): every request in flight on the old one is answered with an error
+ * naming why, the shared connections reconnect at once to the new address,
+ * and pinned connections and links are closed (their owners' on_lost runs).
+ * Nothing waits for the old server.
+ */
+void px_pool_repoint(px_pool *p, const char *host, int port, const char *why);
 /*
  * The shared connection a request for this database and protocol should
  * use, or NULL when every connection of that lane is down (the caller
@@ -235,7 +250,5 @@ void px_upstream_write(px_upstream *u, const char *cmd, size_t len);
 void px_upstream_marker(px_upstream *u, px_internal_cb cb, void *ctx);
 /* Write buffered bytes; returns -1 if the connection failed. */
 int px_upstream_flush(px_upstream *u);
-/* Free a closed pinned connection; only the server's reaper calls this. */
-void px_upstream_free(px_upstream *u);
 
 #endif

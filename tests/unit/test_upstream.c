@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 #include "proxy/px_config.h"
-#include "proxy/px_server.h"
+#include "proxy/px_core.h"
 #include "tap.h"
 
 /* What a caller queues: its own object with the entry inside. */
@@ -104,15 +104,6 @@ static int listener(int *port)
     return fd;
 }
 
-static void reap(px_server *s)
-{
-    while (s->reap_ups) {
-        px_upstream *u = s->reap_ups;
-        s->reap_ups = u->rnext;
-        px_upstream_free(u);
-    }
-}
-
 /* The entries logged from index from on, by id. */
 static int logged_ids(int from, const int *want, int n)
 {
@@ -132,7 +123,7 @@ int main(void)
     }
     px_config cfg;
     px_config_init(&cfg);
-    px_server s;
+    px_core s;
     memset(&s, 0, sizeof(s));
     s.loop = ev_loop_new(0);
     s.cfg = &cfg;
@@ -165,14 +156,14 @@ int main(void)
     is_str(done_log.reply[from + skip + 1], want_err, "an internal request gets the same error");
     ok(nlost == 1 && lost_owner == &owner, "its owner's on_lost ran once, with the owner");
     ok(lost_after == done_log.n, "after its requests were answered");
-    reap(&s);
+    px_pool_reap(p);
 
     /* disowned first: the owner hears nothing */
     pu = px_pool_pin(p, 0, 2, on_frame, on_lost, &owner, &err);
     px_upstream_disown(pu);
     px_pool_close(p, pu, "test");
     ok(nlost == 1, "a disowned connection's end is not reported");
-    reap(&s);
+    px_pool_reap(p);
 
     /* picking: the caller's connection in flight is kept while of the lane */
     px_upstream *a = px_pool_pick(p, 1, 2, NULL);
@@ -204,7 +195,6 @@ int main(void)
             if (done_log.ids[i] && done_log.ids[i] == done_log.ids[j]) once = 0;
     ok(once, "each request completed exactly once");
 
-    reap(&s);
     ev_loop_destroy(s.loop);
     px_config_free(&cfg);
     close(lfd);
