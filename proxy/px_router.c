@@ -18,14 +18,32 @@ px_pool *px_router_add_pool(px_router *r, const char *host, int port)
     return p;
 }
 
-void px_router_remove_pool(px_router *r, px_pool *p, const char *why)
+px_pool *px_router_add_control_pool(px_router *r, const char *host, int port)
+{
+    px_pool *p = px_pool_create(r->core, host, port, 0);
+    r->control = realloc(r->control, sizeof(*r->control) * (size_t)(r->ncontrol + 1));
+    if (!r->control) abort();
+    r->control[r->ncontrol++] = p;
+    return p;
+}
+
+/* Take p out of a list; 1 if it was there. */
+static int list_take(px_pool **v, int *n, px_pool *p)
 {
     int i;
-    for (i = 0; i < r->npools && r->pools[i] != p; i++) continue;
-    if (i == r->npools) return;
-    if (r->listener) r->listener(r, p, 0, r->listener_arg);
-    memmove(&r->pools[i], &r->pools[i + 1], sizeof(*r->pools) * (size_t)(r->npools - i - 1));
-    r->npools--;
+    for (i = 0; i < *n && v[i] != p; i++) continue;
+    if (i == *n) return 0;
+    memmove(&v[i], &v[i + 1], sizeof(*v) * (size_t)(*n - i - 1));
+    (*n)--;
+    return 1;
+}
+
+void px_router_remove_pool(px_router *r, px_pool *p, const char *why)
+{
+    int data = 0;
+    for (int i = 0; i < r->npools; i++) data |= r->pools[i] == p;
+    if (data && r->listener) r->listener(r, p, 0, r->listener_arg);
+    if (!list_take(r->pools, &r->npools, p) && !list_take(r->control, &r->ncontrol, p)) return;
     px_log_notice(&r->core->log, "Upstream: %s removed (%s)", p->name, why);
     /* its requests are answered with errors as its connections close */
     px_pool_destroy(p);
@@ -53,16 +71,19 @@ px_pool *px_router_default(px_router *r)
 void px_router_flush(px_router *r)
 {
     for (int i = 0; i < r->npools; i++) px_pool_flush(r->pools[i]);
+    for (int i = 0; i < r->ncontrol; i++) px_pool_flush(r->control[i]);
 }
 
 void px_router_reap(px_router *r)
 {
     for (int i = 0; i < r->npools; i++) px_pool_reap(r->pools[i]);
+    for (int i = 0; i < r->ncontrol; i++) px_pool_reap(r->control[i]);
 }
 
 void px_router_cron(px_router *r, double now)
 {
     for (int i = 0; i < r->npools; i++) px_pool_cron(r->pools[i], now, r->core->cfg->upstream_timeout);
+    for (int i = 0; i < r->ncontrol; i++) px_pool_cron(r->control[i], now, r->core->cfg->upstream_timeout);
     if (r->topo->cron) r->topo->cron(r, now);
 }
 
@@ -79,7 +100,9 @@ void px_router_destroy(px_router *r)
     if (!r) return;
     if (r->topo->destroy) r->topo->destroy(r);
     for (int i = 0; i < r->npools; i++) px_pool_destroy(r->pools[i]);
+    for (int i = 0; i < r->ncontrol; i++) px_pool_destroy(r->control[i]);
     free(r->pools);
+    free(r->control);
     free(r);
 }
 

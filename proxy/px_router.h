@@ -55,8 +55,10 @@ struct px_router {
     px_core *core;
     const px_topology *topo;
     void *topo_state;
-    px_pool **pools;
+    px_pool **pools;         /* the data pools: routed to, listed, tracked by the L1 */
     int npools;
+    px_pool **control;       /* the topology's own (Sentinels, a Cluster's seeds): flushed and aged, not routed to */
+    int ncontrol;
     px_pool_listener listener;
     void *listener_arg;
 };
@@ -78,6 +80,11 @@ px_pool *px_router_default(px_router *r);
 px_pool *px_router_add_pool(px_router *r, const char *host, int port);
 void px_router_remove_pool(px_router *r, px_pool *p, const char *why);
 void px_router_repoint(px_router *r, px_pool *p, const char *host, int port, const char *why);
+/* A pool the topology talks to for itself (a Sentinel): kept apart from
+ * the data pools (nothing is routed to it, the L1 does not track it), but
+ * flushed, reaped and aged by the router like them; removed with
+ * px_router_remove_pool. */
+px_pool *px_router_add_control_pool(px_router *r, const char *host, int port);
 /* One listener for the set's changes; it is told of the pools already in it. */
 void px_router_listen(px_router *r, px_pool_listener fn, void *arg);
 

@@ -563,7 +563,7 @@ px_pool *px_pool_create(px_core *k, const char *host, int port, int nconns)
     p->databases = 16;
     set_address(p, host, port);
     p->nconns = nconns;
-    lane_get(p, 0, 2);
+    if (nconns > 0) lane_get(p, 0, 2); /* a control pool (px_router_add_control_pool) has no lanes */
     return p;
 }
 
