@@ -24,6 +24,7 @@ static void client_read_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void client_write_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void process_input(px_client *c);
 static void resume_held(px_client *c);
+static void inflight_done(px_client *c, px_req *r);
 
 static int mem_bucket(size_t mem)
 {
@@ -200,6 +201,7 @@ void px_client_close(px_client *c, const char *why)
     }
     c->qhead = c->qtail = NULL;
     c->nqueued = c->ninflight = 0;
+    c->non = 0;
     c->held = 0;
     account(c);
     px_client_drop_pinned(c);
@@ -219,6 +221,7 @@ static void client_free(px_client *c)
     px_buf_free(&c->in);
     px_buf_free(&c->out);
     px_buf_free(&c->rewrite);
+    free(c->on);
     px_buf_free(&c->multi_keys);
     px_client_multi_reset(c);
     px_req_parser_free(&c->parser);
@@ -296,7 +299,7 @@ void px_client_reply(px_req *r, const char *data, size_t len)
     if ((r->barrier || r->writes) && s->ops->completing(s->ops_arg, r, data, len)) return;
     if (r->forwarded) {
         r->forwarded = 0;
-        if (c) c->ninflight--;
+        if (c) inflight_done(c, r);
     }
     if (c && r->up.blocking) c->nblocking--;
     if (r->writes) {
@@ -489,6 +492,45 @@ static void client_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 }
 
 
+/* r counts as in flight on u (NULL: on no connection that orders others). */
+static void inflight_add(px_client *c, px_req *r, struct px_upstream *u)
+{
+    c->ninflight++;
+    r->on = u;
+    if (!u) return;
+    for (int i = 0; i < c->non; i++)
+        if (c->on[i].u == u) {
+            c->on[i].n++;
+            return;
+        }
+    if (c->non == c->con) {
+        c->con = c->con ? c->con * 2 : 2;
+        c->on = realloc(c->on, sizeof(*c->on) * (size_t)c->con);
+        if (!c->on) abort();
+    }
+    c->on[c->non].u = u;
+    c->on[c->non++].n = 1;
+}
+
+/* r is answered: an entry whose count drops to 0 goes (its connection may go too). */
+static void inflight_done(px_client *c, px_req *r)
+{
+    c->ninflight--;
+    for (int i = 0; r->on && i < c->non; i++)
+        if (c->on[i].u == r->on) {
+            if (--c->on[i].n == 0) c->on[i] = c->on[--c->non];
+            break;
+        }
+    r->on = NULL;
+}
+
+struct px_upstream *px_client_inflight_on(const px_client *c, const px_pool *pool)
+{
+    for (int i = 0; i < c->non; i++)
+        if (c->on[i].u->pool == pool) return c->on[i].u;
+    return NULL;
+}
+
 /* A forwarded request's reply, or the error of its connection failing first. */
 static void upstream_done(px_upreq *q, struct px_upstream *u, const char *reply, size_t len, int failed)
 {
@@ -509,8 +551,7 @@ void px_client_forward(px_client *c, px_req *r, struct px_upstream *u, const cha
     }
     r->forwarded = 1;
     r->pinned = u == c->pinned;
-    c->ninflight++;
-    if (!oob) c->up = u; /* an out-of-band connection orders nothing after it */
+    inflight_add(c, r, oob ? NULL : u); /* an out-of-band connection orders nothing after it */
     r->up.done = upstream_done;
     r->up.what = r->cmd ? r->cmd->name : NULL;
     px_upstream_send(u, &r->up, raw, rawlen);
@@ -519,8 +560,7 @@ void px_client_forward(px_client *c, px_req *r, struct px_upstream *u, const cha
 void px_client_await(px_client *c, px_req *r, struct px_upstream *u)
 {
     r->forwarded = 1;
-    c->ninflight++;
-    c->up = u;
+    inflight_add(c, r, u);
 }
 
 void px_client_note_write(px_client *c, px_req *r)
@@ -678,14 +718,13 @@ struct px_upstream *px_client_pin(px_client *c, px_pool *pool, const char **err)
  * flight are, if any (px_pool_pick). */
 struct px_upstream *px_client_pick(px_client *c, px_pool *pool)
 {
-    return px_pool_pick(pool, c->db, c->proto, c->ninflight > 0 ? c->up : NULL);
+    return px_pool_pick(pool, c->db, c->proto, px_client_inflight_on(c, pool));
 }
 
 void px_client_pinned_lost(px_client *c, struct px_upstream *u)
 {
     (void)u;
     c->pinned = NULL;
-    c->up = NULL;
     c->state = 0;
     c->nblocking = 0;
     c->markers = 0;
@@ -702,7 +741,6 @@ void px_client_maybe_unpin(px_client *c)
     struct px_upstream *u = c->pinned;
     if (!u || c->state || c->nblocking || c->markers || u->nsent || u->raw) return;
     c->pinned = NULL;
-    c->up = NULL;
     px_pool_unpin(u->pool, u);
 }
 
@@ -711,7 +749,6 @@ void px_client_drop_pinned(px_client *c)
     struct px_upstream *u = c->pinned;
     if (!u) return;
     c->pinned = NULL;
-    c->up = NULL;
     if (c->state & PX_STATE_REDIRECT) {
         /* Redis sends other clients' invalidations to this connection's id:
          * reused, it would hand them to whoever pins it next */

@@ -51,6 +51,7 @@ typedef struct px_req {
     unsigned writes : 1;           /* may write: counted in the client's nwrites */
     unsigned inval_flush : 1;      /* its reply flushes the L1 */
     unsigned barrier : 1;          /* its reply waits for the L1's barrier (px_l1_barrier) */
+    struct px_upstream *on;        /* forwarded: the connection it counts on in its client's px_inflight */
     char *inval;                   /* keys its reply invalidates again: [u32 len][key]... */
     size_t inval_len;
     px_reply_hook hook;
@@ -85,6 +86,19 @@ enum {
 
 /* Connection state a client built upstream: PX_STATE_* in px_command.h. */
 
+/*
+ * A connection a client has requests in flight on, and how many.  A client
+ * may have requests in flight on several connections at once, one per pool
+ * (a pipeline across Cluster nodes); on one pool it keeps to one connection
+ * until they are answered, so Redis sees its commands to one server in the
+ * order it sent them.  Replies are written in request order whatever order
+ * the connections answer in (the queue, above).
+ */
+typedef struct px_inflight {
+    struct px_upstream *u;
+    long n;
+} px_inflight;
+
 typedef struct px_client {
     struct px_clients *set;
     uint64_t id;
@@ -98,7 +112,8 @@ typedef struct px_client {
     long nqueued;
     size_t held;            /* bytes of replies waiting in the queue for an earlier one */
     long ninflight;         /* of those, forwarded and unanswered */
-    struct px_upstream *up; /* connection its in-flight requests are on */
+    px_inflight *on;        /* the connections they are on (none for out-of-band ones) */
+    int non, con;           /* entries used, allocated */
     struct px_upstream *pinned; /* its own upstream connection, while it has state there */
     unsigned state;         /* PX_STATE_* */
     long nblocking;         /* blocking commands in flight */
@@ -256,8 +271,9 @@ void px_client_await(px_client *c, px_req *r, struct px_upstream *u);
 /* r may write: c's reads skip the L1 until its reply (px_client_writes). */
 void px_client_note_write(px_client *c, px_req *r);
 static inline long px_client_writes(const px_client *c) { return c->nwrites; }
-/* The connection c's in-flight requests are on, or NULL when none is. */
-static inline struct px_upstream *px_client_inflight_on(const px_client *c) { return c->ninflight > 0 ? c->up : NULL; }
+/* The connection of this pool c's in-flight requests are on, or NULL when
+ * none is: c's next request for that pool goes there, or waits. */
+struct px_upstream *px_client_inflight_on(const px_client *c, const px_pool *pool);
 /* A marker behind what c sent on its pinned connection u: its next command
  * waits until every frame before it is in (see px_dispatch.c). */
 void px_client_marker(px_client *c, struct px_upstream *u);

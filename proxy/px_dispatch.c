@@ -333,7 +333,12 @@ static int dispatch(void *arg, px_client *c, const char *raw, size_t rawlen)
         } else if (!err) {
             u = (pool = route(c, cmd, argc)) ? px_client_pick(c, pool) : NULL;
         }
-        if (u && !oob && c->ninflight > 0 && c->up != u) return 0;
+        /* one connection per pool at a time: Redis sees c's commands to one
+         * server in order (another pool's are independent of these) */
+        if (u && !oob) {
+            struct px_upstream *on = px_client_inflight_on(c, u->pool);
+            if (on && on != u) return 0;
+        }
     } else if ((hp & PX_HP_UNPINS) && c->ninflight > 0) {
         return 0; /* RESET drops the pinned connection: let it answer first */
     }

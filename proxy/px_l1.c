@@ -233,9 +233,7 @@ static void add_waiter(flight *f, px_client *c, px_req *r, px_upstream *u)
     }
     f->waiters[f->nwaiters++] = r;
     /* in flight like a forwarded request: a client that leaves detaches it */
-    r->forwarded = 1;
-    c->ninflight++;
-    c->up = u;
+    px_client_await(c, r, u);
 }
 
 /* A reply not worth keeping: errors (and RESP3 blob errors). */
@@ -560,9 +558,7 @@ static int read_multiget(px_l1 *l, px_client *c, px_req *r, px_upstream *u)
     m->ticket = l1_ticket(l->cache, NULL, 0);
     u->tracking_used = 1;
     m->sent_ms = now_ms(l); /* no later than the write that sends it */
-    r->forwarded = 1;
-    c->ninflight++;
-    c->up = u;
+    px_client_await(c, r, u);
     l->st.l1_fills++;
     l->core->stats.commands_forwarded++;
     px_buf cmd = {0};
@@ -660,7 +656,7 @@ int px_l1_read(px_l1 *l, px_client *c, px_req *r, px_upstream *u, const char *ra
      * connection that happened to read it (each of which would drop the
      * entry the previous refill stored). */
     px_upstream *ku = px_lane_conn_for_key(u, group, glen);
-    if (ku != u && ku->state == PX_UP_READY && (c->ninflight == 0 || c->up == ku) && px_l1_can_fill(l, ku)) u = ku;
+    if (ku != u && ku->state == PX_UP_READY && (!px_client_inflight_on(c, ku->pool) || px_client_inflight_on(c, ku->pool) == ku) && px_l1_can_fill(l, ku)) u = ku;
     uint64_t now = now_ms(l);
     l1_meta meta;
     l1_value *v = l1_get_fresh(l->cache, group, glen, variant, vlen, now, fresh_ms, l, &meta);
@@ -684,7 +680,7 @@ int px_l1_read(px_l1 *l, px_client *c, px_req *r, px_upstream *u, const char *ra
     if (f) {
         /* A client with commands in flight on another connection reads
          * there, so its commands reach Redis in its order. */
-        if (f->nwaiters >= l->core->cfg->l1_max_waiters || (c->ninflight > 0 && c->up != f->u)) return 0;
+        if (f->nwaiters >= l->core->cfg->l1_max_waiters || (px_client_inflight_on(c, f->u->pool) && px_client_inflight_on(c, f->u->pool) != f->u)) return 0;
         l->st.l1_coalesced++;
         add_waiter(f, c, r, f->u);
         return 1;
