@@ -177,8 +177,13 @@ ok $? "postinst (adduser --system), prerm and postrm are there, executable, and 
 
 ninstall=12
 why=
+# One machine, one installed hotproxy: a second run of this test (another
+# checkout, the other build's pass) waits for the first to purge.
+lock=/tmp/hotproxy-test-package.lock
 if ((EUID != 0)); then
     why="not root: dpkg -i needs root"
+elif ! exec 9>>"$lock" || ! flock -w 240 9; then
+    why="another run of this test holds $lock"
 elif ! command -v dpkg >/dev/null || ! dpkg --audit >/dev/null 2>&1; then
     why="dpkg is not usable here"
 elif [[ ! -f $deb ]]; then
