@@ -1,9 +1,13 @@
 /*
  * hotproxy: main() reads the configuration, daemonizes if asked, writes the
- * pidfile and runs one px_server until it is told to stop.
+ * pidfile and runs one px_server until it is told to stop.  With
+ * --test-config it stops after the checks a start makes before it touches
+ * the network, so a package or an operator can vet a file next to a running
+ * proxy.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,7 +16,35 @@
 
 #include "proxy/px_config.h"
 #include "proxy/px_dispatch.h"
+#include "proxy/px_log.h"
 #include "proxy/px_server.h"
+
+/*
+ * What px_server_create would refuse that needs neither a socket nor an
+ * upstream: the log file opens for appending (as it will, creating it if
+ * missing) and the bind address resolves.  Run before daemonize too, so such
+ * a failure reaches the terminal instead of vanishing with the detached child.
+ */
+static int check_startup(const px_config *cfg, char *err, size_t errlen)
+{
+    px_log log;
+    if (px_log_open(&log, (int)cfg->loglevel, cfg->logfile) != 0) {
+        snprintf(err, errlen, "cannot open logfile %s: %s", cfg->logfile, strerror(errno));
+        px_log_close(&log);
+        return -1;
+    }
+    px_log_close(&log);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *res = NULL;
+    char port[16];
+    snprintf(port, sizeof(port), "%lld", cfg->port);
+    int rc = getaddrinfo(cfg->bind, port, &hints, &res);
+    if (rc != 0) {
+        snprintf(err, errlen, "bind %s: %s", cfg->bind, gai_strerror(rc));
+        return -1;
+    }
+    freeaddrinfo(res);
+    return 0;
+}
 
 static void daemonize(void)
 {
@@ -62,10 +94,20 @@ int main(int argc, char **argv)
         px_config_free(&cfg);
         return 0;
     }
-    if (rc != 0) {
+    if (rc < 0) {
         fprintf(stderr, "\n*** FATAL CONFIG ERROR (hotproxy) ***\n%s\n", err);
         px_config_free(&cfg);
         return 1;
+    }
+    if (check_startup(&cfg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "hotproxy: %s: %s\n", cfg.config_file ? cfg.config_file : "(command line)", err);
+        px_config_free(&cfg);
+        return 1;
+    }
+    if (rc == 2) {
+        printf("%s: configuration OK\n", cfg.config_file ? cfg.config_file : "(command line)");
+        px_config_free(&cfg);
+        return 0;
     }
     signal(SIGPIPE, SIG_IGN);
     if (cfg.daemonize) daemonize();

@@ -546,8 +546,16 @@ int px_config_load_file(px_config *c, const char *path, char *err, size_t errlen
 
 static const char usage[] =
     "Usage: hotproxy [/path/to/hotproxy.conf] [--directive value ...]\n"
+    "       hotproxy --test-config [/path/to/hotproxy.conf] [--directive value ...]\n"
     "       hotproxy --help | -h\n"
     "       hotproxy --version | -v\n"
+    "\n"
+    "--test-config reads the file and the command line as a start would, runs the\n"
+    "checks a start makes before it touches the network (the log file opens, the\n"
+    "bind address resolves), prints \"configuration OK\" and exits 0, or prints the\n"
+    "error (file:line for a bad directive) and exits 1.  It binds no port and\n"
+    "connects to nothing, so it can run next to a live hotproxy.\n"
+    "--version prints \"hotproxy <version>\".\n"
     "\n"
     "A Redis-protocol proxy with an in-process cache for hot keys.\n"
     "Every directive of the config file can be given on the command line,\n"
@@ -556,20 +564,13 @@ static const char usage[] =
     "       hotproxy conf/hotproxy.conf --loglevel verbose\n"
     "With no configuration it listens on 127.0.0.1:6380 and forwards to 127.0.0.1:6379.\n";
 
-int px_config_from_args(px_config *c, int argc, char **argv, char *out, size_t outlen, char *err, size_t errlen)
+/* argv[first..]: an optional config file, then --directive groups. */
+static int load_args(px_config *c, int argc, char **argv, int first, char *err, size_t errlen)
 {
-    int i = 1;
-    if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-        snprintf(out, outlen, "%s", usage);
-        return 1;
-    }
-    if (argc >= 2 && (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-v"))) {
-        snprintf(out, outlen, "hotproxy v=%s\n", HOTPROXY_VERSION);
-        return 1;
-    }
-    if (argc >= 2 && strncmp(argv[1], "--", 2) != 0) {
-        if (px_config_load_file(c, argv[1], err, errlen) != 0) return -1;
-        i = 2;
+    int i = first;
+    if (argc > first && strncmp(argv[first], "--", 2) != 0) {
+        if (px_config_load_file(c, argv[first], err, errlen) != 0) return -1;
+        i = first + 1;
     }
     /* Collect "--name v1 v2" groups into config lines, as redis-server does. */
     size_t cap = 256, len = 0;
@@ -605,6 +606,21 @@ int px_config_from_args(px_config *c, int argc, char **argv, char *out, size_t o
     int rc = px_config_load_string(c, text, "(command line)", err, errlen);
     free(text);
     return rc;
+}
+
+int px_config_from_args(px_config *c, int argc, char **argv, char *out, size_t outlen, char *err, size_t errlen)
+{
+    if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        snprintf(out, outlen, "%s", usage);
+        return 1;
+    }
+    if (argc >= 2 && (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-v"))) {
+        snprintf(out, outlen, "hotproxy %s\n", HOTPROXY_VERSION);
+        return 1;
+    }
+    /* The rest of the line is read exactly as a start would read it. */
+    if (argc >= 2 && !strcmp(argv[1], "--test-config")) return load_args(c, argc, argv, 2, err, errlen) ? -1 : 2;
+    return load_args(c, argc, argv, 1, err, errlen);
 }
 
 void px_config_scrub_args(int argc, char **argv)

@@ -115,7 +115,9 @@ int px_config_set(px_config *c, const char *name, int argc, char **argv, char *e
 /*
  * The command line: hotproxy [file.conf] [--directive value ...].  Directives
  * on the command line win over the file.  Returns 0, 1 when --help or
- * --version was handled (text written to out), or -1 with err set.
+ * --version was handled (text written to out), 2 when the line was
+ * "--test-config [file.conf] [--directive value ...]" and read without error
+ * (the caller checks and exits instead of starting), or -1 with err set.
  */
 int px_config_from_args(px_config *c, int argc, char **argv, char *out, size_t outlen, char *err, size_t errlen);
 

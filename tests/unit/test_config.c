@@ -624,8 +624,22 @@ static void test_args(void)
         px_config_init(&c);
         out[0] = '\0';
         rc = px_config_from_args(&c, 2, argv, out, sizeof(out), err, sizeof(err));
-        if (!ok(rc == 1 && strstr(out, HOTPROXY_VERSION), "%s: returns 1 and the version %s", ver[i], HOTPROXY_VERSION))
+        if (!ok(rc == 1 && !strcmp(out, "hotproxy " HOTPROXY_VERSION "\n"), "%s: returns 1 and 'hotproxy %s'", ver[i],
+                HOTPROXY_VERSION))
             diag("  rc %d, out '%.*s'", rc, (int)strcspn(out, "\n"), out);
+        px_config_free(&c);
+    }
+    {
+        /* --test-config reads the rest of the line as a start would */
+        char *argv[] = {"hotproxy", "--test-config", "--port", "7002"};
+        px_config_init(&c);
+        rc = px_config_from_args(&c, 4, argv, out, sizeof(out), err, sizeof(err));
+        ok(rc == 2 && c.port == 7002, "--test-config --port 7002: returns 2 with the directive applied (rc %d)", rc);
+        px_config_free(&c);
+        char *bad_argv[] = {"hotproxy", "--test-config", "--port", "0"};
+        px_config_init(&c);
+        rc = px_config_from_args(&c, 4, bad_argv, out, sizeof(out), err, sizeof(err));
+        ok(rc == -1 && strstr(err, "(command line):1:"), "--test-config --port 0: -1 naming the line ('%s')", err);
         px_config_free(&c);
     }
 
