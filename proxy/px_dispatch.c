@@ -303,7 +303,7 @@ static int dispatch(void *arg, px_client *c, const char *raw, size_t rawlen)
     int upstream = (hp & PX_HP_UPSTREAM) || (c->pinned && (hp & PX_HP_PINNED_UPSTREAM));
     int authorized = c->authenticated || (hp & PX_HP_NOAUTH);
     int allowed = !authorized || permitted(c, cmd);
-    const char *refused = cmd && authorized && allowed && px_config_refused(s->core.cfg, cmd->name) ? cmd->name : NULL;
+    const char *refused = cmd && authorized && allowed && s->refused[px_command_index(cmd)] ? cmd->name : NULL;
     int queueing = (c->state & PX_STATE_MULTI) && !(hp & PX_HP_AT_ONCE);
     int deferred = queueing && (hp & PX_HP_DEFERRED);
     if (!authorized || !allowed || refused || (hp & PX_HP_DENY) || deferred) upstream = 0;

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "proxy/px_client.h"
+#include "proxy/px_command.h"
 #include "proxy/px_l1.h"
 #include "proxy/px_router.h"
 #include "proxy/px_upstream.h"
@@ -283,6 +284,14 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
     px_server_shutdown(s);
 }
 
+/* The config's refused commands, by table index (px_server.refused). */
+static void refused_from_config(px_server *s)
+{
+    int n = px_command_count();
+    if (!s->refused && !(s->refused = calloc((size_t)n + 1, 1))) abort();
+    for (int i = 0; i < n; i++) s->refused[i] = (unsigned char)px_config_refused(s->core.cfg, px_command_at(i)->name);
+}
+
 int px_server_reload(px_server *s, char *err, size_t errlen)
 {
     px_config fresh;
@@ -297,6 +306,7 @@ int px_server_reload(px_server *s, char *err, size_t errlen)
     px_config_free(&fresh);
     s->core.log.level = (int)s->core.cfg->loglevel;
     px_l1_reconfigure(s->l1);
+    refused_from_config(s);
     s->reloads++;
     px_log_notice(&s->core.log, "Config reloaded from %s: %d directive(s) took effect",
                   s->core.cfg->config_file ? s->core.cfg->config_file : "the command line", changed);
@@ -345,6 +355,7 @@ px_server *px_server_create(px_config *cfg, const px_client_ops *ops, char *err,
         px_server_destroy(s);
         return NULL;
     }
+    refused_from_config(s);
     s->router = px_router_create(&s->core, err, errlen);
     if (!s->router) {
         px_server_destroy(s);
@@ -397,6 +408,7 @@ void px_server_destroy(px_server *s)
     px_router_destroy(s->router);
     px_l1_destroy(s->l1); /* after the pools: their teardown answers the fills */
     if (s->listen_fd >= 0) close(s->listen_fd);
+    free(s->refused);
     px_stats_free(&s->core.stats);
     px_log_close(&s->core.log);
     ev_loop_destroy(s->core.loop);

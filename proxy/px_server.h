@@ -38,6 +38,9 @@ typedef struct px_server {
     ev_signal sigterm_w, sigint_w, sighup_w;
 
     px_clients clients;              /* every client, and what their layer shares */
+    /* refuse-command / allow-shutdown, one byte per command of the table
+     * (px_command_index), worked out once per config, not per command */
+    unsigned char *refused;
 
     int argc;                        /* the command line, read again on reload */
     char **argv;
