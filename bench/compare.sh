@@ -19,13 +19,14 @@
 #   --raw FILE       also write every run as TSV to FILE
 #   --run-timeout S  bound on one redis-benchmark run (default 300)
 #
-# Targets: direct (redis-server), hotproxy with the extra arguments (with its
-# one key, every GET is an L1 hit), "hotproxy --l1 no" (the same plus --l1 no:
-# pass-through), twemproxy, and the floor.  The floor answers every command
-# with a fixed reply (GET: a bulk of -d bytes) and looks nothing up, with the
-# I/O model of Redis and hotproxy (one thread, epoll, one read of up to 16 KB
-# and one write per wake-up): what it costs is what the kernel and the loop
-# cost, so a target's CPU above it is the target's own work.
+# Targets: direct (redis-server), hotproxy with the extra arguments (without
+# -r there is one key, so every GET is an L1 hit once the key is hot),
+# "hotproxy --l1 no" (the same plus --l1 no: pass-through), twemproxy, and
+# the floor.  The floor (bench/floor.c) answers every command with a fixed
+# reply (GET: a bulk of -d bytes) and looks nothing up, with the I/O model of
+# Redis and hotproxy (one thread, epoll, one read of up to 16 KB and one
+# write per wake-up): what it costs is what the kernel and the loop cost, so
+# a target's CPU above it is the target's own work.
 # Each round runs SET then GET at -P 1 and -P 16 against every target, the
 # targets in a rotating order so none always goes first.  It starts its own
 # redis-server, hotproxy (twice), nutcracker and floor on free loopback ports
@@ -36,7 +37,9 @@
 # above the floor's.
 # Nothing is pinned: on a small machine the benchmark client, the proxy and
 # Redis share the cores, which is part of what is measured.  Exits 1 when a
-# run failed, redis-benchmark complained, or hotproxy crashed or did not exit 0.
+# run failed, redis-benchmark complained, or a hotproxy or the floor crashed
+# or did not exit 0.  redis-benchmark's CONFIG GET save / appendonly at start
+# gets an array from the floor, as from Redis, so it warns about neither.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
