@@ -76,7 +76,7 @@ static inline void fake_conn_write(fake_conn *c)
         while (c->fd >= 0 && n > 0) {
             /* replies are small and the proxy reads all the time: a blocking
              * write of the rest is fine here */
-            ssize_t w = write(c->fd, p, n);
+            ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL); /* a closed peer: EPIPE, no signal */
             if (w > 0) {
                 p += w;
                 n -= (size_t)w;
