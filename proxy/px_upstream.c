@@ -610,25 +610,22 @@ void px_pool_reap(px_pool *p)
 
 void px_pool_repoint(px_pool *p, const char *host, int port, const char *why)
 {
-    char old[sizeof(p->name)];
-    snprintf(old, sizeof(old), "%s", p->name);
-    set_address(p, host, port);
-    p->probed = 0; /* the new server's version and databases */
-    px_log_notice(&p->core->log, "Upstream: %s now points at %s (%s)", old, p->name, why);
+    char to[sizeof(p->name)], detail[256];
+    snprintf(to, sizeof(to), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
+    snprintf(detail, sizeof(detail), "moved to %.100s: %.120s", to, why);
+    px_log_notice(&p->core->log, "Upstream: %s now points at %s (%s)", p->name, to, why);
     /* Whatever was in flight on the old server is answered with an error
-     * now, never left waiting; the shared connections reconnect at once,
-     * to the new address. */
+     * naming it, now, never left waiting; the shared connections reconnect
+     * at once (from the loop, once the address below is set). */
     for (int i = 0; i < p->nlanes; i++)
         for (int j = 0; j < p->lanes[i]->nconns; j++) {
             px_upstream *u = &p->lanes[i]->conns[j];
-            char detail[256];
-            snprintf(detail, sizeof(detail), "moved from %.100s: %.120s", old, why);
+            u->backoff = 0;
             if (u->state == PX_UP_DOWN) {
                 /* waiting out a backoff: try the new address now */
                 ev_timer_stop(p->core->loop, &u->timer);
                 ev_timer_set(&u->timer, 0, 0);
                 ev_timer_start(p->core->loop, &u->timer);
-                u->backoff = 0;
                 continue;
             }
             up_fail(u, "upstream %s: %s", detail, 1);
@@ -640,11 +637,11 @@ void px_pool_repoint(px_pool *p, const char *host, int port, const char *why)
     px_upstream *u = p->pinned;
     while (u) {
         px_upstream *next = u->pnext;
-        char detail[256];
-        snprintf(detail, sizeof(detail), "moved from %.100s: %.120s", old, why);
         px_pool_close(p, u, detail);
         u = next;
     }
+    set_address(p, host, port);
+    p->probed = 0; /* the new server's version and databases */
 }
 
 void px_pool_destroy(px_pool *p)

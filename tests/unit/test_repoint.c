@@ -180,11 +180,11 @@ int main(void)
     px_router_repoint(e->router, p, "127.0.0.1", e->fb.port, "test failover");
     /* no loop run in between: nothing waits for A */
     ok(g1->ndone == 1 && g1->failed == 1, "the shared connection's request completed at once, failed");
-    snprintf(want, sizeof(want), "-ERR upstream %s: moved from %s: test failover\r\n", b_name, a_name);
+    snprintf(want, sizeof(want), "-ERR upstream %s: moved to %s: test failover\r\n", a_name, b_name);
     is_reply(g1->reply, want, "with an error naming the move");
     ok(g2->ndone == 1 && g2->failed == 1, "the pinned connection's request completed at once, failed");
-    snprintf(want, sizeof(want), "-ERR upstream %s connection closed: moved from %s: test failover\r\n", b_name,
-             a_name);
+    snprintf(want, sizeof(want), "-ERR upstream %s connection closed: moved to %s: test failover\r\n", a_name,
+             b_name);
     is_reply(g2->reply, want, "with its close naming the move");
     is_int(e->nlost_pin, 1, "the pinned connection's owner heard of its end");
     is_int(e->nlost_link, 1, "the link's owner heard of its end");
@@ -210,7 +210,7 @@ int main(void)
     call *g4 = send_get(e, 3, px_pool_pick(p, 0, 2, NULL), "k4");
     ok(WAIT_FOR(e, fake_holder(&e->fb, "k4")), "B holds a GET");
     px_pool_repoint(p, "127.0.0.1", e->fa.port, "back");
-    snprintf(want, sizeof(want), "-ERR upstream %s: moved from %s: back\r\n", a_name, b_name);
+    snprintf(want, sizeof(want), "-ERR upstream %s: moved to %s: back\r\n", b_name, a_name);
     ok(g4->ndone == 1 && g4->failed == 1, "px_pool_repoint answers it at once, failed");
     is_reply(g4->reply, want, "naming the move back");
     ok(WAIT_FOR(e, e->fb.nopen == 0 && pool_ready(p)), "B's connections close, the pool is up on A again");
