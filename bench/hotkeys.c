@@ -53,7 +53,9 @@
  * hotproxy's L1 is), sized to the same entries, with the policy given by
  * --model-policy: every read is a lookup, a miss is filled at once (TTL
  * jittered, through admission), a hit late in its lifetime is refreshed as
- * XFetch does, a write invalidates.  It is what the admission and eviction
+ * XFetch does, a write invalidates.  The TTL and the refresh are decided by
+ * the very functions hotproxy's L1 calls (l1_life_of, l1_should_refresh in
+ * cache/l1.h), so the model cannot drift from it.  It is what the admission and eviction
  * policy reaches with no network: the distance from it to the measured
  * ratio is fill latency, coalesced waits and invalidation races, the
  * distance from it to the ideal is the policy's.
@@ -758,19 +760,22 @@ static double model_replay(const bench *b, uint64_t entries, uint64_t ttl_ms, un
         }
         l1_meta m;
         l1_value *v = l1_get_meta(c, k, (size_t)kl, variant, sizeof(variant) - 1, now, &m);
-        uint64_t exp = v ? m.expires_ms : 0, ttl = v ? m.ttl_ms : 0;
         int scored = e->t_us >= b->measure_start_us && e->t_us < b->measure_end_us;
         int fill = !v;
         if (v) {
             l1_value_put(v);
-            double window = (double)ttl * refresh / 100.0;
-            if (window > 0 && exp > now && (double)(exp - now) <= window) {
-                double u = (double)(rng_next(&r) >> 11) / (double)(1ULL << 53);
-                fill = -log(u > 0 ? u : 1e-300) * window >= (double)(exp - now);
-            }
+            /* hotproxy's own early-refresh decision (cache/l1.h) */
+            fill = l1_should_refresh(c, &m, now, ttl_ms, jitter, refresh);
         }
-        if (fill) l1_store(c, k, (size_t)kl, variant, sizeof(variant) - 1, reply, rlen, l1_ticket(c, k, (size_t)kl),
-                           l1_jitter(c, ttl_ms, jitter), now);
+        if (fill) {
+            /* hotproxy's own TTL choice for a key with no expiry in Redis
+             * (PTTL -1), its fill sent and answered now */
+            l1_fill f = {.sent_ms = now, .pttl = -1, .ttl_ms = ttl_ms, .jitter_pct = jitter};
+            l1_life life;
+            l1_life_of(c, &f, &life);
+            l1_store(c, k, (size_t)kl, variant, sizeof(variant) - 1, reply, rlen, l1_ticket(c, k, (size_t)kl),
+                     life.expires_ms - now, now);
+        }
         if (scored) reads++, hits += v != NULL;
     }
     l1_destroy(c);

@@ -78,6 +78,14 @@ echo "hotkeys.sh: redis-server :$redis_port (pid $redis_pid, maxmemory ${maxmem_
 echo "hotkeys.sh: preloading $keys keys of $value_size bytes" >&2
 timeout 300 "$tool" --port "$redis_port" "${common[@]}" --preload --duration 0 >"$tmp/preload.out"
 
+# Fills wait for the tracking link (hotproxy opens it at its first cron):
+# calibrating before it is up would fill nothing.
+for ((i = 0; i < 100; i++)); do
+    trk=$(redis-cli -p "$proxy_port" info hotproxy_cache | tr -d '\r' | sed -n 's/^hotproxy_l1_tracking://p')
+    [[ $trk == down ]] || break
+    sleep 0.1
+done
+
 # L1 size: entries = l1-pct of the keys; bytes per entry measured on keys of
 # the most common length (the highest ids), each read enough to be admitted.
 entries=$(awk -v k="$keys" -v p="$l1_pct" 'BEGIN { e = int(k * p / 100); print e < 1 ? 1 : e }')

@@ -9,6 +9,7 @@
 #include "cache/l1.h"
 
 #include <assert.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -427,6 +428,38 @@ void l1_life_of(l1 *c, const l1_fill *f, l1_life *out)
         if (end > limit) end = limit;
     }
     if (end > out->expires_ms) out->then_end_ms = end;
+}
+
+int l1_should_refresh(l1 *c, const l1_meta *m, uint64_t now_ms, uint64_t ttl_ms, unsigned jitter_pct,
+                      unsigned ahead_pct)
+{
+    uint64_t expires = m->expires_ms, ttl = m->ttl_ms;
+    if (m->with_key || ttl * 100 < ttl_ms * (100 - (jitter_pct > 100 ? 100 : jitter_pct))) return 0;
+    double window = (double)ttl * (double)ahead_pct / 100.0;
+    if (window <= 0 || expires <= now_ms || (double)(expires - now_ms) > window) return 0;
+    /* no random source: every hit in the window refreshes */
+    double u = c->cfg.random ? (double)(c->cfg.random(c->cfg.random_arg) >> 11) / (double)(1ULL << 53) : 0;
+    return -log(u > 0 ? u : 1e-300) * window >= (double)(expires - now_ms);
+}
+
+int l1_reply_cacheable(const void *reply, size_t len)
+{
+    const char *r = reply;
+    return len > 0 && r[0] != '-' && r[0] != '!';
+}
+
+int l1_reply_absent(const void *reply, size_t len)
+{
+    static const char *const forms[] = {"$-1\r\n", "_\r\n", "*-1\r\n", "*0\r\n", "%0\r\n", "~0\r\n", ":0\r\n"};
+    for (size_t i = 0; i < sizeof(forms) / sizeof(forms[0]); i++)
+        if (strlen(forms[i]) == len && !memcmp(forms[i], reply, len)) return 1;
+    return 0;
+}
+
+const char *l1_null_reply(int proto, size_t *len)
+{
+    *len = proto == 3 ? 3 : 5;
+    return proto == 3 ? "_\r\n" : "$-1\r\n";
 }
 
 uint64_t l1_ticket(l1 *c, const void *group, size_t glen)

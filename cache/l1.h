@@ -126,6 +126,31 @@ typedef struct l1_life {
 } l1_life;
 void l1_life_of(l1 *c, const l1_fill *f, l1_life *out);
 
+/*
+ * The L1's other decisions, pure like l1_life_of, for hotproxy's L1 and
+ * bench/hotkeys' model of it alike (one copy, so the two cannot drift).
+ *
+ * Early refresh, as XFetch: a hit in the last ahead_pct percent of its
+ * entry's TTL (the window) says "fetch it again now" with probability
+ * exp(-remaining / window), which reaches 1 at expiry (drawn from the
+ * cache's random source, only inside the window).  ttl_ms and jitter_pct
+ * are the policy's l1-ttl and l1-ttl-jitter: an entry that ends with its key
+ * (m->with_key: each refresh would only learn a shorter life and refresh
+ * again) or that was kept shorter than the jitter allows (a null kept for
+ * l1-negative-ttl) is never refreshed.
+ */
+int l1_should_refresh(l1 *c, const l1_meta *m, uint64_t now_ms, uint64_t ttl_ms, unsigned jitter_pct,
+                      unsigned ahead_pct);
+/* A reply worth keeping: not an error (RESP3 blob errors included). */
+int l1_reply_cacheable(const void *reply, size_t len);
+/* A reply that says the key does not exist (a null, an empty aggregate, a
+ * zero): l1_fill.absent, kept for l1-negative-ttl. */
+int l1_reply_absent(const void *reply, size_t len);
+/* The null an entry that ends with its key turns into (its then), in the
+ * protocol the read was made in (2 or 3), for reads that answer a missing
+ * key with the null reply. */
+const char *l1_null_reply(int proto, size_t *len);
+
 /* Before sending a fill upstream: the ticket l1_store() will check. */
 uint64_t l1_ticket(l1 *c, const void *group, size_t glen);
 

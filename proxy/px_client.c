@@ -569,6 +569,24 @@ void px_client_note_write(px_client *c, px_req *r)
     c->nwrites++;
 }
 
+void px_client_multi_note(px_client *c, const char *keys, size_t len, int flush, int barrier)
+{
+    px_buf_append(&c->multi_keys, keys, len);
+    c->multi_flush |= flush;
+    c->multi_barrier |= barrier;
+}
+
+void px_client_multi_take(px_client *c, px_buf *keys, int *flush, int *barrier)
+{
+    if (keys) *keys = c->multi_keys;
+    else px_buf_free(&c->multi_keys);
+    *flush = c->multi_flush;
+    *barrier = c->multi_barrier;
+    memset(&c->multi_keys, 0, sizeof(c->multi_keys));
+    c->multi_flush = 0;
+    c->multi_barrier = 0;
+}
+
 /* Parse again what a held client left unread. */
 static void resume_held(px_client *c)
 {

@@ -54,6 +54,7 @@ typedef struct px_req {
     struct px_upstream *on;        /* forwarded: the connection it counts on in its client's px_inflight */
     char *inval;                   /* keys its reply invalidates again: [u32 len][key]... */
     size_t inval_len;
+    struct px_pool *inval_pool;    /* the pool it went to: its barrier waits on that pool's link */
     px_reply_hook hook;
     unsigned hook_flags;           /* the hook's own argument */
     px_buf *capture;               /* a local command run inside EXEC's reply: its reply goes here */
@@ -274,6 +275,27 @@ static inline long px_client_writes(const px_client *c) { return c->nwrites; }
 /* The connection of this pool c's in-flight requests are on, or NULL when
  * none is: c's next request for that pool goes there, or waits. */
 struct px_upstream *px_client_inflight_on(const px_client *c, const px_pool *pool);
+/* The command being dispatched: returns its argument count, with argv[0]
+ * its name; the arrays are c's and live until its next command is read. */
+static inline int px_client_args(const px_client *c, const char *const **argv, const size_t **argvlen)
+{
+    *argv = c->argv;
+    *argvlen = c->argvlen;
+    return c->parser.argc;
+}
+/* What c selected: its database and protocol (2 or 3), and whether its
+ * commands are being queued in a MULTI. */
+static inline int px_client_db(const px_client *c) { return c->db; }
+static inline int px_client_proto(const px_client *c) { return c->proto; }
+static inline int px_client_in_multi(const px_client *c) { return (c->state & PX_STATE_MULTI) != 0; }
+/*
+ * What c's queued MULTI commands write, kept with its transaction (freed
+ * with it on close): keys ([u32 len][key]..., appended), whether they
+ * need a flush, a barrier.  px_client_multi_take hands it all over (keys
+ * NULL: dropped, a DISCARD) and starts it empty again.
+ */
+void px_client_multi_note(px_client *c, const char *keys, size_t len, int flush, int barrier);
+void px_client_multi_take(px_client *c, px_buf *keys, int *flush, int *barrier);
 /* A marker behind what c sent on its pinned connection u: its next command
  * waits until every frame before it is in (see px_dispatch.c). */
 void px_client_marker(px_client *c, struct px_upstream *u);

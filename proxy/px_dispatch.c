@@ -41,7 +41,7 @@ static void send_on(px_server *s, px_client *c, px_req *r, struct px_upstream *u
         raw = tmp.data;
         rawlen = tmp.len;
     }
-    px_l1_write(s->l1, c, r);
+    px_l1_write(s->l1, c, r, u);
     if (u == c->pinned || !px_l1_read(s->l1, c, r, u, raw, rawlen)) px_client_forward(c, r, u, raw, rawlen, noreply, oob);
     px_buf_free(&tmp);
 }

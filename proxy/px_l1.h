@@ -12,14 +12,19 @@
  *    (the command table's key positions) before it is forwarded and again
  *    when its reply arrives, so a fill racing with it can never be stored;
  *    commands whose keys cannot be known flush the L1;
- *  - invalidations from elsewhere: the shared connections use Redis'
- *    tracking (CLIENT TRACKING on REDIRECT) towards a link subscribed to
- *    __redis__:invalidate; while that link is down, nothing is filled.
- *    Losing the link, or a shared connection the L1 filled through (Redis
+ *  - invalidations from elsewhere: each pool of the router's set has its
+ *    own link subscribed to __redis__:invalidate, and the pool's shared
+ *    connections use Redis' tracking (CLIENT TRACKING on REDIRECT) towards
+ *    it; while a pool's link is down, nothing is filled through that pool.
+ *    Losing a link (a pool re-pointed at another server, removed, or its
+ *    link failing), or a shared connection the L1 filled through (Redis
  *    tracks keys per connection), flushes the L1;
  *  - writes whose keys cannot all be named (scripts: PX_F_BARRIER) hold
- *    their reply until a round trip on the link shows their invalidations
- *    are in (px_l1_barrier).
+ *    their reply until a round trip on the link of the pool they went to
+ *    shows their invalidations are in (px_l1_barrier).
+ *
+ * The L1 reads a client only through px_client.h's functions, and answers
+ * through px_client_reply; the policy decisions are cache/'s.
  */
 #ifndef PX_L1_H
 #define PX_L1_H
@@ -50,24 +55,20 @@ void px_l1_destroy(px_l1 *l);
  */
 int px_l1_read(px_l1 *l, struct px_client *c, struct px_req *r, struct px_upstream *u, const char *raw, size_t rawlen);
 
-/* Request r may write: drop what it names now, and once more at its reply. */
-void px_l1_write(px_l1 *l, struct px_client *c, struct px_req *r);
+/* Request r may write (it goes on u): drop what it names now, and once
+ * more at its reply. */
+void px_l1_write(px_l1 *l, struct px_client *c, struct px_req *r, struct px_upstream *u);
 /* r's reply has arrived: the second invalidation (px_client_reply calls it). */
 void px_l1_written(px_l1 *l, struct px_req *r);
 /*
  * r (flagged barrier by px_l1_write: a write that may touch keys it does not
  * name) has its reply.  Returns 1 when the L1 keeps a copy and answers r
  * with it later, through px_client_reply, once a PING sent now on the
- * invalidation link is answered (Redis writes the invalidations for what r
- * wrote to the link before that answer); 0 when it may go now.  Either way
- * r->barrier is cleared.
+ * invalidation link of the pool r went to is answered (Redis writes the
+ * invalidations for what r wrote to that link before that answer); 0 when
+ * it may go now.  Either way r->barrier is cleared.
  */
 int px_l1_barrier(px_l1 *l, struct px_req *r, const char *reply, size_t len);
-
-/* Whether fills may use this shared connection now. */
-int px_l1_can_fill(px_l1 *l, struct px_upstream *u);
-/* A shared connection is being set up: queue its CLIENT TRACKING. */
-void px_l1_track(px_l1 *l, struct px_upstream *u);
 
 /* Apply the l1-* limits of a reloaded config. */
 void px_l1_reconfigure(px_l1 *l);

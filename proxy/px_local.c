@@ -832,7 +832,7 @@ static int admin_usage(LOCAL_ARGS)
 {
     (void)c, (void)argc, (void)argv, (void)argvlen;
     px_client_reply_error(r, "ERR unknown subcommand or wrong number of arguments for HOTPROXY. Try HOTPROXY "
-                             "CACHE STATS|INVALIDATE|FLUSH|KEYS or HOTPROXY CONFIG GET|SET|RELOAD.");
+                             "CACHE STATS|INVALIDATE|FLUSH|KEYS, HOTPROXY CONFIG GET|SET|RELOAD or HOTPROXY DEBUG REPOINT.");
     return 1;
 }
 
@@ -883,6 +883,46 @@ static int admin_cache(LOCAL_ARGS)
         px_buf_free(&b);
     } else {
         px_client_reply_error(r, "ERR unknown subcommand or wrong number of arguments for 'HOTPROXY CACHE %.*s'",
+                              (int)(sublen > 32 ? 32 : sublen), sub);
+    }
+    return 1;
+}
+
+/*
+ * HOTPROXY DEBUG REPOINT host port (admin users only, as HOTPROXY CACHE): a
+ * debugging aid that points the default pool at another server, as a
+ * Sentinel failover will (px_router_repoint): what was in flight on the old
+ * one gets an error, the L1 is flushed and fills nothing until the pool's
+ * tracking link is up on the new one.  Not for production use.
+ */
+static int admin_debug(LOCAL_ARGS)
+{
+    px_server *s = c->set->owner;
+    if (argc < 3) return admin_usage(c, r, argc, argv, argvlen);
+    const char *sub = argv[2];
+    size_t sublen = argvlen[2];
+    if (eq(sub, sublen, "repoint") && argc == 5) {
+        long long port;
+        char host[256];
+        if (!px_string2ll(argv[4], argvlen[4], &port) || port < 1 || port > 65535) {
+            px_client_reply_error(r, "ERR invalid port");
+            return 1;
+        }
+        if (argvlen[3] == 0 || argvlen[3] >= sizeof(host) || memchr(argv[3], '\0', argvlen[3])) {
+            px_client_reply_error(r, "ERR invalid host");
+            return 1;
+        }
+        memcpy(host, argv[3], argvlen[3]);
+        host[argvlen[3]] = '\0';
+        px_pool *p = px_router_default(s->router);
+        if (!p) {
+            px_client_reply_error(r, "ERR no pool to repoint");
+            return 1;
+        }
+        px_router_repoint(s->router, p, host, (int)port, "HOTPROXY DEBUG REPOINT");
+        reply_ok(r);
+    } else {
+        px_client_reply_error(r, "ERR unknown subcommand or wrong number of arguments for 'HOTPROXY DEBUG %.*s'",
                               (int)(sublen > 32 ? 32 : sublen), sub);
     }
     return 1;
@@ -1105,6 +1145,7 @@ static const struct {
     [PX_H_ADMIN] = {admin_usage, 0},
     [PX_H_ADMIN_CACHE] = {admin_cache, 0},
     [PX_H_ADMIN_CONFIG] = {admin_config, 0},
+    [PX_H_ADMIN_DEBUG] = {admin_debug, 0},
 };
 
 int px_local_has_handler(px_handler h) { return h >= 0 && h < PX_H__COUNT && locals[h].fn != NULL; }
