@@ -1183,7 +1183,7 @@ int main(void)
         is_str(cmd(dr, "CLIENT KILL ID %s", ids), "1", "link: CLIENT KILL ID of the link, directly on Redis");
         int saw_down = 0, flushed = 0;
         double t0 = hx_now();
-        while (hx_now() - t0 < 3) {
+        while (hx_now() - t0 < 20) {
             const char *tr = l1s(clong, "hotproxy_l1_tracking");
             if (tr && strcmp(tr, "up")) saw_down = 1;
             if (l1n(clong, "hotproxy_l1_flushes_link_lost") > lost0 && l1n(clong, "hotproxy_l1_entries") == 0) {
@@ -1192,7 +1192,7 @@ int main(void)
             }
             hx_sleep_ms(5);
         }
-        ok(flushed, "link: the L1 is flushed (flushes_link_lost grows, entries 0) within 3 s");
+        ok(flushed, "link: the L1 is flushed (flushes_link_lost grows, entries 0) within 20 s");
         while (!saw_down && hx_now() - t0 < 0.5) {
             const char *tr = l1s(clong, "hotproxy_l1_tracking");
             if (tr && strcmp(tr, "up")) saw_down = 1;
@@ -1202,7 +1202,7 @@ int main(void)
         long long nid = -1;
         int up = -1;
         t0 = hx_now();
-        while (hx_now() - t0 < 6) {
+        while (hx_now() - t0 < 20) {
             const char *tr = l1s(clong, "hotproxy_l1_tracking");
             nid = l1n(clong, "hotproxy_l1_tracking_link_id");
             if (tr && !strcmp(tr, "up") && nid > 0 && nid != id) {
