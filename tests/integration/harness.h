@@ -18,6 +18,10 @@
  *   ...
  *   is_int(hx_stop(&p, 15000), 0, "hotproxy exits 0 on SIGTERM");
  *
+ * This is the only code that starts redis-server and redis-sentinel (plain,
+ * replica, Sentinel and Cluster topologies below); shell tests reach it
+ * through hx_launch (tests/tap.sh `launch`).
+ *
  * Functions returning int return 0 on success and -1 on failure unless they
  * say otherwise; failures are explained through diag().
  */
