@@ -63,6 +63,6 @@ launch() {
 launch_stop() {
     [[ -n ${HX_LAUNCH_PID:-} ]] || return 0
     local pid=$HX_LAUNCH_PID
-    exec {HX_LAUNCH[1]}>&-
+    [[ -n ${HX_LAUNCH[1]:-} ]] && exec {HX_LAUNCH[1]}>&-
     wait "$pid" 2>/dev/null
 }
