@@ -19,7 +19,7 @@ async function client(port, opts = {}) {
   const c = new Redis({ host: '127.0.0.1', port, ...opts });
   c.on('error', () => {});
   open.add(c);
-  await within(5000, once(c, 'ready'), `ioredis ready on ${port}`);
+  await within(20000, once(c, 'ready'), `ioredis ready on ${port}`);
   return c;
 }
 function close(...cs) {
@@ -34,7 +34,7 @@ async function readyCheck(port) {
   c.on('error', () => {});
   open.add(c);
   const o = {};
-  await within(5000, c.connect(), 'connect');
+  await within(20000, c.connect(), 'connect');
   o.status = c.status;
   o.info_has_version = /redis_version:\d/.test(await c.info('server'));
   o.ping = await c.ping();
@@ -114,7 +114,7 @@ async function pubsub(port) {
   o.subscribe = await sub.subscribe('io:news', 'io:sport');
   o.psubscribe = await sub.psubscribe('io:alerts.*');
   o.publish = [await pub.publish('io:news', 'hello'), await pub.publish('io:alerts.disk', 'full')];
-  await waitUntil(() => got.length >= 2, 3000);
+  await waitUntil(() => got.length >= 2, 20000);
   o.received = got.slice().sort();
   o.ping_subscribed = await err(() => sub.ping());
   o.get_subscribed = await err(() => sub.get('io:k'));
@@ -159,7 +159,7 @@ async function monitor(port) {
   m.on('monitor', (time, args) => seen.push(args));
   const w = await client(port);
   await w.set('io:mon', 'watched');
-  const found = await waitUntil(() => seen.some(a => a[0] === 'set' && a[1] === 'io:mon'), 3000);
+  const found = await waitUntil(() => seen.some(a => a[0] === 'set' && a[1] === 'io:mon'), 20000);
   const o = { saw_set: Boolean(found) };
   o.args = seen.find(a => a[0] === 'set' && a[1] === 'io:mon') ?? null;
   m.disconnect();
@@ -201,7 +201,7 @@ async function auth(port, username, password) {
     c.on('error', e => errors.push(e.message));
     open.add(c);
     try {
-      await within(5000, c.connect(), 'connect');
+      await within(20000, c.connect(), 'connect');
       return 'connected';
     } catch (e) {
       // ioredis rejects connect() with "Connection is closed."; the reason

@@ -21,7 +21,7 @@ async function client(port, opts = {}) {
   });
   c.on('error', () => {}); // connection errors surface as rejected commands
   open.add(c);
-  await within(5000, c.connect(), `connect to ${port}`);
+  await within(20000, c.connect(), `connect to ${port}`);
   return c;
 }
 async function close(...cs) {
@@ -202,7 +202,7 @@ async function pubsub(port) {
   await sub.pSubscribe('n:alerts.*', (message, channel) => got.push(['pmessage', channel, message]));
   o.numsub = await pub.pubSubNumSub(['n:news']);
   o.publish = [await pub.publish('n:news', 'hello'), await pub.publish('n:alerts.disk', 'full')];
-  await waitUntil(() => got.length >= 2, 3000);
+  await waitUntil(() => got.length >= 2, 20000);
   o.received = got.slice().sort();
   // RESP3: the subscribed connection still runs ordinary commands
   await pub.set('n:ps:k', 'v');

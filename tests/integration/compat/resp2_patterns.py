@@ -135,7 +135,7 @@ def run_pattern(name, fn, expect, targets=None):
 
 
 def no_pinned_left(what, port=PROXY, auth=None):
-    n = wait_until(lambda: pinned(port, auth) == 0, timeout=3)
+    n = wait_until(lambda: pinned(port, auth) == 0, timeout=20)
     T.ok(n, "%s: hotproxy's pinned connections are back to 0" % what,
          "hotproxy_pinned_connections=%s" % pinned(port, auth))
 
@@ -552,9 +552,9 @@ def p_blocked_disconnect(port, backend):
     base = blocked_clients(backend)
     s = RawConn(port)
     s.send("BLPOP", "q:orphan", 10)
-    o["blocked_upstream"] = wait_until(lambda: blocked_clients(backend) == base + 1, timeout=3)
+    o["blocked_upstream"] = wait_until(lambda: blocked_clients(backend) == base + 1, timeout=20)
     s.close()
-    o["unblocked_upstream"] = wait_until(lambda: blocked_clients(backend) == base, timeout=3)
+    o["unblocked_upstream"] = wait_until(lambda: blocked_clients(backend) == base, timeout=20)
     o["rpush"] = pusher.rpush("q:orphan", "x")
     time.sleep(0.1)
     o["element_still_there"] = pusher.llen("q:orphan")
@@ -746,11 +746,11 @@ def p_client(port, backend):
     b = RawConn(port)
     bid = b.cmd("CLIENT", "ID")
     b.send("BLPOP", "client:never", 10)
-    wait_until(lambda: blocked_clients(backend) >= 1, timeout=3)
+    wait_until(lambda: blocked_clients(backend) >= 1, timeout=20)
     t0 = time.monotonic()
     o["unblock"] = c.execute_command("CLIENT", "UNBLOCK", bid)
     try:
-        o["unblocked_reply"] = b.read(timeout=3)[1]
+        o["unblocked_reply"] = b.read(timeout=20)[1]
     except Exception as e:  # noqa: BLE001
         o["unblocked_reply"] = repr(e)
     o["unblock_fast"] = time.monotonic() - t0 < 1
@@ -901,7 +901,7 @@ def main():
     run_pattern("client disconnecting while blocked", p_blocked_disconnect, {
         "blocked_upstream": True, "unblocked_upstream": True, "rpush": 1, "element_still_there": 1,
     })
-    T.ok(wait_until(lambda: pinned(PROXY) <= before, timeout=3),
+    T.ok(wait_until(lambda: pinned(PROXY) <= before, timeout=20),
          "client disconnecting while blocked: its pinned connection is freed",
          "before %d, now %d" % (before, pinned(PROXY)))
     run_pattern("streams with a consumer group", p_streams, {
@@ -1070,20 +1070,22 @@ def admin_commands():
 
 def pinned_cap():
     """--upstream-max-pinned 2: a third pinned client gets an -ERR at once."""
-    cs = [RawConn(PROXY_CAP, timeout=3) for _ in range(4)]
+    cs = [RawConn(PROXY_CAP, timeout=20) for _ in range(4)]
     try:
         T.is_(cs[0].cmd("MULTI"), "OK", "pinned cap: first client's MULTI")
         T.is_(cs[1].cmd("MULTI"), "OK", "pinned cap: second client's MULTI")
-        t0 = time.monotonic()
         try:
             third = cs[2].cmd("MULTI")
         except Exception as e:  # noqa: BLE001
             third = repr(e)
-        took = time.monotonic() - t0
         T.ok(isinstance(third, RespError) and third.text.startswith("ERR")
              and "upstream-max-pinned" in third.text,
              "pinned cap: the third client's MULTI gets an -ERR naming upstream-max-pinned", "got %r" % (third,))
-        T.ok(took < 1.0, "pinned cap: the refusal does not wait", "took %.2fs" % took)
+        # nothing lets a pin go before the two transactions end below: a
+        # refusal that waited for one would not have come yet
+        held = pinned(PROXY_CAP)
+        T.ok(held == 2, "pinned cap: the refusal does not wait (both pins still held when it came)",
+             "hotproxy_pinned_connections=%d" % held)
         try:
             blpop = cs[3].cmd("BLPOP", "cap:q", 5)
         except Exception as e:  # noqa: BLE001
@@ -1094,7 +1096,7 @@ def pinned_cap():
         T.is_(cs[0].cmd("INCR", "cap:n"), "QUEUED", "pinned cap: first client's transaction is intact")
         T.is_(cs[0].cmd("EXEC"), [1], "pinned cap: first client's EXEC")
         T.is_(cs[1].cmd("DISCARD"), "OK", "pinned cap: second client's DISCARD")
-        T.ok(wait_until(lambda: pinned(PROXY_CAP) == 0, timeout=3), "pinned cap: both pinned connections freed")
+        T.ok(wait_until(lambda: pinned(PROXY_CAP) == 0, timeout=20), "pinned cap: both pinned connections freed")
         T.is_(cs[2].cmd("MULTI"), "OK", "pinned cap: once freed, the third client's MULTI works")
         T.is_(cs[2].cmd("EXEC"), [], "pinned cap: and its EXEC")
     finally:

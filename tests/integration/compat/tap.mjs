@@ -174,7 +174,7 @@ export async function pinned(port) {
   return m ? Number(m[1]) : -1;
 }
 
-export async function waitUntil(fn, timeoutMs = 3000) {
+export async function waitUntil(fn, timeoutMs = 20000) {
   const end = Date.now() + timeoutMs;
   let v = await fn();
   while (!v && Date.now() < end) {
