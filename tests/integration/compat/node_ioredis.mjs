@@ -8,6 +8,7 @@ import { once } from 'node:events';
 import Redis from 'ioredis';
 import {
   ok, is, exitCode, err, sleep, within, runPattern, compatPorts, between, contains, SAME, waitUntil, noPinnedLeft, show,
+  blockedClients, blockedBeyond,
 } from './tap.mjs';
 
 const { UP, DIRECT, PROXY, PROXY_PASS, PROXY_USER, PROXY_CAP, TARGETS } = compatPorts();
@@ -127,24 +128,24 @@ async function pubsub(port) {
   return o;
 }
 
-async function blocking(port) {
+async function blocking(port, backend) {
   const r = await client(port), pusher = await client(port);
   const o = {};
   await pusher.del('io:q', 'io:q:empty');
-  const t0 = Date.now();
+  let base = await blockedClients(backend);
   const p = r.blpop('io:q', 5);
-  await sleep(300);
+  o.blpop_blocked = await blockedBeyond(backend, base);
   o.rpush = await pusher.rpush('io:q', 'job-1');
   o.blpop = await p;
-  o.blpop_time = (Date.now() - t0) / 1000;
   const t1 = Date.now();
   o.timeout = await r.blpop('io:q:empty', 1);
   o.timeout_time = (Date.now() - t1) / 1000;
   // streams: a consumer group woken by XADD
   await r.del('io:st');
   o.group = await r.xgroup('CREATE', 'io:st', 'g', '$', 'MKSTREAM');
+  base = await blockedClients(backend);
   const q = r.xreadgroup('GROUP', 'g', 'c1', 'COUNT', 1, 'BLOCK', 5000, 'STREAMS', 'io:st', '>');
-  await sleep(300);
+  o.xreadgroup_blocked = await blockedBeyond(backend, base);
   await pusher.xadd('io:st', '1-1', 'item', 'book');
   o.xreadgroup = await q;
   o.xack = await pusher.xack('io:st', 'g', '1-1');
@@ -240,8 +241,8 @@ async function main() {
   }, TARGETS);
   await noPinnedLeft('ioredis pub/sub', PROXY);
   await runPattern('ioredis blocking commands and streams', blocking, {
-    rpush: 1, blpop: ['io:q', 'job-1'], blpop_time: between(0.2, 2.5), timeout: null, timeout_time: between(0.9, 2.5),
-    group: 'OK', xreadgroup: [['io:st', [['1-1', ['item', 'book']]]]], xack: 1,
+    rpush: 1, blpop_blocked: true, blpop: ['io:q', 'job-1'], timeout: null, timeout_time: between(0.9, 2.5),
+    group: 'OK', xreadgroup_blocked: true, xreadgroup: [['io:st', [['1-1', ['item', 'book']]]]], xack: 1,
   }, TARGETS);
   await noPinnedLeft('ioredis blocking commands', PROXY);
   await runPattern('ioredis MONITOR', monitor, { saw_set: true, args: ['set', 'io:mon', 'watched'] }, TARGETS);
