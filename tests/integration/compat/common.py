@@ -60,7 +60,7 @@ class Tap:
         sys.exit(1 if self.failed else 0)
 
 
-def wait_until(fn, timeout=3.0, step=0.02):
+def wait_until(fn, timeout=20.0, step=0.02):
     """Poll fn() until it returns something true; returns its last value."""
     deadline = time.monotonic() + timeout
     v = fn()

@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto';
 import { createClient, RESP_TYPES } from 'redis';
 import {
   ok, is, exitCode, err, sleep, within, runPattern, envPort, compatPorts, between, contains, SAME, waitUntil, noPinnedLeft, show,
+  blockedClients, blockedBeyond,
 } from './tap.mjs';
 
 const { UP, DIRECT, PROXY, PROXY_PASS, PROXY_USER, PROXY_CAP, TARGETS } = compatPorts();
@@ -21,7 +22,7 @@ async function client(port, opts = {}) {
   });
   c.on('error', () => {}); // connection errors surface as rejected commands
   open.add(c);
-  await within(5000, c.connect(), `connect to ${port}`);
+  await within(20000, c.connect(), `connect to ${port}`);
   return c;
 }
 async function close(...cs) {
@@ -76,7 +77,7 @@ async function session(port) {
   o.hmget = await r.hmGet(k, ['user', 'missing']);
   await r.hSet('n:session:short', 'user', 'bob');
   await r.pExpire('n:session:short', 200);
-  await sleep(500);
+  await waitUntil(async () => (await r.exists('n:session:short')) === 0);
   o.expired = await r.exists('n:session:short');
   o.hgetall_missing = await r.hGetAll('n:session:short');
   await close(r);
@@ -202,7 +203,7 @@ async function pubsub(port) {
   await sub.pSubscribe('n:alerts.*', (message, channel) => got.push(['pmessage', channel, message]));
   o.numsub = await pub.pubSubNumSub(['n:news']);
   o.publish = [await pub.publish('n:news', 'hello'), await pub.publish('n:alerts.disk', 'full')];
-  await waitUntil(() => got.length >= 2, 3000);
+  await waitUntil(() => got.length >= 2, 20000);
   o.received = got.slice().sort();
   // RESP3: the subscribed connection still runs ordinary commands
   await pub.set('n:ps:k', 'v');
@@ -219,21 +220,21 @@ async function pubsub(port) {
   return o;
 }
 
-async function blocking(port) {
+async function blocking(port, backend) {
   const r = await client(port), pusher = await client(port);
   const o = {};
   await pusher.del(['n:q', 'n:q:empty']);
-  const t0 = Date.now();
+  let base = await blockedClients(backend);
   const p = r.blPop('n:q', 5);
-  await sleep(300);
+  o.blpop_blocked = await blockedBeyond(backend, base);
   o.rpush = await pusher.rPush('n:q', 'job-1');
   o.blpop = await p;
-  o.blpop_time = (Date.now() - t0) / 1000;
   const t1 = Date.now();
   o.blpop_timeout = await r.blPop('n:q:empty', 1);
   o.blpop_timeout_time = (Date.now() - t1) / 1000;
+  base = await blockedClients(backend);
   const q = r.bzPopMin('n:z', 5);
-  await sleep(200);
+  o.bzpopmin_blocked = await blockedBeyond(backend, base);
   await pusher.zAdd('n:z', [{ score: 1.5, value: 'low' }, { score: 9, value: 'high' }]);
   o.bzpopmin = await q;
   await pusher.del('n:z');
@@ -251,14 +252,15 @@ async function blockingTimeout(port) {
   return o;
 }
 
-async function streams(port) {
+async function streams(port, backend) {
   const r = await client(port), c = await client(port);
   const o = {};
   const k = 'n:st', g = 'workers';
   await r.del(k);
   o.create = await r.xGroupCreate(k, g, '$', { MKSTREAM: true });
+  const base = await blockedClients(backend);
   const p = c.xReadGroup(g, 'c1', { key: k, id: '>' }, { COUNT: 1, BLOCK: 5000 });
-  await sleep(300);
+  o.read_blocked = await blockedBeyond(backend, base);
   o.xadd = await r.xAdd(k, '1-1', { item: 'book' });
   o.read = await p;
   await r.xAdd(k, '2-1', { item: 'pen' });
@@ -323,7 +325,8 @@ async function clientSideCache(port) {
   const stats = r.clientSideCache?.stats?.();
   o.hits = stats ? stats.hitCount : 'no stats';
   await w.set('n:csc', 'v2');
-  await sleep(200);
+  // the invalidation push comes on its own time: read until it has (20 s)
+  await waitUntil(async () => (await r.get('n:csc')) === 'v2');
   o.after_write = await r.get('n:csc');
   await close(r, w);
   return o;
@@ -441,8 +444,8 @@ async function main() {
   }, TARGETS);
   await noPinnedLeft('RESP3 pub/sub', PROXY);
   await runPattern('RESP3 blocking commands', blocking, {
-    rpush: 1, blpop: { key: 'n:q', element: 'job-1' }, blpop_time: between(0.2, 2.5), blpop_timeout: null,
-    blpop_timeout_time: between(0.9, 2.5), bzpopmin: { key: 'n:z', value: 'low', score: 1.5 },
+    rpush: 1, blpop_blocked: true, blpop: { key: 'n:q', element: 'job-1' }, blpop_timeout: null,
+    blpop_timeout_time: between(0.9, 2.5), bzpopmin_blocked: true, bzpopmin: { key: 'n:z', value: 'low', score: 1.5 },
   }, TARGETS);
   await runPattern('RESP3 BLPOP 2 with upstream-timeout 300', blockingTimeout, {
     blpop2: null, blpop2_time: between(1.9, 3.5), ping: 'PONG',
@@ -450,7 +453,7 @@ async function main() {
   await noPinnedLeft('RESP3 blocking commands', PROXY);
   await runPattern('RESP3 streams', streams, {
     create: 'OK', xadd: '1-1',
-    read: { 'n:st': [['1-1', ['item', 'book']]] },
+    read_blocked: true, read: { 'n:st': [['1-1', ['item', 'book']]] },
     read_more: { 'n:st': [['2-1', ['item', 'pen']]] },
     pending: { pending: 2, firstId: '1-1', lastId: '2-1', consumers: [{ name: 'c1', deliveriesCounter: 2 }] },
     claim: SAME, autoclaim: SAME, ack: 2, pending_after: 0, block_timeout: null,

@@ -135,7 +135,7 @@ def run_pattern(name, fn, expect, targets=None):
 
 
 def no_pinned_left(what, port=PROXY, auth=None):
-    n = wait_until(lambda: pinned(port, auth) == 0, timeout=3)
+    n = wait_until(lambda: pinned(port, auth) == 0, timeout=20)
     T.ok(n, "%s: hotproxy's pinned connections are back to 0" % what,
          "hotproxy_pinned_connections=%s" % pinned(port, auth))
 
@@ -191,7 +191,7 @@ def p_session(port, backend):
     o["hgetall_after"] = r.hgetall(k)
     r.hset("session:short", "user", "bob")
     r.pexpire("session:short", 200)
-    time.sleep(0.5)
+    wait_until(lambda: r.exists("session:short") == 0)
     o["short_expired"] = r.exists("session:short")
     o["hgetall_expired"] = r.hgetall("session:short")
     return o
@@ -326,7 +326,7 @@ def p_lock(port, backend):
     o["exists_after_release"] = a.exists(k)
     o["b_acquire_free"] = b.set(k, "tok-b", nx=True, px=5000)
     a.set("lock:short", "tok-a", nx=True, px=200)
-    time.sleep(0.4)
+    wait_until(lambda: a.exists("lock:short") == 0)
     o["b_acquire_expired"] = b.set("lock:short", "tok-b", nx=True, px=5000)
     # redis-py's Lock: SET NX PX plus its own Lua scripts through EVALSHA
     la = a.lock("lock:report", timeout=5, blocking=False)
@@ -488,8 +488,12 @@ def p_command_right_after_unsubscribe(port, backend):
 # --- blocking commands -------------------------------------------------------------
 
 
-def in_thread(fn):
+def in_thread(fn, backend=None):
+    """Run fn (a blocking command) in a thread; with backend, return once
+    Redis there counts one more blocked client (the command is blocked, not
+    merely sent).  box["blocked"] says whether it did within the deadline."""
     box = {}
+    base = blocked_clients(backend) if backend else 0
 
     def run():
         t0 = time.monotonic()
@@ -501,6 +505,8 @@ def in_thread(fn):
 
     th = threading.Thread(target=run)
     th.start()
+    if backend:
+        box["blocked"] = bool(wait_until(lambda: blocked_clients(backend) > base))
     return th, box
 
 
@@ -508,24 +514,23 @@ def p_blocking(port, backend):
     r, pusher = client(port), client(port)
     o = {}
     pusher.delete("q:jobs", "q:empty", "q:src", "q:dst", "z:prio")
-    th, box = in_thread(lambda: r.blpop("q:jobs", timeout=5))
-    time.sleep(0.3)
+    th, box = in_thread(lambda: r.blpop("q:jobs", timeout=5), backend)
+    o["blpop_blocked"] = box["blocked"]
     o["rpush"] = pusher.rpush("q:jobs", "job-1")
     th.join(8)
     o["blpop_woken"] = box.get("v")
-    o["blpop_woken_time"] = box.get("t")
     o["llen_after"] = pusher.llen("q:jobs")
     t0 = time.monotonic()
     o["blpop_timeout"] = r.blpop("q:empty", timeout=1)
     o["blpop_timeout_time"] = time.monotonic() - t0
-    th, box = in_thread(lambda: r.blmove("q:src", "q:dst", 5, "LEFT", "RIGHT"))
-    time.sleep(0.3)
+    th, box = in_thread(lambda: r.blmove("q:src", "q:dst", 5, "LEFT", "RIGHT"), backend)
+    o["blmove_blocked"] = box["blocked"]
     pusher.rpush("q:src", "item")
     th.join(8)
     o["blmove_woken"] = box.get("v")
     o["blmove_dst"] = pusher.lrange("q:dst", 0, -1)
-    th, box = in_thread(lambda: r.bzpopmin("z:prio", timeout=5))
-    time.sleep(0.3)
+    th, box = in_thread(lambda: r.bzpopmin("z:prio", timeout=5), backend)
+    o["bzpopmin_blocked"] = box["blocked"]
     pusher.zadd("z:prio", {"low": 1, "high": 9})
     th.join(8)
     o["bzpopmin_woken"] = box.get("v")
@@ -552,9 +557,9 @@ def p_blocked_disconnect(port, backend):
     base = blocked_clients(backend)
     s = RawConn(port)
     s.send("BLPOP", "q:orphan", 10)
-    o["blocked_upstream"] = wait_until(lambda: blocked_clients(backend) == base + 1, timeout=3)
+    o["blocked_upstream"] = wait_until(lambda: blocked_clients(backend) == base + 1, timeout=20)
     s.close()
-    o["unblocked_upstream"] = wait_until(lambda: blocked_clients(backend) == base, timeout=3)
+    o["unblocked_upstream"] = wait_until(lambda: blocked_clients(backend) == base, timeout=20)
     o["rpush"] = pusher.rpush("q:orphan", "x")
     time.sleep(0.1)
     o["element_still_there"] = pusher.llen("q:orphan")
@@ -570,12 +575,11 @@ def p_streams(port, backend):
     k, g = "st:orders", "workers"
     r.delete(k)
     o["group_create"] = r.xgroup_create(k, g, id="$", mkstream=True)
-    th, box = in_thread(lambda: c.xreadgroup(g, "c1", {k: ">"}, count=1, block=5000))
-    time.sleep(0.3)
+    th, box = in_thread(lambda: c.xreadgroup(g, "c1", {k: ">"}, count=1, block=5000), backend)
+    o["xreadgroup_blocked"] = box["blocked"]
     o["xadd"] = r.xadd(k, {"item": "book"}, id="1-1")
     th.join(8)
     o["xreadgroup_woken"] = box.get("v")
-    o["xreadgroup_woken_time"] = box.get("t")
     r.xadd(k, {"item": "pen"}, id="2-1")
     o["xreadgroup_more"] = c.xreadgroup(g, "c1", {k: ">"}, count=10)
     o["xpending"] = r.xpending(k, g)
@@ -587,8 +591,7 @@ def p_streams(port, backend):
     t0 = time.monotonic()
     o["xreadgroup_block_timeout"] = c.xreadgroup(g, "c1", {k: ">"}, count=1, block=500)
     o["xreadgroup_block_timeout_time"] = time.monotonic() - t0
-    th, box = in_thread(lambda: c.xread({k: "$"}, count=1, block=5000))
-    time.sleep(0.3)
+    th, box = in_thread(lambda: c.xread({k: "$"}, count=1, block=5000), backend)
     r.xadd(k, {"item": "cup"}, id="3-1")
     th.join(8)
     o["xread_woken"] = box.get("v")
@@ -627,8 +630,7 @@ def p_select(port, backend):
     o["select_out_of_range"] = err(s.execute_command, "SELECT", 99)
     o["select_not_int"] = err(s.execute_command, "SELECT", "x")
     o["still_db2"] = s.get("db:m")
-    th, box = in_thread(lambda: s.blpop("db:q", timeout=5))
-    time.sleep(0.3)
+    th, box = in_thread(lambda: s.blpop("db:q", timeout=5), backend)
     db2.rpush("db:q", "in-2")
     th.join(8)
     o["blpop_in_db2"] = box.get("v")
@@ -746,11 +748,11 @@ def p_client(port, backend):
     b = RawConn(port)
     bid = b.cmd("CLIENT", "ID")
     b.send("BLPOP", "client:never", 10)
-    wait_until(lambda: blocked_clients(backend) >= 1, timeout=3)
+    wait_until(lambda: blocked_clients(backend) >= 1, timeout=20)
     t0 = time.monotonic()
     o["unblock"] = c.execute_command("CLIENT", "UNBLOCK", bid)
     try:
-        o["unblocked_reply"] = b.read(timeout=3)[1]
+        o["unblocked_reply"] = b.read(timeout=20)[1]
     except Exception as e:  # noqa: BLE001
         o["unblocked_reply"] = repr(e)
     o["unblock_fast"] = time.monotonic() - t0 < 1
@@ -887,9 +889,9 @@ def main():
     T.ok(spare(PROXY) >= 1, "pub/sub: the unsubscribed connection is kept as a spare",
          "hotproxy_spare_connections=%d" % spare(PROXY))
     run_pattern("blocking commands", p_blocking, {
-        "rpush": 1, "blpop_woken": ("q:jobs", "job-1"), "blpop_woken_time": between(0.2, 2.5),
+        "rpush": 1, "blpop_blocked": True, "blpop_woken": ("q:jobs", "job-1"),
         "llen_after": 0, "blpop_timeout": None, "blpop_timeout_time": between(0.9, 2.5),
-        "blmove_woken": "item", "blmove_dst": ["item"],
+        "blmove_blocked": True, "blmove_woken": "item", "blmove_dst": ["item"], "bzpopmin_blocked": True,
         "bzpopmin_woken": ("z:prio", "low", 1.0), "blpop_ready_data": (2, ("q:jobs", "a")),
     })
     no_pinned_left("blocking commands")
@@ -901,13 +903,13 @@ def main():
     run_pattern("client disconnecting while blocked", p_blocked_disconnect, {
         "blocked_upstream": True, "unblocked_upstream": True, "rpush": 1, "element_still_there": 1,
     })
-    T.ok(wait_until(lambda: pinned(PROXY) <= before, timeout=3),
+    T.ok(wait_until(lambda: pinned(PROXY) <= before, timeout=20),
          "client disconnecting while blocked: its pinned connection is freed",
          "before %d, now %d" % (before, pinned(PROXY)))
     run_pattern("streams with a consumer group", p_streams, {
         "group_create": True, "xadd": "1-1",
         "xreadgroup_woken": [["st:orders", [("1-1", {"item": "book"})]]],
-        "xreadgroup_woken_time": between(0.2, 2.5),
+        "xreadgroup_blocked": True,
         "xreadgroup_more": [["st:orders", [("2-1", {"item": "pen"})]]],
         "xpending": {"pending": 2, "min": "1-1", "max": "2-1", "consumers": [{"name": "c1", "pending": 2}]},
         "xclaim": [("1-1", {"item": "book"})],
@@ -1070,20 +1072,22 @@ def admin_commands():
 
 def pinned_cap():
     """--upstream-max-pinned 2: a third pinned client gets an -ERR at once."""
-    cs = [RawConn(PROXY_CAP, timeout=3) for _ in range(4)]
+    cs = [RawConn(PROXY_CAP, timeout=20) for _ in range(4)]
     try:
         T.is_(cs[0].cmd("MULTI"), "OK", "pinned cap: first client's MULTI")
         T.is_(cs[1].cmd("MULTI"), "OK", "pinned cap: second client's MULTI")
-        t0 = time.monotonic()
         try:
             third = cs[2].cmd("MULTI")
         except Exception as e:  # noqa: BLE001
             third = repr(e)
-        took = time.monotonic() - t0
         T.ok(isinstance(third, RespError) and third.text.startswith("ERR")
              and "upstream-max-pinned" in third.text,
              "pinned cap: the third client's MULTI gets an -ERR naming upstream-max-pinned", "got %r" % (third,))
-        T.ok(took < 1.0, "pinned cap: the refusal does not wait", "took %.2fs" % took)
+        # nothing lets a pin go before the two transactions end below: a
+        # refusal that waited for one would not have come yet
+        held = pinned(PROXY_CAP)
+        T.ok(held == 2, "pinned cap: the refusal does not wait (both pins still held when it came)",
+             "hotproxy_pinned_connections=%d" % held)
         try:
             blpop = cs[3].cmd("BLPOP", "cap:q", 5)
         except Exception as e:  # noqa: BLE001
@@ -1094,7 +1098,7 @@ def pinned_cap():
         T.is_(cs[0].cmd("INCR", "cap:n"), "QUEUED", "pinned cap: first client's transaction is intact")
         T.is_(cs[0].cmd("EXEC"), [1], "pinned cap: first client's EXEC")
         T.is_(cs[1].cmd("DISCARD"), "OK", "pinned cap: second client's DISCARD")
-        T.ok(wait_until(lambda: pinned(PROXY_CAP) == 0, timeout=3), "pinned cap: both pinned connections freed")
+        T.ok(wait_until(lambda: pinned(PROXY_CAP) == 0, timeout=20), "pinned cap: both pinned connections freed")
         T.is_(cs[2].cmd("MULTI"), "OK", "pinned cap: once freed, the third client's MULTI works")
         T.is_(cs[2].cmd("EXEC"), [], "pinned cap: and its EXEC")
     finally:

@@ -46,7 +46,7 @@ def transcript(port):
 
     def push(label):
         try:
-            out.append((label, a.read(timeout=3)[1]))
+            out.append((label, a.read(timeout=20)[1]))
         except Exception as e:  # noqa: BLE001 recorded, compared, reported
             out.append((label, ("no frame: %r" % e).encode()))
 
@@ -158,7 +158,7 @@ def main():
         T.ok(got == ref, "RESP3 through hotproxy: %s, byte-identical to redis" % label,
              "hotproxy: %r" % got[:300], "redis:    %r" % ref[:300])
     T.is_(len(mine), len(theirs), "RESP3 transcripts have the same length")
-    T.ok(wait_until(lambda: pinned(PROXY) == 0, timeout=3), "RESP3 session: no pinned connection left",
+    T.ok(wait_until(lambda: pinned(PROXY) == 0, timeout=20), "RESP3 session: no pinned connection left",
          "hotproxy_pinned_connections=%d" % pinned(PROXY))
 
     # A RESP3 client that disconnects while blocked frees its connection, and
@@ -170,16 +170,16 @@ def main():
         b = RawConn(port)
         b.cmd("HELLO", "3")
         b.send("BLPOP", "r3:orphan", 10)
-        T.ok(wait_until(lambda: blocked_clients(UP) == base + 1, timeout=3),
+        T.ok(wait_until(lambda: blocked_clients(UP) == base + 1, timeout=20),
              "RESP3 BLPOP through %s blocks in redis" % name)
         b.close()
-        T.ok(wait_until(lambda: blocked_clients(UP) == base, timeout=3),
+        T.ok(wait_until(lambda: blocked_clients(UP) == base, timeout=20),
              "RESP3 client gone while blocked (%s): redis no longer blocks for it" % name)
         w.cmd("RPUSH", "r3:orphan", "x")
         time.sleep(0.1)
         T.is_(w.cmd("LLEN", "r3:orphan"), 1, "RESP3 client gone while blocked (%s): a later element stays" % name)
         w.close()
-    T.ok(wait_until(lambda: pinned(PROXY) == 0, timeout=3),
+    T.ok(wait_until(lambda: pinned(PROXY) == 0, timeout=20),
          "RESP3 client gone while blocked: hotproxy's pinned connection is freed")
 
     # HELLO 3 AUTH against the proxy with users.

@@ -174,7 +174,19 @@ export async function pinned(port) {
   return m ? Number(m[1]) : -1;
 }
 
-export async function waitUntil(fn, timeoutMs = 3000) {
+/** Clients blocked in the Redis on port (INFO clients). */
+export async function blockedClients(port) {
+  const m = /blocked_clients:(\d+)/.exec(await rawCommand(port, ['INFO', 'clients']));
+  return m ? Number(m[1]) : -1;
+}
+
+/** Wait until the Redis on port counts more blocked clients than base: a
+ * blocking command sent just before is blocked there, not merely sent. */
+export async function blockedBeyond(port, base) {
+  return Boolean(await waitUntil(async () => (await blockedClients(port)) > base));
+}
+
+export async function waitUntil(fn, timeoutMs = 20000) {
   const end = Date.now() + timeoutMs;
   let v = await fn();
   while (!v && Date.now() < end) {
