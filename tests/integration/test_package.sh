@@ -33,7 +33,6 @@ skip() { # skip COUNT WHY
 tmp=$(mktemp -d)
 installed=0
 hp_pid=
-redis_pid=
 stop_pid() {
     if [[ -n $1 ]] && kill -0 "$1" 2>/dev/null; then
         kill -KILL "$1" 2>/dev/null
@@ -42,7 +41,7 @@ stop_pid() {
 }
 cleanup() {
     stop_pid "$hp_pid"
-    stop_pid "$redis_pid"
+    launch_stop
     if ((installed)); then
         echo "# cleanup: purging the hotproxy package this test installed"
         timeout 60 dpkg --purge hotproxy >/dev/null 2>&1
@@ -229,11 +228,7 @@ unit_user=$(sed -n 's/^User=//p' "$iunit")
 [[ ${#cmd[@]} -ge 1 && -x ${cmd[0]} && -n $unit_user ]]
 ok $? "the installed unit's ExecStart (${cmd[*]}) names an installed executable, User=$unit_user"
 
-rport=$(free_port)
-redis-server --bind 127.0.0.1 --port "$rport" --save '' --appendonly no --daemonize no \
-    >"$tmp/redis.log" 2>&1 &
-redis_pid=$!
-wait_for 20 pong "$rport"
+launch "redis redis" && rport=$redis_port && wait_for 20 pong "$rport"
 ok $? "redis-server answers on 127.0.0.1:$rport"
 
 # As the unit runs it: its user and group, no new privileges, its command line.
