@@ -884,3 +884,51 @@ void px_clients_free_all(px_clients *s)
         free(r);
     }
 }
+
+static char *dupn(const char *p, size_t n)
+{
+    char *s = malloc(n + 1);
+    if (!s) abort();
+    memcpy(s, p, n);
+    s[n] = '\0';
+    return s;
+}
+
+void px_client_login(px_client *c, const char *user, size_t len)
+{
+    c->authenticated = 1;
+    free(c->user);
+    c->user = dupn(user, len);
+}
+
+void px_client_set_name(px_client *c, const char *name, size_t len)
+{
+    free(c->name);
+    c->name = len ? dupn(name, len) : NULL;
+}
+
+void px_client_set_lib(px_client *c, int which, const char *v, size_t len)
+{
+    char **slot = which ? &c->lib_ver : &c->lib_name;
+    free(*slot);
+    *slot = dupn(v, len);
+}
+
+void px_client_reset(px_client *c)
+{
+    px_client_drop_pinned(c);
+    px_client_multi_reset(c);
+    c->track_redir = 0;
+    c->state = 0;
+    c->nblocking = 0;
+    c->markers = 0;
+    c->db = 0;
+    c->proto = 2;
+    c->reply_mode = 0;
+    free(c->name);
+    c->name = NULL;
+    c->authenticated = !px_config_auth_required(c->set->core->cfg);
+    free(c->user);
+    c->user = strdup("default");
+    if (!c->user) abort();
+}

@@ -296,6 +296,27 @@ static inline int px_client_in_multi(const px_client *c) { return (c->state & PX
  */
 void px_client_multi_note(px_client *c, const char *keys, size_t len, int flush, int barrier);
 void px_client_multi_take(px_client *c, px_buf *keys, int *flush, int *barrier);
+/*
+ * What the commands hotproxy answers itself change about a client: who it
+ * is (AUTH), its name and library (CLIENT SETNAME / SETINFO, HELLO's
+ * SETNAME; len 0: no name), its protocol (HELLO) and database (SELECT),
+ * whether replies are sent (CLIENT REPLY: 0 on, 1 off, 2 skip the next),
+ * where its CLIENT TRACKING redirects (a hotproxy client id, 0 none), a
+ * redirect waiting once for its target's Redis id, and RESET, which
+ * returns it to a new connection's state (dropping its pinned connection
+ * and its MULTI).  px_client_close_after_reply: QUIT, CLIENT KILL of itself.
+ */
+void px_client_login(px_client *c, const char *user, size_t len);
+void px_client_set_name(px_client *c, const char *name, size_t len);
+void px_client_set_lib(px_client *c, int which /* 0 lib-name, 1 lib-ver */, const char *v, size_t len);
+static inline void px_client_set_proto(px_client *c, int proto) { c->proto = proto; }
+static inline void px_client_select(px_client *c, int db) { c->db = db; }
+static inline void px_client_set_reply_mode(px_client *c, int mode) { c->reply_mode = mode; }
+static inline void px_client_set_track_redirect(px_client *c, uint64_t id) { c->track_redir = id; }
+static inline void px_client_set_redirect_wait(px_client *c, int on) { c->redirect_wait = on; }
+static inline void px_client_close_after_reply(px_client *c) { c->flags |= PX_CLIENT_CLOSE_AFTER_REPLY; }
+void px_client_reset(px_client *c);
+
 /* A marker behind what c sent on its pinned connection u: its next command
  * waits until every frame before it is in (see px_dispatch.c). */
 void px_client_marker(px_client *c, struct px_upstream *u);

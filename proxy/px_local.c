@@ -283,9 +283,7 @@ static int authenticate(px_client *c, const char *user, size_t ulen, const char 
     /* with no password at all, "default" is open unless users are defined */
     int ok = u ? px_config_user_check(u, pass, plen) : eq(user, ulen, "default") && cfg->nusers == 0;
     if (ok) {
-        c->authenticated = 1;
-        free(c->user);
-        c->user = dupn(user, ulen);
+        px_client_login(c, user, ulen);
     } else {
         /* never the password */
         px_log_verbose(&s->core.log, "Client id=%llu addr=%s: authentication failed for user '%.*s'",
@@ -374,10 +372,7 @@ static int do_hello(px_client *c, px_req *r, int argc, const char *const *argv, 
         px_client_reply_error(r, "ERR Client names cannot contain spaces, newlines or special characters.");
         return 1;
     }
-    if (setname) {
-        free(c->name);
-        c->name = setnamelen ? dupn(setname, setnamelen) : NULL;
-    }
+    if (setname) px_client_set_name(c, setname, setnamelen);
     if (c->pinned && c->pinned->proto != ver) {
         /* its own connection must speak the same protocol */
         char cmd[40];
@@ -385,7 +380,7 @@ static int do_hello(px_client *c, px_req *r, int argc, const char *const *argv, 
         px_upstream_send_internal(c->pinned, cmd, (size_t)n, hello_internal_done, NULL);
         c->pinned->proto = (int)ver;
     }
-    c->proto = (int)ver;
+    px_client_set_proto(c, (int)ver);
 
     px_route_args a = {r->cmd, argc, argv, argvlen};
     px_pool *pool = px_router_route(s->router, &a);
@@ -423,7 +418,7 @@ static int do_select(px_client *c, px_req *r, int argc, const char *const *argv,
     if (c->pinned) {
         /* Redis does it on the client's own connection, and queues it in
          * MULTI: its error, if any, belongs in EXEC's reply */
-        if (valid) c->db = (int)db;
+        if (valid) px_client_select(c, (int)db);
         return 0;
     }
     if (!isint) {
@@ -433,7 +428,7 @@ static int do_select(px_client *c, px_req *r, int argc, const char *const *argv,
     } else if (!valid) {
         px_client_reply_error(r, "ERR DB index is out of range");
     } else {
-        c->db = (int)db;
+        px_client_select(c, (int)db);
         reply_ok(r);
     }
     return 1;
@@ -441,20 +436,7 @@ static int do_select(px_client *c, px_req *r, int argc, const char *const *argv,
 
 static int do_reset(px_client *c, px_req *r)
 {
-    px_client_drop_pinned(c);
-    px_client_multi_reset(c);
-    c->track_redir = 0;
-    c->state = 0;
-    c->nblocking = 0;
-    c->markers = 0;
-    c->db = 0;
-    c->proto = 2;
-    c->reply_mode = 0;
-    free(c->name);
-    c->name = NULL;
-    c->authenticated = !px_config_auth_required(c->set->core->cfg);
-    free(c->user);
-    c->user = strdup("default");
+    px_client_reset(c);
     r->silent = 0;
     px_client_reply(r, "+RESET\r\n", 8);
     return 1;
@@ -570,7 +552,7 @@ static void client_list(px_client *c, px_req *r, int argc, const char *const *ar
 
 static void kill_one(px_client *c, px_client *o)
 {
-    if (o == c) c->flags |= PX_CLIENT_CLOSE_AFTER_REPLY;
+    if (o == c) px_client_close_after_reply(c);
     else px_client_close(o, "CLIENT KILL");
 }
 
@@ -720,8 +702,7 @@ static int client_setname(LOCAL_ARGS)
         px_client_reply_error(r, "ERR Client names cannot contain spaces, newlines or special characters.");
         return 1;
     }
-    free(c->name);
-    c->name = argvlen[2] ? dupn(argv[2], argvlen[2]) : NULL;
+    px_client_set_name(c, argv[2], argvlen[2]);
     reply_ok(r);
     return 1;
 }
@@ -735,11 +716,9 @@ static int client_setinfo(LOCAL_ARGS)
         return 1;
     }
     if (eq(argv[2], argvlen[2], "lib-name")) {
-        free(c->lib_name);
-        c->lib_name = dupn(argv[3], argvlen[3]);
+        px_client_set_lib(c, 0, argv[3], argvlen[3]);
     } else if (eq(argv[2], argvlen[2], "lib-ver")) {
-        free(c->lib_ver);
-        c->lib_ver = dupn(argv[3], argvlen[3]);
+        px_client_set_lib(c, 1, argv[3], argvlen[3]);
     } else {
         px_client_reply_error(r, "ERR Unrecognized option '%.*s'", (int)(argvlen[2] > 32 ? 32 : argvlen[2]), argv[2]);
         return 1;
@@ -774,11 +753,11 @@ static int client_reply(LOCAL_ARGS)
 {
     (void)argc;
     if (eq(argv[2], argvlen[2], "on")) {
-        c->reply_mode = 0;
+        px_client_set_reply_mode(c, 0);
         r->silent = 0;
         reply_ok(r);
     } else if (eq(argv[2], argvlen[2], "off") || eq(argv[2], argvlen[2], "skip")) {
-        c->reply_mode = eq(argv[2], argvlen[2], "off") ? 1 : 2;
+        px_client_set_reply_mode(c, eq(argv[2], argvlen[2], "off") ? 1 : 2);
         r->silent = 1;
         reply_ok(r);
     } else {
@@ -1015,12 +994,12 @@ int px_local_tracking_ready(px_client *c, int argc, const char *const *argv, con
     px_client *o = at < 0 ? NULL : client_by_id(c->set->owner, argv[at], argvlen[at]);
     const char *err = NULL;
     if (!o || px_client_pin_redirect_target(o, &err) != 0 || o->pinned->redis_id || c->redirect_wait) {
-        c->redirect_wait = 0; /* px_local_tracking answers, or sends it */
+        px_client_set_redirect_wait(c, 0); /* px_local_tracking answers, or sends it */
         return 1;
     }
     /* A connection just opened for the target: its CLIENT ID, asked first
      * thing, is on the way; the marker after it says when it is in. */
-    c->redirect_wait = 1;
+    px_client_set_redirect_wait(c, 1);
     redirect_wait *w = malloc(sizeof(*w));
     if (!w) abort();
     w->set = c->set;
@@ -1043,7 +1022,7 @@ int px_local_tracking(px_client *c, px_req *r, int argc, const char *const *argv
         px_client_reply_error(r, "ERR The client ID you want redirect to does not exist");
         return -1;
     }
-    if (argc >= 3 && eq(argv[2], argvlen[2], "on")) c->track_redir = o->id;
+    if (argc >= 3 && eq(argv[2], argvlen[2], "on")) px_client_set_track_redirect(c, o->id);
     char id[24];
     snprintf(id, sizeof(id), "%lld", o->pinned->redis_id);
     px_buf_appendf(&c->rewrite, "*%d\r\n", argc);
@@ -1071,7 +1050,7 @@ static int do_echo(LOCAL_ARGS)
 static int do_quit(LOCAL_ARGS)
 {
     (void)argc, (void)argv, (void)argvlen;
-    c->flags |= PX_CLIENT_CLOSE_AFTER_REPLY;
+    px_client_close_after_reply(c);
     r->silent = 0;
     reply_ok(r);
     return 1;
