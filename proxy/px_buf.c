@@ -76,3 +76,12 @@ void px_buf_clear(px_buf *b, size_t keep)
         b->cap = 0;
     }
 }
+
+char *px_memdup0(const void *p, size_t n)
+{
+    char *d = malloc(n + 1);
+    if (!d) abort();
+    memcpy(d, p, n);
+    d[n] = '\0';
+    return d;
+}

@@ -25,6 +25,8 @@ char *px_buf_reserve(px_buf *b, size_t n);
 void px_buf_append(px_buf *b, const void *p, size_t n);
 void px_buf_appendf(px_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void px_buf_consume(px_buf *b, size_t n);
+/* A NUL-terminated copy of n bytes (which may hold NULs themselves). */
+char *px_memdup0(const void *p, size_t n);
 /* Drop everything; keep the allocation unless it is larger than keep bytes. */
 void px_buf_clear(px_buf *b, size_t keep);
 

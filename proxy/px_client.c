@@ -885,33 +885,25 @@ void px_clients_free_all(px_clients *s)
     }
 }
 
-static char *dupn(const char *p, size_t n)
-{
-    char *s = malloc(n + 1);
-    if (!s) abort();
-    memcpy(s, p, n);
-    s[n] = '\0';
-    return s;
-}
 
 void px_client_login(px_client *c, const char *user, size_t len)
 {
     c->authenticated = 1;
     free(c->user);
-    c->user = dupn(user, len);
+    c->user = px_memdup0(user, len);
 }
 
 void px_client_set_name(px_client *c, const char *name, size_t len)
 {
     free(c->name);
-    c->name = len ? dupn(name, len) : NULL;
+    c->name = len ? px_memdup0(name, len) : NULL;
 }
 
 void px_client_set_lib(px_client *c, int which, const char *v, size_t len)
 {
     char **slot = which ? &c->lib_ver : &c->lib_name;
     free(*slot);
-    *slot = dupn(v, len);
+    *slot = px_memdup0(v, len);
 }
 
 void px_client_reset(px_client *c)

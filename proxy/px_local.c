@@ -257,14 +257,6 @@ static int arity_error(px_req *r, const px_command *cmd)
     return 1;
 }
 
-static char *dupn(const char *p, size_t n)
-{
-    char *d = malloc(n + 1);
-    if (!d) abort();
-    memcpy(d, p, n);
-    d[n] = '\0';
-    return d;
-}
 
 /* Redis' rule for client names: printable, no spaces. */
 static int valid_name(const char *p, size_t n)
@@ -934,7 +926,7 @@ static int admin_config(LOCAL_ARGS)
     } else if (eq(sub, sublen, "set") && argc == 5) {
         char name[64], err[512];
         snprintf(name, sizeof(name), "%.*s", (int)(argvlen[3] > 63 ? 63 : argvlen[3]), argv[3]);
-        char *value = dupn(argv[4], argvlen[4]);
+        char *value = px_memdup0(argv[4], argvlen[4]);
         if (!px_config_is_directive(name)) {
             px_client_reply_error(r, "ERR Unknown option '%s'", name);
         } else if (px_config_restart_only(name)) {
