@@ -25,3 +25,44 @@ diag() { sed 's/^/# /'; }
 free_port() {
     "${TAP_PYTHON:-python3}" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
+
+# launch SPEC...: start Redis servers through the harness' launcher (one
+# process for all the SPECs; see tests/integration/hx_launch.c for them,
+# e.g. launch "redis up" "sentinel s replicas=1"), and set the variables it
+# prints (up_port, up_pid, up_log, s_master_port, ...).  Its diagnostics
+# come out as TAP comments.  Status 1 when something did not start.
+# The launcher runs until its stdin -- a pipe only this shell holds -- closes:
+# launch_stop, or this shell's exit, however it ends.  One launch per script.
+# Needs $src; the launcher is $HOTPROXY_BUILD/tests/integration/hx_launch.
+launch() {
+    local exe=${HOTPROXY_BUILD:-$src/build}/tests/integration/hx_launch line
+    if [[ ! -x $exe ]]; then
+        echo "# no launcher at $exe (build the tests first)"
+        return 1
+    fi
+    coproc HX_LAUNCH { exec "$exe" "$@"; }
+    # bash closes a coproc's fds once it has reaped it: read from a copy, so
+    # a launcher that failed and exited still has its last words read
+    local out
+    exec {out}<&"${HX_LAUNCH[0]}"
+    while IFS= read -r -u "$out" line; do
+        if [[ $line == hx_ready=1 ]]; then
+            exec {out}<&-
+            return 0
+        elif [[ $line =~ ^([a-z_][a-z0-9_]*)=(.*)$ ]]; then
+            printf -v "${BASH_REMATCH[1]}" '%s' "${BASH_REMATCH[2]}"
+        else
+            echo "$line"
+        fi
+    done
+    exec {out}<&-
+    return 1
+}
+
+# launch_stop: stop what launch started, and wait until it has.
+launch_stop() {
+    [[ -n ${HX_LAUNCH_PID:-} ]] || return 0
+    local pid=$HX_LAUNCH_PID
+    exec {HX_LAUNCH[1]}>&-
+    wait "$pid" 2>/dev/null
+}

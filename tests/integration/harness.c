@@ -38,6 +38,9 @@ static char bin[PATH_MAX];
 static pid_t procs[MAX_PROCS];       /* every child still to reap */
 static unsigned watchdog_secs;
 
+static int ms_left(double deadline);
+static const char *info_value(const char *text, const char *field, char *out, size_t cap);
+
 /* --- buffers --------------------------------------------------------------- */
 
 void hx_buf_reserve(hx_buf *b, size_t n)
@@ -191,6 +194,45 @@ static void on_signal(int sig)
     _exit(128 + sig);
 }
 
+/* What every program that starts processes needs: limits, the temp dir, the
+ * cleanup handlers and the watchdog. */
+static void init_processes(unsigned watchdog_seconds)
+{
+    /* 1,000 clients need more descriptors than the usual soft limit; the
+     * children (hotproxy, redis-server) inherit this. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 16384) {
+        rl.rlim_cur = rl.rlim_max < 16384 ? rl.rlim_max : 16384;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+
+    const char *base = getenv("TMPDIR");
+    snprintf(tmpdir, sizeof(tmpdir), "%s/hotproxy-it-XXXXXX", base && *base ? base : "/tmp");
+    if (!mkdtemp(tmpdir)) {
+        perror("mkdtemp");
+        exit(255);
+    }
+    atexit(at_exit);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGALRM, SIGABRT};
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) sigaction(sigs[i], &sa, NULL);
+    signal(SIGPIPE, SIG_IGN); /* writes to a closed peer return EPIPE */
+    watchdog_secs = watchdog_seconds;
+    alarm(watchdog_seconds);
+}
+
+int hx_init_servers(unsigned watchdog_seconds)
+{
+    owner_pid = getpid();
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (system("command -v redis-server >/dev/null 2>&1") != 0) return -1;
+    init_processes(watchdog_seconds);
+    return 0;
+}
+
 void hx_init(unsigned watchdog_seconds)
 {
     owner_pid = getpid();
@@ -218,31 +260,7 @@ void hx_init(unsigned watchdog_seconds)
         skip_all(why);
     }
     if (system("command -v redis-server >/dev/null 2>&1") != 0) skip_all("redis-server is not installed");
-
-    /* 1,000 clients need more descriptors than the usual soft limit; the
-     * children (hotproxy, redis-server) inherit this. */
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 16384) {
-        rl.rlim_cur = rl.rlim_max < 16384 ? rl.rlim_max : 16384;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
-
-    const char *base = getenv("TMPDIR");
-    snprintf(tmpdir, sizeof(tmpdir), "%s/hotproxy-it-XXXXXX", base && *base ? base : "/tmp");
-    if (!mkdtemp(tmpdir)) {
-        perror("mkdtemp");
-        exit(255);
-    }
-    atexit(at_exit);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGALRM, SIGABRT};
-    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) sigaction(sigs[i], &sa, NULL);
-    signal(SIGPIPE, SIG_IGN); /* writes to a closed peer return EPIPE */
-    watchdog_secs = watchdog_seconds;
-    alarm(watchdog_seconds);
+    init_processes(watchdog_seconds);
 }
 
 int hx_free_port(void)
@@ -416,29 +434,431 @@ static int wait_ready(hx_proc *p, int timeout_ms)
     return -1;
 }
 
-int hx_redis_start(hx_proc *p, int port)
+static int file_contains(const char *path, const char *needle)
 {
+    FILE *f = fopen(path, "r");
+    char line[1024];
+    int found = 0;
+    while (f && !found && fgets(line, sizeof(line), f)) found = strstr(line, needle) != NULL;
+    if (f) fclose(f);
+    return found;
+}
+
+/* A free port for a cluster node: its bus port (+10000) must exist and be
+ * free too, so at most 55535. */
+static int cluster_free_port(void)
+{
+    for (int i = 0; i < 1000; i++) {
+        int pt = hx_free_port();
+        if (pt <= 0 || pt > 55535) continue;
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in sa;
+        memset(&sa, 0, sizeof(sa));
+        sa.sin_family = AF_INET;
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        sa.sin_port = htons((uint16_t)(pt + 10000));
+        int free_bus = fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+        if (fd >= 0) close(fd);
+        if (free_bus) return pt;
+    }
+    return -1;
+}
+
+/* A hiredis context to a data node, authenticated when it has a password;
+ * NULL without a diag (callers poll). */
+static redisContext *node_connect(int port, const char *password)
+{
+    struct timeval tv = {5, 0};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
+    if (!c || c->err) {
+        if (c) redisFree(c);
+        return NULL;
+    }
+    redisSetTimeout(c, tv);
+    if (password && *password) {
+        redisReply *r = redisCommand(c, "AUTH %s", password);
+        int authed = r && r->type == REDIS_REPLY_STATUS;
+        if (r) freeReplyObject(r);
+        if (!authed) {
+            redisFree(c);
+            return NULL;
+        }
+    }
+    return c;
+}
+
+/* Poll one INFO field of the node on port until it reads want. */
+static int node_info_wait(int port, const char *password, const char *section, const char *field,
+                          const char *want, int timeout_ms)
+{
+    double deadline = hx_now() + timeout_ms / 1000.0;
+    do {
+        redisContext *c = node_connect(port, password);
+        const char *v = c ? hx_info_get(c, section, field) : NULL;
+        int done = v && !strcmp(v, want);
+        if (c) redisFree(c);
+        if (done) return 0;
+        hx_sleep_ms(50);
+    } while (hx_now() < deadline);
+    return -1;
+}
+
+int hx_redis_start_opts(hx_proc *p, const hx_redis_opts *o)
+{
+    const char *base = o->name && *o->name ? o->name : "redis";
     for (int attempt = 0; attempt < 3; attempt++) {
-        int pt = port ? port : hx_free_port();
-        char portstr[16], name[48];
+        int pt = o->port ? o->port : hx_free_port();
+        char portstr[16], name[48], logfile[512], master[16], nodes[64];
         snprintf(portstr, sizeof(portstr), "%d", pt);
-        snprintf(name, sizeof(name), "redis-%d", pt);
-        char logfile[512];
+        snprintf(name, sizeof(name), "%.30s-%d", base, pt);
         snprintf(logfile, sizeof(logfile), "%s/%s.log", tmpdir, name);
-        const char *argv[] = {"redis-server", "--port", portstr, "--bind", "127.0.0.1", "--save", "",
-                              "--appendonly", "no", "--dir", tmpdir, "--daemonize", "no",
-                              "--logfile", logfile, NULL};
+        const char *argv[96] = {"redis-server", "--port", portstr, "--bind", "127.0.0.1", "--save", "",
+                                "--appendonly", "no", "--dir", tmpdir, "--daemonize", "no",
+                                "--logfile", logfile};
+        int n = 15;
+        if (o->password) {
+            argv[n++] = "--requirepass";
+            argv[n++] = o->password;
+            argv[n++] = "--masterauth";
+            argv[n++] = o->password;
+        }
+        if (o->replicaof) {
+            snprintf(master, sizeof(master), "%d", o->replicaof);
+            argv[n++] = "--replicaof";
+            argv[n++] = "127.0.0.1";
+            argv[n++] = master;
+        }
+        /* nodes share the temp dir: each its own cluster config file (a
+         * plain server never reads it) */
+        snprintf(nodes, sizeof(nodes), "nodes-%d.conf", pt);
+        argv[n++] = "--cluster-config-file";
+        argv[n++] = nodes;
+        for (int i = 0; o->extra && o->extra[i]; i++) {
+            if (n >= 95) {
+                diag("hx_redis_start_opts: too many extra arguments");
+                return -1;
+            }
+            argv[n++] = o->extra[i];
+        }
+        argv[n] = NULL;
         if (hx_spawn(p, name, argv) != 0) return -1;
         p->port = pt;
         snprintf(p->logfile, sizeof(p->logfile), "%s", logfile);
-        if (wait_ready(p, 10000) == 0) return 0;
+        if (wait_ready(p, 10000) == 0) {
+            if (!o->replicaof) return 0;
+            if (node_info_wait(pt, o->password, "replication", "master_link_status", "up", 20000) == 0) return 0;
+            diag("redis-server on port %d: no link to its master on %d within 20 s", pt, o->replicaof);
+            hx_diag_file(p->logfile, 4096);
+            hx_kill(p);
+            return -1; /* the master's trouble, not the port's */
+        }
         diag("redis-server on port %d did not start", pt);
         hx_diag_file(p->outfile, 4096);
         hx_diag_file(p->logfile, 4096);
         hx_kill(p);
-        if (port) break; /* a port the test chose: no retry elsewhere */
+        if (o->port) break; /* a port the test chose: no retry elsewhere */
+        /* another port helps only when someone took this one meanwhile */
+        if (!file_contains(p->logfile, "in use") && !file_contains(p->outfile, "in use")) break;
     }
     return -1;
+}
+
+int hx_redis_start(hx_proc *p, int port)
+{
+    hx_redis_opts o = {.port = port};
+    return hx_redis_start_opts(p, &o);
+}
+
+/* --- topologies ------------------------------------------------------------ */
+
+void hx_topo_stop(hx_topo *t, int timeout_ms)
+{
+    hx_proc *all[3 * HX_TOPO_MAX];
+    int n = 0;
+    for (int i = 0; i < t->nsentinels; i++) all[n++] = &t->sentinels[i];
+    for (int i = 0; i < t->nreplicas; i++) all[n++] = &t->replicas[i];
+    for (int i = 0; i < t->nmasters; i++) all[n++] = &t->masters[i];
+    for (int i = 0; i < n; i++)
+        if (all[i]->pid > 0) kill(all[i]->pid, SIGTERM);
+    double deadline = hx_now() + timeout_ms / 1000.0;
+    for (int i = 0; i < n; i++) {
+        if (all[i]->pid <= 0) continue;
+        if (hx_wait_exit(all[i], ms_left(deadline)) == -2) hx_kill(all[i]);
+    }
+}
+
+/* One redis-sentinel on a free port with its config file in the temp dir
+ * (Sentinel rewrites the file, so each has its own). */
+static int sentinel_spawn(hx_proc *p, const hx_topo *t, const hx_sentinel_opts *o, int quorum)
+{
+    for (int attempt = 0; attempt < 3; attempt++) {
+        int pt = hx_free_port();
+        char name[48], conf[600];
+        snprintf(name, sizeof(name), "sentinel-%d", pt);
+        snprintf(conf, sizeof(conf), "%s/%s.conf", tmpdir, name);
+        FILE *f = fopen(conf, "w");
+        if (!f) {
+            diag("sentinel: %s: %s", conf, strerror(errno));
+            return -1;
+        }
+        fprintf(f, "port %d\nbind 127.0.0.1\ndaemonize no\ndir %s\nlogfile %s/%s.log\n", pt, tmpdir, tmpdir, name);
+        fprintf(f, "sentinel monitor %s 127.0.0.1 %d %d\n", t->name, t->masters[0].port, quorum);
+        fprintf(f, "sentinel down-after-milliseconds %s %d\n", t->name, o->down_after_ms ? o->down_after_ms : 1000);
+        fprintf(f, "sentinel failover-timeout %s %d\n", t->name,
+                o->failover_timeout_ms ? o->failover_timeout_ms : 10000);
+        if (o->password) fprintf(f, "sentinel auth-pass %s %s\n", t->name, o->password);
+        fclose(f);
+        const char *argv[] = {"redis-sentinel", conf, NULL};
+        if (hx_spawn(p, name, argv) != 0) return -1;
+        p->port = pt;
+        snprintf(p->logfile, sizeof(p->logfile), "%s/%s.log", tmpdir, name);
+        if (wait_ready(p, 10000) == 0) return 0;
+        diag("redis-sentinel on port %d did not start", pt);
+        hx_diag_file(p->outfile, 4096);
+        hx_diag_file(p->logfile, 4096);
+        hx_kill(p);
+    }
+    return -1;
+}
+
+int hx_sentinel_start(hx_topo *t, const hx_sentinel_opts *o)
+{
+    memset(t, 0, sizeof(*t));
+    int ns = o->sentinels ? o->sentinels : 3;
+    int quorum = o->quorum ? o->quorum : ns / 2 + 1;
+    if (ns < 1 || ns > HX_TOPO_MAX || o->replicas < 0 || o->replicas > HX_TOPO_MAX || quorum < 1) {
+        diag("hx_sentinel_start: %d sentinels, %d replicas, quorum %d: out of range (at most %d each)", ns,
+             o->replicas, quorum, HX_TOPO_MAX);
+        return -1;
+    }
+    if (o->password && strlen(o->password) >= sizeof(t->password)) {
+        diag("hx_sentinel_start: the password is longer than %zu bytes", sizeof(t->password) - 1);
+        return -1;
+    }
+    snprintf(t->name, sizeof(t->name), "%s", o->name && *o->name ? o->name : "mymaster");
+    snprintf(t->password, sizeof(t->password), "%s", o->password ? o->password : "");
+    hx_redis_opts ro = {.password = o->password, .extra = o->extra, .name = "master"};
+    if (hx_redis_start_opts(&t->masters[0], &ro) != 0) goto fail;
+    t->nmasters = 1;
+    ro.name = "replica";
+    ro.replicaof = t->masters[0].port;
+    for (int i = 0; i < o->replicas; i++) {
+        if (hx_redis_start_opts(&t->replicas[i], &ro) != 0) goto fail;
+        t->replica_of[i] = 0;
+        t->nreplicas++;
+    }
+    for (int i = 0; i < ns; i++) {
+        if (sentinel_spawn(&t->sentinels[i], t, o, quorum) != 0) goto fail;
+        t->nsentinels++;
+    }
+    if (hx_sentinel_wait(t, 20000) == 0) return 0;
+fail:
+    hx_topo_stop(t, 5000);
+    return -1;
+}
+
+/* The value of a field in one entry of a SENTINEL SENTINELS / REPLICAS reply
+ * (a flat array of names and values), or "". */
+static const char *entry_field(const redisReply *e, const char *field)
+{
+    if (e->type != REDIS_REPLY_ARRAY) return "";
+    for (size_t i = 0; i + 1 < e->elements; i += 2)
+        if (e->element[i]->type == REDIS_REPLY_STRING && !strcmp(e->element[i]->str, field) &&
+            e->element[i + 1]->type == REDIS_REPLY_STRING)
+            return e->element[i + 1]->str;
+    return "";
+}
+
+/* How many entries of SENTINEL <what> <name> have exactly the flags want
+ * ("sentinel", "slave"); -1 when the command failed.  seen (cap bytes) gets
+ * a summary for the diag. */
+static int sentinel_count(redisContext *c, const char *what, const char *name, const char *want, char *seen,
+                          size_t cap)
+{
+    redisReply *r = redisCommand(c, "SENTINEL %s %s", what, name);
+    int good = -1;
+    if (r && r->type == REDIS_REPLY_ARRAY) {
+        good = 0;
+        size_t off = (size_t)snprintf(seen, cap, "%zu:", r->elements);
+        for (size_t i = 0; i < r->elements; i++) {
+            const char *flags = entry_field(r->element[i], "flags");
+            good += !strcmp(flags, want);
+            if (off < cap)
+                off += (size_t)snprintf(seen + off, cap - off, " %s:%s(%s)", entry_field(r->element[i], "ip"),
+                                        entry_field(r->element[i], "port"), flags);
+        }
+    } else {
+        snprintf(seen, cap, "%s", r && r->type == REDIS_REPLY_ERROR ? r->str : c->errstr);
+    }
+    if (r) freeReplyObject(r);
+    return good;
+}
+
+int hx_sentinel_wait(const hx_topo *t, int timeout_ms)
+{
+    double deadline = hx_now() + timeout_ms / 1000.0;
+    char seen_s[512] = "", seen_r[512] = "";
+    int which = 0;
+    for (int i = 0; i < t->nsentinels; i++) {
+        which = i;
+        int done = 0;
+        while (!done) {
+            redisContext *c = hx_redis(t->sentinels[i].port);
+            if (c) {
+                done = sentinel_count(c, "SENTINELS", t->name, "sentinel", seen_s, sizeof(seen_s)) ==
+                           t->nsentinels - 1 &&
+                       sentinel_count(c, "REPLICAS", t->name, "slave", seen_r, sizeof(seen_r)) == t->nreplicas;
+                redisFree(c);
+            }
+            if (done) break;
+            if (hx_now() >= deadline) goto timeout;
+            hx_sleep_ms(100);
+        }
+    }
+    return 0;
+timeout:
+    diag("sentinel on port %d after %d ms: sentinels %s; replicas %s (want %d and %d)", t->sentinels[which].port,
+         timeout_ms, seen_s, seen_r, t->nsentinels - 1, t->nreplicas);
+    hx_diag_file(t->sentinels[which].logfile, 2048);
+    return -1;
+}
+
+int hx_cluster_start(hx_topo *t, const hx_cluster_opts *o)
+{
+    memset(t, 0, sizeof(*t));
+    int nm = o->masters ? o->masters : 3, total = nm * (1 + o->replicas);
+    if (nm < 3 || o->replicas < 0 || total > HX_TOPO_MAX) {
+        diag("hx_cluster_start: %d masters x %d replicas: redis-cli --cluster create needs at least 3 masters, "
+             "and this harness keeps at most %d nodes",
+             nm, o->replicas, HX_TOPO_MAX);
+        return -1;
+    }
+    snprintf(t->name, sizeof(t->name), "cluster");
+    /* started as masters[0..total); sorted into masters and replicas once
+     * redis-cli has decided which is which */
+    hx_proc nodes[HX_TOPO_MAX];
+    const char *extra[64];
+    int ne = 0;
+    extra[ne++] = "--cluster-enabled";
+    extra[ne++] = "yes";
+    for (int i = 0; o->extra && o->extra[i] && ne < 63; i++) extra[ne++] = o->extra[i];
+    extra[ne] = NULL;
+    hx_redis_opts ro = {.extra = extra, .name = "node"};
+    for (int i = 0; i < total; i++) {
+        int started = -1;
+        for (int attempt = 0; attempt < 3 && started != 0; attempt++) {
+            ro.port = cluster_free_port();
+            if (ro.port < 0) break;
+            started = hx_redis_start_opts(&t->masters[i], &ro);
+            if (started != 0 && !file_contains(t->masters[i].logfile, "in use")) break;
+        }
+        if (started != 0) goto fail;
+        t->nmasters++;
+    }
+
+    char addrs[HX_TOPO_MAX][32], reps[16];
+    const char *argv[HX_TOPO_MAX + 8];
+    int n = 0;
+    argv[n++] = "redis-cli";
+    argv[n++] = "--cluster";
+    argv[n++] = "create";
+    for (int i = 0; i < total; i++) {
+        snprintf(addrs[i], sizeof(addrs[i]), "127.0.0.1:%d", t->masters[i].port);
+        argv[n++] = addrs[i];
+    }
+    snprintf(reps, sizeof(reps), "%d", o->replicas);
+    argv[n++] = "--cluster-replicas";
+    argv[n++] = reps;
+    argv[n++] = "--cluster-yes";
+    argv[n] = NULL;
+    hx_proc cli;
+    if (hx_spawn(&cli, "cluster-create", argv) != 0) goto fail;
+    int st = hx_wait_exit(&cli, 60000);
+    if (st == -2) hx_kill(&cli);
+    if (st != 0) {
+        diag("redis-cli --cluster create failed (status %d)", st);
+        hx_diag_file(cli.outfile, 4096);
+        goto fail;
+    }
+
+    /* sort by role: masters first, each replica pointing at its master */
+    memcpy(nodes, t->masters, sizeof(hx_proc) * (size_t)total);
+    int master_port[HX_TOPO_MAX], is_replica[HX_TOPO_MAX];
+    for (int i = 0; i < total; i++) {
+        redisContext *c = hx_redis(nodes[i].port);
+        const char *role = c ? hx_info_get(c, "replication", "role") : NULL;
+        const char *mp = c ? hx_info_get(c, "replication", "master_port") : NULL;
+        is_replica[i] = role && !strcmp(role, "slave");
+        master_port[i] = mp ? atoi(mp) : 0;
+        if (c) redisFree(c);
+        if (!role) {
+            diag("cluster node on port %d does not say its role", nodes[i].port);
+            goto fail;
+        }
+    }
+    memset(t->masters, 0, sizeof(t->masters));
+    t->nmasters = 0;
+    for (int i = 0; i < total; i++)
+        if (!is_replica[i]) t->masters[t->nmasters++] = nodes[i];
+    for (int i = 0; i < total; i++) {
+        if (!is_replica[i]) continue;
+        int m = 0;
+        while (m < t->nmasters && t->masters[m].port != master_port[i]) m++;
+        t->replica_of[t->nreplicas] = m < t->nmasters ? m : -1;
+        t->replicas[t->nreplicas++] = nodes[i];
+    }
+    if (t->nmasters != nm) {
+        diag("redis-cli made %d masters of %d nodes, not %d", t->nmasters, total, nm);
+        goto fail;
+    }
+    if (hx_cluster_wait(t, 30000) == 0) return 0;
+fail:
+    hx_topo_stop(t, 5000);
+    return -1;
+}
+
+int hx_cluster_wait(const hx_topo *t, int timeout_ms)
+{
+    double deadline = hx_now() + timeout_ms / 1000.0;
+    int total = t->nmasters + t->nreplicas;
+    char known[16];
+    snprintf(known, sizeof(known), "%d", total);
+    for (int i = 0; i < total; i++) {
+        const hx_proc *p = i < t->nmasters ? &t->masters[i] : &t->replicas[i - t->nmasters];
+        int done = 0;
+        char state[64] = "", seen[256] = "(no answer)";
+        while (!done) {
+            redisContext *c = hx_redis(p->port);
+            redisReply *r = c ? redisCommand(c, "CLUSTER INFO") : NULL;
+            if (r && r->type == REDIS_REPLY_STRING) {
+                char a[64], b[64], d[64];
+                const char *st = info_value(r->str, "cluster_state", state, sizeof(state));
+                const char *as = info_value(r->str, "cluster_slots_assigned", a, sizeof(a));
+                const char *ok = info_value(r->str, "cluster_slots_ok", b, sizeof(b));
+                const char *kn = info_value(r->str, "cluster_known_nodes", d, sizeof(d));
+                snprintf(seen, sizeof(seen), "cluster_state:%s slots_assigned:%s slots_ok:%s known_nodes:%s",
+                         st ? st : "?", as ? as : "?", ok ? ok : "?", kn ? kn : "?");
+                done = st && !strcmp(st, "ok") && as && !strcmp(as, "16384") && ok && !strcmp(ok, "16384") && kn &&
+                       !strcmp(kn, known);
+                if (done && i >= t->nmasters) {
+                    const char *link = hx_info_get(c, "replication", "master_link_status");
+                    done = link && !strcmp(link, "up");
+                    if (!done) snprintf(seen, sizeof(seen), "master_link_status:%s", link ? link : "?");
+                }
+            }
+            if (r) freeReplyObject(r);
+            if (c) redisFree(c);
+            if (done) break;
+            if (hx_now() >= deadline) {
+                diag("cluster node on port %d after %d ms: %s (want ok, 16384 slots, %d nodes)", p->port,
+                     timeout_ms, seen, total);
+                hx_diag_file(p->logfile, 2048);
+                return -1;
+            }
+            hx_sleep_ms(100);
+        }
+    }
+    return 0;
 }
 
 int hx_proxy_startv(hx_proc *p, int port, int upstream_port, const char *const *extra)

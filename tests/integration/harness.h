@@ -66,6 +66,10 @@ void hx_buf_free(hx_buf *b);
 /* Set the watchdog (alarm), cleanup handlers, RLIMIT_NOFILE and the temp dir;
  * skip_all() when redis-server or the hotproxy binary is missing. */
 void hx_init(unsigned watchdog_seconds);
+/* The same for a program that starts only Redis processes (hx_launch): no
+ * hotproxy binary needed, no TAP plan printed; -1 when redis-server is
+ * missing. */
+int hx_init_servers(unsigned watchdog_seconds);
 const char *hx_tmpdir(void);
 const char *hx_bin(void);    /* the hotproxy binary under test */
 double hx_now(void);         /* monotonic seconds */
@@ -86,8 +90,86 @@ typedef struct hx_proc {
 } hx_proc;
 
 /* redis-server --port P --bind 127.0.0.1 --save '' --appendonly no --dir TMP
- * --daemonize no; returns once it answers PING.  port 0 picks one. */
+ * --daemonize no; returns once it answers PING.  port 0 picks one.  The
+ * same as hx_redis_start_opts with only .port set. */
 int hx_redis_start(hx_proc *p, int port);
+
+/* --- Redis topologies --------------------------------------------------------
+ * The one place that starts redis-server and redis-sentinel: the C tests call
+ * these, the shell tests reach them through hx_launch (tests/tap.sh launch).
+ * Everything binds 127.0.0.1 on a free port, keeps its files in the temp dir
+ * and is killed at exit like every other process here. */
+
+typedef struct hx_redis_opts {
+    int port;                  /* 0 picks a free one */
+    int replicaof;             /* a master's port: start as its replica and
+                                * return once master_link_status is up */
+    const char *password;      /* requirepass and masterauth (NULL: none) */
+    const char *const *extra;  /* more redis-server arguments, NULL-terminated:
+                                * {"--maxmemory", "1mb", NULL} */
+    const char *name;          /* its files are TMP/<name>-<port>.*; "redis" */
+} hx_redis_opts;
+
+/* Start a redis-server and return once it answers PING (NOAUTH counts), and
+ * with .replicaof once its link to the master is up. */
+int hx_redis_start_opts(hx_proc *p, const hx_redis_opts *o);
+
+#define HX_TOPO_MAX 12
+
+/* What a topology start started.  Cluster replicas are told apart from
+ * masters by asking each node after redis-cli made them; replica_of[i] is
+ * the index in masters[] that replicas[i] follows. */
+typedef struct hx_topo {
+    char name[64];             /* the Sentinel master name */
+    char password[64];         /* what AUTH needs on the data nodes, or "" */
+    int nmasters, nreplicas, nsentinels;
+    hx_proc masters[HX_TOPO_MAX];
+    hx_proc replicas[HX_TOPO_MAX];
+    int replica_of[HX_TOPO_MAX];
+    hx_proc sentinels[HX_TOPO_MAX];
+} hx_topo;
+
+/* One master, its replicas, and Sentinels monitoring it with a config file
+ * written in the temp dir:  sentinel monitor <name> 127.0.0.1 <port> <quorum>,
+ * down-after-milliseconds, failover-timeout, auth-pass when password is set
+ * (the master and replicas then have requirepass and masterauth). */
+typedef struct hx_sentinel_opts {
+    const char *name;          /* the master name; "mymaster" when NULL */
+    int replicas;              /* 0.. */
+    int sentinels;             /* 1..HX_TOPO_MAX; 0 means 3 */
+    int quorum;                /* 0 means a majority of the Sentinels */
+    int down_after_ms;         /* 0 means 1000 */
+    int failover_timeout_ms;   /* 0 means 10000 */
+    const char *password;
+    const char *const *extra;  /* more redis-server arguments for master and replicas */
+} hx_sentinel_opts;
+
+/* Start it all and return once hx_sentinel_wait says the Sentinels are
+ * ready (20 s); on failure everything started is stopped. */
+int hx_sentinel_start(hx_topo *t, const hx_sentinel_opts *o);
+/* Poll every Sentinel until SENTINEL SENTINELS lists all the others and
+ * SENTINEL REPLICAS all the replicas, each with plain flags (no s_down,
+ * disconnected); 0 when they did within timeout_ms, -1 (and diag) if not. */
+int hx_sentinel_wait(const hx_topo *t, int timeout_ms);
+
+/* A Redis Cluster: masters x (1 + replicas) nodes with cluster-enabled yes,
+ * joined by redis-cli --cluster create ... --cluster-replicas R --cluster-yes. */
+typedef struct hx_cluster_opts {
+    int masters;               /* 3..HX_TOPO_MAX (redis-cli's minimum); 0 means 3 */
+    int replicas;              /* per master */
+    const char *const *extra;  /* more redis-server arguments for every node */
+} hx_cluster_opts;
+
+/* Start it and return once hx_cluster_wait says it is whole (30 s); on
+ * failure everything started is stopped. */
+int hx_cluster_start(hx_topo *t, const hx_cluster_opts *o);
+/* Poll every node until CLUSTER INFO says cluster_state:ok with all 16384
+ * slots assigned and ok and every node known, and each replica's link to
+ * its master is up; 0 when that held within timeout_ms, -1 (and diag). */
+int hx_cluster_wait(const hx_topo *t, int timeout_ms);
+
+/* SIGTERM everything in t at once, then reap (SIGKILL after timeout_ms). */
+void hx_topo_stop(hx_topo *t, int timeout_ms);
 
 /* $HOTPROXY_BIN --port P --upstream 127.0.0.1:UP --logfile TMP/... [extra...]
  * with extra a NULL-terminated list; returns once it answers PING.  port 0

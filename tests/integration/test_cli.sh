@@ -38,6 +38,7 @@ cleanup() {
     done
     # a daemonized hotproxy is not our child: find it by its pidfile
     if [[ -s $tmp/daemon.pid ]]; then kill -KILL "$(cat "$tmp/daemon.pid")" 2>/dev/null; fi
+    launch_stop # before the wait below, which would wait for it too
     wait 2>/dev/null
     rm -rf "$tmp"
 }
@@ -86,14 +87,6 @@ stop() {
     stop_status=killed
 }
 
-start_redis() { # start_redis PORT; sets redis_pid
-    redis-server --port "$1" --bind 127.0.0.1 --save '' --appendonly no --dir "$tmp" --daemonize no \
-        --logfile "$tmp/redis-$1.log" >"$tmp/redis-$1.out" 2>&1 &
-    redis_pid=$!
-    pids+=("$redis_pid")
-    wait_ping "$1" "$redis_pid"
-}
-
 start_proxy() { # start_proxy PORT UPSTREAM_PORT [args...]; sets proxy_pid
     local port=$1 up=$2
     shift 2
@@ -104,12 +97,13 @@ start_proxy() { # start_proxy PORT UPSTREAM_PORT [args...]; sets proxy_pid
     wait_ping "$port" "$proxy_pid"
 }
 
-rport=$(free_port)
-if ! start_redis "$rport"; then
+# redis-server through the harness' launcher (tests/tap.sh launch)
+if ! launch "redis redis"; then
     echo "not ok 1 - redis-server starts"
     echo "1..1"
     exit 1
 fi
+rport=$redis_port
 pport=$(free_port)
 start_proxy "$pport" "$rport"
 ok $? "hotproxy starts on port $pport in front of redis-server on $rport"
@@ -304,7 +298,7 @@ ok $? "hotproxy --logfile $log starts"
 mv "$log" "$log.1"
 kill -HUP "$hpid"
 found=1
-for ((i = 0; i < 100; i++)); do
+for ((i = 0; i < 300; i++)); do
     if [[ -f $log ]] && grep -q 'reopened' "$log"; then
         found=0
         break
@@ -314,10 +308,9 @@ done
 ok $found "after the log is moved away, SIGHUP creates it again with a 'log file reopened' line"
 timeout 5 redis-cli -p "$lport" nosuchcommand >/dev/null 2>&1
 timeout 5 redis-cli -p "$lport" ping >/dev/null 2>&1
-sleep 0.2
 lines_old=$(wc -l <"$log.1")
 kill -TERM "$hpid"
-for ((i = 0; i < 100; i++)); do kill -0 "$hpid" 2>/dev/null || break; sleep 0.05; done
+for ((i = 0; i < 300; i++)); do kill -0 "$hpid" 2>/dev/null || break; sleep 0.05; done
 wait "$hpid" 2>/dev/null
 grep -q 'ready to exit' "$log" && ! grep -q 'ready to exit' "$log.1"
 ok $? "later lines (the shutdown) go to the new file, none to the moved one ($lines_old lines)"
@@ -343,7 +336,7 @@ else
     ok 1 "... SIGTERM stops it and removes the pidfile"
 fi
 
-stop "$redis_pid"
+launch_stop
 kill "$watchdog" 2>/dev/null
 echo "1..$n"
 ((failed == 0))

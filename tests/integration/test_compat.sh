@@ -59,6 +59,7 @@ cleanup() {
     for p in "${pid[@]}"; do
         [[ -n $p ]] && wait "$p" 2>/dev/null
     done
+    launch_stop
     rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -74,20 +75,6 @@ wait_answer() { # wait_answer PORT PID
         sleep 0.1
     done
     return 1
-}
-
-start_redis() { # start_redis NAME
-    local p
-    p=$(free_port)
-    redis-server --port "$p" --bind 127.0.0.1 --save '' --appendonly no --dir "$tmp" \
-        --daemonize no --logfile "$tmp/$1.log" >"$tmp/$1.out" 2>&1 &
-    pid[$1]=$!
-    port[$1]=$p
-    if ! wait_answer "$p" "${pid[$1]}"; then
-        echo "Bail out! redis-server $1 did not start"
-        diag <"$tmp/$1.log"
-        exit 1
-    fi
 }
 
 proxies=()
@@ -108,8 +95,13 @@ start_proxy() { # start_proxy NAME [--directive value ...]
     fi
 }
 
-start_redis up
-start_redis direct
+# both redis-servers through the harness' launcher (tests/tap.sh launch)
+if ! launch "redis up" "redis direct"; then
+    echo "Bail out! redis-server did not start"
+    exit 1
+fi
+port[up]=$up_port
+port[direct]=$direct_port
 start_proxy default
 start_proxy pass --requirepass secret --loglevel debug
 start_proxy user --user alice on '>pw' --user bob on '>hunter2-Zq9' --loglevel debug

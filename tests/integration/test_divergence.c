@@ -325,12 +325,13 @@ static void wait_counts_acknowledged_writes(void)
 {
     hx_proc r, rep, p;
     const char *extra[] = {NULL};
-    if (start_pair(&r, &p, extra) != 0 || hx_redis_start(&rep, 0) != 0) {
+    int started = start_pair(&r, &p, extra) == 0;
+    hx_redis_opts ro = {.replicaof = r.port, .name = "replica"};
+    if (!started || hx_redis_start_opts(&rep, &ro) != 0) {
         ok(0, "WAIT replicas: redis-server, a replica and hotproxy start");
         return;
     }
     redisContext *rd = hx_redis(rep.port);
-    hx_cmd(rd, "REPLICAOF 127.0.0.1 %d", r.port);
     ok(wait_field(rep.port, "replication", "master_link_status", "up"), "WAIT replicas: the replica is in sync");
     redisContext *c = hx_redis(p.port);
     is_str(hx_cmd(c, "SET div:wr:a 1"), "OK", "WAIT replicas: SET through hotproxy");

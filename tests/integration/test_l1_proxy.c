@@ -850,37 +850,6 @@ static void ttl_only(hx_proc *p, const char *label, const char *todo)
     redisFree(pc);
 }
 
-/* A redis-server with extra arguments, answering PING. */
-static int redis_start_with(hx_proc *p, const char *const *extra)
-{
-    int port = hx_free_port();
-    char portstr[16], logfile[600];
-    snprintf(portstr, sizeof(portstr), "%d", port);
-    snprintf(logfile, sizeof(logfile), "%s/redis-extra-%d.log", hx_tmpdir(), port);
-    const char *argv[32] = {"redis-server", "--port", portstr, "--bind", "127.0.0.1", "--save", "", "--appendonly",
-                            "no", "--dir", hx_tmpdir(), "--daemonize", "no", "--logfile", logfile};
-    int n = 15;
-    for (int i = 0; extra[i] && n < 31; i++) argv[n++] = extra[i];
-    argv[n] = NULL;
-    if (hx_spawn(p, "redis-extra", argv) != 0) return -1;
-    p->port = port;
-    double deadline = hx_now() + 10;
-    while (hx_now() < deadline) {
-        redisContext *c = redisConnect("127.0.0.1", port);
-        if (c && !c->err) {
-            redisReply *r = redisCommand(c, "PING");
-            int up = r && r->type == REDIS_REPLY_STATUS;
-            if (r) freeReplyObject(r);
-            redisFree(c);
-            if (up) return 0;
-        } else if (c) {
-            redisFree(c);
-        }
-        hx_sleep_ms(20);
-    }
-    return -1;
-}
-
 /* ---- 12. transactions and scripts; a table of writes ---------------------- */
 
 static void tx_and_scripts(int port, const char *label)
@@ -1321,7 +1290,8 @@ int main(void)
         /* CLIENT renamed away: no CLIENT ID, no CLIENT TRACKING */
         hx_proc r2;
         const char *rx[] = {"--rename-command", "CLIENT", "", NULL};
-        if (redis_start_with(&r2, rx) == 0) {
+        hx_redis_opts ro = {.extra = rx, .name = "redis-extra"};
+        if (hx_redis_start_opts(&r2, &ro) == 0) {
             if (!start_proxy(&p, "no-client", r2.port, xdef)) {
                 redisContext *save = dr;
                 dr = hx_redis(r2.port);

@@ -26,19 +26,31 @@ if ! command -v redis-server >/dev/null; then
     echo "1..0 # SKIP redis-server is not installed"
     exit 0
 fi
+# redis-server comes from the harness' launcher, as in every integration test
+launcher=${HOTPROXY_BUILD:-$src/build}/tests/integration/hx_launch
+if [[ ! -x $launcher ]]; then
+    echo "1..0 # SKIP no launcher at $launcher (build the tests first)"
+    exit 0
+fi
 
-exec "$py" - "$bin" <<'PYTHON'
+exec "$py" - "$bin" "$launcher" <<'PYTHON'
 import atexit, os, shutil, signal, socket, subprocess, sys, tempfile, time
 
 import redis
 
-BIN = sys.argv[1]
+BIN, LAUNCHER = sys.argv[1], sys.argv[2]
 tmp = tempfile.mkdtemp(prefix="hotproxy-py-")
 procs = []
+launchers = []
 n = failed = 0
 
 
 def cleanup():
+    # the launcher stops its servers when its stdin closes (also when this
+    # process dies without getting here)
+    for p in launchers:
+        p.stdin.close()
+        p.wait()
     for p in procs:
         if p.poll() is None:
             p.kill()
@@ -95,12 +107,28 @@ def spawn(name, argv):
     return p
 
 
-rport, pport = free_port(), free_port()
-rs = spawn("redis", ["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                     "--dir", tmp, "--daemonize", "no", "--logfile", os.path.join(tmp, "redis.log")])
-if not wait_ping(rport, rs):
+def launch(*specs):
+    """Start servers through hx_launch; returns the name=value lines it printed."""
+    p = subprocess.Popen([LAUNCHER, *specs], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    launchers.append(p)
+    got = {}
+    for line in p.stdout:
+        line = line.rstrip("\n")
+        if line == "hx_ready=1":
+            return got
+        if line.startswith("#"):
+            print(line, flush=True)
+        elif "=" in line:
+            k, v = line.split("=", 1)
+            got[k] = v
+    return None
+
+
+started = launch("redis redis")
+if not started:
     print("not ok 1 - redis-server starts\n1..1")
     sys.exit(1)
+rport, pport = int(started["redis_port"]), free_port()
 hp = spawn("hotproxy", [BIN, "--port", str(pport), "--upstream", "127.0.0.1:%d" % rport,
                         "--logfile", os.path.join(tmp, "hotproxy.log")])
 if not ok(wait_ping(pport, hp), "hotproxy starts"):
@@ -193,8 +221,6 @@ except subprocess.TimeoutExpired:
     code = "killed"
 if not ok(code == 0, "hotproxy exits 0 on SIGTERM (got %s)" % code):
     diag(open(os.path.join(tmp, "hotproxy.out"), errors="replace").read()[-4000:])
-rs.terminate()
-rs.wait(10)
 print("1..%d" % n)
 sys.exit(1 if failed else 0)
 PYTHON
