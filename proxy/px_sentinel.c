@@ -29,7 +29,8 @@ typedef struct sentinel {
     px_upstream *cmd;        /* link for requests (NULL: opened when next asked) */
     px_upstream *sub;        /* link subscribed to +switch-master (NULL: reopened by the cron) */
     double sub_retry;        /* when the cron may open sub again */
-    int reachable;           /* its last request was answered */
+    int reachable;           /* the last thing heard: a request answered or its subscription confirmed (1),
+                              * a request or link failed (0) */
 } sentinel;
 
 /* A request in flight on the data pool that may outlive the state (the
@@ -377,6 +378,9 @@ static void sub_frame(px_upstream *u, void *ctx, const char *frame, size_t len)
     if (!rep) return;
     /* message +switch-master "<name> <old-ip> <old-port> <new-ip> <new-port>" */
     if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 3 && rep->element[0]->type == REDIS_REPLY_STRING &&
+        !strcmp(rep->element[0]->str, "subscribe"))
+        s->reachable = 1;
+    if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 3 && rep->element[0]->type == REDIS_REPLY_STRING &&
         !strcmp(rep->element[0]->str, "message") && rep->element[2]->type == REDIS_REPLY_STRING) {
         char name[256], oldip[256], newip[256];
         int oldport, newport;
@@ -397,6 +401,7 @@ static void sub_lost(px_upstream *u, void *ctx)
     sentinel *s = ctx;
     if (s->st->closing) return;
     if (s->sub == u) s->sub = NULL;
+    s->reachable = 0;
     s->sub_retry = px_now(s->st->core) + CHECK_INTERVAL;
 }
 
