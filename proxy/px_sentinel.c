@@ -443,8 +443,10 @@ static int sentinel_reply(px_router *r, px_upreq *q, px_upstream *u, const char 
      * The command never ran; the client gets the error (no retry). */
     if (len >= 9 && !memcmp(reply, "-READONLY", 9) && u->pool == st->data) {
         double now = px_now(st->core);
-        if (now - st->last_readonly_round >= READONLY_PAUSE) {
+        if (now - st->last_readonly_round >= READONLY_PAUSE && !st->asking) {
             st->last_readonly_round = now;
+            px_log_notice(&st->core->log, "Sentinel: %s answered -READONLY (a replica now): asking the Sentinels at once",
+                          st->data->name);
             round_start(st);
         }
     }

@@ -19,7 +19,8 @@
  *  - Sentinels with a password (an ACL user): found with sentinel-user and
  *    sentinel-password, and a wrong password stops startup with the reason;
  *  - every Sentinel killed: the last master is kept, INFO says so, and the
- *    warning is logged once.
+ *    warning is logged once; then the master made a replica by hand: the
+ *    client gets -READONLY, and hotproxy asks the Sentinels at once.
  */
 #include <errno.h>
 #include <poll.h>
@@ -464,6 +465,20 @@ int main(void)
         hx_sleep_ms(100);
     }
     is_int(count_in_file(pw.logfile, "none of the"), 1, "the warning is logged once");
+
+    /* the master turned into a replica behind hotproxy's back: its -READONLY
+     * reaches the client, and starts a round of asking at once */
+    {
+        int other = other_port(master_port);
+        redisContext *o = hx_redis(other), *m = hx_redis(master_port);
+        hx_cmd(o, "REPLICAOF NO ONE");
+        hx_cmd(m, "REPLICAOF 127.0.0.1 %d", other);
+        redisFree(o);
+        redisFree(m);
+        const char *r = hx_cmd(c, "SET ro 1");
+        ok(!strncmp(r, "READONLY", 8), "a write to the demoted master gets its -READONLY ('%s')", r);
+        ok(count_in_file(pw.logfile, "answered -READONLY") >= 1, "... which starts a round of asking the Sentinels");
+    }
     redisFree(c);
 
     is_int(hx_stop(&pw, 10000), 0, "hotproxy (passwords) exits cleanly");
