@@ -226,14 +226,16 @@ static void cand_lost(px_upstream *u, void *ctx)
  */
 static void consider(sstate *st, const char *host, int port, double t0, const char *why)
 {
-    int same_as_now = port == st->master_port && !strcmp(host, st->master_host);
+    /* A Sentinel that has not heard of a switch yet names the master the
+     * pool is on: that does not cancel a check another one started (ROLE
+     * decides). */
+    if (port == st->master_port && !strcmp(host, st->master_host)) return;
     if (st->cand) {
         if (port == st->cand_port && !strcmp(host, st->cand_host)) return; /* being checked */
         px_upstream *old = st->cand;
         st->cand = NULL;
         px_pool_close(old->pool, old, "a newer address to check");
     }
-    if (same_as_now) return;
     px_pool *p = node_pool(st, host, port);
     px_upstream *u = px_pool_open_link(p, ignore_frame, cand_lost, st);
     if (!u) {
@@ -469,7 +471,7 @@ static void sentinel_info(px_router *r, px_buf *out)
     sstate *st = r->topo_state;
     px_stats_sentinel v;
     memset(&v, 0, sizeof(v));
-    st->info_list.len = 0;
+    px_buf_clear(&st->info_list, 4096);
     for (int i = 0; i < st->n; i++) {
         px_buf_appendf(&st->info_list, "%s%s=%s", i ? "," : "", st->v[i]->pool->name,
                        st->v[i]->reachable ? "up" : "down");
