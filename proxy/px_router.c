@@ -1,7 +1,7 @@
 /*
  * px_router: the pool set, and the topologies behind the routing interface.
  * See px_router.h.  "single": every command goes to the one pool for the
- * configured upstream.
+ * configured upstream; "sentinel" is px_sentinel's.
  */
 #include "proxy/px_router.h"
 
@@ -118,20 +118,22 @@ static void single_start(px_router *r)
     px_router_add_pool(r, r->core->cfg->upstream_host, (int)r->core->cfg->upstream_port);
 }
 
-static const px_topology single = {
+const px_topology px_topology_single = {
     .name = "single",
     .start = single_start,
     .route = single_route,
 };
 
-px_router *px_router_create(px_core *k, char *err, size_t errlen)
+px_router *px_router_create(px_core *k, const px_topology *topo, char *err, size_t errlen)
 {
-    (void)err;
-    (void)errlen;
     px_router *r = calloc(1, sizeof(*r));
     if (!r) abort();
     r->core = k;
-    r->topo = &single;
+    r->topo = topo;
+    if (topo->setup && topo->setup(r, err, errlen) != 0) {
+        px_router_destroy(r);
+        return NULL;
+    }
     return r;
 }
 
