@@ -45,7 +45,8 @@ void px_router_remove_pool(px_router *r, px_pool *p, const char *why)
     if (data && r->listener) r->listener(r, p, 0, r->listener_arg);
     if (!list_take(r->pools, &r->npools, p) && !list_take(r->control, &r->ncontrol, p)) return;
     px_log_notice(&r->core->log, "Upstream: %s removed (%s)", p->name, why);
-    /* its requests are answered with errors as its connections close */
+    /* its requests are answered with errors, its owners told, as its connections close */
+    px_pool_retire(p, why);
     px_pool_destroy(p);
 }
 

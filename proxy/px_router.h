@@ -91,8 +91,10 @@ static inline int px_router_reply(px_router *r, px_upreq *q, px_upstream *u, con
  * CLIENT TRACKING's redirect target, the L1's first link). */
 px_pool *px_router_default(px_router *r);
 
-/* The pool set: add one for a server, remove one (its requests get errors,
- * its connections close), re-point one at another address (px_pool_repoint). */
+/* The pool set: add one for a server, remove one (its requests get errors
+ * naming why, its pinned connections' owners are told, px_pool_retire; not
+ * from a callback of one of its own connections: from the cron), re-point
+ * one at another address (px_pool_repoint). */
 px_pool *px_router_add_pool(px_router *r, const char *host, int port);
 void px_router_remove_pool(px_router *r, px_pool *p, const char *why);
 void px_router_repoint(px_router *r, px_pool *p, const char *host, int port, const char *why);

@@ -580,11 +580,12 @@ void px_pool_set_auth(px_pool *p, const char *user, const char *password)
     p->own_auth = 1;
 }
 
-static void up_release(px_upstream *u)
+static void up_release(px_upstream *u, const char *why)
 {
     close_socket(u); /* resets the scanner, which gives back its stack */
+    ev_timer_stop(u->core->loop, &u->timer);
     u->state = PX_UP_DOWN;
-    snprintf(u->errstr, sizeof(u->errstr), "hotproxy is shutting down");
+    snprintf(u->errstr, sizeof(u->errstr), "%s", why);
     fail_queue(u);
 }
 
@@ -657,11 +658,26 @@ void px_pool_repoint(px_pool *p, const char *host, int port, const char *why)
     p->probed = 0; /* the new server's version and databases */
 }
 
+void px_pool_retire(px_pool *p, const char *why)
+{
+    char err[256];
+    snprintf(err, sizeof(err), "upstream %.100s removed: %.120s", p->name, why);
+    /* pinned connections and links: their owners hear of the end (on_lost) */
+    px_upstream *u = p->pinned;
+    while (u) {
+        px_upstream *next = u->pnext;
+        px_pool_close(p, u, "removed");
+        u = next;
+    }
+    for (int i = 0; i < p->nlanes; i++)
+        for (int j = 0; j < p->lanes[i]->nconns; j++) up_release(&p->lanes[i]->conns[j], err);
+}
+
 void px_pool_destroy(px_pool *p)
 {
     px_pool_reap(p);
     for (int i = 0; i < p->nlanes; i++) {
-        for (int j = 0; j < p->lanes[i]->nconns; j++) up_release(&p->lanes[i]->conns[j]);
+        for (int j = 0; j < p->lanes[i]->nconns; j++) up_release(&p->lanes[i]->conns[j], "hotproxy is shutting down");
         free(p->lanes[i]->conns);
         free(p->lanes[i]);
     }
@@ -670,7 +686,7 @@ void px_pool_destroy(px_pool *p)
         px_upstream *u = p->pinned;
         list_remove(&p->pinned, u);
         px_upstream_disown(u);
-        up_release(u);
+        up_release(u, "hotproxy is shutting down");
         free(u);
     }
     free(p->host);

@@ -183,6 +183,12 @@ void px_pool_reap(px_pool *p);
  */
 void px_pool_repoint(px_pool *p, const char *host, int port, const char *why);
 /*
+ * Before p is destroyed while running (a Cluster node gone): every request
+ * in flight is answered with an error naming why, pinned connections and
+ * links close and their owners are told (on_lost).  Nothing waits.
+ */
+void px_pool_retire(px_pool *p, const char *why);
+/*
  * The shared connection a request for this database and protocol should
  * use, or NULL when every connection of that lane is down (the caller
  * answers with px_pool_unavailable()).  stay: the connection the caller's

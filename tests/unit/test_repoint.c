@@ -134,7 +134,7 @@ static int router_info_names(px_router *r, const char *name)
 
 int main(void)
 {
-    plan(30);
+    plan(35);
     signal(SIGPIPE, SIG_IGN); /* as hotproxy: a write to a closed peer returns EPIPE */
     env *e = calloc(1, sizeof(*e));
     if (!e) abort();
@@ -238,6 +238,21 @@ int main(void)
     call *g6 = send_get(e, 5, px_pool_pick(p, 0, 2, NULL), "k6");
     ok(WAIT_FOR(e, g6->ndone == 1) && !strcmp(g6->reply, "$4\r\nk6@B\r\n"), "and serves B's replies");
     is_int(e->nframes, 0, "no frame reached an owner");
+
+    /* --- a pool removed while running (a Cluster node gone): nothing waits for it */
+    px_pool *q = px_router_add_pool(e->router, "127.0.0.1", e->fa.port);
+    e->fa.auto_get = 0;
+    ok(WAIT_FOR(e, pool_ready(q)) && e->router->npools == 2, "a second pool joins the set, on A");
+    int pinned_before = e->nlost_pin;
+    px_upstream *qu = px_pool_pin(q, 0, 2, on_frame, on_lost, &e->pin_owner, &perr);
+    call *g7 = send_get(e, 6, px_pool_pick(q, 0, 2, NULL), "k7");
+    ok(qu && WAIT_FOR(e, fake_holder(&e->fa, "k7") && qu->state == PX_UP_READY), "A holds its GET; it has a pinned connection");
+    px_router_remove_pool(e->router, q, "node gone");
+    snprintf(want, sizeof(want), "-ERR upstream %s removed: node gone\r\n", a_name);
+    ok(g7->ndone == 1 && g7->failed == 1, "removing it answers the request in flight at once, failed");
+    is_reply(g7->reply, want, "with an error naming the removal");
+    ok(e->nlost_pin == pinned_before + 1 && e->router->npools == 1 && e->router->pools[0] == p,
+       "its pinned connection's owner was told once; the set holds the other pool");
 
     px_router_destroy(e->router);
     fake_stop(&e->fa);
