@@ -21,6 +21,15 @@ ok() { # ok STATUS DESCRIPTION
 
 diag() { sed 's/^/# /'; }
 
+# skip COUNT WHY: COUNT tests passed as skipped, with the reason.
+skip() { # skip COUNT WHY
+    local i
+    for ((i = 0; i < $1; i++)); do
+        n=$((n + 1))
+        echo "ok $n # SKIP $2"
+    done
+}
+
 # Bind port 0 and report what the kernel chose; TAP_PYTHON picks the python.
 free_port() {
     "${TAP_PYTHON:-python3}" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'

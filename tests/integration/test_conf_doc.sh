@@ -18,13 +18,6 @@ table_c=$src/proxy/px_config.c
 conf=$src/conf/hotproxy.conf
 
 . "$src/tests/tap.sh"
-skip() { # skip COUNT WHY
-    local i
-    for ((i = 0; i < $1; i++)); do
-        n=$((n + 1))
-        echo "ok $n # SKIP $2"
-    done
-}
 
 tmp=$(mktemp -d)
 pid=

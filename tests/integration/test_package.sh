@@ -22,13 +22,6 @@ src=${HOTPROXY_SRC:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 bin=${HOTPROXY_BIN:-$src/build/hotproxy}
 
 . "$src/tests/tap.sh"
-skip() { # skip COUNT WHY
-    local i
-    for ((i = 0; i < $1; i++)); do
-        n=$((n + 1))
-        echo "ok $n # SKIP $2"
-    done
-}
 
 tmp=$(mktemp -d)
 installed=0

@@ -32,7 +32,23 @@
 #include <unistd.h>
 
 #include "proxy/px_buf.h"
+#include "proxy/px_core.h"
 #include "proxy/px_resp.h"
+
+/* A core for a test that drives the upstream side on its own loop: cfg's
+ * defaults with conns shared connections per lane, nothing logged (stdout
+ * is TAP). */
+static inline void fake_core_init(px_core *k, px_config *cfg, int conns)
+{
+    px_config_init(cfg);
+    cfg->upstream_connections = conns;
+    k->loop = ev_loop_new(0);
+    k->cfg = cfg;
+    k->log.level = 99;
+    k->log.fd = -1;
+    px_stats_init(&k->stats);
+    k->start_time = ev_now(k->loop);
+}
 
 typedef struct fake_entry {
     struct fake_entry *next;

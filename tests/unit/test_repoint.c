@@ -138,14 +138,7 @@ int main(void)
     signal(SIGPIPE, SIG_IGN); /* as hotproxy: a write to a closed peer returns EPIPE */
     env *e = calloc(1, sizeof(*e));
     if (!e) abort();
-    px_config_init(&e->cfg);
-    e->cfg.upstream_connections = 2;
-    e->core.loop = ev_loop_new(0);
-    e->core.cfg = &e->cfg;
-    e->core.log.level = 99; /* nothing logged: stdout is TAP */
-    e->core.log.fd = -1;
-    px_stats_init(&e->core.stats);
-    e->core.start_time = ev_now(e->core.loop);
+    fake_core_init(&e->core, &e->cfg, 2); /* 2: a pool has a connection to stray to */
     struct ev_loop *loop = e->core.loop;
     if (fake_start(&e->fa, loop, "A") != 0 || fake_start(&e->fb, loop, "B") != 0) {
         diag("cannot listen on loopback");
