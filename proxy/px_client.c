@@ -297,6 +297,11 @@ void px_client_reply(px_req *r, const char *data, size_t len)
      * the reply (still in flight for the client) until Redis' invalidations
      * for them are in, then calls here again. */
     if ((r->barrier || r->writes) && s->ops->completing(s->ops_arg, r, data, len)) return;
+    if (r->t0) { /* complete: parsed to here, not to when it is written */
+        px_stats_latency(&s->core->stats, r->cmd ? px_command_index(r->cmd) : px_command_count(), r->path,
+                         px_clock_ns() - r->t0);
+        r->t0 = 0;
+    }
     if (r->forwarded) {
         r->forwarded = 0;
         if (c) inflight_done(c, r);

@@ -545,6 +545,7 @@ static int read_multiget(px_l1 *l, px_client *c, px_req *r, px_upstream *u)
         px_buf out = {0};
         px_buf_appendf(&out, "*%d\r\n", n);
         for (int i = 0; i < n; i++) px_buf_append(&out, m->hits[i]->data, m->hits[i]->len);
+        px_req_path(r, PX_PATH_L1_HIT);
         px_client_reply(r, out.data, out.len);
         px_buf_free(&out);
         mfill_free(m);
@@ -662,6 +663,7 @@ int px_l1_read(px_l1 *l, px_client *c, px_req *r, px_upstream *u, const char *ra
     l1_value *v = l1_get_fresh(l->cache, group, glen, variant, vlen, now, fresh_ms, l, &meta);
     l->scratch = key; /* keep the (possibly grown) buffer */
     if (v) {
+        px_req_path(r, PX_PATH_L1_HIT);
         px_client_reply(r, v->data, v->len);
         l1_value_put(v);
         if (should_refresh(l, &pol, now, &meta) && px_l1_can_fill(l, u) && !flight_find(l, key.data, key.len)) {
@@ -682,6 +684,7 @@ int px_l1_read(px_l1 *l, px_client *c, px_req *r, px_upstream *u, const char *ra
          * there, so its commands reach Redis in its order. */
         if (f->nwaiters >= l->core->cfg->l1_max_waiters || (px_client_inflight_on(c, f->u->pool) && px_client_inflight_on(c, f->u->pool) != f->u)) return 0;
         l->st.l1_coalesced++;
+        px_req_path(r, PX_PATH_COALESCED);
         add_waiter(f, c, r, f->u);
         return 1;
     }
