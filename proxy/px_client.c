@@ -297,9 +297,8 @@ void px_client_reply(px_req *r, const char *data, size_t len)
      * the reply (still in flight for the client) until Redis' invalidations
      * for them are in, then calls here again. */
     if ((r->barrier || r->writes) && s->ops->completing(s->ops_arg, r, data, len)) return;
-    if (r->t0) { /* complete: parsed to here, not to when it is written */
-        px_stats_latency(&s->core->stats, r->cmd ? px_command_index(r->cmd) : px_command_count(), r->path,
-                         px_clock_ns() - r->t0);
+    if (r->t0) { /* complete: timed now, not when it is written (px_lat_done) */
+        px_lat_done(s->core, r->cmd ? px_command_index(r->cmd) : px_command_count(), r->path, r->t0);
         r->t0 = 0;
     }
     if (r->forwarded) {

@@ -59,7 +59,7 @@ typedef struct px_req {
     px_buf *capture;               /* a local command run inside EXEC's reply: its reply goes here */
     struct px_multi_cmd *mq;       /* EXEC: the transaction's commands (owned), see px_multi_cmd */
     int mq_len;
-    uint64_t t0;                   /* px_clock_ns when parsed, 0: not timed (latency-tracking no) */
+    uint64_t t0;                   /* px_lat_start when parsed, 0: not timed (latency-tracking no) */
     unsigned char path;            /* PX_PATH_*: who answers it, for its latency histogram */
 } px_req;
 

@@ -352,7 +352,7 @@ static int dispatch(void *arg, px_client *c, const char *raw, size_t rawlen)
     else if (c->state & PX_STATE_MULTI) c->multi_queued++;
     px_req *r = px_client_req_new(c);
     r->cmd = cmd;
-    if (s->core.cfg->latency_tracking) r->t0 = px_clock_ns();
+    if (s->core.cfg->latency_tracking) r->t0 = px_lat_start(&s->core);
     if (c->reply_mode) {
         r->silent = 1;
         if (c->reply_mode == 2) c->reply_mode = 0;

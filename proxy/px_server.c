@@ -126,9 +126,11 @@ static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
     (void)revents;
     /* Upstreams first: their writes are what later replies wait for. */
     px_router_flush(s->router);
+    px_lat_flush(&s->core); /* the iteration's replies are complete: time them before they are written */
     px_clients_flush(&s->clients);
     px_router_reap(s->router);
     px_clients_reap(&s->clients);
+    px_lat_flush(&s->core); /* any answered since, so none waits past the loop's sleep */
     if (s->core.shutting_down && (all_clients_idle(s) || px_now(&s->core) >= s->shutdown_deadline)) ev_break(loop, EVBREAK_ALL);
 }
 

@@ -549,6 +549,24 @@ static void test_load(redisContext *c)
     hx_buf_free(&t2);
 }
 
+/* The clock is read per loop iteration, not per command: a command after
+ * an idle spell must not take its start from before it. */
+static void test_idle(redisContext *c)
+{
+    is_str(hx_cmd(c, "PING"), "PONG", "PING");
+    hx_sleep_ms(1200); /* the loop sleeps with nothing to do */
+    is_str(hx_cmd(c, "PING"), "PONG", "PING again after 1.2 s idle");
+    hx_buf t = {0};
+    page pg;
+    scrape(&t);
+    parse_page(t.data, &pg);
+    double n = sum_of(&pg, "hotproxy_request_duration_seconds_count", "cmd=\"ping\"", NULL);
+    const sample *le1 = find(&pg, "hotproxy_request_duration_seconds_bucket{cmd=\"ping\",path=\"local\",le=\"1\"}");
+    ok(n >= 2 && le1 && le1->v == n, "no PING took a second or more (%g of %g within 1 s)", le1 ? le1->v : -1, n);
+    page_free(&pg);
+    hx_buf_free(&t);
+}
+
 static void test_http(redisContext *c)
 {
     hx_buf b = {0};
@@ -828,6 +846,7 @@ int main(void)
 
     test_page(c);
     test_load(c);
+    test_idle(c);
     test_http(c);
     test_tracking_off();
     test_prometheus();
