@@ -186,14 +186,24 @@ typedef struct px_stats {
 
 /* Count one duration: of the command with table index cmd (px_command_count()
  * for an unknown one), answered by path. */
-static inline void px_stats_latency(px_stats *s, int cmd, int path, uint64_t ns)
+static inline int px_stats_lat_bucket(uint64_t ns)
 {
-    px_lat_hist *h = &s->lat[cmd * PX_PATH_COUNT + path];
     int i = 0;
     while (i < PX_LAT_BOUNDS && ns > px_lat_bounds_ns[i]) i++; /* most land in the first few */
-    h->bucket[i]++;
+    return i;
+}
+/* The same with its bucket already found (px_stats_lat_bucket(ns)); slot is
+ * cmd * PX_PATH_COUNT + path. */
+static inline void px_stats_latency_in(px_stats *s, uint32_t slot, int bucket, uint64_t ns)
+{
+    px_lat_hist *h = &s->lat[slot];
+    h->bucket[bucket]++;
     h->count++;
     h->sum_ns += ns;
+}
+static inline void px_stats_latency(px_stats *s, int cmd, int path, uint64_t ns)
+{
+    px_stats_latency_in(s, (uint32_t)(cmd * PX_PATH_COUNT + path), px_stats_lat_bucket(ns), ns);
 }
 /* The histogram of command cmd over every path, added up into out. */
 void px_stats_latency_of(const px_stats *s, int cmd, px_lat_hist *out);
