@@ -301,8 +301,8 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
     mconn *c = w->data;
     (void)revents;
     for (;;) {
+        if (!c->lingering && px_buf_used(&c->in) > PX_METRICS_MAX_HEAD) break; /* a head too long: process says so */
         size_t room = c->lingering ? READ_CHUNK : PX_METRICS_MAX_HEAD + 1 - px_buf_used(&c->in);
-        if (!c->lingering && px_buf_used(&c->in) > PX_METRICS_MAX_HEAD) break;
         if (room > READ_CHUNK) room = READ_CHUNK;
         ssize_t n = read(c->fd, px_buf_reserve(&c->in, room), room);
         if (n > 0) {

@@ -56,6 +56,7 @@ typedef struct resp {
 static long parse_resp(const char *p, size_t n, int head_only, resp *r)
 {
     memset(r, 0, sizeof(*r));
+    if (!n) return 0; /* p may be NULL then */
     const char *end = memmem(p, n, "\r\n\r\n", 4);
     if (!end) return 0;
     size_t hlen = (size_t)(end - p) + 4;
