@@ -297,6 +297,10 @@ void px_client_reply(px_req *r, const char *data, size_t len)
      * the reply (still in flight for the client) until Redis' invalidations
      * for them are in, then calls here again. */
     if ((r->barrier || r->writes) && s->ops->completing(s->ops_arg, r, data, len)) return;
+    if (r->t0) { /* complete: timed now, not when it is written (px_lat_done) */
+        px_lat_done(s->core, r->cmd ? px_command_index(r->cmd) : px_command_count(), r->path, r->t0);
+        r->t0 = 0;
+    }
     if (r->forwarded) {
         r->forwarded = 0;
         if (c) inflight_done(c, r);

@@ -60,7 +60,13 @@ typedef struct px_req {
     px_buf *capture;               /* a local command run inside EXEC's reply: its reply goes here */
     struct px_multi_cmd *mq;       /* EXEC: the transaction's commands (owned), see px_multi_cmd */
     int mq_len;
+    uint64_t t0;                   /* px_lat_start when parsed, 0: not timed (latency-tracking no) */
+    unsigned char path;            /* PX_PATH_*: who answers it, for its latency histogram */
 } px_req;
+
+/* Who answers r (PX_PATH_*, px_stats.h): its duration is counted there
+ * when its reply completes. */
+static inline void px_req_path(px_req *r, int path) { r->path = (unsigned char)path; }
 
 /*
  * One command queued in a client's MULTI, kept until EXEC's reply arrives so

@@ -73,6 +73,9 @@ static const cfg_entry table[] = {
     {"l1-tracking", CT_BOOL, 0, 1, "yes", OFF(l1_tracking), NULL, 1},
     {"l1-refresh-ahead", CT_INT, 0, 50, "10", OFF(l1_refresh_ahead), NULL, 0},
     {"cache-rule", CT_RULE, 0, 0, NULL, 0, NULL, 0},
+    {"metrics-port", CT_INT, 0, 65535, "0", OFF(metrics_port), NULL, 1},
+    {"metrics-bind", CT_STRING, 0, 0, "127.0.0.1", OFF(metrics_bind), NULL, 1},
+    {"latency-tracking", CT_BOOL, 0, 1, "yes", OFF(latency_tracking), NULL, 0},
 };
 #define NTABLE (sizeof(table) / sizeof(table[0]))
 

@@ -111,6 +111,10 @@ typedef struct px_config {
     long long l1_refresh_ahead;     /* percent of an entry's TTL before expiry when a read may refresh it */
     int nrules;
     px_rule *rules;                 /* "cache-rule" directives, first match wins */
+    /* metrics */
+    long long metrics_port;         /* the Prometheus page's port, 0 = off */
+    char *metrics_bind;             /* one address */
+    long long latency_tracking;     /* yes/no: the latency histograms (one clock read per command and reply) */
     char *config_file;              /* absolute path of the file read, or NULL */
 } px_config;
 

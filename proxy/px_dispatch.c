@@ -42,6 +42,7 @@ static void send_on(px_server *s, px_client *c, px_req *r, struct px_upstream *u
         rawlen = tmp.len;
     }
     px_l1_write(s->l1, c, r, u);
+    px_req_path(r, PX_PATH_FORWARDED); /* unless the L1 answers it (px_l1_read says which way) */
     if (u == c->pinned || !px_l1_read(s->l1, c, r, u, raw, rawlen)) px_client_forward(c, r, u, raw, rawlen, noreply, oob);
     px_buf_free(&tmp);
 }
@@ -351,6 +352,7 @@ static int dispatch(void *arg, px_client *c, const char *raw, size_t rawlen)
     else if (c->state & PX_STATE_MULTI) c->multi_queued++;
     px_req *r = px_client_req_new(c);
     r->cmd = cmd;
+    if (s->core.cfg->latency_tracking) r->t0 = px_lat_start(&s->core);
     if (c->reply_mode) {
         r->silent = 1;
         if (c->reply_mode == 2) c->reply_mode = 0;

@@ -124,6 +124,7 @@ int px_l1_read(px_l1 *l, px_client *c, px_req *r, px_upstream *u, const char *ra
     l1_value *v = l1_get_fresh(l->cache, group, glen, variant, vlen, now, px_l1_fresh_ms, l, &meta);
     l->scratch = key; /* keep the (possibly grown) buffer */
     if (v) {
+        px_req_path(r, PX_PATH_L1_HIT);
         px_client_reply(r, v->data, v->len);
         l1_value_put(v);
         /* read near its expiry: fetch it again in the background, once */

@@ -300,6 +300,7 @@ int px_l1_fill_wait(px_l1 *l, px_client *c, px_req *r, px_upstream *u, const px_
         px_upstream *on = px_client_inflight_on(c, f->u->pool);
         if (f->nwaiters >= l->core->cfg->l1_max_waiters || (on && on != f->u)) return 0;
         l->st.l1_coalesced++;
+        px_req_path(r, PX_PATH_COALESCED);
         add_waiter(f, c, r, f->u);
         return 1;
     }
@@ -441,6 +442,7 @@ int px_l1_fill_multiget(px_l1 *l, px_client *c, px_req *r, px_upstream *u)
         px_buf out = {0};
         px_buf_appendf(&out, "*%d\r\n", n);
         for (int i = 0; i < n; i++) px_buf_append(&out, m->hits[i]->data, m->hits[i]->len);
+        px_req_path(r, PX_PATH_L1_HIT);
         px_client_reply(r, out.data, out.len);
         px_buf_free(&out);
         mfill_free(m);

@@ -34,8 +34,9 @@ enum {
     SEC_UPSTREAM = 1 << 2,
     SEC_COMMANDS = 1 << 3,
     SEC_CACHE = 1 << 4,
+    SEC_LATENCY = 1 << 5, /* Redis 7's latencystats, from hotproxy's histograms: Redis' own is dropped */
     SEC_DEFAULT = SEC_PROXY | SEC_STATS | SEC_UPSTREAM | SEC_CACHE,
-    SEC_ALL = SEC_DEFAULT | SEC_COMMANDS,
+    SEC_ALL = SEC_DEFAULT | SEC_COMMANDS | SEC_LATENCY,
     SEC_REDIS = 1 << 8, /* some section only Redis has */
 };
 
@@ -48,6 +49,7 @@ static const struct {
     {"hotproxy_upstream", SEC_UPSTREAM},
     {"hotproxy_commandstats", SEC_COMMANDS},
     {"hotproxy_cache", SEC_CACHE},
+    {"latencystats", SEC_LATENCY},
     {"default", SEC_DEFAULT | SEC_REDIS},
     {"all", SEC_ALL | SEC_REDIS},
     {"everything", SEC_ALL | SEC_REDIS},
@@ -96,6 +98,26 @@ static void append_sections(px_server *s, unsigned bits, px_buf *out)
         px_buf_appendf(out, "# Hotproxy_commandstats\r\n");
         px_stats_info_commands(&s->core.stats, out);
     }
+    if (bits & SEC_LATENCY) {
+        if (out->len) px_buf_append(out, "\r\n", 2);
+        px_buf_appendf(out, "# Latencystats\r\n");
+        px_stats_info_latency(&s->core.stats, out);
+    }
+}
+
+/* Take Redis' own "# Latencystats" section out of its INFO text (INFO all):
+ * hotproxy writes one from what its clients waited, under the same name. */
+static void drop_redis_latencystats(px_buf *body)
+{
+    static const char head[] = "# Latencystats\r\n";
+    if (!body->len) return;
+    char *at = memmem(body->data, body->len, head, sizeof(head) - 1);
+    if (!at || (at != body->data && at[-1] != '\n')) return;
+    char *end = body->data + body->len;
+    char *next = memmem(at, (size_t)(end - at), "\r\n\r\n", 4);
+    char *stop = next ? next + 4 : end; /* the blank line after it goes too */
+    memmove(at, stop, (size_t)(end - stop));
+    body->len -= (size_t)(stop - at);
 }
 
 static int eq(const char *a, size_t alen, const char *lit)
@@ -152,6 +174,7 @@ static int info_hook(px_req *r, const char *reply, size_t len, px_buf *out)
     if (px_reply_string(reply, len, &text, &tlen) != 0 || reply[0] == '-' || !r->client) return 0;
     px_buf body = {0};
     px_buf_append(&body, text, tlen);
+    if (r->hook_flags & SEC_LATENCY) drop_redis_latencystats(&body);
     while (body.len >= 2 && body.data[body.len - 1] == '\n') body.len -= body.data[body.len - 2] == '\r' ? 2 : 1;
     if (body.len) px_buf_append(&body, "\r\n", 2); /* the last line ends, as Redis' does: no blank line after */
     append_sections(r->client->set->owner, r->hook_flags, &body);

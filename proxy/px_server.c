@@ -22,6 +22,7 @@
 #include "proxy/px_client.h"
 #include "proxy/px_command.h"
 #include "proxy/px_l1.h"
+#include "proxy/px_metrics.h"
 #include "proxy/px_router.h"
 #include "proxy/px_sentinel.h"
 #include "proxy/px_upstream.h"
@@ -45,6 +46,72 @@ void px_server_stats(px_server *s, px_stats_server *v)
     v->maxclients = s->core.cfg->maxclients;
 }
 
+/*
+ * The Prometheus page: every group of the registry from the same views INFO
+ * reads, a pool's and a lane's labelled by the pool's upstream (and lane
+ * number), then the commands' calls and latency histograms.
+ */
+static void metrics_page(void *arg, px_buf *out)
+{
+    px_server *s = arg;
+    const char *none = "";
+    const void *view;
+    px_stats_server sv;
+    px_server_stats(s, &sv);
+    view = &sv;
+    px_stats_prom_group(PX_STATS_G_SERVER, &view, &none, 1, out);
+    view = &s->core.stats;
+    px_stats_prom_group(PX_STATS_G_STATS, &view, &none, 1, out);
+    px_stats_router rv = {.topology = s->router->topo->name};
+    view = &rv;
+    px_stats_prom_group(PX_STATS_G_ROUTER, &view, &none, 1, out);
+
+    int np = s->router->npools, nl = 0;
+    px_stats_pool *pv = calloc((size_t)np + 1, sizeof(*pv));
+    const void **views = calloc((size_t)np + 1, sizeof(*views));
+    char **labels = calloc((size_t)np + 1, sizeof(*labels));
+    if (!pv || !views || !labels) abort();
+    for (int i = 0; i < np; i++) {
+        px_pool_stats(s->router->pools[i], &pv[i]);
+        px_buf b = {0};
+        px_buf_append(&b, "pool=\"", 6);
+        px_stats_prom_escape(&b, pv[i].upstream ? pv[i].upstream : "");
+        px_buf_append(&b, "\"", 2); /* with its NUL */
+        labels[i] = b.data;
+        views[i] = &pv[i];
+        nl += pv[i].lane.n;
+    }
+    px_stats_prom_group(PX_STATS_G_POOL, views, (const char *const *)labels, np, out);
+    const void **lviews = calloc((size_t)nl + 1, sizeof(*lviews));
+    char **llabels = calloc((size_t)nl + 1, sizeof(*llabels));
+    if (!lviews || !llabels) abort();
+    for (int i = 0, k = 0; i < np; i++)
+        for (int j = 0; j < pv[i].lane.n; j++, k++) {
+            px_buf b = {0};
+            px_buf_appendf(&b, "%s,lane=\"%d\"", labels[i], j);
+            px_buf_append(&b, "", 1);
+            llabels[k] = b.data;
+            lviews[k] = &pv[i].lane.v[j];
+        }
+    px_stats_prom_group(PX_STATS_G_LANE, lviews, (const char *const *)llabels, nl, out);
+    for (int k = 0; k < nl; k++) free(llabels[k]);
+    for (int i = 0; i < np; i++) {
+        free(labels[i]);
+        free(pv[i].lane.v);
+    }
+    free(lviews);
+    free(llabels);
+    free(views);
+    free(labels);
+    free(pv);
+
+    px_stats_l1 lv;
+    px_l1_stats(s->l1, &lv);
+    view = &lv;
+    px_stats_prom_group(PX_STATS_G_L1, &view, &none, 1, out);
+    px_stats_prom_commands(&s->core.stats, out);
+}
+
 static int all_clients_idle(px_server *s)
 {
     for (px_client *c = s->clients.clients; c; c = c->next)
@@ -60,9 +127,11 @@ static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
     (void)revents;
     /* Upstreams first: their writes are what later replies wait for. */
     px_router_flush(s->router);
+    px_lat_flush(&s->core); /* the iteration's replies are complete: time them before they are written */
     px_clients_flush(&s->clients);
     px_router_reap(s->router);
     px_clients_reap(&s->clients);
+    px_lat_flush(&s->core); /* any answered since, so none waits past the loop's sleep */
     if (s->core.shutting_down && (all_clients_idle(s) || px_now(&s->core) >= s->shutdown_deadline)) ev_break(loop, EVBREAK_ALL);
 }
 
@@ -370,6 +439,10 @@ px_server *px_server_create(px_config *cfg, const px_client_ops *ops, char *err,
     s->clients.ops_arg = s;
     s->clients.owner = s;
     px_router_start(s->router);
+    if (cfg->metrics_port && !(s->metrics = px_metrics_create(&s->core, metrics_page, s, err, errlen))) {
+        px_server_destroy(s);
+        return NULL;
+    }
     ev_io_init(&s->accept_w, accept_cb, s->listen_fd, EV_READ);
     ev_timer_init(&s->accept_retry_w, accept_retry_cb, ACCEPT_RETRY, 0.);
     s->accept_retry_w.data = s;
@@ -403,6 +476,7 @@ int px_server_run(px_server *s)
 void px_server_destroy(px_server *s)
 {
     if (!s) return;
+    px_metrics_destroy(s->metrics);
     px_clients_free_all(&s->clients);
     /* Pinned connections closed since the loop last ran (those of the
      * clients just freed, a blocked one's among them) are freed with their

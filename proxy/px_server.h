@@ -22,11 +22,13 @@
 
 struct px_router;
 struct px_l1;
+struct px_metrics;
 
 typedef struct px_server {
     px_core core;                    /* loop, clock, config, log, counters */
     struct px_router *router;
     struct px_l1 *l1;                /* NULL when "l1 no" */
+    struct px_metrics *metrics;      /* the Prometheus page; NULL when metrics-port is 0 */
 
     int listen_fd;
     ev_io accept_w;

@@ -173,10 +173,57 @@ typedef struct px_stats_server {
     PX_STATS_SERVER_LIST(PX_STAT_FIELD)
 } px_stats_server;
 
+/*
+ * Latency: how long a command took from when it was parsed to when its
+ * reply was complete (not written), by path and command.  Fixed buckets, as
+ * Prometheus histograms have them (upper bounds, "le"); each one holds the
+ * durations above the previous bound up to its own (not cumulative: the
+ * page adds them up).  INFO latencystats reads percentiles from the same
+ * buckets, interpolating within one (px_stats_percentile).
+ */
+enum { PX_PATH_LOCAL, PX_PATH_FORWARDED, PX_PATH_L1_HIT, PX_PATH_COALESCED, PX_PATH_COUNT };
+#define PX_LAT_BOUNDS 17                    /* finite bounds; bucket PX_LAT_BOUNDS is +Inf */
+extern const uint64_t px_lat_bounds_ns[PX_LAT_BOUNDS]; /* 50 us ... 10 s */
+extern const char *const px_path_names[PX_PATH_COUNT]; /* "local", "forwarded", "l1_hit", "coalesced" */
+
+typedef struct px_lat_hist {
+    uint64_t bucket[PX_LAT_BOUNDS + 1];
+    uint64_t count;
+    uint64_t sum_ns;
+} px_lat_hist;
+
 typedef struct px_stats {
     PX_STATS_LIST(PX_STAT_FIELD)
     uint64_t *cmd_calls; /* per command table index, and one more for unknown commands */
+    px_lat_hist *lat;    /* [command index (unknown: the last) * PX_PATH_COUNT + path] */
 } px_stats;
+
+/* Count one duration: of the command with table index cmd (px_command_count()
+ * for an unknown one), answered by path. */
+static inline int px_stats_lat_bucket(uint64_t ns)
+{
+    int i = 0;
+    while (i < PX_LAT_BOUNDS && ns > px_lat_bounds_ns[i]) i++; /* most land in the first few */
+    return i;
+}
+/* The same with its bucket already found (px_stats_lat_bucket(ns)); slot is
+ * cmd * PX_PATH_COUNT + path. */
+static inline void px_stats_latency_in(px_stats *s, uint32_t slot, int bucket, uint64_t ns)
+{
+    px_lat_hist *h = &s->lat[slot];
+    h->bucket[bucket]++;
+    h->count++;
+    h->sum_ns += ns;
+}
+static inline void px_stats_latency(px_stats *s, int cmd, int path, uint64_t ns)
+{
+    px_stats_latency_in(s, (uint32_t)(cmd * PX_PATH_COUNT + path), px_stats_lat_bucket(ns), ns);
+}
+/* The histogram of command cmd over every path, added up into out. */
+void px_stats_latency_of(const px_stats *s, int cmd, px_lat_hist *out);
+/* The q-quantile (0 < q <= 1) of h, in microseconds: linear within the
+ * bucket it falls in (a +Inf bucket gives the last bound); 0 if h is empty. */
+double px_stats_percentile(const px_lat_hist *h, double q);
 
 typedef struct px_stats_router {
     PX_STATS_ROUTER_LIST(PX_STAT_FIELD)
@@ -238,5 +285,22 @@ void px_stats_render_group(int group, const void *view, px_buf *out);
 
 /* "hotproxy_cmdstat_<name>:calls=N\r\n" for every command called at least once. */
 void px_stats_info_commands(const px_stats *s, px_buf *out);
+/* Redis 7's INFO latencystats lines ("latency_percentiles_usec_<cmd>:p50=..,
+ * p99=..,p99.9=..") for every command with a duration counted. */
+void px_stats_info_latency(const px_stats *s, px_buf *out);
+
+/*
+ * The Prometheus text format (0.0.4).  A family is written with its # HELP
+ * and # TYPE once, then one sample per view: n views of the group's struct,
+ * labels[i] the i-th one's labels without braces ("pool=\"h:p\"", or ""
+ * for none).  Counters are named <name>_total; a string entry is a gauge
+ * <name>_info of value 1 whose "value" label is the string.
+ */
+void px_stats_prom_group(int group, const void *const *views, const char *const *labels, int n, px_buf *out);
+/* A label value escaped as the format wants (\\, \", \n), appended to out. */
+void px_stats_prom_escape(px_buf *out, const char *s);
+/* hotproxy_command_calls_total{cmd=...} and the latency histograms,
+ * hotproxy_request_duration_seconds{cmd=...,path=...}. */
+void px_stats_prom_commands(const px_stats *s, px_buf *out);
 
 #endif

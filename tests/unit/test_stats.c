@@ -319,11 +319,61 @@ static void check_known_values(void)
     px_buf_free(&out);
 }
 
+/* The latency histograms: bucket edges (le is inclusive), percentiles
+ * interpolated within a bucket, the INFO latencystats line and the page's
+ * histogram lines. */
+static void check_latency(void)
+{
+    px_stats st;
+    px_stats_init(&st);
+    int get = px_command_index(px_command_lookup("get", 3, NULL, 0));
+    px_stats_latency(&st, get, PX_PATH_FORWARDED, 50000);
+    px_stats_latency(&st, get, PX_PATH_FORWARDED, 50001);
+    px_stats_latency(&st, get, PX_PATH_FORWARDED, 20000000000ull);
+    const px_lat_hist *h = &st.lat[get * PX_PATH_COUNT + PX_PATH_FORWARDED];
+    ok(h->bucket[0] == 1 && h->bucket[1] == 1 && h->bucket[PX_LAT_BOUNDS] == 1 && h->count == 3 &&
+           h->sum_ns == 20000100001ull,
+       "50 us falls in le=50us, 50.001 us in le=100us, 20 s in +Inf; count and sum");
+    ok(px_stats_percentile(h, 1.0) == 10e6, "a quantile in the +Inf bucket is the last bound (10 s)");
+    px_lat_hist empty = {0};
+    ok(px_stats_percentile(&empty, 0.5) == 0.0, "an empty histogram's quantile is 0");
+    px_stats_free(&st);
+
+    px_stats_init(&st);
+    for (int i = 0; i < 100; i++) px_stats_latency(&st, get, PX_PATH_L1_HIT, 75000);
+    px_lat_hist all;
+    px_stats_latency_of(&st, get, &all);
+    ok(all.count == 100 && px_stats_percentile(&all, 0.5) == 75.0 && px_stats_percentile(&all, 0.99) == 99.5,
+       "100 durations in (50, 100] us: p50 75 us, p99 99.5 us (linear within the bucket)");
+    px_buf b = {0};
+    px_stats_info_latency(&st, &b);
+    px_buf_append(&b, "", 1);
+    is_str(b.data, "latency_percentiles_usec_get:p50=75.000,p99=99.500,p99.9=99.950\r\n",
+           "INFO latencystats' line, in Redis 7's format");
+    px_buf_free(&b);
+    px_stats_prom_commands(&st, &b);
+    px_buf_append(&b, "", 1);
+    ok(strstr(b.data, "hotproxy_request_duration_seconds_bucket{cmd=\"get\",path=\"l1_hit\",le=\"5e-05\"} 0\n") &&
+           strstr(b.data, "hotproxy_request_duration_seconds_bucket{cmd=\"get\",path=\"l1_hit\",le=\"0.0001\"} 100\n") &&
+           strstr(b.data, "hotproxy_request_duration_seconds_bucket{cmd=\"get\",path=\"l1_hit\",le=\"+Inf\"} 100\n") &&
+           strstr(b.data, "hotproxy_request_duration_seconds_count{cmd=\"get\",path=\"l1_hit\"} 100\n") &&
+           strstr(b.data, "hotproxy_request_duration_seconds_sum{cmd=\"get\",path=\"l1_hit\"} 0.007500000\n") &&
+           !strstr(b.data, "path=\"forwarded\""),
+       "the page's histogram: cumulative buckets, +Inf, sum in seconds, count; no empty series");
+    px_buf_free(&b);
+    px_stats_prom_escape(&b, "a\"b\\c\nd");
+    px_buf_append(&b, "", 1);
+    is_str(b.data, "a\\\"b\\\\c\\nd", "a label value is escaped as the text format wants");
+    px_buf_free(&b);
+    px_stats_free(&st);
+}
+
 int main(void)
 {
-    plan(PX_STATS_NGROUPS + 2 + 2 * (PX_STATS_NGROUPS - 1) + 8);
+    plan(PX_STATS_NGROUPS + 2 + 2 * (PX_STATS_NGROUPS - 1) + 8 + 7);
     check_entries();
     check_keys_in_order();
     check_known_values();
+    check_latency();
     return exit_status();
 }
