@@ -543,6 +543,10 @@ static void upstream_done(px_upreq *q, struct px_upstream *u, const char *reply,
     /* the topology sees it first (Sentinel: a -READONLY means the master moved) */
     if (!failed && px_router_reply(r->set->router, q, u, reply, len)) return;
     if (failed && r->client) r->set->core->stats.upstream_error_replies++;
+    /* Its MULTI failed with the connection: the client knows it is in no
+     * transaction (px_client_pinned_lost must not keep one for it). */
+    if (failed && r->client && r->pinned && r->cmd && (px_handlers[r->cmd->handler].sets & PX_STATE_MULTI))
+        r->client->multi_failed = 1;
     px_client_reply(r, reply, len);
 }
 
@@ -934,6 +938,8 @@ void px_client_pinned_lost(px_client *c, struct px_upstream *u)
     c->nblocking = 0;
     c->markers = 0;
     c->resubscribing = 0;
+    int multi_failed = c->multi_failed;
+    c->multi_failed = 0;
     if (c->flags & (PX_CLIENT_CLOSING | PX_CLIENT_CLOSE_AFTER_REPLY)) return;
     /* A broken connection may have run part of what was sent (a MULTI's
      * EXEC): nothing can be rebuilt honestly.  Nor can MONITOR's stream or
@@ -954,10 +960,12 @@ void px_client_pinned_lost(px_client *c, struct px_upstream *u)
     }
     if (state & (PX_STATE_MULTI | PX_STATE_WATCH)) {
         /* Nothing it queued ran, and the new master is not in its MULTI: its
-         * next commands are queued by hotproxy, and EXEC fails. */
+         * next commands are queued by hotproxy, and EXEC fails.  A MULTI
+         * that got an error itself began nothing the client knows of: only
+         * its next EXEC fails, as after a WATCH. */
         int flush, barrier;
         c->tx_lost = 1;
-        c->state |= state & PX_STATE_MULTI;
+        if (!multi_failed) c->state |= state & PX_STATE_MULTI;
         px_client_multi_reset(c);
         px_client_multi_take(c, NULL, &flush, &barrier);
     }
@@ -1132,6 +1140,7 @@ void px_client_reset(px_client *c)
     subs_free(c); /* RESET leaves every channel and pattern */
     ev_timer_stop(c->set->core->loop, &c->rebuild);
     c->tx_lost = 0;
+    c->multi_failed = 0;
     c->resubscribing = 0;
     c->track_redir = 0;
     c->state = 0;

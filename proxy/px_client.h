@@ -136,6 +136,7 @@ typedef struct px_client {
     int nsub, npsub, nssub; /* subscriptions, for CLIENT LIST: the sizes of subs[] */
     struct px_sub *subs[3]; /* channels, patterns, shard channels Redis confirmed (uthash sets by name) */
     int tx_lost;            /* a failover took its MULTI or WATCH: the next EXEC answers EXECABORT */
+    int multi_failed;       /* a MULTI of its failed with its pinned connection (px_client_pinned_lost) */
     int resubscribing;      /* hotproxy's own re-subscribe on a new master is being confirmed */
     int resub_failed;       /* ... and Redis refused part of it */
     ev_timer rebuild;       /* re-subscribes once the failover's re-point is done */
