@@ -18,6 +18,8 @@
  *  - the MULTI client's EXEC gets EXECABORT, and none of its commands (those
  *    queued before the switch, one queued after) ran on the new master;
  *  - WATCH, the switch, then MULTI / SET / EXEC: EXECABORT, the key unset;
+ *  - MULTI, the switch, DISCARD: OK, and the client goes on; WATCH, the
+ *    switch, RESET: a transaction after it runs;
  *  - the BLPOP gets an error and the client's GET afterwards is answered;
  *  - a subscriber whose upstream connection breaks (CLIENT KILL on the
  *    master, no failover) is still closed, as before.
@@ -185,6 +187,8 @@ static const char *raw_reply(rawc *r, int timeout_ms)
         snprintf(text, sizeof(text), "%.*s", (int)(f + len - s - 3), s + 1);
     } else if ((f[0] == '$' && f[1] == '-') || f[0] == '_' || !strncmp(f, "*-1", 3)) {
         snprintf(text, sizeof(text), "(nil)");
+    } else if (f[0] == '*') {
+        snprintf(text, sizeof(text), "(array %d)", atoi(f + 1));
     } else {
         snprintf(text, sizeof(text), "%.*s", (int)(len - 3 > 500 ? 500 : len - 3), f + 1);
     }
@@ -328,10 +332,11 @@ int main(void)
     }
 
     /* --- before the failover --- */
-    rawc s2, s3, mc, wc, bc;
+    rawc s2, s3, mc, wc, bc, dc, rc_;
     int opened = raw_open(&s2, proxy.port) | raw_open(&s3, proxy.port) | raw_open(&mc, proxy.port) |
-                 raw_open(&wc, proxy.port) | raw_open(&bc, proxy.port);
-    ok(opened == 0, "five clients connected");
+                 raw_open(&wc, proxy.port) | raw_open(&bc, proxy.port) | raw_open(&dc, proxy.port) |
+                 raw_open(&rc_, proxy.port);
+    ok(opened == 0, "seven clients connected");
     raw_send(&s2, "SUBSCRIBE", "ch1", "ch2", NULL);
     raw_send(&s2, "PSUBSCRIBE", "pat.*", NULL);
     raw_send(&s2, "SSUBSCRIBE", "shard1", NULL);
@@ -352,6 +357,13 @@ int main(void)
     ok(multi_ok, "MULTI, SET, INCR: OK QUEUED QUEUED");
     raw_send(&wc, "WATCH", "tx:w", NULL);
     is_str(raw_reply(&wc, 20000), "OK", "WATCH tx:w");
+    raw_send(&dc, "MULTI", NULL);
+    raw_send(&dc, "SET", "tx:d", "1", NULL);
+    multi_ok = !strcmp(raw_reply(&dc, 20000), "OK");
+    multi_ok &= !strcmp(raw_reply(&dc, 20000), "QUEUED");
+    ok(multi_ok, "another client: MULTI, SET: OK QUEUED");
+    raw_send(&rc_, "WATCH", "tx:r", NULL);
+    is_str(raw_reply(&rc_, 20000), "OK", "another client: WATCH tx:r");
     raw_send(&bc, "BLPOP", "bl:key", "0", NULL);
     ok(wait_blocked(old) == 0, "BLPOP is blocked on the master");
     redisContext *ctl = hx_redis(proxy.port);
@@ -398,6 +410,20 @@ int main(void)
     r3 = raw_reply(&wc, 20000);
     ok(!strncmp(r3, "EXECABORT", 9), "... EXEC: EXECABORT ('%s')", r3);
     is_str(hx_cmd(nm, "EXISTS tx:w"), "0", "... and tx:w is unset on the new master");
+
+    /* DISCARD ends the lost transaction; RESET clears a lost WATCH */
+    raw_send(&dc, "DISCARD", NULL);
+    is_str(raw_reply(&dc, 20000), "OK", "MULTI, the switch, DISCARD: OK");
+    raw_send(&dc, "GET", "tx:d", NULL);
+    is_str(raw_reply(&dc, 20000), "(nil)", "... the client's GET runs (and tx:d was never set)");
+    raw_send(&rc_, "RESET", NULL);
+    is_str(raw_reply(&rc_, 20000), "RESET", "WATCH, the switch, RESET");
+    raw_send(&rc_, "MULTI", NULL);
+    raw_send(&rc_, "SET", "tx:r", "1", NULL);
+    raw_send(&rc_, "EXEC", NULL);
+    raw_skip(&rc_, 2);
+    is_str(raw_reply(&rc_, 20000), "(array 1)", "... then MULTI/SET/EXEC runs");
+    is_str(hx_cmd(nm, "GET tx:r"), "1", "... on the new master");
 
     /* the subscribers: messages published after the switch */
     int receivers = 0, n = 0;
@@ -457,6 +483,8 @@ int main(void)
     raw_close(&mc);
     raw_close(&wc);
     raw_close(&bc);
+    raw_close(&dc);
+    raw_close(&rc_);
     redisFree(nm);
     redisFree(ctl);
     is_int(hx_stop(&proxy, 10000), 0, "hotproxy exits cleanly");
