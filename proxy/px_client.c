@@ -878,8 +878,9 @@ static void resubscribed(struct px_upstream *u, void *ctx, const char *reply, si
         lose_client(c, "the new master refused its re-subscribe");
         return;
     }
-    px_log_verbose(&c->set->core->log, "Client id=%llu addr=%s: re-subscribed on %s (%d channels, %d patterns, "
-                   "%d shard channels)", (unsigned long long)c->id, c->addr, u->pool->name, c->nsub, c->npsub, c->nssub);
+    px_log_verbose(&c->set->core->log,
+                   "Client id=%llu addr=%s: re-subscribed on %s (%d channels, %d patterns, %d shard channels)",
+                   (unsigned long long)c->id, c->addr, u->pool->name, c->nsub, c->npsub, c->nssub);
     resume_held(c);
 }
 
