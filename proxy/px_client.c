@@ -25,6 +25,8 @@ static void client_write_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void process_input(px_client *c);
 static void resume_held(px_client *c);
 static void inflight_done(px_client *c, px_req *r);
+static void rebuild_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void subs_free(px_client *c);
 
 static int mem_bucket(size_t mem)
 {
@@ -109,7 +111,8 @@ px_client *px_client_create(px_clients *s, int fd, const char *addr)
     c->mem_bucket = -1;
     ev_io_init(&c->rw, client_read_cb, fd, EV_READ);
     ev_io_init(&c->ww, client_write_cb, fd, EV_WRITE);
-    c->rw.data = c->ww.data = c;
+    ev_timer_init(&c->rebuild, rebuild_cb, 0, 0);
+    c->rw.data = c->ww.data = c->rebuild.data = c;
     ev_io_start(s->core->loop, &c->rw);
 
     c->next = s->clients;
@@ -189,6 +192,7 @@ void px_client_close(px_client *c, const char *why)
     if (why) px_log_verbose(&s->core->log, "Client id=%llu addr=%s closed: %s", (unsigned long long)c->id, c->addr, why);
     ev_io_stop(s->core->loop, &c->rw);
     ev_io_stop(s->core->loop, &c->ww);
+    ev_timer_stop(s->core->loop, &c->rebuild);
     /* Requests still in an upstream queue stay there, detached, so later
      * replies keep lining up; the rest go now. */
     px_req *r = c->qhead;
@@ -224,6 +228,7 @@ static void client_free(px_client *c)
     free(c->on);
     px_buf_free(&c->multi_keys);
     px_client_multi_reset(c);
+    subs_free(c);
     px_req_parser_free(&c->parser);
     free(c->argv);
     free(c->argvlen);
@@ -542,6 +547,10 @@ static void upstream_done(px_upreq *q, struct px_upstream *u, const char *reply,
     /* the topology sees it first (Sentinel: a -READONLY means the master moved) */
     if (!failed && px_router_reply(r->set->router, q, u, reply, len)) return;
     if (failed && r->client) r->set->core->stats.upstream_error_replies++;
+    /* Its MULTI failed with the connection: the client knows it is in no
+     * transaction (px_client_pinned_lost must not keep one for it). */
+    if (failed && r->client && r->pinned && r->cmd && (px_handlers[r->cmd->handler].sets & PX_STATE_MULTI))
+        r->client->multi_failed = 1;
     px_client_reply(r, reply, len);
 }
 
@@ -664,32 +673,127 @@ static int unsubscribed_all(const char *f, size_t n, unsigned *which)
     return 0;
 }
 
-/* Subscription confirmations, for CLIENT LIST's sub= psub= ssub=. */
-static void count_subscriptions(px_client *c, const char *f, size_t n)
+/*
+ * The channels, patterns and shard channels a client is subscribed to, as
+ * Redis confirmed them (the frames below, not what the client asked): a
+ * failover re-subscribes it to exactly these on the new master, and CLIENT
+ * LIST's sub= psub= ssub= are their sizes.
+ */
+typedef struct px_sub {
+    UT_hash_handle hh;
+    int pending; /* sent again by hotproxy's re-subscribe: its confirmation is not the client's */
+    size_t len;
+    char name[];
+} px_sub;
+
+static void subs_count(px_client *c)
+{
+    c->nsub = (int)HASH_COUNT(c->subs[0]);
+    c->npsub = (int)HASH_COUNT(c->subs[1]);
+    c->nssub = (int)HASH_COUNT(c->subs[2]);
+}
+
+static void subs_free(px_client *c)
+{
+    for (int k = 0; k < 3; k++) {
+        px_sub *e, *tmp;
+        HASH_ITER(hh, c->subs[k], e, tmp) {
+            HASH_DEL(c->subs[k], e);
+            free(e);
+        }
+    }
+    subs_count(c);
+}
+
+/*
+ * A (un)subscribe confirmation frame (RESP2 array or RESP3 push of three:
+ * kind, name, count): its kind (0 channel, 1 pattern, 2 shard channel),
+ * +1 or -1, and the name (pointing into f).  0 when it is none, or an
+ * unsubscribe with a null name (nothing to leave).
+ */
+static int parse_confirmation(const char *f, size_t n, int *kind, int *delta, const char **name, size_t *len)
 {
     static const struct {
         const char *kind;
         int delta;
-        int which; /* 0 sub, 1 psub, 2 ssub */
+        int which;
     } kinds[] = {{"$9\r\nsubscribe\r\n", 1, 0},   {"$11\r\nunsubscribe\r\n", -1, 0},
                  {"$10\r\npsubscribe\r\n", 1, 1}, {"$12\r\npunsubscribe\r\n", -1, 1},
                  {"$10\r\nssubscribe\r\n", 1, 2}, {"$12\r\nsunsubscribe\r\n", -1, 2}};
-    if (n < 8 || (f[0] != '*' && f[0] != '>') || memcmp(f + 1, "3\r\n", 3)) return;
+    if (n < 8 || (f[0] != '*' && f[0] != '>') || memcmp(f + 1, "3\r\n", 3)) return 0;
     for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
         size_t kl = strlen(kinds[i].kind);
         if (n < 4 + kl || memcmp(f + 4, kinds[i].kind, kl)) continue;
-        /* an unsubscribe with a null channel (nothing to leave) changes nothing */
-        if (kinds[i].delta < 0 && n >= 4 + kl + 2 && (!memcmp(f + 4 + kl, "$-1", 3) || f[4 + kl] == '_')) return;
-        int *slot = kinds[i].which == 0 ? &c->nsub : kinds[i].which == 1 ? &c->npsub : &c->nssub;
-        *slot += kinds[i].delta;
-        if (*slot < 0) *slot = 0;
-        return;
+        const char *p = f + 4 + kl, *end = f + n;
+        long long l;
+        if (p >= end || *p != '$') return 0; /* "$-1" or "_": a null name */
+        const char *cr = memchr(p, '\r', (size_t)(end - p));
+        if (!cr || !px_string2ll(p + 1, (size_t)(cr - p - 1), &l) || l < 0 || (size_t)l > (size_t)(end - cr) ||
+            (size_t)(end - cr) - (size_t)l < 4)
+            return 0;
+        *kind = kinds[i].which;
+        *delta = kinds[i].delta;
+        *name = cr + 2;
+        *len = (size_t)l;
+        return 1;
     }
+    return 0;
+}
+
+static px_sub *sub_find(px_sub *head, const char *name, size_t len)
+{
+    px_sub *e = NULL;
+    HASH_FIND(hh, head, name, len, e);
+    return e;
+}
+
+/* Subscription confirmations: the sets (and CLIENT LIST's counts) follow them. */
+static void count_subscriptions(px_client *c, const char *f, size_t n)
+{
+    int kind, delta;
+    const char *name;
+    size_t len;
+    if (!parse_confirmation(f, n, &kind, &delta, &name, &len)) return;
+    px_sub *e = sub_find(c->subs[kind], name, len);
+    if (delta > 0 && !e) {
+        e = calloc(1, sizeof(*e) + len + 1);
+        if (!e) abort();
+        memcpy(e->name, name, len);
+        e->len = len;
+        HASH_ADD_KEYPTR(hh, c->subs[kind], e->name, e->len, e);
+    } else if (delta < 0 && e) {
+        HASH_DEL(c->subs[kind], e);
+        free(e);
+    }
+    subs_count(c);
+}
+
+/*
+ * While hotproxy's own re-subscribe is confirmed (the client's commands
+ * wait meanwhile, so nothing of its own is in the way): the first
+ * confirmation of each name it sent, and an error (Redis refused part of
+ * it), answer hotproxy, not the client.  Returns 1 for such a frame.
+ */
+static int resubscribe_echo(px_client *c, const char *f, size_t n)
+{
+    int kind, delta;
+    const char *name;
+    size_t len;
+    if (n && f[0] == '-') {
+        c->resub_failed = 1;
+        return 1;
+    }
+    if (!parse_confirmation(f, n, &kind, &delta, &name, &len) || delta < 0) return 0;
+    px_sub *e = sub_find(c->subs[kind], name, len);
+    if (!e || !e->pending) return 0;
+    e->pending = 0;
+    return 1;
 }
 
 void px_client_upstream_frame(px_client *c, struct px_upstream *u, const char *frame, size_t len)
 {
     if (c->flags & PX_CLIENT_CLOSING) return;
+    if (c->resubscribing && resubscribe_echo(c, frame, len)) return;
     if (!c->qhead || frame[0] == '>') {
         /* A RESP3 push goes out as it comes, as Redis sends it, even while a
          * reply is still awaited (an invalidation during a BLPOP): the
@@ -744,19 +848,142 @@ struct px_upstream *px_client_pick(px_client *c, px_pool *pool)
     return px_pool_pick(pool, c->db, c->proto, px_client_inflight_on(c, pool));
 }
 
+/* Its connection state is gone for good: close it as Redis going away
+ * would, once the errors already queued are written. */
+static void lose_client(px_client *c, const char *why)
+{
+    px_log_verbose(&c->set->core->log, "Client id=%llu addr=%s: %s: closing it", (unsigned long long)c->id, c->addr,
+                   why);
+    px_client_drop_pinned(c);
+    c->state = 0;
+    c->nblocking = 0;
+    c->markers = 0;
+    c->resubscribing = 0;
+    c->flags |= PX_CLIENT_CLOSE_AFTER_REPLY;
+    ev_io_stop(c->set->core->loop, &c->rw);
+    want_write(c);
+}
+
+/* The re-subscribe's marker: every confirmation of it is in (or an error). */
+static void resubscribed(struct px_upstream *u, void *ctx, const char *reply, size_t len)
+{
+    px_client *c = u->owner;
+    (void)ctx;
+    if (!c || u->state != PX_UP_READY) return; /* the connection failed first: its loss decides */
+    c->markers--;
+    c->resubscribing = 0;
+    int missing = 0;
+    for (int k = 0; k < 3; k++)
+        for (px_sub *e = c->subs[k]; e; e = e->hh.next) {
+            missing += e->pending;
+            e->pending = 0;
+        }
+    if (missing || c->resub_failed || (len && (reply[0] == '-' || reply[0] == '!'))) {
+        lose_client(c, "the new master refused its re-subscribe");
+        return;
+    }
+    px_log_verbose(&c->set->core->log,
+                   "Client id=%llu addr=%s: re-subscribed on %s (%d channels, %d patterns, %d shard channels)",
+                   (unsigned long long)c->id, c->addr, u->pool->name, c->nsub, c->npsub, c->nssub);
+    resume_held(c);
+}
+
+/*
+ * From the loop once the failover's re-point is done (the pool names the
+ * new master): a connection of its own there, subscribed to what Redis had
+ * confirmed on the old one.  A marker follows; until it is answered the
+ * client's commands wait, so every confirmation before it is hotproxy's.
+ */
+static void rebuild_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    px_client *c = w->data;
+    static const char *const verbs[3] = {"SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE"};
+    (void)loop;
+    (void)revents;
+    if (c->flags & (PX_CLIENT_CLOSING | PX_CLIENT_CLOSE_AFTER_REPLY)) return;
+    const char *err = NULL;
+    if (!c->pinned) c->pinned = px_client_pin(c, c->rebuild_pool, &err);
+    if (!c->pinned) {
+        lose_client(c, err ? err : "no connection to the new master");
+        return;
+    }
+    struct px_upstream *u = c->pinned;
+    if (c->proto == 2) u->raw = 1; /* RESP2 pub/sub mode: every frame is the client's */
+    px_buf b = {0};
+    for (int k = 0; k < 3; k++) {
+        int n = (int)HASH_COUNT(c->subs[k]), i = 1;
+        if (!n) continue;
+        const char **argv = calloc((size_t)n + 1, sizeof(*argv));
+        size_t *argvlen = calloc((size_t)n + 1, sizeof(*argvlen));
+        if (!argv || !argvlen) abort();
+        argv[0] = verbs[k];
+        argvlen[0] = strlen(verbs[k]);
+        for (px_sub *e = c->subs[k]; e; e = e->hh.next, i++) {
+            e->pending = 1;
+            argv[i] = e->name;
+            argvlen[i] = e->len;
+        }
+        px_resp_command(&b, n + 1, argv, argvlen);
+        free(argv);
+        free(argvlen);
+    }
+    px_upstream_write(u, b.data, b.len);
+    px_buf_free(&b);
+    c->resubscribing = 1;
+    c->resub_failed = 0;
+    c->markers++;
+    px_upstream_marker(u, resubscribed, NULL);
+}
+
 void px_client_pinned_lost(px_client *c, struct px_upstream *u)
 {
-    (void)u;
+    unsigned state = c->state;
     c->pinned = NULL;
     c->state = 0;
     c->nblocking = 0;
     c->markers = 0;
-    if (c->flags & PX_CLIENT_CLOSING) return;
-    /* Its MULTI, subscriptions or blocked command are gone: close it as
-     * Redis going away would, once the errors already queued are written. */
-    c->flags |= PX_CLIENT_CLOSE_AFTER_REPLY;
-    ev_io_stop(c->set->core->loop, &c->rw);
-    want_write(c);
+    c->resubscribing = 0;
+    int multi_failed = c->multi_failed;
+    c->multi_failed = 0;
+    if (c->flags & (PX_CLIENT_CLOSING | PX_CLIENT_CLOSE_AFTER_REPLY)) return;
+    /* A broken connection may have run part of what was sent (a MULTI's
+     * EXEC): nothing can be rebuilt honestly.  Nor can MONITOR's stream or
+     * CLIENT TRACKING's invalidations (what it read on the old master is
+     * watched no more, and a redirect target's id is gone). */
+    if (!u->moved) {
+        lose_client(c, "its upstream connection was lost");
+        return;
+    }
+    if (state & (PX_STATE_MONITOR | PX_STATE_TRACKING | PX_STATE_REDIRECT | PX_STATE_OTHER)) {
+        lose_client(c, "the master changed under its MONITOR or CLIENT TRACKING");
+        return;
+    }
+    if ((state & (PX_STATE_SUB | PX_STATE_SSUB)) && !(c->nsub + c->npsub + c->nssub)) {
+        /* subscribed, but no confirmation in yet: what it asked is not known */
+        lose_client(c, "the master changed before its subscriptions were confirmed");
+        return;
+    }
+    if (state & (PX_STATE_MULTI | PX_STATE_WATCH)) {
+        /* Nothing it queued ran, and the new master is not in its MULTI: its
+         * next commands are queued by hotproxy, and EXEC fails.  A MULTI
+         * that got an error itself began nothing the client knows of: only
+         * its next EXEC fails, as after a WATCH. */
+        int flush, barrier;
+        c->tx_lost = 1;
+        if (!multi_failed) c->state |= state & PX_STATE_MULTI;
+        px_client_multi_reset(c);
+        px_client_multi_take(c, NULL, &flush, &barrier);
+    }
+    if (state & (PX_STATE_SUB | PX_STATE_SSUB)) {
+        c->state |= state & (PX_STATE_SUB | PX_STATE_SSUB);
+        c->rebuild_pool = u->pool;
+        ev_timer_set(&c->rebuild, 0, 0);
+        ev_timer_start(c->set->core->loop, &c->rebuild);
+    }
+    px_log_verbose(&c->set->core->log, "Client id=%llu addr=%s: the master changed under its connection state:%s%s",
+                   (unsigned long long)c->id, c->addr, c->tx_lost ? " its transaction fails at EXEC" : "",
+                   ev_is_active(&c->rebuild) ? " re-subscribing" : "");
+    resume_held(c);
 }
 
 void px_client_maybe_unpin(px_client *c)
@@ -915,6 +1142,11 @@ void px_client_reset(px_client *c)
 {
     px_client_drop_pinned(c);
     px_client_multi_reset(c);
+    subs_free(c); /* RESET leaves every channel and pattern */
+    ev_timer_stop(c->set->core->loop, &c->rebuild);
+    c->tx_lost = 0;
+    c->multi_failed = 0;
+    c->resubscribing = 0;
     c->track_redir = 0;
     c->state = 0;
     c->nblocking = 0;

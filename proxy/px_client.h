@@ -31,6 +31,7 @@ struct px_req;
 struct px_router;
 struct px_client;
 struct px_clients;
+struct px_sub;
 
 /* Called with a forwarded request's reply before it is delivered; may
  * replace the bytes by appending others to out (then returns 1). */
@@ -138,7 +139,14 @@ typedef struct px_client {
     char *name;
     char *lib_name, *lib_ver;
     int reply_mode;         /* 0 on, 1 off, 2 skip the next command */
-    int nsub, npsub, nssub; /* subscriptions, for CLIENT LIST */
+    int nsub, npsub, nssub; /* subscriptions, for CLIENT LIST: the sizes of subs[] */
+    struct px_sub *subs[3]; /* channels, patterns, shard channels Redis confirmed (uthash sets by name) */
+    int tx_lost;            /* a failover took its MULTI or WATCH: the next EXEC answers EXECABORT */
+    int multi_failed;       /* a MULTI of its failed with its pinned connection (px_client_pinned_lost) */
+    int resubscribing;      /* hotproxy's own re-subscribe on a new master is being confirmed */
+    int resub_failed;       /* ... and Redis refused part of it */
+    ev_timer rebuild;       /* re-subscribes once the failover's re-point is done */
+    px_pool *rebuild_pool;  /* the pool its lost pinned connection was in */
     int multi_queued;       /* commands queued in its MULTI, for CLIENT LIST */
     px_multi_cmd *mq;       /* the commands of its open MULTI, in order */
     int mq_len, mq_cap;
@@ -241,7 +249,11 @@ void px_client_reply_error(px_req *r, const char *fmt, ...) __attribute__((forma
  * a pub/sub message, a MONITOR line): delivered in arrival order. */
 void px_client_upstream_frame(px_client *c, struct px_upstream *u, const char *frame, size_t len);
 /* Its pinned connection died: the state is gone, so is the client, once
- * the errors already queued are written. */
+ * the errors already queued are written.  When the connection was closed
+ * by a failover's re-point (u->moved) the state is rebuilt where it can be
+ * honestly: subscriptions are made again on the new master, a MULTI or
+ * WATCH ends in EXECABORT at EXEC (tx_lost), a blocked command has had its
+ * error; MONITOR and CLIENT TRACKING still close the client. */
 void px_client_pinned_lost(px_client *c, struct px_upstream *u);
 /* Give up the pinned connection if no state needs it any more. */
 void px_client_maybe_unpin(px_client *c);
@@ -294,6 +306,9 @@ static inline int px_client_args(const px_client *c, const char *const **argv, c
 static inline int px_client_db(const px_client *c) { return c->db; }
 static inline int px_client_proto(const px_client *c) { return c->proto; }
 static inline int px_client_in_multi(const px_client *c) { return (c->state & PX_STATE_MULTI) != 0; }
+/* A failover closed its pinned connection and hotproxy is subscribing it
+ * again on the new master: its commands wait until that is done. */
+static inline int px_client_rebuilding(const px_client *c) { return ev_is_active(&c->rebuild) || c->resubscribing; }
 /*
  * What c's queued MULTI commands write, kept with its transaction (freed
  * with it on close): keys ([u32 len][key]..., appended), whether they

@@ -259,6 +259,72 @@ static void exec_prepare(px_client *c, px_req *r)
     px_client_multi_reset(c);
 }
 
+/*
+ * A client whose MULTI or WATCH a failover took (px_client_pinned_lost):
+ * the new master is in no transaction of its, so nothing it queues may go
+ * there (it would run at once).  hotproxy answers its transaction as Redis
+ * answers one that cannot succeed: commands are QUEUED and never sent, EXEC
+ * fails with EXECABORT (in Redis' words for a discarded transaction) and
+ * ends it, DISCARD ends it, UNWATCH outside MULTI and RESET clear it.
+ * lost_takes says which commands lost_transaction answers.
+ */
+static const char execabort_moved[] =
+    "-EXECABORT Transaction discarded because the upstream master changed (failover).\r\n";
+
+static int lost_takes(const px_client *c, px_handler h)
+{
+    const px_handler_info *hi = &px_handlers[h];
+    if ((hi->sets | hi->clears) & (PX_STATE_MULTI | PX_STATE_WATCH)) return 1; /* MULTI WATCH EXEC DISCARD UNWATCH */
+    return (c->state & PX_STATE_MULTI) && !(hi->props & PX_HP_AT_ONCE);    /* queued (not QUIT, RESET) */
+}
+
+static void lost_end(px_client *c)
+{
+    c->tx_lost = 0;
+    c->state &= ~(unsigned)PX_STATE_MULTI;
+    c->multi_queued = 0;
+    px_client_multi_reset(c);
+    px_client_maybe_unpin(c);
+}
+
+static void lost_transaction(px_client *c, px_req *r, px_handler h, int argc)
+{
+    const px_handler_info *hi = &px_handlers[h];
+    int in_multi = (c->state & PX_STATE_MULTI) != 0;
+    if (r->cmd && !px_command_arity_ok(r->cmd, argc)) {
+        px_client_reply_error(r, "ERR wrong number of arguments for '%s' command", r->cmd->name);
+    } else if (hi->props & PX_HP_EXEC) {
+        if (!in_multi) {
+            px_client_reply_error(r, "ERR EXEC without MULTI");
+            return;
+        }
+        lost_end(c);
+        px_client_reply(r, execabort_moved, sizeof(execabort_moved) - 1);
+    } else if ((hi->clears & PX_STATE_MULTI) && !(hi->props & PX_HP_EXEC)) {
+        if (!in_multi) {
+            px_client_reply_error(r, "ERR DISCARD without MULTI");
+            return;
+        }
+        lost_end(c);
+        px_client_reply(r, "+OK\r\n", 5);
+    } else if (hi->sets & PX_STATE_MULTI) {
+        if (in_multi) {
+            px_client_reply_error(r, "ERR MULTI calls can not be nested");
+            return;
+        }
+        c->state |= PX_STATE_MULTI;
+        c->multi_queued = 0;
+        px_client_reply(r, "+OK\r\n", 5);
+    } else if ((hi->sets & PX_STATE_WATCH) && in_multi) {
+        px_client_reply_error(r, "ERR WATCH inside MULTI is not allowed");
+    } else if (in_multi) {
+        px_client_reply(r, "+QUEUED\r\n", 9); /* UNWATCH inside MULTI is queued too */
+    } else {
+        if (hi->clears & PX_STATE_WATCH) c->tx_lost = 0; /* UNWATCH; a WATCH keeps it lost */
+        px_client_reply(r, "+OK\r\n", 5);
+    }
+}
+
 /* A command queued in MULTI that hotproxy answers with an error itself:
  * as Redis, the transaction is then aborted at EXEC. */
 static void refuse(px_client *c, px_req *r, int queueing, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
@@ -293,6 +359,8 @@ static int dispatch(void *arg, px_client *c, const char *raw, size_t rawlen)
     /* A subscriber's last frames are still coming (see on_marker): what it
      * sends now must not go out as a frame nobody waits for. */
     if (c->pinned && c->markers > 0) return 0;
+    /* A failover's re-subscribe is not confirmed yet: its frames come first. */
+    if (px_client_rebuilding(c)) return 0;
     /* An EXEC runs its local commands when its reply comes: what the client
      * sent after it must see their effects (CLIENT SETNAME), so it waits. */
     if (c->exec_local > 0) return 0;
@@ -308,6 +376,8 @@ static int dispatch(void *arg, px_client *c, const char *raw, size_t rawlen)
     int queueing = (c->state & PX_STATE_MULTI) && !(hp & PX_HP_AT_ONCE);
     int deferred = queueing && (hp & PX_HP_DEFERRED);
     if (!authorized || !allowed || refused || (hp & PX_HP_DENY) || deferred) upstream = 0;
+    int lost = c->tx_lost && authorized && allowed && !refused && !(hp & PX_HP_DENY) && lost_takes(c, h);
+    if (lost) upstream = 0;
     if ((hp & PX_HP_TRACKING) && upstream && !px_local_tracking_ready(c, argc, c->argv, c->argvlen)) return 0;
 
     /* Decide the connection before anything happens, so a command can wait. */
@@ -372,6 +442,11 @@ static int dispatch(void *arg, px_client *c, const char *raw, size_t rawlen)
         s->core.stats.commands_refused++;
         refuse(c, r, queueing, "ERR hotproxy: '%s' is refused by this proxy%s", cmd->name,
                (hp & PX_HP_DENY) ? " (replication does not go through a proxy)" : "");
+        return 1;
+    }
+    if (lost) {
+        s->core.stats.commands_local++;
+        lost_transaction(c, r, h, argc);
         return 1;
     }
     if (deferred) {

@@ -647,10 +647,13 @@ void px_pool_repoint(px_pool *p, const char *host, int port, const char *why)
         }
     /* A pinned connection's state (MULTI, subscriptions, a blocked command)
      * and the links lived on the old server: each ends, and its owner hears
-     * it (on_lost), as when the connection breaks. */
+     * it (on_lost), as when the connection breaks, but marked moved: nothing
+     * was cut halfway, so an owner may rebuild its state on the new server
+     * (re-subscribe), which it could not honestly do after a break. */
     px_upstream *u = p->pinned;
     while (u) {
         px_upstream *next = u->pnext;
+        u->moved = 1;
         px_pool_close(p, u, detail);
         u = next;
     }

@@ -115,6 +115,7 @@ typedef struct px_upstream {
     unsigned no_reuse : 1;   /* closed, never RESET and spared, when unpinned */
     unsigned oob : 1;        /* out-of-band: closed once its requests are answered */
     unsigned link : 1;       /* hotproxy's own link (px_pool_open_link) */
+    unsigned moved : 1;      /* closed by px_pool_repoint: the server changed, the link did not break */
     uint64_t tracking_epoch; /* shared: the invalidation link epoch its CLIENT TRACKING names (0: none) */
     unsigned tracking_used : 1; /* shared: the L1 filled through it since its tracking was turned on */
     px_frame_cb on_frame;    /* pinned connections and links: who gets frames and their end */
@@ -178,7 +179,8 @@ void px_pool_reap(px_pool *p);
  * Point p at another server (a Sentinel failover, a Cluster node that
  * moved): every request in flight on the old one is answered with an error
  * naming why, the shared connections reconnect at once to the new address,
- * and pinned connections and links are closed (their owners' on_lost runs).
+ * and pinned connections and links are closed (their owners' on_lost runs,
+ * with u->moved set: the owner may rebuild its state on the new server).
  * Nothing waits for the old server.
  */
 void px_pool_repoint(px_pool *p, const char *host, int port, const char *why);
