@@ -535,7 +535,8 @@ struct px_upstream *px_client_inflight_on(const px_client *c, const px_pool *poo
 static void upstream_done(px_upreq *q, struct px_upstream *u, const char *reply, size_t len, int failed)
 {
     px_req *r = (px_req *)((char *)q - offsetof(px_req, up));
-    (void)u;
+    /* the topology sees it first (Sentinel: a -READONLY means the master moved) */
+    if (!failed && px_router_reply(r->set->router, q, u, reply, len)) return;
     if (failed && r->client) r->set->core->stats.upstream_error_replies++;
     px_client_reply(r, reply, len);
 }

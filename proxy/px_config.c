@@ -25,6 +25,7 @@ typedef struct cfg_entry {
 } cfg_entry;
 
 static const char *const loglevels[] = {"debug", "verbose", "notice", "warning", NULL};
+static const char *const topologies[] = {"auto", "single", "sentinel", "cluster", NULL}; /* PX_TOPO_* order */
 
 #define OFF(f) offsetof(px_config, f)
 #define GB (1024LL * 1024 * 1024)
@@ -36,6 +37,10 @@ static const cfg_entry table[] = {
     {"timeout", CT_INT, 0, 100000000, "0", OFF(timeout), NULL, 0},
     {"tcp-keepalive", CT_INT, 0, 100000000, "300", OFF(tcp_keepalive), NULL, 0},
     {"upstream", CT_HOSTPORT, 0, 0, "127.0.0.1:6379", OFF(upstream), NULL, 1},
+    {"topology", CT_ENUM, 0, 0, "auto", OFF(topology), topologies, 1},
+    {"sentinel-master", CT_STRING, 0, 0, "", OFF(sentinel_master), NULL, 1},
+    {"sentinel-user", CT_STRING, 0, 0, "", OFF(sentinel_user), NULL, 1},
+    {"sentinel-password", CT_SECRET, 0, 0, "", OFF(sentinel_password), NULL, 1},
     {"upstream-connections", CT_INT, 1, 1024, "1", OFF(upstream_connections), NULL, 1},
     {"upstream-timeout", CT_INT, 0, 86400000, "5000", OFF(upstream_timeout), NULL, 0},
     {"connect-timeout", CT_INT, 1, 600000, "1000", OFF(connect_timeout), NULL, 0},
@@ -133,6 +138,59 @@ static int split_hostport(const char *v, char **host, long long *port)
     return 0;
 }
 
+static void free_upstreams(px_hostport *v, int n)
+{
+    for (int i = 0; i < n; i++) free(v[i].host);
+    free(v);
+}
+
+/*
+ * "upstream": a comma-separated list of addresses.  A repeat of the
+ * directive in the same text (one file, or the command line) adds to the
+ * list; one in a later text (the command line after the file) replaces it,
+ * as every other directive does.  On error nothing changes.
+ */
+static int set_upstreams(px_config *c, const char *v)
+{
+    int add = c->loading && c->upstream_load == c->loading;
+    int n = add ? c->nupstreams : 0;
+    px_hostport *list = calloc((size_t)n + strlen(v) / 2 + 2, sizeof(*list));
+    if (!list) abort();
+    for (int i = 0; i < n; i++)
+        if (!(list[i].host = strdup(c->upstreams[i].host))) abort();
+        else list[i].port = c->upstreams[i].port;
+    const char *p = v;
+    do {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        char *one = strndup(p, len);
+        long long port;
+        if (!one) abort();
+        list[n].host = NULL;
+        if (split_hostport(one, &list[n].host, &port) != 0) {
+            free(one);
+            free_upstreams(list, n);
+            return -1;
+        }
+        free(one);
+        list[n++].port = (int)port;
+        p = comma ? comma + 1 : NULL;
+    } while (p);
+    char *text = add && c->upstream ? malloc(strlen(c->upstream) + strlen(v) + 2) : strdup(v);
+    if (!text) abort();
+    if (add && c->upstream) sprintf(text, "%s,%s", c->upstream, v);
+    free_upstreams(c->upstreams, c->nupstreams);
+    c->upstreams = list;
+    c->nupstreams = n;
+    free(c->upstream);
+    c->upstream = text;
+    free(c->upstream_host);
+    if (!(c->upstream_host = strdup(list[0].host))) abort();
+    c->upstream_port = list[0].port;
+    c->upstream_load = c->loading;
+    return 0;
+}
+
 static int apply(px_config *c, const cfg_entry *e, const char *v, char *err, size_t errlen)
 {
     char *base = (char *)c;
@@ -166,15 +224,21 @@ static int apply(px_config *c, const cfg_entry *e, const char *v, char *err, siz
                 *(long long *)(base + e->offset) = i;
                 return 0;
             }
-        seterr(err, errlen, "%s must be one of: debug, verbose, notice, warning", e->name);
+    {
+        char list[256] = "";
+        size_t used = 0;
+        for (int i = 0; e->enums[i] && used < sizeof(list); i++)
+            used += (size_t)snprintf(list + used, sizeof(list) - used, "%s%s", i ? ", " : "", e->enums[i]);
+        seterr(err, errlen, "%s must be one of: %s", e->name, list);
         return -1;
+    }
     case CT_HOSTPORT:
-        if (split_hostport(v, &c->upstream_host, &c->upstream_port) != 0) {
-            seterr(err, errlen, "%s must be host:port with a port from 1 to 65535", e->name);
+        if (set_upstreams(c, v) != 0) {
+            seterr(err, errlen, "%s must be host:port with a port from 1 to 65535 (several: host:port,host:port)",
+                   e->name);
             return -1;
         }
-        /* keep the text too */
-        __attribute__((fallthrough));
+        return 0;
     case CT_SECRET:
     case CT_STRING: {
         char **slot = (char **)(base + e->offset);
@@ -316,6 +380,31 @@ void px_config_policy(const px_config *c, const char *key, size_t len, px_policy
     out->write_ttl_floor = r ? r->write_ttl_floor : 0;
 }
 
+int px_config_check_topology(const px_config *c, char *err, size_t errlen)
+{
+    int sentinel_set = *c->sentinel_master || *c->sentinel_user || *c->sentinel_password;
+    const char *which = *c->sentinel_master ? "sentinel-master" : *c->sentinel_user ? "sentinel-user" : "sentinel-password";
+    if (c->topology == PX_TOPO_CLUSTER) {
+        seterr(err, errlen, "topology cluster is not supported yet (use single or sentinel)");
+        return -1;
+    }
+    if (c->topology == PX_TOPO_SINGLE && c->nupstreams > 1) {
+        seterr(err, errlen, "topology single forwards to one Redis, but upstream names %d addresses (%s); "
+                            "several addresses are Sentinels: topology sentinel",
+               c->nupstreams, c->upstream);
+        return -1;
+    }
+    if (c->topology == PX_TOPO_SINGLE && sentinel_set) {
+        seterr(err, errlen, "%s is set, but topology single uses no Sentinel (topology sentinel or auto)", which);
+        return -1;
+    }
+    if (*c->sentinel_user && !*c->sentinel_password) {
+        seterr(err, errlen, "sentinel-user is set without sentinel-password");
+        return -1;
+    }
+    return 0;
+}
+
 int px_config_auth_required(const px_config *c)
 {
     return (c->requirepass && *c->requirepass) || c->nusers > 0;
@@ -396,6 +485,7 @@ void px_config_free(px_config *c)
     for (int i = 0; i < c->nrules; i++) free(c->rules[i].prefix);
     free(c->rules);
     free(c->upstream_host);
+    free_upstreams(c->upstreams, c->nupstreams);
     free(c->config_file);
     memset(c, 0, sizeof(*c));
 }
@@ -477,6 +567,7 @@ int px_config_load_string(px_config *c, const char *text, const char *source, ch
 {
     char *copy = strdup(text);
     int lineno = 0, rc = 0;
+    c->loading = ++c->nloads; /* an "upstream" repeated in this text adds to the list */
     char *line = copy;
     while (line && rc == 0) {
         char *nl = strchr(line, '\n');
@@ -503,6 +594,7 @@ int px_config_load_string(px_config *c, const char *text, const char *source, ch
         free(orig);
         line = nl ? nl + 1 : NULL;
     }
+    c->loading = 0;
     free(copy);
     return rc;
 }

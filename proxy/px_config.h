@@ -41,6 +41,15 @@ typedef struct px_policy {
     long long ttl, jitter, negative_ttl, max_entry_size, write_ttl_jitter, write_ttl_floor;
 } px_policy;
 
+/* One address of an "upstream" list. */
+typedef struct px_hostport {
+    char *host;
+    int port;
+} px_hostport;
+
+/* What stands behind the upstream addresses ("topology"). */
+enum { PX_TOPO_AUTO, PX_TOPO_SINGLE, PX_TOPO_SENTINEL, PX_TOPO_CLUSTER };
+
 typedef struct px_config {
     /* network */
     char *bind;
@@ -50,9 +59,18 @@ typedef struct px_config {
     long long timeout;              /* seconds a client may idle, 0 = never */
     long long tcp_keepalive;        /* seconds, 0 = off */
     /* upstream */
-    char *upstream;                 /* "host:port" as given */
-    char *upstream_host;            /* derived from upstream */
+    char *upstream;                 /* "host:port[,host:port...]", every address given */
+    char *upstream_host;            /* derived from upstream: its first address */
     long long upstream_port;        /* derived from upstream */
+    int nupstreams;                 /* derived from upstream: every address, in order */
+    px_hostport *upstreams;
+    int upstream_load;              /* the load that last set upstream (a repeat in it adds) */
+    int loading;                    /* the load_string call running now (0: none) */
+    int nloads;
+    long long topology;             /* PX_TOPO_* */
+    char *sentinel_master;          /* the master set's name; "" = the only one the Sentinel watches */
+    char *sentinel_user;            /* credentials hotproxy uses with the Sentinels */
+    char *sentinel_password;
     long long upstream_connections; /* shared pool size */
     long long upstream_timeout;     /* ms a command may wait for its reply, 0 = forever */
     long long connect_timeout;      /* ms */
@@ -129,6 +147,14 @@ int px_config_from_args(px_config *c, int argc, char **argv, char *out, size_t o
  * line must be read again (reload).
  */
 void px_config_scrub_args(int argc, char **argv);
+
+/*
+ * Directives that are each valid but wrong together (topology single with
+ * several upstreams, sentinel-* without topology sentinel or auto, a
+ * sentinel-user without a password, topology cluster): -1 with the reason
+ * in err.  Called at startup, once the whole configuration is read.
+ */
+int px_config_check_topology(const px_config *c, char *err, size_t errlen);
 
 /* 1 if any client authentication is configured. */
 int px_config_auth_required(const px_config *c);

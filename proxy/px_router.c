@@ -1,12 +1,15 @@
 /*
  * px_router: the pool set, and the topologies behind the routing interface.
  * See px_router.h.  "single": every command goes to the one pool for the
- * configured upstream.
+ * configured upstream; "sentinel" is px_sentinel's.
  */
 #include "proxy/px_router.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "proxy/px_sentinel.h"
 
 px_pool *px_router_add_pool(px_router *r, const char *host, int port)
 {
@@ -126,12 +129,34 @@ static const px_topology single = {
 
 px_router *px_router_create(px_core *k, char *err, size_t errlen)
 {
-    (void)err;
-    (void)errlen;
+    const px_config *cfg = k->cfg;
+    if (px_config_check_topology(cfg, err, errlen) != 0) return NULL;
+    int kind = (int)cfg->topology;
+    if (kind == PX_TOPO_AUTO) {
+        /* ask the upstream what it is (blocking, bounded: before the loop) */
+        kind = px_sentinel_probe_kind(cfg, err, errlen);
+        if (kind < 0) return NULL;
+        if (kind == PX_TOPO_CLUSTER) {
+            snprintf(err, errlen, "topology auto: the upstream is a Redis Cluster node, and topology cluster is not "
+                                  "supported yet");
+            return NULL;
+        }
+        if (kind == PX_TOPO_SINGLE && (*cfg->sentinel_master || *cfg->sentinel_password)) {
+            snprintf(err, errlen, "topology auto: sentinel-master or sentinel-password is set, but %s is not a Sentinel",
+                     cfg->upstream);
+            return NULL;
+        }
+        px_log_notice(&k->log, "Upstream: topology auto: %s is %s", cfg->upstream,
+                      kind == PX_TOPO_SENTINEL ? "a Sentinel" : "a Redis (or not up yet): topology single");
+    }
     px_router *r = calloc(1, sizeof(*r));
     if (!r) abort();
     r->core = k;
-    r->topo = &single;
+    r->topo = kind == PX_TOPO_SENTINEL ? &px_sentinel_topology : &single;
+    if (kind == PX_TOPO_SENTINEL && px_sentinel_setup(r, err, errlen) != 0) {
+        px_router_destroy(r);
+        return NULL;
+    }
     return r;
 }
 

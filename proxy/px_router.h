@@ -7,8 +7,9 @@
  * does (a Cluster redirect is retried there, never shown), and lets pools be
  * added, removed and re-pointed while running.  A topology is a set of
  * callbacks behind it: "single" (one pool, the configured upstream) is the
- * first; Sentinel (the pool follows the master Sentinel names) and Cluster
- * (a pool per master, chosen by hash slot) plug in the same way.
+ * first; Sentinel (the pool follows the master Sentinel names, px_sentinel)
+ * is the second, and Cluster (a pool per master, chosen by hash slot) will
+ * plug in the same way.  The config's "topology" picks one at creation.
  *
  * Whoever keeps something per pool (the L1: a tracking link per pool) walks
  * the set (px_router_pool) and hears of pools added and removed
@@ -34,7 +35,7 @@ typedef struct px_route_args {
 
 /* A topology: what decides routes and keeps the pool set up to date. */
 typedef struct px_topology {
-    const char *name; /* "single", later "sentinel", "cluster" */
+    const char *name; /* "single", "sentinel", later "cluster" */
     /* Add the first pools (px_router_start). */
     void (*start)(px_router *r);
     /* The pool that should serve this command (NULL: none can). */
@@ -71,6 +72,12 @@ void px_router_start(px_router *r);
 void px_router_destroy(px_router *r);
 
 static inline px_pool *px_router_route(px_router *r, const px_route_args *a) { return r->topo->route(r, a); }
+/* A forwarded request's reply, before its requester sees it: 1 when the
+ * topology took the request over (it then completes it itself). */
+static inline int px_router_reply(px_router *r, px_upreq *q, px_upstream *u, const char *reply, size_t len)
+{
+    return r->topo->reply ? r->topo->reply(r, q, u, reply, len) : 0;
+}
 /* The pool that serves commands naming no key (a pinned connection for
  * CLIENT TRACKING's redirect target, the L1's first link). */
 px_pool *px_router_default(px_router *r);

@@ -7,6 +7,7 @@
  *   SERVER   process  # Hotproxy            px_stats_server   px_server_stats
  *   (stats)  process  # Hotproxy_stats      px_stats          live, s->stats
  *   ROUTER   process  # Hotproxy_upstream   px_stats_router   the router's info
+ *   SENTINEL process  # Hotproxy_upstream   px_stats_sentinel the Sentinel topology's info
  *   POOL     pool     # Hotproxy_upstream   px_stats_pool     px_pool_stats
  *   LANE     lane     (inside POOL's lane)  px_stats_lane     px_pool_stats
  *   L1       l1       # Hotproxy_cache      px_stats_l1       px_l1_stats
@@ -98,7 +99,20 @@ typedef struct px_stats_lanes {
     X(net_output_bytes, COUNTER, U64, "bytes written to clients")
 
 /* # Hotproxy_upstream, first line: the topology, then each pool's lines. */
-#define PX_STATS_ROUTER_LIST(X) X(topology, INFO, STR, "how upstreams are chosen (single)")
+#define PX_STATS_ROUTER_LIST(X) X(topology, INFO, STR, "how upstreams are chosen (single, sentinel)")
+
+/* # Hotproxy_upstream, after the topology with topology sentinel: the master
+ * Sentinel names and how hotproxy follows it. */
+#define PX_STATS_SENTINEL_LIST(X)                                                                                  \
+    X(sentinel_master_name, INFO, STR, "the master set's name (sentinel-master)")                                 \
+    X(sentinel_master, INFO, STR, "host:port of the master commands go to now")                                   \
+    X(sentinel_status, INFO, STR, "ok, or no-sentinel-reachable while the last known master is kept")             \
+    X(sentinels_known, GAUGE, I64, "Sentinels known, configured and learnt from SENTINEL SENTINELS")              \
+    X(sentinels_reachable, GAUGE, I64, "of those, the ones whose last request was answered")                      \
+    X(sentinels, INFO, STR, "each Sentinel as host:port=up|down, in the order they are asked")                    \
+    X(sentinel_failovers, COUNTER, U64, "master changes followed (data pool re-pointed)")                          \
+    X(sentinel_last_failover_time, GAUGE, I64, "unix time of the last master change followed (0: none)")          \
+    X(sentinel_last_switch_ms, GAUGE, RATIO, "last switch inside hotproxy: change seen to the new master's first reply")
 
 /* # Hotproxy_upstream: one upstream pool (scope pool, named by "upstream"). */
 #define PX_STATS_POOL_LIST(X)                                                                          \
@@ -168,6 +182,10 @@ typedef struct px_stats_router {
     PX_STATS_ROUTER_LIST(PX_STAT_FIELD)
 } px_stats_router;
 
+typedef struct px_stats_sentinel {
+    PX_STATS_SENTINEL_LIST(PX_STAT_FIELD)
+} px_stats_sentinel;
+
 typedef struct px_stats_pool {
     PX_STATS_POOL_LIST(PX_STAT_FIELD)
 } px_stats_pool;
@@ -202,7 +220,7 @@ typedef struct px_stat_group {
 } px_stat_group;
 
 enum { PX_STATS_G_SERVER, PX_STATS_G_STATS, PX_STATS_G_ROUTER, PX_STATS_G_POOL, PX_STATS_G_LANE, PX_STATS_G_L1,
-       PX_STATS_NGROUPS };
+       PX_STATS_G_SENTINEL, PX_STATS_NGROUPS };
 /* Every group, indexed by PX_STATS_G_*, in the order INFO writes them. */
 extern const px_stat_group px_stat_groups[PX_STATS_NGROUPS];
 

@@ -274,12 +274,14 @@ static void up_handshake(px_upstream *u, int with_id)
 {
     px_core *s = u->core;
     const px_config *cfg = s->cfg;
-    if (cfg->upstream_password && *cfg->upstream_password) {
-        if (cfg->upstream_user && *cfg->upstream_user) {
-            const char *argv[] = {"AUTH", cfg->upstream_user, cfg->upstream_password};
+    const char *user = u->pool->own_auth ? u->pool->auth_user : cfg->upstream_user;
+    const char *password = u->pool->own_auth ? u->pool->auth_password : cfg->upstream_password;
+    if (password && *password) {
+        if (user && *user) {
+            const char *argv[] = {"AUTH", user, password};
             send_internalv(u, expect_ok, 3, argv);
         } else {
-            const char *argv[] = {"AUTH", cfg->upstream_password};
+            const char *argv[] = {"AUTH", password};
             send_internalv(u, expect_ok, 2, argv);
         }
     }
@@ -564,7 +566,18 @@ px_pool *px_pool_create(px_core *k, const char *host, int port, int nconns)
     set_address(p, host, port);
     p->nconns = nconns;
     if (nconns > 0) lane_get(p, 0, 2); /* a control pool (px_router_add_control_pool) has no lanes */
+    else p->probed = 1;                /* nor a client to tell its version and databases */
     return p;
+}
+
+void px_pool_set_auth(px_pool *p, const char *user, const char *password)
+{
+    free(p->auth_user);
+    free(p->auth_password);
+    p->auth_user = strdup(user ? user : "");
+    p->auth_password = strdup(password ? password : "");
+    if (!p->auth_user || !p->auth_password) abort();
+    p->own_auth = 1;
 }
 
 static void up_release(px_upstream *u)
@@ -661,6 +674,8 @@ void px_pool_destroy(px_pool *p)
         free(u);
     }
     free(p->host);
+    free(p->auth_user);
+    free(p->auth_password);
     free(p);
 }
 

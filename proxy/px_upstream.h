@@ -159,10 +159,16 @@ typedef struct px_pool {
     char redis_version[32];  /* from INFO server, for HELLO */
     long long databases;     /* from CONFIG GET databases, for SELECT */
     unsigned probed : 1;
+    unsigned own_auth : 1;   /* AUTH with auth_user/auth_password, not upstream-user/password */
+    char *auth_user, *auth_password;
 } px_pool;
 
 px_pool *px_pool_create(px_core *k, const char *host, int port, int nconns);
 void px_pool_destroy(px_pool *p);
+/* The credentials p's handshakes use instead of upstream-user and
+ * upstream-password (a Sentinel's: sentinel-user, sentinel-password); an
+ * empty password sends no AUTH.  Copied. */
+void px_pool_set_auth(px_pool *p, const char *user, const char *password);
 /* Before the loop sleeps: write what this iteration queued on p's
  * connections (one write each), and free its closed pinned connections
  * (never freed inside their own callbacks). */

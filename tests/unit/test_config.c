@@ -333,10 +333,12 @@ static const char *const all_names[] = {
     "upstream-timeout", "connect-timeout", "upstream-max-inflight", "proto-max-bulk-len",
     "client-query-buffer-limit", "client-output-buffer-limit", "loglevel", "logfile", "pidfile", "daemonize",
     "shutdown-timeout", "upstream-user", "allow-shutdown", "upstream-max-pinned", "upstream-spare",
+    "topology", "sentinel-master", "sentinel-user",
 };
 #define NALL (sizeof(all_names) / sizeof(all_names[0]))
 /* And those whose text is not a value: masked secrets, and the multi-word ones. */
-static const char *const other_names[] = {"requirepass", "upstream-password", "user", "refuse-command", "cache-rule"};
+static const char *const other_names[] = {"requirepass", "upstream-password", "sentinel-password", "user",
+                                          "refuse-command", "cache-rule"};
 #define NOTHER (sizeof(other_names) / sizeof(other_names[0]))
 
 static int is_other(const char *name)
@@ -389,11 +391,11 @@ static void test_get(void)
      */
     load_ok(&c,
             "bind 10.1.2.3\nport 7100\ntcp-backlog 64\nmaxclients 77\ntimeout 30\ntcp-keepalive 60\n"
-            "upstream [::1]:6390\nupstream-connections 9\nupstream-timeout 250\nconnect-timeout 75\n"
+            "upstream [::1]:6390,10.0.0.9:26379\nupstream-connections 9\nupstream-timeout 250\nconnect-timeout 75\n"
             "upstream-max-inflight 33\nproto-max-bulk-len 3mb\nclient-query-buffer-limit 5mb\n"
             "client-output-buffer-limit 7kb\nloglevel warning\nlogfile \"/tmp/a b.log\"\npidfile /tmp/p.pid\n"
             "daemonize yes\nshutdown-timeout 11\nupstream-user proxy\nallow-shutdown yes\n"
-            "upstream-max-pinned 12\nupstream-spare 3\n",
+            "upstream-max-pinned 12\nupstream-spare 3\ntopology sentinel\nsentinel-master mm\nsentinel-user su\n",
             "every directive set to a non-default value");
     px_config_init(&d);
     int bad = 0, changed = 0;
@@ -415,6 +417,8 @@ static void test_get(void)
     ok(bad == 0, "every single-valued directive's text round-trips through px_config_set (%d did not)", bad);
     is_int(changed, (int)NALL, "each of the %d known directives differed from its default in the round trip", (int)NALL);
     ok(d.upstream_port == 6390 && !strcmp(d.upstream_host, "::1"), "round trip re-derives upstream_host and port");
+    ok(d.nupstreams == 2 && d.upstreams[1].port == 26379 && !strcmp(d.upstreams[1].host, "10.0.0.9"),
+       "round trip re-derives the upstream list");
     px_config_free(&d);
     px_config_free(&c);
 }
@@ -757,6 +761,96 @@ static void test_sample_conf(void)
     free(text);
 }
 
+/* topology, sentinel-*, and upstream lists: parsing, repeats, combinations. */
+static void check_topology(const char *text, int want_rc, const char *want_reason, const char *what)
+{
+    px_config c;
+    char err[512] = "";
+    px_config_init(&c);
+    int rc = px_config_load_string(&c, text, "t.conf", err, sizeof(err));
+    if (rc == 0) rc = px_config_check_topology(&c, err, sizeof(err));
+    ok(rc == want_rc && (!want_reason || strstr(err, want_reason)), "%s (rc %d, '%s')", what, rc, err);
+    px_config_free(&c);
+}
+
+static void test_topology(void)
+{
+    px_config c;
+    char err[512] = "";
+    px_config_init(&c);
+    is_int(c.topology, PX_TOPO_AUTO, "default topology auto");
+    is_str(c.sentinel_master, "", "default sentinel-master is empty (the only one)");
+    is_str(c.sentinel_user, "", "default sentinel-user is none");
+    is_str(c.sentinel_password, "", "default sentinel-password is none");
+    ok(c.nupstreams == 1 && c.upstreams[0].port == 6379 && !strcmp(c.upstreams[0].host, "127.0.0.1"),
+       "default upstream list: 127.0.0.1:6379");
+    is_int(px_config_check_topology(&c, err, sizeof(err)), 0, "the defaults go together");
+
+    if (load_ok(&c, "upstream 10.0.0.1:26379,[::1]:26380,10.0.0.3:26381\n", "a comma-separated list")) {
+        ok(c.nupstreams == 3 && !strcmp(c.upstreams[1].host, "::1") && c.upstreams[1].port == 26380 &&
+               c.upstreams[2].port == 26381,
+           "three addresses, in order (%d)", c.nupstreams);
+        ok(!strcmp(c.upstream_host, "10.0.0.1") && c.upstream_port == 26379, "upstream_host/port: the first");
+    }
+    px_config_free(&c);
+
+    px_config_init(&c);
+    if (load_ok(&c, "upstream 10.0.0.1:1\nupstream 10.0.0.2:2,10.0.0.3:3\n", "upstream repeated in one file")) {
+        ok(c.nupstreams == 3 && c.upstreams[2].port == 3, "a repeat in the same text adds (%d)", c.nupstreams);
+        is_str(c.upstream, "10.0.0.1:1,10.0.0.2:2,10.0.0.3:3", "the text lists them all");
+    }
+    /* a later text (the command line after the file) replaces the list */
+    if (load_ok(&c, "upstream 10.0.0.9:9\n", "upstream in a later text")) {
+        ok(c.nupstreams == 1 && c.upstreams[0].port == 9 && !strcmp(c.upstream, "10.0.0.9:9"),
+           "a later text replaces the list (%d, '%s')", c.nupstreams, c.upstream);
+    }
+    char *badlist[] = {"10.0.0.1:1,10.0.0.2:0"};
+    is_int(px_config_set(&c, "upstream", 1, badlist, err, sizeof(err)), -1, "a list with one bad address is rejected");
+    ok(strstr(err, "upstream") != NULL, "... naming the directive ('%s')", err);
+    ok(c.nupstreams == 1 && c.upstreams[0].port == 9, "... and the list is left as it was");
+    char *trailing[] = {"10.0.0.1:1,"};
+    is_int(px_config_set(&c, "upstream", 1, trailing, err, sizeof(err)), -1, "a trailing comma is rejected");
+    px_config_free(&c);
+
+    px_config_init(&c);
+    static const char *const kinds[] = {"auto", "single", "sentinel", "cluster"};
+    for (int i = 0; i < 4; i++) {
+        char *v[] = {(char *)kinds[i]};
+        ok(px_config_set(&c, "topology", 1, v, err, sizeof(err)) == 0 && c.topology == i, "topology %s", kinds[i]);
+    }
+    char *badtopo[] = {"ring"};
+    is_int(px_config_set(&c, "topology", 1, badtopo, err, sizeof(err)), -1, "topology ring is rejected");
+    ok(strstr(err, "auto, single, sentinel, cluster") != NULL, "... listing the choices ('%s')", err);
+    {
+        char v[64];
+        const char *name;
+        char *pw[] = {"s3"};
+        px_config_set(&c, "sentinel-password", 1, pw, err, sizeof(err));
+        int masked = 0;
+        for (int i = 0; px_config_get(&c, i, &name, v, sizeof(v)); i++)
+            if (!strcmp(name, "sentinel-password")) masked = !strcmp(v, "(set)");
+        ok(masked, "px_config_get masks sentinel-password");
+        char a0[] = "hotproxy", a1[] = "--sentinel-password", a2[] = "s3cret";
+        char *argv[] = {a0, a1, a2};
+        px_config_scrub_args(3, argv);
+        is_str(a2, "xxxxxx", "px_config_scrub_args hides sentinel-password");
+    }
+    px_config_free(&c);
+
+    check_topology("topology single\nupstream 10.0.0.1:1,10.0.0.2:2\n", -1, "topology single",
+                   "topology single with two upstreams is refused");
+    check_topology("topology single\nsentinel-master mymaster\n", -1, "sentinel-master",
+                   "sentinel-master with topology single is refused");
+    check_topology("topology sentinel\nsentinel-user u\n", -1, "sentinel-user is set without sentinel-password",
+                   "sentinel-user without a password is refused");
+    check_topology("topology cluster\n", -1, "not supported yet", "topology cluster: not supported yet");
+    check_topology("topology sentinel\nupstream 10.0.0.1:26379,10.0.0.2:26379\nsentinel-master m\n"
+                   "sentinel-user u\nsentinel-password p\nupstream-password q\n",
+                   0, NULL, "topology sentinel with Sentinels, a name and both credentials");
+    check_topology("upstream 10.0.0.1:26379,10.0.0.2:26379\n", 0, NULL,
+                   "topology auto with several upstreams (asked at startup)");
+}
+
 int main(void)
 {
     test_defaults();
@@ -765,6 +859,7 @@ int main(void)
     test_ranges();
     test_memory();
     test_upstream();
+    test_topology();
     test_get();
     test_security();
     test_file();

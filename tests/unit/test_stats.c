@@ -42,6 +42,16 @@ static const char *const stats_keys[] = {"hotproxy_connections_received",
                                          "hotproxy_net_output_bytes",
                                          NULL};
 static const char *const router_keys[] = {"hotproxy_topology", NULL};
+static const char *const sentinel_keys[] = {"hotproxy_sentinel_master_name",
+                                            "hotproxy_sentinel_master",
+                                            "hotproxy_sentinel_status",
+                                            "hotproxy_sentinels_known",
+                                            "hotproxy_sentinels_reachable",
+                                            "hotproxy_sentinels",
+                                            "hotproxy_sentinel_failovers",
+                                            "hotproxy_sentinel_last_failover_time",
+                                            "hotproxy_sentinel_last_switch_ms",
+                                            NULL};
 /* with two lanes, and the last error (written while no connection is ready) */
 static const char *const pool_keys[] = {"hotproxy_upstream",
                                         "hotproxy_upstream_status",
@@ -97,6 +107,7 @@ static const struct {
     [PX_STATS_G_POOL] = {"hotproxy_", sizeof(px_stats_pool), pool_keys},
     [PX_STATS_G_LANE] = {"hotproxy_lane_", sizeof(px_stats_lane), NULL},
     [PX_STATS_G_L1] = {"hotproxy_l1", sizeof(px_stats_l1), l1_keys},
+    [PX_STATS_G_SENTINEL] = {"hotproxy_sentinel", sizeof(px_stats_sentinel), sentinel_keys},
 };
 
 /* The storage each type has, to check the descriptors against the structs. */
