@@ -117,10 +117,11 @@ static void wait_fence(struct px_upstream *u, px_req *r)
     px_upstream_send_internal(u, "*1\r\n$4\r\nPING\r\n", 14, wait_fenced, r);
 }
 
-/* The pool the command being dispatched belongs to (the topology decides). */
-static px_pool *route(px_client *c, const px_command *cmd, int argc)
+/* The pool the command being dispatched belongs to (the topology decides);
+ * when none, *why may say why (a Cluster's CROSSSLOT). */
+static px_pool *route(px_client *c, const px_command *cmd, int argc, const char **why)
 {
-    px_route_args a = {cmd, argc, c->argv, c->argvlen};
+    px_route_args a = {cmd, argc, c->argv, c->argvlen, why};
     return px_router_route(c->set->router, &a);
 }
 
@@ -313,11 +314,12 @@ static int dispatch(void *arg, px_client *c, const char *raw, size_t rawlen)
     px_pool *pool = NULL;
     struct px_upstream *u = NULL;
     const char *err = NULL;
+    const char *why = NULL; /* the topology's reason for no pool */
     int oob = 0;
     if (upstream) {
         if ((hp & PX_HP_PIN) && !c->pinned) {
             if (c->ninflight > 0) return 0;
-            pool = route(c, cmd, argc);
+            pool = route(c, cmd, argc, &why);
             if (pool) c->pinned = px_client_pin(c, pool, &err);
         }
         if (c->pinned) {
@@ -329,9 +331,9 @@ static int dispatch(void *arg, px_client *c, const char *raw, size_t rawlen)
              * BUSY and this one run).  Its database and protocol are not the
              * client's; these commands answer the same in any. */
             oob = 1;
-            u = (pool = route(c, cmd, argc)) ? px_pool_open_oob(pool) : NULL;
+            u = (pool = route(c, cmd, argc, &why)) ? px_pool_open_oob(pool) : NULL;
         } else if (!err) {
-            u = (pool = route(c, cmd, argc)) ? px_client_pick(c, pool) : NULL;
+            u = (pool = route(c, cmd, argc, &why)) ? px_client_pick(c, pool) : NULL;
         }
         /* one connection per pool at a time: Redis sees c's commands to one
          * server in order (another pool's are independent of these) */
@@ -394,12 +396,14 @@ static int dispatch(void *arg, px_client *c, const char *raw, size_t rawlen)
             return 1;
         }
         /* a local handler that forwards: on the client's own connection if it has one */
-        if (!u) u = c->pinned ? c->pinned : (pool = route(c, cmd, argc)) ? px_client_pick(c, pool) : NULL;
+        if (!u) u = c->pinned ? c->pinned : (pool = route(c, cmd, argc, &why)) ? px_client_pick(c, pool) : NULL;
     }
     if (!u) {
         if (err) {
             s->core.stats.commands_refused++;
             refuse(c, r, queueing, "%s", err);
+        } else if (why && !pool) {
+            refuse(c, r, queueing, "%s", why);
         } else if (hp & PX_HP_ALONE) {
             px_local_info_alone(c, r);
         } else {

@@ -387,7 +387,7 @@ static int do_hello(px_client *c, px_req *r, int argc, const char *const *argv, 
     }
     c->proto = (int)ver;
 
-    px_route_args a = {r->cmd, argc, argv, argvlen};
+    px_route_args a = {r->cmd, argc, argv, argvlen, NULL};
     px_pool *pool = px_router_route(s->router, &a);
     const char *version = pool && pool->redis_version[0] ? pool->redis_version : "7.0.0";
     px_buf b = {0};
@@ -416,10 +416,15 @@ static int do_select(px_client *c, px_req *r, int argc, const char *const *argv,
     long long db;
     if (argc != 2) return arity_error(r, r->cmd);
     int isint = px_string2ll(argv[1], argvlen[1], &db);
-    px_route_args a = {r->cmd, argc, argv, argvlen};
+    px_route_args a = {r->cmd, argc, argv, argvlen, NULL};
     px_pool *pool = px_router_route(c->set->router, &a);
     long long ndb = pool ? pool->databases : 16;
     int valid = isint && db >= 0 && db < ndb;
+    if (isint && db != 0 && px_router_sharded(c->set->router)) {
+        /* a Redis Cluster has database 0 only, and says so */
+        px_client_reply_error(r, "ERR SELECT is not allowed in cluster mode");
+        return 1;
+    }
     if (c->pinned) {
         /* Redis does it on the client's own connection, and queues it in
          * MULTI: its error, if any, belongs in EXEC's reply */

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proxy/px_cluster.h"
 #include "proxy/px_sentinel.h"
 
 px_pool *px_router_add_pool(px_router *r, const char *host, int port)
@@ -67,7 +68,7 @@ void px_router_listen(px_router *r, px_pool_listener fn, void *arg)
 
 px_pool *px_router_default(px_router *r)
 {
-    px_route_args a = {NULL, 0, NULL, NULL};
+    px_route_args a = {NULL, 0, NULL, NULL, NULL};
     return px_router_route(r, &a);
 }
 
@@ -136,24 +137,22 @@ px_router *px_router_create(px_core *k, char *err, size_t errlen)
         /* ask the upstream what it is (blocking, bounded: before the loop) */
         kind = px_sentinel_probe_kind(cfg, err, errlen);
         if (kind < 0) return NULL;
-        if (kind == PX_TOPO_CLUSTER) {
-            snprintf(err, errlen, "topology auto: the upstream is a Redis Cluster node, and topology cluster is not "
-                                  "supported yet");
-            return NULL;
-        }
-        if (kind == PX_TOPO_SINGLE && (*cfg->sentinel_master || *cfg->sentinel_password)) {
+        if (kind != PX_TOPO_SENTINEL && (*cfg->sentinel_master || *cfg->sentinel_password)) {
             snprintf(err, errlen, "topology auto: sentinel-master or sentinel-password is set, but %s is not a Sentinel",
                      cfg->upstream);
             return NULL;
         }
         px_log_notice(&k->log, "Upstream: topology auto: %s is %s", cfg->upstream,
-                      kind == PX_TOPO_SENTINEL ? "a Sentinel" : "a Redis (or not up yet): topology single");
+                      kind == PX_TOPO_SENTINEL ? "a Sentinel"
+                      : kind == PX_TOPO_CLUSTER  ? "a Redis Cluster node"
+                                                 : "a Redis (or not up yet): topology single");
     }
     px_router *r = calloc(1, sizeof(*r));
     if (!r) abort();
     r->core = k;
-    r->topo = kind == PX_TOPO_SENTINEL ? &px_sentinel_topology : &single;
-    if (kind == PX_TOPO_SENTINEL && px_sentinel_setup(r, err, errlen) != 0) {
+    r->topo = kind == PX_TOPO_SENTINEL ? &px_sentinel_topology : kind == PX_TOPO_CLUSTER ? &px_cluster_topology : &single;
+    if ((kind == PX_TOPO_SENTINEL && px_sentinel_setup(r, err, errlen) != 0) ||
+        (kind == PX_TOPO_CLUSTER && px_cluster_setup(r, err, errlen) != 0)) {
         px_router_destroy(r);
         return NULL;
     }
