@@ -543,6 +543,21 @@ static void upstream_done(px_upreq *q, struct px_upstream *u, const char *reply,
     px_client_reply(r, reply, len);
 }
 
+void px_client_reply_via(px_req *r, struct px_upstream *u, const char *cmd, size_t cmdlen, const char *reply,
+                         size_t len)
+{
+    if (len && reply[0] == '-' && r->set->router->topo->resends && u && u->lane && !r->up.raw) {
+        r->up.done = upstream_done;
+        r->up.what = r->cmd ? r->cmd->name : NULL;
+        r->up.raw = malloc(cmdlen ? cmdlen : 1);
+        if (!r->up.raw) abort();
+        memcpy(r->up.raw, cmd, cmdlen);
+        r->up.rawlen = cmdlen;
+        if (px_router_reply(r->set->router, &r->up, u, reply, len)) return;
+    }
+    px_client_reply(r, reply, len);
+}
+
 void px_client_forward(px_client *c, px_req *r, struct px_upstream *u, const char *raw, size_t rawlen, int noreply,
                        int oob)
 {

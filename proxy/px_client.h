@@ -269,6 +269,12 @@ void px_client_forward(px_client *c, px_req *r, struct px_upstream *u, const cha
  * on): until then it counts as in flight there, so c's next commands keep
  * their order behind it. */
 void px_client_await(px_client *c, px_req *r, struct px_upstream *u);
+/* A reply that reached r through another request on u (an L1 fill it
+ * waited on), whose command's bytes were cmd: the topology sees it first,
+ * as it sees r's own (a Cluster redirect sends r on to the right node,
+ * with cmd), then r is answered as px_client_reply. */
+void px_client_reply_via(px_req *r, struct px_upstream *u, const char *cmd, size_t cmdlen, const char *reply,
+                         size_t len);
 /* A part of one of c's requests (a command split across Cluster nodes)
  * is in flight on u, outside any px_req: c's next commands to u's pool keep
  * their order behind it until px_client_release, which may wake c. */

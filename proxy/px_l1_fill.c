@@ -124,7 +124,8 @@ static void fill_reply(px_upstream *u, void *ctx, const char *reply, size_t len)
     }
     /* a reply not kept (an error, too large) answers everyone: nothing to judge it by later */
     int now = f->reply ? f->nbefore : f->nwaiters;
-    for (int i = 0; i < now; i++) px_client_reply(f->waiters[i], reply, len);
+    /* (an error may be a Cluster redirect: the router sends each waiter on) */
+    for (int i = 0; i < now; i++) px_client_reply_via(f->waiters[i], u, f->cmd, f->cmdlen, reply, len);
     if (f->nwaiters > now) memmove(f->waiters, f->waiters + now, sizeof(*f->waiters) * (size_t)(f->nwaiters - now));
     f->nwaiters -= now;
     f->nbefore = 0;
