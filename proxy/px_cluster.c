@@ -564,6 +564,7 @@ const px_topology px_cluster_topology = {
     .info = cluster_info,
     .destroy = cluster_destroy,
     .shard = cluster_shard,
+    .nshards = PX_CLUSTER_SLOTS,
     .shard_pool = cluster_shard_pool,
 };
 

@@ -22,6 +22,7 @@
 #include "proxy/px_policy.h"
 #include "proxy/px_router.h"
 #include "proxy/px_server.h"
+#include "proxy/px_split.h"
 #include "proxy/px_upstream.h"
 
 /*
@@ -316,7 +317,17 @@ static int dispatch(void *arg, px_client *c, const char *raw, size_t rawlen)
     const char *err = NULL;
     const char *why = NULL; /* the topology's reason for no pool */
     int oob = 0;
-    if (upstream) {
+    px_split_plan *split = NULL; /* keys spread over servers: one command per server (px_split) */
+    const char *split_err = NULL;
+    if (upstream && !c->pinned && !(c->state & PX_STATE_MULTI)) {
+        int wait;
+        split = px_split_plan_make(c, cmd, argc, &wait, &split_err);
+        if (split && wait) {
+            px_split_plan_free(split);
+            return 0;
+        }
+    }
+    if (upstream && !split) {
         if ((hp & PX_HP_PIN) && !c->pinned) {
             if (c->ninflight > 0) return 0;
             pool = route(c, cmd, argc, &why);
@@ -387,6 +398,16 @@ static int dispatch(void *arg, px_client *c, const char *raw, size_t rawlen)
         m->local_len = b.len;
         s->core.stats.commands_local++;
         px_client_reply(r, "+QUEUED\r\n", 9);
+        return 1;
+    }
+    if (split) {
+        if (split_err) {
+            s->core.stats.upstream_error_replies++;
+            refuse(c, r, queueing, "%s", split_err);
+            px_split_plan_free(split);
+        } else {
+            px_split_send(split, c, r, s->l1); /* it takes the plan */
+        }
         return 1;
     }
     if (!upstream || (hp & PX_HP_LOCAL)) {

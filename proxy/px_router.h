@@ -57,6 +57,7 @@ typedef struct px_topology {
      * a key (a Cluster hash slot), and the pool serving a shard (NULL: not
      * known now).  Keys of one shard may go in one command. */
     int (*shard)(px_router *r, const char *key, size_t len);
+    int nshards; /* shards are 0 .. nshards - 1 */
     px_pool *(*shard_pool)(px_router *r, int shard);
 } px_topology;
 

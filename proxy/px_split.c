@@ -1,0 +1,286 @@
+/*
+ * px_split: a command split across servers and its replies merged.  See
+ * px_split.h.
+ */
+#include "proxy/px_split.h"
+
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proxy/px_client.h"
+#include "proxy/px_cluster.h"
+#include "proxy/px_command.h"
+#include "proxy/px_l1.h"
+#include "proxy/px_resp.h"
+#include "proxy/px_router.h"
+#include "proxy/px_upstream.h"
+
+struct px_split_plan;
+
+/* One command of the split, to one server. */
+typedef struct part {
+    px_upreq up;             /* its entry in the connection's queue (up.raw: its bytes) */
+    struct px_split_plan *sp;
+    int shard;               /* the keys' shard (-1: the part of a server, no keys) */
+    px_pool *pool;
+    struct px_upstream *u;   /* where it is held in the client's in-flight count */
+    int first, nkeys;        /* its keys: order[first .. first + nkeys) */
+    char *reply;
+    size_t len;
+} part;
+
+struct px_split_plan {
+    px_router *router;
+    px_req *r;
+    const px_command *cmd;
+    int nparts, left;
+    part *parts;
+    int nkeys;
+    int *order;              /* the client's key index of each part's keys, part after part */
+    char err[320];
+};
+
+void px_split_plan_free(px_split_plan *p)
+{
+    if (!p) return;
+    for (int i = 0; i < p->nparts; i++) {
+        free(p->parts[i].up.raw);
+        free(p->parts[i].reply);
+    }
+    free(p->parts);
+    free(p->order);
+    free(p);
+}
+
+static part *part_for(px_split_plan *p, int shard, px_pool *pool)
+{
+    for (int i = p->nparts - 1; i >= 0; i--)
+        if (shard >= 0 ? p->parts[i].shard == shard : p->parts[i].pool == pool) return &p->parts[i];
+    p->parts = realloc(p->parts, sizeof(*p->parts) * (size_t)(p->nparts + 1));
+    if (!p->parts) abort();
+    part *pt = &p->parts[p->nparts++];
+    memset(pt, 0, sizeof(*pt));
+    pt->shard = shard;
+    pt->pool = pool;
+    return pt;
+}
+
+px_split_plan *px_split_plan_make(px_client *c, const px_command *cmd, int argc, int *wait, const char **err)
+{
+    px_router *router = c->set->router;
+    *wait = 0;
+    *err = NULL;
+    if (!cmd || !px_router_sharded(router) || !(cmd->flags & (PX_F_SPLIT | PX_F_ALL_SHARDS))) return NULL;
+    const char *const *argv;
+    const size_t *argvlen;
+    px_client_args(c, &argv, &argvlen);
+    px_split_plan *p = calloc(1, sizeof(*p));
+    if (!p) abort();
+    p->router = router;
+    p->cmd = cmd;
+    if (cmd->flags & PX_F_SPLIT) {
+        int *pos = malloc(sizeof(int) * (size_t)argc);
+        int *kp = malloc(sizeof(int) * (size_t)argc);
+        if (!pos || !kp) abort();
+        int n = px_command_keys(cmd, argc, argv, argvlen, pos, argc);
+        int one = 1;
+        for (int i = 0; i < n; i++) {
+            int shard = px_router_shard(router, argv[pos[i]], argvlen[pos[i]]);
+            part *pt = part_for(p, shard, NULL);
+            kp[i] = (int)(pt - p->parts);
+            pt->nkeys++;
+            one = p->nparts == 1;
+        }
+        if (n < 2 || one) { /* nothing to split: the usual path */
+            free(pos);
+            free(kp);
+            px_split_plan_free(p);
+            return NULL;
+        }
+        /* each part's keys, in the client's order */
+        p->nkeys = n;
+        p->order = malloc(sizeof(int) * (size_t)n);
+        if (!p->order) abort();
+        for (int i = 0, at = 0; i < p->nparts; i++) {
+            p->parts[i].first = at;
+            at += p->parts[i].nkeys;
+            p->parts[i].nkeys = 0;
+        }
+        int step = cmd->key_step > 0 ? cmd->key_step : 1;
+        for (int i = 0; i < p->nparts; i++) {
+            part *pt = &p->parts[i];
+            int nk = 0;
+            for (int k = 0; k < n; k++) nk += kp[k] == i;
+            px_buf b = {0};
+            px_buf_appendf(&b, "*%d\r\n", 1 + nk * step);
+            px_resp_bulk(&b, argv[0], argvlen[0]);
+            for (int k = 0; k < n; k++) {
+                if (kp[k] != i) continue;
+                p->order[pt->first + pt->nkeys++] = k;
+                for (int j = 0; j < step && pos[k] + j < argc; j++) px_resp_bulk(&b, argv[pos[k] + j], argvlen[pos[k] + j]);
+            }
+            pt->up.raw = b.data;
+            pt->up.rawlen = b.len;
+            pt->pool = px_router_shard_pool(router, pt->shard);
+        }
+        free(pos);
+        free(kp);
+    } else {
+        /* every server that serves a shard, once */
+        for (int s = 0; s < router->topo->nshards; s++) {
+            px_pool *pool = px_router_shard_pool(router, s);
+            if (pool) part_for(p, -1, pool);
+        }
+        if (p->nparts == 0) {
+            snprintf(p->err, sizeof(p->err), "CLUSTERDOWN hotproxy: the slot map is not known yet");
+            *err = p->err;
+            return p;
+        }
+        for (int i = 0; i < p->nparts; i++) {
+            px_buf b = {0};
+            px_resp_command(&b, argc, argv, argvlen);
+            p->parts[i].up.raw = b.data;
+            p->parts[i].up.rawlen = b.len;
+        }
+    }
+    /* a connection per server, where c's requests to it are if any */
+    for (int i = 0; i < p->nparts; i++) {
+        part *pt = &p->parts[i];
+        if (!pt->pool) {
+            snprintf(p->err, sizeof(p->err), "CLUSTERDOWN Hash slot not served");
+            *err = p->err;
+            return p;
+        }
+        pt->u = px_client_pick(c, pt->pool);
+        if (!pt->u) {
+            snprintf(p->err, sizeof(p->err), "ERR %s", px_pool_unavailable(pt->pool));
+            *err = p->err;
+            return p;
+        }
+        struct px_upstream *on = px_client_inflight_on(c, pt->pool);
+        if (on && on != pt->u) *wait = 1;
+    }
+    return p;
+}
+
+/* --- merging ------------------------------------------------------------------ */
+
+/* An array reply's element count and where its elements begin; -1 if it is not one. */
+static long long array_head(const char *reply, size_t len, const char **body)
+{
+    long long n;
+    const char *nl = memchr(reply, '\n', len);
+    if (!len || reply[0] != '*' || !nl || nl - reply < 3 || !px_string2ll(reply + 1, (size_t)(nl - reply - 2), &n))
+        return -1;
+    *body = nl + 1;
+    return n;
+}
+
+static void merge(px_split_plan *p, px_buf *out)
+{
+    unsigned f = p->cmd->flags;
+    for (int i = 0; i < p->nparts; i++)
+        if (p->parts[i].len && (p->parts[i].reply[0] == '-' || p->parts[i].reply[0] == '!')) {
+            px_buf_append(out, p->parts[i].reply, p->parts[i].len); /* the first error is the reply */
+            return;
+        }
+    if (f & PX_F_MERGE_SUM) {
+        long long sum = 0, v;
+        for (int i = 0; i < p->nparts; i++) {
+            part *pt = &p->parts[i];
+            if (pt->len < 4 || pt->reply[0] != ':' || !px_string2ll(pt->reply + 1, pt->len - 3, &v)) goto odd;
+            sum += v;
+        }
+        px_buf_appendf(out, ":%lld\r\n", sum);
+        return;
+    }
+    if (f & PX_F_MERGE_SAME) {
+        for (int i = 1; i < p->nparts; i++)
+            if (p->parts[i].len != p->parts[0].len || memcmp(p->parts[i].reply, p->parts[0].reply, p->parts[0].len))
+                goto odd;
+        px_buf_append(out, p->parts[0].reply, p->parts[0].len);
+        return;
+    }
+    if (p->nkeys == 0) { /* no keys: the arrays one after the other (KEYS) */
+        long long total = 0;
+        const char *body;
+        for (int i = 0; i < p->nparts; i++) {
+            long long n = array_head(p->parts[i].reply, p->parts[i].len, &body);
+            if (n < 0) goto odd;
+            total += n;
+        }
+        px_buf_appendf(out, "*%lld\r\n", total);
+        for (int i = 0; i < p->nparts; i++) {
+            array_head(p->parts[i].reply, p->parts[i].len, &body);
+            px_buf_append(out, body, (size_t)(p->parts[i].reply + p->parts[i].len - body));
+        }
+        return;
+    }
+    /* each key's element back at its place (MGET) */
+    const char **el = calloc((size_t)p->nkeys, sizeof(*el));
+    size_t *ellen = calloc((size_t)p->nkeys, sizeof(*ellen));
+    if (!el || !ellen) abort();
+    for (int i = 0; i < p->nparts; i++) {
+        part *pt = &p->parts[i];
+        const char *at, *end = pt->reply + pt->len;
+        if (array_head(pt->reply, pt->len, &at) != pt->nkeys) {
+            free(el);
+            free(ellen);
+            goto odd;
+        }
+        for (int j = 0; j < pt->nkeys; j++) {
+            size_t n = at < end ? px_reply_len(at, (size_t)(end - at)) : 0;
+            el[p->order[pt->first + j]] = at;
+            ellen[p->order[pt->first + j]] = n;
+            at += n;
+        }
+    }
+    px_buf_appendf(out, "*%d\r\n", p->nkeys);
+    for (int k = 0; k < p->nkeys; k++) px_buf_append(out, el[k], ellen[k]);
+    free(el);
+    free(ellen);
+    return;
+odd:
+    out->len = 0;
+    px_buf_appendf(out, "-ERR hotproxy: the servers' replies to '%s' could not be merged\r\n", p->cmd->name);
+}
+
+static void part_done(px_upreq *q, struct px_upstream *u, const char *reply, size_t len, int failed)
+{
+    part *pt = (part *)((char *)q - offsetof(part, up));
+    px_split_plan *p = pt->sp;
+    /* the topology sees it first: a redirect is followed, as for any command */
+    if (!failed && px_router_reply(p->router, q, u, reply, len)) return;
+    pt->reply = malloc(len ? len : 1);
+    if (!pt->reply) abort();
+    memcpy(pt->reply, reply, len);
+    pt->len = len;
+    if (p->r->client) px_client_release(p->r->client, pt->u);
+    if (--p->left > 0) return;
+    px_buf out = {0};
+    merge(p, &out);
+    px_client_reply(p->r, out.data, out.len);
+    px_buf_free(&out);
+    px_split_plan_free(p);
+}
+
+void px_split_send(px_split_plan *p, px_client *c, px_req *r, px_l1 *l)
+{
+    p->r = r;
+    p->left = p->nparts;
+    px_cluster_count_split(p->router);
+    /* the request waits for its parts, in flight on no connection of its own */
+    px_client_await(c, r, NULL);
+    if (px_command_writes(p->cmd)) px_l1_write(l, c, r, p->parts[0].u);
+    for (int i = 0; i < p->nparts; i++) {
+        part *pt = &p->parts[i];
+        pt->sp = p;
+        pt->up.done = part_done;
+        pt->up.what = p->cmd->name;
+        px_client_hold(c, pt->u);
+        c->set->core->stats.commands_forwarded++;
+        px_upstream_send(pt->u, &pt->up, pt->up.raw, pt->up.rawlen);
+    }
+}
