@@ -1,0 +1,337 @@
+/*
+ * test_cluster: hotproxy in front of a Redis Cluster (topology cluster),
+ * used by a plain (not cluster-aware) hiredis client.
+ *
+ * 3 masters, started by the harness' launcher, hotproxy given one seed:
+ *  - the map: INFO names three masters and 16384 slots;
+ *  - GET/SET of keys of every master through hotproxy (each key checked on
+ *    the node that owns it);
+ *  - MSET/MGET/DEL/EXISTS across slots (split and merged in the client's
+ *    order), DBSIZE and KEYS over every master, hash tags keeping keys
+ *    together, CROSSSLOT for MSETNX/RENAME across slots, SELECT 1 refused;
+ *  - the L1: a value cached through hotproxy, then written straight to its
+ *    master: hotproxy's reads reach the new value (the invalidation comes on
+ *    that master's tracking link);
+ *  - resharding by hand (CLUSTER SETSLOT IMPORTING/MIGRATING, MIGRATE key by
+ *    key, SETSLOT NODE) of slots holding keys, with writes and reads of those
+ *    keys through hotproxy between every step: no error, no MOVED/ASK seen,
+ *    every read gives the client's last write, every value on its new owner.
+ * 3 masters + 3 replicas:
+ *  - CLUSTER FAILOVER on a replica under a write+read load over all masters:
+ *    once the replica is master, the errors (if any) stop within 5 s.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "tap.h"
+
+#define DEADLINE 30.0
+
+static hx_topo topo;
+
+/* The port of the master that owns key, asked of the node on port (its
+ * MOVED says where), or -1. */
+static int owner_port(int port, const char *key)
+{
+    redisContext *c = hx_redis(port);
+    if (!c) return -1;
+    redisReply *r = redisCommand(c, "TYPE %s", key);
+    int p = -1;
+    if (r && r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "MOVED ", 6)) {
+        const char *colon = strrchr(r->str, ':');
+        if (colon) p = atoi(colon + 1);
+    } else if (r && r->type != REDIS_REPLY_ERROR) {
+        p = port;
+    }
+    if (r) freeReplyObject(r);
+    redisFree(c);
+    return p;
+}
+
+static int master_index(int port)
+{
+    for (int i = 0; i < topo.nmasters; i++)
+        if (topo.masters[i].port == port) return i;
+    return -1;
+}
+
+static char last_err[256];
+
+/* One write and one read of each key through hotproxy (the value names the
+ * round); the commands that failed, the last error kept in last_err. */
+static int load_round(redisContext *c, char keys[][32], int n, int round)
+{
+    int errors = 0;
+    for (int i = 0; i < n; i++) {
+        char v[96];
+        snprintf(v, sizeof(v), "%d:%.31s", round, keys[i]);
+        redisReply *r = redisCommand(c, "SET %s %s", keys[i], v);
+        if (!r || r->type != REDIS_REPLY_STATUS || strcmp(r->str, "OK")) {
+            errors++;
+            snprintf(last_err, sizeof(last_err), "SET %s: %s", keys[i], r ? (r->str ? r->str : "?") : c->errstr);
+        }
+        if (r) freeReplyObject(r);
+        r = redisCommand(c, "GET %s", keys[i]);
+        if (!r || r->type != REDIS_REPLY_STRING || strcmp(r->str, v)) {
+            errors++;
+            snprintf(last_err, sizeof(last_err), "GET %s: %s (wanted %s)", keys[i],
+                     r ? (r->str ? r->str : "(nil)") : c->errstr, v);
+        }
+        if (r) freeReplyObject(r);
+    }
+    return errors;
+}
+
+static void basics(redisContext *c)
+{
+    /* keys of every master */
+    int per[HX_TOPO_MAX] = {0}, wrong = 0;
+    for (int i = 0; i < 30; i++) {
+        char k[32], v[32];
+        snprintf(k, sizeof(k), "plain:%d", i);
+        snprintf(v, sizeof(v), "v%d", i);
+        if (strcmp(hx_cmd(c, "SET %s %s", k, v), "OK")) wrong++;
+        if (strcmp(hx_cmd(c, "GET %s", k), v)) wrong++;
+        int m = master_index(owner_port(topo.masters[0].port, k));
+        if (m < 0) {
+            wrong++;
+            continue;
+        }
+        per[m]++;
+        redisContext *d = hx_redis(topo.masters[m].port);
+        if (strcmp(hx_cmd(d, "GET %s", k), v)) wrong++;
+        redisFree(d);
+    }
+    ok(wrong == 0, "SET/GET of 30 keys through hotproxy, each on the master that owns it (%d wrong)", wrong);
+    ok(per[0] > 0 && per[1] > 0 && per[2] > 0, "... keys of every master (%d, %d, %d)", per[0], per[1], per[2]);
+
+    /* split and merged */
+    is_str(hx_cmd(c, "MSET a 1 b 2 c 3 d 4 e 5"), "OK", "MSET of keys of several slots");
+    redisReply *r = redisCommand(c, "MGET e a nope c b d");
+    int good = r && r->type == REDIS_REPLY_ARRAY && r->elements == 6 && r->element[0]->str &&
+               !strcmp(r->element[0]->str, "5") && r->element[1]->str && !strcmp(r->element[1]->str, "1") &&
+               r->element[2]->type == REDIS_REPLY_NIL && r->element[3]->str && !strcmp(r->element[3]->str, "3") &&
+               r->element[4]->str && !strcmp(r->element[4]->str, "2") && r->element[5]->str &&
+               !strcmp(r->element[5]->str, "4");
+    ok(good, "MGET across slots: the values in the client's order, nil for a missing key");
+    if (r) freeReplyObject(r);
+    is_str(hx_cmd(c, "EXISTS a b nope c a"), "4", "EXISTS across slots: the counts added (a twice)");
+    is_str(hx_cmd(c, "DEL a b nope"), "2", "DEL across slots: the keys deleted, added");
+    is_str(hx_cmd(c, "MGET a b c"), "(array 3)", "MGET after DEL");
+    long long sum = 0;
+    for (int i = 0; i < topo.nmasters; i++) {
+        redisContext *d = hx_redis(topo.masters[i].port);
+        sum += atoll(hx_cmd(d, "DBSIZE"));
+        redisFree(d);
+    }
+    char want[32];
+    snprintf(want, sizeof(want), "%lld", sum);
+    is_str(hx_cmd(c, "DBSIZE"), want, "DBSIZE: the masters' added (%lld)", sum);
+    r = redisCommand(c, "KEYS plain:*");
+    ok(r && r->type == REDIS_REPLY_ARRAY && r->elements == 30, "KEYS over every master: all 30 plain:* keys (%zu)",
+       r && r->type == REDIS_REPLY_ARRAY ? r->elements : 0);
+    if (r) freeReplyObject(r);
+
+    /* hash tags */
+    is_str(hx_cmd(c, "MSETNX {user1}.a x {user1}.b y"), "1", "MSETNX of keys with one hash tag");
+    ok(owner_port(topo.masters[0].port, "{user1}.a") == owner_port(topo.masters[0].port, "{user1}.b") &&
+           owner_port(topo.masters[0].port, "{user1}.a") > 0,
+       "... both keys on one master");
+    is_str(hx_cmd(c, "RENAME {user1}.a {user1}.c"), "OK", "RENAME within a hash tag");
+    is_str(hx_cmd(c, "GET {user1}.c"), "x", "... renamed");
+
+    /* atomic multi-key commands across slots */
+    is_str(hx_cmd(c, "MSETNX x1 1 y1 2"), "CROSSSLOT Keys in request don't hash to the same slot",
+           "MSETNX across slots: Redis' CROSSSLOT");
+    is_str(hx_cmd(c, "RENAME plain:1 plain:2"), "CROSSSLOT Keys in request don't hash to the same slot",
+           "RENAME across slots: CROSSSLOT");
+    is_str(hx_cmd(c, "SELECT 1"), "ERR SELECT is not allowed in cluster mode", "SELECT 1: Redis Cluster's error");
+    is_str(hx_cmd(c, "SELECT 0"), "OK", "SELECT 0 is fine");
+}
+
+/* The L1 on a Cluster: a write straight to the owning master reaches
+ * hotproxy's readers through that master's tracking link. */
+static void l1_check(redisContext *c)
+{
+    const char *key = "l1:{tag9}";
+    ok(hx_info_wait(c, "hotproxy_cache", "hotproxy_l1_tracking", "up", 20000) == 0,
+       "L1: tracking is up on every master's link");
+    is_str(hx_cmd(c, "SET %s one", key), "OK", "L1: a key written through hotproxy");
+    if (!ok(hx_l1_hit(c, key, 50), "L1: ... and read from the L1"))
+        diag("l1_tracking=%s fills=%lld hits=%lld bypassed=%lld", hx_info_get(c, "hotproxy_cache", "hotproxy_l1_tracking"),
+             hx_info_num(c, "hotproxy_cache", "hotproxy_l1_fills"), hx_info_num(c, "hotproxy_cache", "hotproxy_l1_hits"),
+             hx_info_num(c, "hotproxy_cache", "hotproxy_l1_bypassed"));
+    if (getenv("HX_CLUSTER_DEBUG")) diag("%s", hx_cmd(c, "INFO hotproxy_upstream"));
+    int m = master_index(owner_port(topo.masters[0].port, key));
+    redisContext *d = hx_redis(m >= 0 ? topo.masters[m].port : topo.masters[0].port);
+    is_str(hx_cmd(d, "SET %s two", key), "OK", "L1: the key written straight to its master");
+    redisFree(d);
+    double until = hx_now() + DEADLINE;
+    const char *v = "";
+    while (hx_now() < until && strcmp(v = hx_cmd(c, "GET %s", key), "two")) hx_sleep_ms(20);
+    is_str(v, "two", "L1: hotproxy's reads reach the master's new value (invalidation on that master's link)");
+}
+
+/* The master's node id on port. */
+static void node_id(int port, char *out, size_t n)
+{
+    redisContext *d = hx_redis(port);
+    snprintf(out, n, "%s", hx_cmd(d, "CLUSTER MYID"));
+    redisFree(d);
+}
+
+static void reshard(redisContext *c)
+{
+    int src = topo.masters[0].port, dst = topo.masters[1].port;
+    char srcid[64], dstid[64];
+    node_id(src, srcid, sizeof(srcid));
+    node_id(dst, dstid, sizeof(dstid));
+    /* keys of master 0, and the slots of the first few of them */
+    static char keys[240][32];
+    int n = 0, slots[8], nslots = 0;
+    redisContext *s = hx_redis(src), *t = hx_redis(dst);
+    for (int i = 0; n < 200 && i < 5000; i++) {
+        char k[32];
+        snprintf(k, sizeof(k), "rs:%d", i);
+        int slot = atoi(hx_cmd(s, "CLUSTER KEYSLOT %s", k));
+        if (owner_port(src, k) != src) continue;
+        int in = 0;
+        for (int j = 0; j < nslots; j++) in |= slots[j] == slot;
+        if (!in && nslots < 8) slots[nslots++] = slot, in = 1;
+        if (in) snprintf(keys[n++], sizeof(keys[0]), "%s", k);
+        if (nslots == 8 && n >= 40) break;
+    }
+    /* and keys of the other masters, which must never notice */
+    for (int i = 0, m = 0; m < 20 && i < 1000; i++) {
+        char k[32];
+        snprintf(k, sizeof(k), "other:%d", i);
+        if (owner_port(src, k) == src) continue;
+        snprintf(keys[n++], sizeof(keys[0]), "%s", k);
+        m++;
+    }
+    int round = 0, errors = 0, rounds_bad = 0;
+    errors += load_round(c, keys, n, ++round);
+    long long moved0 = hx_info_num(c, "hotproxy_upstream", "hotproxy_cluster_moved");
+    long long ask0 = hx_info_num(c, "hotproxy_upstream", "hotproxy_cluster_ask");
+    for (int j = 0; j < nslots; j++) {
+        hx_cmd(t, "CLUSTER SETSLOT %d IMPORTING %s", slots[j], srcid);
+        hx_cmd(s, "CLUSTER SETSLOT %d MIGRATING %s", slots[j], dstid);
+        errors += load_round(c, keys, n, ++round);
+        redisReply *r = redisCommand(s, "CLUSTER GETKEYSINSLOT %d 1000", slots[j]);
+        for (size_t k = 0; r && r->type == REDIS_REPLY_ARRAY && k < r->elements; k++) {
+            redisReply *m = redisCommand(s, "MIGRATE 127.0.0.1 %d %s 0 5000", dst, r->element[k]->str);
+            if (!m || m->type == REDIS_REPLY_ERROR) diag("MIGRATE %s: %s", r->element[k]->str, m ? m->str : s->errstr);
+            if (m) freeReplyObject(m);
+            if (k % 3 == 0) errors += load_round(c, keys, n, ++round);
+        }
+        if (r) freeReplyObject(r);
+        errors += load_round(c, keys, n, ++round);
+        for (int i = 0; i < topo.nmasters; i++) {
+            redisContext *d = hx_redis(topo.masters[i].port);
+            hx_cmd(d, "CLUSTER SETSLOT %d NODE %s", slots[j], dstid);
+            redisFree(d);
+        }
+        int e = load_round(c, keys, n, ++round);
+        errors += e;
+        rounds_bad += e > 0;
+    }
+    if (errors) diag("last error: %s", last_err);
+    ok(errors == 0, "resharding %d slots (%d keys) under writes and reads through hotproxy: %d errors in %d rounds",
+       nslots, n, errors, round);
+    long long moved = hx_info_num(c, "hotproxy_upstream", "hotproxy_cluster_moved") - moved0;
+    long long ask = hx_info_num(c, "hotproxy_upstream", "hotproxy_cluster_ask") - ask0;
+    ok(moved > 0 && ask > 0, "... hotproxy followed MOVED (%lld) and ASK (%lld), none reached the client", moved, ask);
+    int missing = 0;
+    for (int i = 0; i < n; i++) {
+        char v[96];
+        snprintf(v, sizeof(v), "%d:%.31s", round, keys[i]);
+        int p = owner_port(src, keys[i]);
+        redisContext *d = hx_redis(p > 0 ? p : src);
+        if (strcmp(hx_cmd(d, "GET %s", keys[i]), v)) missing++;
+        redisFree(d);
+    }
+    ok(missing == 0, "... every key's last value is on its owner afterwards (%d not)", missing);
+    ok(owner_port(src, keys[0]) == dst, "... the moved slots are the new master's");
+    redisFree(s);
+    redisFree(t);
+}
+
+static void failover(void)
+{
+    hx_cluster_opts o = {.masters = 3, .replicas = 1};
+    if (!ok(hx_cluster_start(&topo, &o) == 0, "3 masters + 3 replicas started")) return;
+    hx_proc proxy;
+    if (!ok(hx_proxy_start(&proxy, 0, topo.replicas[0].port, "--topology", "cluster", NULL) == 0,
+            "hotproxy starts with a replica as its seed")) {
+        hx_topo_stop(&topo, 5000);
+        return;
+    }
+    redisContext *c = hx_redis(proxy.port);
+    ok(hx_info_wait(c, "hotproxy_upstream", "hotproxy_cluster_slots_known", "16384", 20000) == 0,
+       "the map: 16384 slots known from a replica seed");
+    static char keys[60][32];
+    for (int i = 0; i < 60; i++) snprintf(keys[i], sizeof(keys[0]), "fo:%d", i);
+    int errors = load_round(c, keys, 60, 1);
+    ok(errors == 0, "a write+read load over every master: no error before the failover (%s)", errors ? last_err : "");
+    /* the replica of master 0 takes over */
+    int ri = -1;
+    for (int i = 0; i < topo.nreplicas; i++)
+        if (topo.replica_of[i] == 0) ri = i;
+    redisContext *rep = hx_redis(topo.replicas[ri].port);
+    is_str(hx_cmd(rep, "CLUSTER FAILOVER"), "OK", "CLUSTER FAILOVER on master 0's replica");
+    double t0 = hx_now(), promoted = 0, last_error = 0;
+    int round = 1, clean = 0;
+    errors = 0;
+    while (hx_now() < t0 + DEADLINE && (promoted == 0 || clean < 5)) {
+        int e = load_round(c, keys, 60, ++round);
+        errors += e;
+        if (e) last_error = hx_now(), clean = 0;
+        else if (promoted) clean++;
+        const char *role = promoted ? NULL : hx_info_get(rep, "replication", "role");
+        if (role && !strcmp(role, "master"))
+            promoted = hx_now();
+    }
+    ok(promoted > 0, "the replica became master (%.2f s after CLUSTER FAILOVER)", promoted - t0);
+    ok(clean >= 5, "five clean load rounds followed (%d errors in all%s%s)", errors, errors ? ", last: " : "",
+       errors ? last_err : "");
+    ok(last_error == 0 || last_error - promoted < 5.0, "errors stopped within 5 s of the promotion (last %.2f s after)",
+       last_error ? last_error - promoted : 0.0);
+    redisFree(rep);
+    redisFree(c);
+    is_int(hx_stop(&proxy, 5000), 0, "hotproxy exits cleanly");
+    hx_topo_stop(&topo, 5000);
+}
+
+int main(void)
+{
+    hx_init(400);
+    hx_cluster_opts o = {.masters = 3};
+    if (!ok(hx_cluster_start(&topo, &o) == 0, "3 masters started")) {
+        done_testing();
+        return exit_status();
+    }
+    hx_proc proxy;
+    if (!ok(hx_proxy_start(&proxy, 0, topo.masters[0].port, "--topology", "cluster", "--l1-ttl", "600000",
+                           "--l1-hot-threshold", "0", NULL) == 0,
+            "hotproxy starts with topology cluster and one seed")) {
+        hx_topo_stop(&topo, 5000);
+        done_testing();
+        return exit_status();
+    }
+    redisContext *c = hx_redis(proxy.port);
+    ok(hx_info_wait(c, "hotproxy_upstream", "hotproxy_cluster_slots_known", "16384", 20000) == 0,
+       "INFO: 16384 slots known");
+    is_str(hx_info_get(c, "hotproxy_upstream", "hotproxy_cluster_nodes"), "3", "INFO: three masters");
+    is_str(hx_info_get(c, "hotproxy_upstream", "hotproxy_topology"), "cluster", "INFO: topology cluster");
+    basics(c);
+    l1_check(c);
+    reshard(c);
+    redisFree(c);
+    is_int(hx_stop(&proxy, 5000), 0, "hotproxy exits cleanly");
+    hx_topo_stop(&topo, 5000);
+    failover();
+    done_testing();
+    return exit_status();
+}
