@@ -308,7 +308,9 @@ static int dispatch(void *arg, px_client *c, const char *raw, size_t rawlen)
     const char *refused = cmd && authorized && allowed && s->refused[px_command_index(cmd)] ? cmd->name : NULL;
     int queueing = (c->state & PX_STATE_MULTI) && !(hp & PX_HP_AT_ONCE);
     int deferred = queueing && (hp & PX_HP_DEFERRED);
-    if (!authorized || !allowed || refused || (hp & PX_HP_DENY) || deferred) upstream = 0;
+    /* a Cluster's node commands: hotproxy shows the Cluster as one Redis */
+    int node_only = cmd && (cmd->flags & PX_F_CLUSTER_ONLY) && px_router_sharded(c->set->router);
+    if (!authorized || !allowed || refused || (hp & PX_HP_DENY) || deferred || node_only) upstream = 0;
     if ((hp & PX_HP_TRACKING) && upstream && !px_local_tracking_ready(c, argc, c->argv, c->argvlen)) return 0;
 
     /* Decide the connection before anything happens, so a command can wait. */
@@ -383,6 +385,14 @@ static int dispatch(void *arg, px_client *c, const char *raw, size_t rawlen)
         s->core.stats.commands_refused++;
         refuse(c, r, queueing, "ERR hotproxy: '%s' is refused by this proxy%s", cmd->name,
                (hp & PX_HP_DENY) ? " (replication does not go through a proxy)" : "");
+        return 1;
+    }
+    if (node_only) {
+        s->core.stats.commands_refused++;
+        refuse(c, r, queueing,
+               "ERR hotproxy: '%s' is not available: hotproxy shows the Redis Cluster behind it as one standalone "
+               "Redis (CLUSTER KEYSLOT and CLUSTER INFO are)",
+               cmd->name);
         return 1;
     }
     if (deferred) {

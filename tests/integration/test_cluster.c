@@ -9,6 +9,8 @@
  *  - MSET/MGET/DEL/EXISTS across slots (split and merged in the client's
  *    order), DBSIZE and KEYS over every master, hash tags keeping keys
  *    together, CROSSSLOT for MSETNX/RENAME across slots, SELECT 1 refused;
+ *  - shown as a standalone Redis: INFO's cluster_enabled:0 and redis_mode,
+ *    CLUSTER SLOTS/NODES refused with a clear error, KEYSLOT and INFO answered;
  *  - the L1: a value cached through hotproxy, then written straight to its
  *    master: hotproxy's reads reach the new value (the invalidation comes on
  *    that master's tracking link);
@@ -149,6 +151,15 @@ static void basics(redisContext *c)
            "RENAME across slots: CROSSSLOT");
     is_str(hx_cmd(c, "SELECT 1"), "ERR SELECT is not allowed in cluster mode", "SELECT 1: Redis Cluster's error");
     is_str(hx_cmd(c, "SELECT 0"), "OK", "SELECT 0 is fine");
+
+    /* shown as one standalone Redis */
+    is_str(hx_info_get(c, "cluster", "cluster_enabled"), "0", "INFO cluster: cluster_enabled:0");
+    is_str(hx_info_get(c, "server", "redis_mode"), "standalone", "INFO server: redis_mode:standalone");
+    ok(!strncmp(hx_cmd(c, "CLUSTER SLOTS"), "ERR hotproxy: 'cluster|slots' is not available", 45),
+       "CLUSTER SLOTS: a clear error (%s)", hx_cmd(c, "CLUSTER SLOTS"));
+    ok(!strncmp(hx_cmd(c, "CLUSTER NODES"), "ERR hotproxy:", 13), "CLUSTER NODES: the same");
+    is_str(hx_cmd(c, "CLUSTER KEYSLOT {user1}.a"), "8106", "CLUSTER KEYSLOT is answered");
+    ok(strstr(hx_cmd(c, "CLUSTER INFO"), "cluster_state:ok") != NULL, "CLUSTER INFO is answered");
 }
 
 /* The L1 on a Cluster: a write straight to the owning master reaches
