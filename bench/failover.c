@@ -1,9 +1,11 @@
 /*
  * failover: how long a Sentinel failover costs a client of hotproxy.
  *
- *   failover --proxy PORT --sentinel PORT --name MASTER [--rounds N]
+ *   failover --proxy PORT --sentinel PORT[,PORT...] --name MASTER [--rounds N]
  *
- * Each round: subscribe to +switch-master on the Sentinel, ask it for a
+ * Each round: subscribe to +switch-master on every Sentinel given (the
+ * first message from any of them counts: the leader of the failover
+ * announces it first, the others once they hear of it), ask the first for a
  * SENTINEL FAILOVER (retried until it accepts: after a round the old master
  * must first be seen as a replica again), and write distinct keys through
  * hotproxy (SET fo:<round>:<n>, one in flight) until 300 ms of writes
@@ -17,6 +19,8 @@
  */
 #include <hiredis/hiredis.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +44,24 @@ static redisContext *conn(int port)
     }
     redisSetTimeout(c, tv);
     return c;
+}
+
+/* The subscriptions are watched by a thread of their own, so the moment a
+ * +switch-master arrives is taken then, not after a write that may be
+ * stuck on the old master. */
+typedef struct watch {
+    redisContext **subs;
+    int n;
+    _Atomic double t0;
+} watch;
+
+static void *watch_main(void *arg)
+{
+    watch *w = arg;
+    struct pollfd pf[16];
+    for (int k = 0; k < w->n; k++) pf[k] = (struct pollfd){w->subs[k]->fd, POLLIN, 0};
+    if (poll(pf, (nfds_t)w->n, 60000) > 0) atomic_store(&w->t0, now_s());
+    return NULL;
 }
 
 static int cmp(const void *a, const void *b)
@@ -69,16 +91,20 @@ static const char *info_field(redisContext *c, const char *field, char *buf, siz
 
 int main(int argc, char **argv)
 {
-    int proxy = 0, sentinel = 0, rounds = 10;
+    int proxy = 0, sentinel = 0, rounds = 10, nsent = 0, sports[16];
     const char *name = NULL;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--proxy")) proxy = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--sentinel")) sentinel = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--sentinel")) {
+            for (const char *q = argv[i + 1]; q && *q && nsent < 16; q = strchr(q, ','), q = q ? q + 1 : q)
+                sports[nsent++] = atoi(q);
+            sentinel = nsent ? sports[0] : 0;
+        }
         else if (!strcmp(argv[i], "--name")) name = argv[i + 1];
         else if (!strcmp(argv[i], "--rounds")) rounds = atoi(argv[i + 1]);
     }
     if (!proxy || !sentinel || !name || rounds < 1) {
-        fprintf(stderr, "usage: failover --proxy PORT --sentinel PORT --name MASTER [--rounds N]\n");
+        fprintf(stderr, "usage: failover --proxy PORT --sentinel PORT[,PORT...] --name MASTER [--rounds N]\n");
         return 2;
     }
     double *fig = calloc((size_t)rounds, sizeof(double));
@@ -88,9 +114,13 @@ int main(int argc, char **argv)
     if (!fig || !t) return 1;
     redisContext *p = conn(proxy), *info = conn(proxy);
     for (int round = 0; round < rounds; round++) {
-        redisContext *sub = conn(sentinel), *s = conn(sentinel);
-        redisReply *r = redisCommand(sub, "SUBSCRIBE +switch-master");
-        if (r) freeReplyObject(r);
+        redisContext *subs[16], *s = conn(sentinel);
+        redisReply *r;
+        for (int k = 0; k < nsent; k++) {
+            subs[k] = conn(sports[k]);
+            r = redisCommand(subs[k], "SUBSCRIBE +switch-master");
+            if (r) freeReplyObject(r);
+        }
         double until = now_s() + 120;
         for (;;) {
             r = redisCommand(s, "SENTINEL FAILOVER %s", name);
@@ -103,6 +133,9 @@ int main(int argc, char **argv)
             if (ok) break;
             usleep(200000);
         }
+        watch wt = {subs, nsent, 0};
+        pthread_t th;
+        pthread_create(&th, NULL, watch_main, &wt);
         double t0 = 0, end = now_s() + 60;
         long n = 0;
         while (now_s() < end && n < MAXW) {
@@ -117,18 +150,12 @@ int main(int argc, char **argv)
             }
             n++;
             if (!t0) {
-                struct pollfd pf = {sub->fd, POLLIN, 0};
-                if (poll(&pf, 1, 0) == 1) {
-                    void *m = NULL;
-                    if (redisGetReply(sub, &m) == REDIS_OK && m) {
-                        t0 = now_s();
-                        freeReplyObject(m);
-                    }
-                }
+                t0 = atomic_load(&wt.t0);
             } else if (at - t0 > 0.3) {
                 break;
             }
         }
+        pthread_join(th, NULL);
         if (!t0) {
             fprintf(stderr, "failover: round %d: no +switch-master within 60 s\n", round);
             return 1;
@@ -155,7 +182,7 @@ int main(int argc, char **argv)
         fflush(stdout);
         if (figure >= 0) fig[nfig++] = figure;
         redisFree(m);
-        redisFree(sub);
+        for (int k = 0; k < nsent; k++) redisFree(subs[k]);
         redisFree(s);
     }
     qsort(fig, (size_t)nfig, sizeof(double), cmp);

@@ -11,8 +11,8 @@
 # (down-after-milliseconds 1000) through tests/integration/hx_launch, and
 # hotproxy with topology sentinel on the three Sentinels; then bench/failover
 # runs N planned failovers (SENTINEL FAILOVER) while writing through hotproxy,
-# and reports, per failover, the time from +switch-master (as the tool sees
-# it on a Sentinel) to the first write through hotproxy that succeeded on the
+# and reports, per failover, the time from the first +switch-master (the tool
+# subscribes on all three Sentinels) to the first write through hotproxy that succeeded on the
 # new master, and the median and max over all.  Everything it starts is
 # stopped on exit.  About 10 to 20 s per failover.
 set -euo pipefail
@@ -66,7 +66,8 @@ wait_port "$pport" "$proxy_pid" hotproxy
 
 echo "$me: $rounds failovers; Sentinels ${sp[*]}, master $fo_master_port, replica $fo_replica_ports" >&2
 failed=0
-run_tool failover $((rounds * 150 + 60)) --proxy "$pport" --sentinel "${sp[0]}" --name fo --rounds "$rounds" || true
+sl=$(IFS=,; echo "${sp[*]}")
+run_tool failover $((rounds * 150 + 60)) --proxy "$pport" --sentinel "$sl" --name fo --rounds "$rounds" || true
 cat "$tmp/failover.out"
 finish_hotproxy
 exit "$failed"

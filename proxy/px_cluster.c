@@ -554,8 +554,11 @@ void px_cluster_count_split(px_router *r)
     if (r->topo == &px_cluster_topology && r->topo_state) ((cstate *)r->topo_state)->st.cluster_split++;
 }
 
+static int cluster_setup(px_router *r, char *err, size_t errlen);
+
 const px_topology px_cluster_topology = {
     .name = "cluster",
+    .setup = cluster_setup,
     .resends = 1,
     .start = cluster_start,
     .route = cluster_route,
@@ -568,7 +571,7 @@ const px_topology px_cluster_topology = {
     .shard_pool = cluster_shard_pool,
 };
 
-int px_cluster_setup(px_router *r, char *err, size_t errlen)
+static int cluster_setup(px_router *r, char *err, size_t errlen)
 {
     const px_config *cfg = r->core->cfg;
     if (cfg->nupstreams < 1) {

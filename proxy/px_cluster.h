@@ -32,11 +32,10 @@
 
 #define PX_CLUSTER_SLOTS 16384
 
+/* Its setup only notes the seeds (nothing blocks): the first map is asked
+ * for when the router starts, and commands sent before it is in get an
+ * error saying so. */
 extern const px_topology px_cluster_topology;
-
-/* Sets r->topo_state; the first map is asked for when the router starts,
- * so commands sent before it is in get an error saying so. */
-int px_cluster_setup(px_router *r, char *err, size_t errlen);
 
 /* A command was split by slot or sent to every master (for INFO). */
 void px_cluster_count_split(px_router *r);

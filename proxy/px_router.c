@@ -5,12 +5,8 @@
  */
 #include "proxy/px_router.h"
 
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "proxy/px_cluster.h"
-#include "proxy/px_sentinel.h"
 
 px_pool *px_router_add_pool(px_router *r, const char *host, int port)
 {
@@ -122,37 +118,19 @@ static void single_start(px_router *r)
     px_router_add_pool(r, r->core->cfg->upstream_host, (int)r->core->cfg->upstream_port);
 }
 
-static const px_topology single = {
+const px_topology px_topology_single = {
     .name = "single",
     .start = single_start,
     .route = single_route,
 };
 
-px_router *px_router_create(px_core *k, char *err, size_t errlen)
+px_router *px_router_create(px_core *k, const px_topology *topo, char *err, size_t errlen)
 {
-    const px_config *cfg = k->cfg;
-    if (px_config_check_topology(cfg, err, errlen) != 0) return NULL;
-    int kind = (int)cfg->topology;
-    if (kind == PX_TOPO_AUTO) {
-        /* ask the upstream what it is (blocking, bounded: before the loop) */
-        kind = px_sentinel_probe_kind(cfg, err, errlen);
-        if (kind < 0) return NULL;
-        if (kind != PX_TOPO_SENTINEL && (*cfg->sentinel_master || *cfg->sentinel_password)) {
-            snprintf(err, errlen, "topology auto: sentinel-master or sentinel-password is set, but %s is not a Sentinel",
-                     cfg->upstream);
-            return NULL;
-        }
-        px_log_notice(&k->log, "Upstream: topology auto: %s is %s", cfg->upstream,
-                      kind == PX_TOPO_SENTINEL ? "a Sentinel"
-                      : kind == PX_TOPO_CLUSTER  ? "a Redis Cluster node"
-                                                 : "a Redis (or not up yet): topology single");
-    }
     px_router *r = calloc(1, sizeof(*r));
     if (!r) abort();
     r->core = k;
-    r->topo = kind == PX_TOPO_SENTINEL ? &px_sentinel_topology : kind == PX_TOPO_CLUSTER ? &px_cluster_topology : &single;
-    if ((kind == PX_TOPO_SENTINEL && px_sentinel_setup(r, err, errlen) != 0) ||
-        (kind == PX_TOPO_CLUSTER && px_cluster_setup(r, err, errlen) != 0)) {
+    r->topo = topo;
+    if (topo->setup && topo->setup(r, err, errlen) != 0) {
         px_router_destroy(r);
         return NULL;
     }

@@ -9,7 +9,8 @@
  * callbacks behind it: "single" (one pool, the configured upstream) is the
  * first; Sentinel (the pool follows the master Sentinel names, px_sentinel)
  * is the second, and Cluster (a pool per master, chosen by hash slot) will
- * plug in the same way.  The config's "topology" picks one at creation.
+ * plug in the same way.  Whoever creates the router hands it the topology
+ * (the topologies know the router, never the reverse).
  *
  * Whoever keeps something per pool (the L1: a tracking link per pool) walks
  * the set (px_router_pool) and hears of pools added and removed
@@ -43,6 +44,9 @@ typedef struct px_topology {
     /* 1: reply may send a request again elsewhere, so a forwarded request
      * keeps a copy of its bytes (px_upreq.raw) */
     int resends;
+    /* Optional, from px_router_create: the topology's own state
+     * (r->topo_state), before any pool; -1 with err set stops startup. */
+    int (*setup)(px_router *r, char *err, size_t errlen);
     /* Add the first pools (px_router_start). */
     void (*start)(px_router *r);
     /* The pool that should serve this command (NULL: none can). */
@@ -77,10 +81,15 @@ struct px_router {
     void *listener_arg;
 };
 
-/* The topology the config describes, with no pool yet: listeners come
- * first (px_router_listen), so the L1 sets up every connection's tracking
- * from its first handshake; then px_router_start adds the pools. */
-px_router *px_router_create(px_core *k, char *err, size_t errlen);
+/* "single": every command to the one configured upstream. */
+extern const px_topology px_topology_single;
+
+/* A router for topo (which the caller picked from the config: px_sentinel's
+ * px_sentinel_pick does), with no pool yet: listeners come first
+ * (px_router_listen), so the L1 sets up every connection's tracking from its
+ * first handshake; then px_router_start adds the pools.  NULL with err set
+ * when the topology's setup failed. */
+px_router *px_router_create(px_core *k, const px_topology *topo, char *err, size_t errlen);
 void px_router_start(px_router *r);
 void px_router_destroy(px_router *r);
 

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "proxy/px_cluster.h"
 #include "proxy/px_resp.h"
 
 #define CHECK_INTERVAL 1.0    /* seconds between two asks for the master's address */
@@ -514,8 +515,11 @@ static void sentinel_destroy(px_router *r)
     r->topo_state = NULL;
 }
 
+static int sentinel_setup(px_router *r, char *err, size_t errlen);
+
 const px_topology px_sentinel_topology = {
     .name = "sentinel",
+    .setup = sentinel_setup,
     .start = sentinel_start,
     .route = sentinel_route,
     .reply = sentinel_reply,
@@ -644,7 +648,7 @@ static int discover_one(sstate *st, sentinel *s, char *why, size_t whylen)
     return 0;
 }
 
-int px_sentinel_setup(px_router *r, char *err, size_t errlen)
+static int sentinel_setup(px_router *r, char *err, size_t errlen)
 {
     const px_config *cfg = r->core->cfg;
     sstate *st = calloc(1, sizeof(*st));
@@ -681,7 +685,8 @@ int px_sentinel_setup(px_router *r, char *err, size_t errlen)
     return -1;
 }
 
-int px_sentinel_probe_kind(const px_config *c, char *err, size_t errlen)
+/* What the first upstream that answers is: PX_TOPO_*, or -1 with err set. */
+static int probe_kind(const px_config *c, char *err, size_t errlen)
 {
     /* a Sentinel or a Redis may want a password: try none, then each set */
     const char *users[] = {NULL, c->sentinel_user, c->upstream_user};
@@ -732,4 +737,27 @@ int px_sentinel_probe_kind(const px_config *c, char *err, size_t errlen)
     if (c->nupstreams == 1) return PX_TOPO_SINGLE; /* not up yet: a plain Redis, reconnected to as usual */
     snprintf(err, errlen, "topology auto: none of the upstreams answered, so what they are is unknown: %s", reasons);
     return -1;
+}
+
+const px_topology *px_sentinel_pick(px_core *k, char *err, size_t errlen)
+{
+    const px_config *cfg = k->cfg;
+    if (px_config_check_topology(cfg, err, errlen) != 0) return NULL;
+    int kind = (int)cfg->topology;
+    if (kind == PX_TOPO_AUTO) {
+        kind = probe_kind(cfg, err, errlen);
+        if (kind < 0) return NULL;
+        if (kind != PX_TOPO_SENTINEL && (*cfg->sentinel_master || *cfg->sentinel_password)) {
+            snprintf(err, errlen, "topology auto: sentinel-master or sentinel-password is set, but %s is not a Sentinel",
+                     cfg->upstream);
+            return NULL;
+        }
+        px_log_notice(&k->log, "Upstream: topology auto: %s is %s", cfg->upstream,
+                      kind == PX_TOPO_SENTINEL ? "a Sentinel"
+                      : kind == PX_TOPO_CLUSTER  ? "a Redis Cluster node"
+                                                 : "a Redis (or not up yet): topology single");
+    }
+    return kind == PX_TOPO_SENTINEL ? &px_sentinel_topology
+           : kind == PX_TOPO_CLUSTER ? &px_cluster_topology
+                                     : &px_topology_single;
 }

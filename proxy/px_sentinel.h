@@ -28,23 +28,23 @@
 #include "proxy/px_config.h"
 #include "proxy/px_router.h"
 
+/*
+ * Its setup runs before the loop (blocking, each step bounded by
+ * connect-timeout): it finds the master through the configured Sentinels and
+ * checks its ROLE, so the data pool starts at the right address; it fails
+ * with the reason when no Sentinel names a master that says it is one, or
+ * sentinel-master is empty and they watch more or fewer than one.
+ */
 extern const px_topology px_sentinel_topology;
 
 /*
- * Before the loop runs (blocking, each step bounded by connect-timeout):
- * find the master through the configured Sentinels and check its ROLE, so
- * the data pool starts at the right address.  Sets r->topo_state.  -1 with
- * the reason in err when no Sentinel could name a master that says it is
- * one, or sentinel-master is empty and they watch more or fewer than one.
+ * The topology the config describes, for px_router_create: single,
+ * sentinel or cluster (px_cluster), after px_config_check_topology.  With topology auto the first
+ * upstream that answers is asked what it is (INFO server's redis_mode,
+ * blocking, at most 500 ms per address); with none answering, single when
+ * there is one address.  NULL with the reason in err (wrong combinations,
+ * a plain Redis among several upstreams).
  */
-int px_sentinel_setup(px_router *r, char *err, size_t errlen);
-
-/*
- * topology auto: ask the first upstream that answers what it is (INFO
- * server's redis_mode).  Returns PX_TOPO_SINGLE, PX_TOPO_SENTINEL or
- * PX_TOPO_CLUSTER; with none answering, PX_TOPO_SINGLE when there is one
- * address, else -1 with the reason in err.
- */
-int px_sentinel_probe_kind(const px_config *c, char *err, size_t errlen);
+const px_topology *px_sentinel_pick(px_core *k, char *err, size_t errlen);
 
 #endif

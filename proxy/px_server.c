@@ -23,6 +23,7 @@
 #include "proxy/px_command.h"
 #include "proxy/px_l1.h"
 #include "proxy/px_router.h"
+#include "proxy/px_sentinel.h"
 #include "proxy/px_upstream.h"
 
 #define CRON_INTERVAL 0.1
@@ -356,7 +357,8 @@ px_server *px_server_create(px_config *cfg, const px_client_ops *ops, char *err,
         return NULL;
     }
     refused_from_config(s);
-    s->router = px_router_create(&s->core, err, errlen);
+    const px_topology *topo = px_sentinel_pick(&s->core, err, errlen);
+    s->router = topo ? px_router_create(&s->core, topo, err, errlen) : NULL;
     if (!s->router) {
         px_server_destroy(s);
         return NULL;

@@ -267,6 +267,26 @@ static long count_in_file(const char *path, const char *needle)
     return n;
 }
 
+/* hotproxy with these arguments stops at startup (status 1), saying needle. */
+static void startup_fails(const char *const *args, const char *needle, const char *what)
+{
+    hx_proc p;
+    char port_s[16];
+    const char *argv[24];
+    int n = 0;
+    snprintf(port_s, sizeof(port_s), "%d", hx_free_port());
+    argv[n++] = hx_bin();
+    argv[n++] = "--port";
+    argv[n++] = port_s;
+    for (int i = 0; args[i] && n < 23; i++) argv[n++] = args[i];
+    argv[n] = NULL;
+    int st = hx_spawn(&p, "hotproxy-fails", argv) == 0 ? hx_wait_exit(&p, 20000) : -3;
+    if (st == -2) hx_kill(&p);
+    if (!ok(st == 1 && count_in_file(p.outfile, needle) > 0, "%s: startup stops (status %d) saying '%s'", what, st,
+            needle))
+        hx_diag_file(p.outfile, 600);
+}
+
 int main(void)
 {
     hx_init(400);
@@ -321,6 +341,19 @@ int main(void)
     } else {
         ok(0, "auto: it is a Sentinel");
         ok(0, "auto: the one master it watches is used");
+    }
+
+    /* startup errors: a name no Sentinel knows, a plain Redis given as a Sentinel */
+    {
+        char up[32], rup[32];
+        snprintf(up, sizeof(up), "127.0.0.1:%d", topo.sentinels[0].port);
+        snprintf(rup, sizeof(rup), "127.0.0.1:%d", master_port);
+        const char *a1[] = {"--upstream", up, "--topology", "sentinel", "--sentinel-master", "nosuch", NULL};
+        startup_fails(a1, "no address for master 'nosuch'", "an unknown sentinel-master");
+        const char *a2[] = {"--upstream", rup, "--topology", "sentinel", "--sentinel-master", "mymaster", NULL};
+        startup_fails(a2, "no address for master 'mymaster'", "a plain Redis given as a Sentinel");
+        const char *a3[] = {"--upstream", up, "--topology", "single", "--sentinel-master", "mymaster", NULL};
+        startup_fails(a3, "topology single uses no Sentinel", "sentinel-master with topology single");
     }
 
     /* --- a planned failover under load --- */

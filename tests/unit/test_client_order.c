@@ -199,7 +199,7 @@ int main(void)
         return 1;
     }
     char err[256] = "";
-    e->router = px_router_create(&e->core, err, sizeof(err));
+    e->router = px_router_create(&e->core, &px_topology_single, err, sizeof(err));
     e->pool[0] = px_router_add_pool(e->router, "127.0.0.1", e->fa.port);
     e->pool[1] = px_router_add_pool(e->router, "127.0.0.1", e->fb.port);
     e->set.core = &e->core;

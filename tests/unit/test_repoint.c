@@ -155,7 +155,7 @@ int main(void)
     char err[256] = "", a_name[64], b_name[64], want[512];
     snprintf(a_name, sizeof(a_name), "127.0.0.1:%d", e->fa.port);
     snprintf(b_name, sizeof(b_name), "127.0.0.1:%d", e->fb.port);
-    e->router = px_router_create(&e->core, err, sizeof(err));
+    e->router = px_router_create(&e->core, &px_topology_single, err, sizeof(err));
     ev_prepare_init(&e->flush_w, flush_cb);
     e->flush_w.data = e;
     ev_prepare_start(loop, &e->flush_w);
