@@ -126,6 +126,49 @@ static px_pool *route(px_client *c, const px_command *cmd, int argc, const char 
     return px_router_route(c->set->router, &a);
 }
 
+static void ignore_reply(struct px_upstream *u, void *ctx, const char *reply, size_t len);
+
+/*
+ * Keys spread over servers (a Cluster), and c on a connection of its own
+ * (MULTI, WATCH, a subscription): Redis Cluster runs a transaction on the
+ * node of its keys.  MULTI pinned c to the first master; when its first
+ * queued command names keys of another node, c moves there (that node gets
+ * MULTI, the first connection is reset): returns 1.  With WATCH alone, a
+ * command of another node's keys goes there on a shared connection (it
+ * cannot touch the watched keys): returns 2.  A key of another node later
+ * in MULTI (or WATCH's node is not its), or in pub/sub, sets *crossed and
+ * *why: the command gets CROSSSLOT, and in MULTI the transaction aborts at
+ * EXEC, as Redis Cluster does.  0: it may go on c's connection (unless
+ * crossed, or *err: no connection to move to); -1: it must wait for c's
+ * replies first (MULTI's +OK from the first node).
+ */
+static int pinned_keys(px_client *c, const px_command *cmd, int argc, int *crossed, const char **why,
+                       const char **err)
+{
+    int pos;
+    *crossed = 0;
+    if (!cmd || px_command_keys(cmd, argc, c->argv, c->argvlen, &pos, 1) < 1) return 0;
+    px_pool *pool = route(c, cmd, argc, why);
+    if (!pool) {
+        *crossed = *why != NULL;
+        return 0;
+    }
+    if (pool == c->pinned->pool) return 0;
+    if (c->state == PX_STATE_WATCH && !(cmd->flags & PX_F_PS)) return 2;
+    if (c->state != PX_STATE_MULTI || c->multi_queued > 0) {
+        *crossed = 1;
+        *why = "CROSSSLOT Keys in request don't hash to the same slot";
+        return 0;
+    }
+    if (c->ninflight > 0) return -1;
+    struct px_upstream *nu = px_client_pin(c, pool, err);
+    if (!nu) return 0; /* *err says why: refused below */
+    px_client_drop_pinned(c);
+    c->pinned = nu;
+    px_upstream_send_internal(nu, "*1\r\n$5\r\nMULTI\r\n", 15, ignore_reply, NULL);
+    return 1;
+}
+
 /* Redis' @admin and @dangerous commands are for admin users, once users
  * are configured (the table's PX_F_A and PX_F_DG say which). */
 static int permitted(const px_client *c, const px_command *cmd)
@@ -335,7 +378,17 @@ static int dispatch(void *arg, px_client *c, const char *raw, size_t rawlen)
             pool = route(c, cmd, argc, &why);
             if (pool) c->pinned = px_client_pin(c, pool, &err);
         }
-        if (c->pinned) {
+        int crossed = 0, elsewhere = 0;
+        if (c->pinned && px_router_sharded(c->set->router)) {
+            elsewhere = pinned_keys(c, cmd, argc, &crossed, &why, &err);
+            if (elsewhere < 0) return 0;
+            elsewhere = elsewhere == 2;
+        }
+        if (crossed || err) {
+            pool = NULL; /* refused below, with why or err */
+        } else if (elsewhere) {
+            u = (pool = route(c, cmd, argc, &why)) ? px_client_pick(c, pool) : NULL;
+        } else if (c->pinned) {
             u = c->pinned;
         } else if (hp & PX_HP_OOB) {
             /* At once, on a connection of its own: not behind the client's
