@@ -22,6 +22,7 @@
  *    key, SETSLOT NODE) of slots holding keys, with writes and reads of those
  *    keys through hotproxy between every step: no error, no MOVED/ASK seen,
  *    every read gives the client's last write, every value on its new owner.
+ *  - topology auto at a node finds the Cluster.
  * 3 masters + 3 replicas:
  *  - CLUSTER FAILOVER on a replica under a write+read load over all masters:
  *    once the replica is master, the errors (if any) stop within 5 s.
@@ -406,6 +407,15 @@ int main(void)
     reshard(c);
     redisFree(c);
     is_int(hx_stop(&proxy, 5000), 0, "hotproxy exits cleanly");
+    hx_proc autop;
+    if (ok(hx_proxy_start(&autop, 0, topo.masters[1].port, NULL) == 0, "hotproxy with topology auto at a node")) {
+        c = hx_redis(autop.port);
+        is_str(hx_info_get(c, "hotproxy_upstream", "hotproxy_topology"), "cluster", "... finds a Cluster");
+        ok(hx_info_wait(c, "hotproxy_upstream", "hotproxy_cluster_slots_known", "16384", 20000) == 0,
+           "... and reads its map");
+        redisFree(c);
+        is_int(hx_stop(&autop, 5000), 0, "... exits cleanly");
+    }
     hx_topo_stop(&topo, 5000);
     failover();
     done_testing();
