@@ -38,7 +38,8 @@ struct px_split_plan {
     int nparts, left;
     part *parts;
     int nkeys;
-    int *order;              /* the client's key index of each part's keys, part after part */
+    int *order;
+    int scan_node, scan_nodes;  /* SCAN: the server it asks (its index among them), and how many */              /* the client's key index of each part's keys, part after part */
     char err[320];
 };
 
@@ -67,12 +68,100 @@ static part *part_for(px_split_plan *p, int shard, px_pool *pool)
     return pt;
 }
 
+/* An array reply's element count and where its elements begin; -1 if it is not one. */
+static long long array_head(const char *reply, size_t len, const char **body)
+{
+    long long n;
+    const char *nl = memchr(reply, '\n', len);
+    if (!len || reply[0] != '*' || !nl || nl - reply < 3 || !px_string2ll(reply + 1, (size_t)(nl - reply - 2), &n))
+        return -1;
+    *body = nl + 1;
+    return n;
+}
+
+/*
+ * SCAN over every master: hotproxy's cursor is the server's cursor times
+ * SCAN_NODES plus the server's index among the masters (in slot order), so
+ * cursor 0 starts at the first master, and a server's cursor 0 (done there)
+ * moves on to the next one.  Redis' cursors are below its table sizes, far
+ * under 2^58.  A map that changes during a scan may make it skip or repeat
+ * keys, as SCAN may across a rehash.
+ */
+#define SCAN_NODES 64
+
+static int scan_plan(px_split_plan *p, int argc, const char *const *argv, const size_t *argvlen)
+{
+    for (int s = 0; s < p->router->topo->nshards; s++) {
+        px_pool *pool = px_router_shard_pool(p->router, s);
+        if (pool) part_for(p, -1, pool);
+    }
+    p->scan_nodes = p->nparts;
+    unsigned long long cur = 0;
+    char buf[32];
+    char *end = NULL;
+    if (argc < 2 || argvlen[1] == 0 || argvlen[1] >= sizeof(buf)) goto bad;
+    memcpy(buf, argv[1], argvlen[1]);
+    buf[argvlen[1]] = 0;
+    if (buf[0] < '0' || buf[0] > '9') goto bad;
+    cur = strtoull(buf, &end, 10);
+    if (*end) goto bad;
+    if (p->nparts == 0 || p->nparts > SCAN_NODES || (int)(cur % SCAN_NODES) >= p->nparts) {
+        snprintf(p->err, sizeof(p->err), p->nparts ? "ERR invalid cursor" : "CLUSTERDOWN hotproxy: the slot map is not known yet");
+        return -1;
+    }
+    /* one part: the server the cursor names, asked with its own cursor */
+    p->scan_node = (int)(cur % SCAN_NODES);
+    part keep = p->parts[p->scan_node];
+    p->parts[0] = keep;
+    p->nparts = 1;
+    px_buf b = {0};
+    char rc[32];
+    int rclen = snprintf(rc, sizeof(rc), "%llu", cur / SCAN_NODES);
+    px_buf_appendf(&b, "*%d\r\n", argc);
+    for (int i = 0; i < argc; i++) {
+        if (i == 1) px_resp_bulk(&b, rc, (size_t)rclen);
+        else px_resp_bulk(&b, argv[i], argvlen[i]);
+    }
+    p->parts[0].up.raw = b.data;
+    p->parts[0].up.rawlen = b.len;
+    return 0;
+bad:
+    snprintf(p->err, sizeof(p->err), "ERR invalid cursor");
+    return -1;
+}
+
+/* SCAN's reply with hotproxy's cursor in place of the server's; 0, or -1 if it is not a SCAN reply. */
+static int scan_merge(px_split_plan *p, px_buf *out)
+{
+    part *pt = &p->parts[0];
+    const char *body, *end = pt->reply + pt->len;
+    if (array_head(pt->reply, pt->len, &body) != 2) return -1;
+    size_t clen = px_reply_len(body, (size_t)(end - body));
+    const char *cs;
+    size_t cslen;
+    char buf[32];
+    if (!clen || px_reply_string(body, clen, &cs, &cslen) != 0 || cslen == 0 || cslen >= sizeof(buf)) return -1;
+    memcpy(buf, cs, cslen);
+    buf[cslen] = 0;
+    char *e = NULL;
+    unsigned long long next = strtoull(buf, &e, 10);
+    if (*e) return -1;
+    if (next == 0) next = p->scan_node + 1 < p->scan_nodes ? (unsigned long long)p->scan_node + 1 : 0;
+    else if (next > (~0ULL - SCAN_NODES) / SCAN_NODES) return -1;
+    else next = next * SCAN_NODES + (unsigned long long)p->scan_node;
+    snprintf(buf, sizeof(buf), "%llu", next);
+    px_buf_append(out, "*2\r\n", 4);
+    px_resp_bulk(out, buf, strlen(buf));
+    px_buf_append(out, body + clen, (size_t)(end - body - clen));
+    return 0;
+}
+
 px_split_plan *px_split_plan_make(px_client *c, const px_command *cmd, int argc, int *wait, const char **err)
 {
     px_router *router = c->set->router;
     *wait = 0;
     *err = NULL;
-    if (!cmd || !px_router_sharded(router) || !(cmd->flags & (PX_F_SPLIT | PX_F_ALL_SHARDS))) return NULL;
+    if (!cmd || !px_router_sharded(router) || !(cmd->flags & (PX_F_SPLIT | PX_F_ALL_SHARDS | PX_F_SCAN))) return NULL;
     const char *const *argv;
     const size_t *argvlen;
     px_client_args(c, &argv, &argvlen);
@@ -127,6 +216,11 @@ px_split_plan *px_split_plan_make(px_client *c, const px_command *cmd, int argc,
         }
         free(pos);
         free(kp);
+    } else if (cmd->flags & PX_F_SCAN) {
+        if (scan_plan(p, argc, argv, argvlen) != 0) {
+            *err = p->err;
+            return p;
+        }
     } else {
         /* every server that serves a shard, once */
         for (int s = 0; s < router->topo->nshards; s++) {
@@ -167,17 +261,6 @@ px_split_plan *px_split_plan_make(px_client *c, const px_command *cmd, int argc,
 
 /* --- merging ------------------------------------------------------------------ */
 
-/* An array reply's element count and where its elements begin; -1 if it is not one. */
-static long long array_head(const char *reply, size_t len, const char **body)
-{
-    long long n;
-    const char *nl = memchr(reply, '\n', len);
-    if (!len || reply[0] != '*' || !nl || nl - reply < 3 || !px_string2ll(reply + 1, (size_t)(nl - reply - 2), &n))
-        return -1;
-    *body = nl + 1;
-    return n;
-}
-
 static void merge(px_split_plan *p, px_buf *out)
 {
     unsigned f = p->cmd->flags;
@@ -186,6 +269,10 @@ static void merge(px_split_plan *p, px_buf *out)
             px_buf_append(out, p->parts[i].reply, p->parts[i].len); /* the first error is the reply */
             return;
         }
+    if (f & PX_F_SCAN) {
+        if (scan_merge(p, out) != 0) goto odd;
+        return;
+    }
     if (f & PX_F_MERGE_SUM) {
         long long sum = 0, v;
         for (int i = 0; i < p->nparts; i++) {

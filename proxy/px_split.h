@@ -12,6 +12,8 @@
  * integers, PX_F_MERGE_SAME wants one reply from all (+OK, a SHA), and
  * otherwise arrays merge (by key back into the client's order, or, with no
  * keys, one after the other).  The first error, if any, is the reply.
+ * PX_F_SCAN (SCAN) walks the servers one after the other, the cursor
+ * naming the server (see scan_plan).
  *
  * The parts are in flight like the client's own requests (px_client_hold),
  * so its next commands to any of those servers keep their order behind them,

@@ -7,7 +7,7 @@
  *  - GET/SET of keys of every master through hotproxy (each key checked on
  *    the node that owns it);
  *  - MSET/MGET/DEL/EXISTS across slots (split and merged in the client's
- *    order), DBSIZE and KEYS over every master, hash tags keeping keys
+ *    order), DBSIZE, KEYS and SCAN over every master, hash tags keeping keys
  *    together, CROSSSLOT for MSETNX/RENAME across slots, SELECT 1 refused;
  *  - shown as a standalone Redis: INFO's cluster_enabled:0 and redis_mode,
  *    CLUSTER SLOTS/NODES refused with a clear error, KEYSLOT and INFO answered;
@@ -140,6 +140,31 @@ static void basics(redisContext *c)
     ok(r && r->type == REDIS_REPLY_ARRAY && r->elements == 30, "KEYS over every master: all 30 plain:* keys (%zu)",
        r && r->type == REDIS_REPLY_ARRAY ? r->elements : 0);
     if (r) freeReplyObject(r);
+
+    /* SCAN: every master in turn, the cursor naming the master */
+    {
+        char cursor[32] = "0";
+        int seen[30] = {0}, calls = 0, bad = 0;
+        do {
+            r = redisCommand(c, "SCAN %s MATCH plain:* COUNT 7", cursor);
+            if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+                bad++;
+                if (r) freeReplyObject(r);
+                break;
+            }
+            snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+            for (size_t i = 0; i < r->element[1]->elements; i++) {
+                int k = atoi(r->element[1]->element[i]->str + 6);
+                if (k >= 0 && k < 30) seen[k]++;
+            }
+            freeReplyObject(r);
+        } while (strcmp(cursor, "0") && ++calls < 10000);
+        int missing = 0;
+        for (int i = 0; i < 30; i++) missing += seen[i] == 0;
+        ok(!bad && missing == 0, "SCAN MATCH across every master finds all 30 plain:* keys (%d missing, %d calls)",
+           missing, calls + 1);
+        is_str(hx_cmd(c, "SCAN 63"), "ERR invalid cursor", "SCAN with a cursor naming no master: invalid cursor");
+    }
 
     /* hash tags */
     is_str(hx_cmd(c, "MSETNX {user1}.a x {user1}.b y"), "1", "MSETNX of keys with one hash tag");
