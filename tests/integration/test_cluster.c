@@ -22,6 +22,8 @@
  *    key, SETSLOT NODE) of slots holding keys, with writes and reads of those
  *    keys through hotproxy between every step: no error, no MOVED/ASK seen,
  *    every read gives the client's last write, every value on its new owner.
+ *  - redis-cli --cluster reshard running while writes and reads go through
+ *    hotproxy: no error, no stale read, every last value kept;
  *  - topology auto at a node finds the Cluster.
  * 3 masters + 3 replicas:
  *  - CLUSTER FAILOVER on a replica under a write+read load over all masters:
@@ -354,6 +356,87 @@ static void reshard(redisContext *c)
     redisFree(t);
 }
 
+/*
+ * redis-cli --cluster reshard (slots from master 2 to master 0, key by key
+ * with MIGRATE, as operators do it) running while the test writes and reads
+ * through hotproxy: no error, no read older than the write before it, every
+ * last value on its owner afterwards.  HX_RESHARD_SLOTS sets how many slots
+ * (default 300; the README's figure is from 4000).
+ */
+/* The slots hotproxy's map gives the master on port, or -1. */
+static int slots_of(redisContext *c, int port)
+{
+    const char *map = hx_info_get(c, "hotproxy_upstream", "hotproxy_cluster_slot_map");
+    char pat[48];
+    snprintf(pat, sizeof(pat), "127.0.0.1:%d=", port);
+    const char *at = map ? strstr(map, pat) : NULL;
+    return at ? atoi(at + strlen(pat)) : -1;
+}
+
+static void reshard_cli(redisContext *c)
+{
+    int nslots = getenv("HX_RESHARD_SLOTS") ? atoi(getenv("HX_RESHARD_SLOTS")) : 300;
+    char from[64], to[64], seed[64], slots[16];
+    node_id(topo.masters[2].port, from, sizeof(from));
+    node_id(topo.masters[0].port, to, sizeof(to));
+    snprintf(seed, sizeof(seed), "127.0.0.1:%d", topo.masters[1].port);
+    snprintf(slots, sizeof(slots), "%d", nslots);
+    /* keys everywhere, most on the master that gives slots away */
+    static char keys[300][32];
+    int n = 0;
+    for (int i = 0; n < 300 && i < 20000; i++) {
+        char k[32];
+        snprintf(k, sizeof(k), "rc:%d", i);
+        if (i % 4 != 0 && owner_port(topo.masters[2].port, k) != topo.masters[2].port) continue;
+        snprintf(keys[n++], sizeof(keys[0]), "%s", k);
+    }
+    int round = 0, errors = load_round(c, keys, n, ++round);
+    /* a few thousand keys in the moving slots, so MIGRATE has work to do */
+    redisContext *m2 = hx_redis(topo.masters[2].port);
+    for (int i = 0; i < 3000; i++) redisAppendCommand(m2, "SET fill:{%d} x", i);
+    for (int i = 0; i < 3000; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(m2, (void **)&r) == REDIS_OK && r) freeReplyObject(r);
+    }
+    redisFree(m2);
+    const char *argv[] = {"redis-cli", "--cluster", "reshard", seed, "--cluster-from", from, "--cluster-to", to,
+                          "--cluster-slots", slots, "--cluster-yes", "--cluster-pipeline", "10", NULL};
+    hx_proc cli;
+    int before0 = slots_of(c, topo.masters[0].port);
+    double t0 = hx_now();
+    if (!ok(hx_spawn(&cli, "reshard", argv) == 0, "redis-cli --cluster reshard of %d slots started", nslots)) return;
+    long long moved0 = hx_info_num(c, "hotproxy_upstream", "hotproxy_cluster_moved");
+    long long ask0 = hx_info_num(c, "hotproxy_upstream", "hotproxy_cluster_ask");
+    while (hx_alive(&cli) && hx_now() < t0 + 600) errors += load_round(c, keys, n, ++round);
+    double took = hx_now() - t0;
+    if (hx_alive(&cli)) hx_kill(&cli);
+    errors += load_round(c, keys, n, ++round);
+    if (errors) diag("last error: %s", last_err);
+    int want0 = before0 + nslots, got0 = -1;
+    double until = hx_now() + DEADLINE;
+    while (hx_now() < until && (got0 = slots_of(c, topo.masters[0].port)) != want0) hx_sleep_ms(100);
+    if (!ok(got0 == want0, "redis-cli --cluster reshard moved %d slots in %.1f s (hotproxy's map: %d -> %d)", nslots, took,
+            before0, got0))
+        hx_diag_file(cli.outfile, 4000);
+    ok(errors == 0, "... %d rounds of writes and reads of %d keys through hotproxy meanwhile: %d errors or stale reads",
+       round, n, errors);
+    diag("reshard of %d slots: %.1f s, %d rounds x %d keys, MOVED %lld, ASK %lld handled", nslots, took, round, n,
+         hx_info_num(c, "hotproxy_upstream", "hotproxy_cluster_moved") - moved0,
+         hx_info_num(c, "hotproxy_upstream", "hotproxy_cluster_ask") - ask0);
+    int lost = 0;
+    for (int i = 0; i < n; i++) {
+        char v[96];
+        snprintf(v, sizeof(v), "%d:%.31s", round, keys[i]);
+        int p = owner_port(topo.masters[1].port, keys[i]);
+        redisContext *d = hx_redis(p > 0 ? p : topo.masters[0].port);
+        if (strcmp(hx_cmd(d, "GET %s", keys[i]), v)) lost++;
+        redisFree(d);
+    }
+    ok(lost == 0, "... every key's last value is on its owner afterwards (%d not)", lost);
+    ok(hx_info_wait(c, "hotproxy_upstream", "hotproxy_cluster_slots_known", "16384", 20000) == 0,
+       "... hotproxy's map is whole afterwards");
+}
+
 static void failover(void)
 {
     hx_cluster_opts o = {.masters = 3, .replicas = 1};
@@ -430,6 +513,7 @@ int main(void)
     stateful(c, proxy.port);
     l1_check(c);
     reshard(c);
+    reshard_cli(c);
     redisFree(c);
     is_int(hx_stop(&proxy, 5000), 0, "hotproxy exits cleanly");
     hx_proc autop;
