@@ -27,7 +27,9 @@
  *  - topology auto at a node finds the Cluster.
  * 3 masters + 3 replicas:
  *  - CLUSTER FAILOVER on a replica under a write+read load over all masters:
- *    once the replica is master, the errors (if any) stop within 5 s.
+ *    once the replica is master, the errors (if any) stop within 5 s;
+ *  - master 1 SIGKILLed under the load: its replica is promoted, writes to
+ *    its slots succeed again, the other masters' keys see no error.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -437,9 +439,48 @@ static void reshard_cli(redisContext *c)
        "... hotproxy's map is whole afterwards");
 }
 
+/*
+ * Master 1 SIGKILLed under the load: its replica is promoted once the
+ * Cluster marks it failed (cluster-node-timeout 2000 ms).  The keys of the
+ * other masters see no error, and writes to the failed slots succeed
+ * through hotproxy soon after the promotion (the time is in diag).
+ */
+static void killed(redisContext *c, char keys[][32], int n, int round)
+{
+    int dead[60] = {0}, ndead = 0, rj = -1;
+    for (int i = 0; i < topo.nreplicas; i++)
+        if (topo.replica_of[i] == 1) rj = i;
+    for (int i = 0; i < n && i < 60; i++) ndead += dead[i] = owner_port(topo.masters[0].port, keys[i]) == topo.masters[1].port;
+    redisContext *rep = hx_redis(topo.replicas[rj].port);
+    hx_kill(&topo.masters[1]);
+    double t0 = hx_now(), promoted = 0, first_ok = 0;
+    int other_errors = 0, dead_errors = 0;
+    char other_err[256] = "";
+    while (hx_now() < t0 + DEADLINE && (!first_ok || hx_now() < first_ok + 1.0)) {
+        round++;
+        for (int i = 0; i < n; i++) {
+            int e = load_round(c, &keys[i], 1, round);
+            if (e && !dead[i]) {
+                other_errors += e;
+                snprintf(other_err, sizeof(other_err), "%s", last_err);
+            }
+            dead_errors += dead[i] ? e : 0;
+            if (dead[i] && !e && promoted && !first_ok) first_ok = hx_now();
+        }
+        const char *role = promoted ? NULL : hx_info_get(rep, "replication", "role");
+        if (role && !strcmp(role, "master")) promoted = hx_now();
+    }
+    redisFree(rep);
+    ok(promoted > 0, "master 1 SIGKILLed: its replica promoted %.2f s later", promoted ? promoted - t0 : -1);
+    ok(first_ok > 0, "... writes to its slots succeed through hotproxy %.0f ms after the promotion (%d keys, %d errors "
+       "on them meanwhile)", first_ok ? (first_ok - promoted) * 1000 : -1, ndead, dead_errors);
+    if (!ok(other_errors == 0, "... the other masters' keys saw no error (%d)", other_errors)) diag("last: %s", other_err);
+}
+
 static void failover(void)
 {
-    hx_cluster_opts o = {.masters = 3, .replicas = 1};
+    static const char *const extra[] = {"--cluster-node-timeout", "2000", NULL};
+    hx_cluster_opts o = {.masters = 3, .replicas = 1, .extra = extra};
     if (!ok(hx_cluster_start(&topo, &o) == 0, "3 masters + 3 replicas started")) return;
     hx_proc proxy;
     if (!ok(hx_proxy_start(&proxy, 0, topo.replicas[0].port, "--topology", "cluster", NULL) == 0,
@@ -483,6 +524,7 @@ static void failover(void)
     ok(last_error == 0 || last_error - promoted < 5.0, "errors stopped within 5 s of the promotion (last %.2f s after)",
        last_error ? last_error - promoted : 0.0);
     redisFree(rep);
+    killed(c, keys, 60, round);
     redisFree(c);
     is_int(hx_stop(&proxy, 5000), 0, "hotproxy exits cleanly");
     hx_topo_stop(&topo, 5000);
