@@ -323,6 +323,14 @@ static px_pool *cluster_route(px_router *r, const px_route_args *a)
         if (a->why) *a->why = "CROSSSLOT Keys in request don't hash to the same slot";
         return NULL;
     }
+    if (slot < 0 && a->cmd && (a->cmd->flags & PX_F_ANY_SHARD)) {
+        /* any master: the owner of a random slot (xorshift on the core's state) */
+        uint64_t *x = &st->core->rng;
+        *x ^= *x >> 12;
+        *x ^= *x << 25;
+        *x ^= *x >> 27;
+        slot = (int)((*x * 0x2545F4914F6CDD1DULL) >> 50) & (PX_CLUSTER_SLOTS - 1);
+    }
     px_pool *p = slot >= 0 ? st->slots[slot] : first_master(r);
     if (!p && a->why) *a->why = "CLUSTERDOWN hotproxy: the slot map is not known yet (no seed node answered)";
     return p;

@@ -7,7 +7,7 @@
  *  - GET/SET of keys of every master through hotproxy (each key checked on
  *    the node that owns it);
  *  - MSET/MGET/DEL/EXISTS across slots (split and merged in the client's
- *    order), DBSIZE, KEYS and SCAN over every master, hash tags keeping keys
+ *    order), DBSIZE, KEYS and SCAN over every master, RANDOMKEY from each, hash tags keeping keys
  *    together, CROSSSLOT for MSETNX/RENAME across slots, SELECT 1 refused;
  *  - shown as a standalone Redis: INFO's cluster_enabled:0 and redis_mode,
  *    CLUSTER SLOTS/NODES refused with a clear error, KEYSLOT and INFO answered;
@@ -168,6 +168,19 @@ static void basics(redisContext *c)
         ok(!bad && missing == 0, "SCAN MATCH across every master finds all 30 plain:* keys (%d missing, %d calls)",
            missing, calls + 1);
         is_str(hx_cmd(c, "SCAN 63"), "ERR invalid cursor", "SCAN with a cursor naming no master: invalid cursor");
+    }
+
+    /* RANDOMKEY: a random master each time */
+    {
+        int from[HX_TOPO_MAX] = {0}, masters = 0;
+        for (int i = 0; i < 60; i++) {
+            char k[128];
+            snprintf(k, sizeof(k), "%s", hx_cmd(c, "RANDOMKEY"));
+            int m = master_index(owner_port(topo.masters[0].port, k));
+            if (m >= 0) masters += from[m]++ == 0;
+        }
+        ok(masters == topo.nmasters, "RANDOMKEY: keys from every master in 60 calls (%d, %d, %d)", from[0], from[1],
+           from[2]);
     }
 
     /* hash tags */
