@@ -21,7 +21,7 @@
 
 #define REFRESH_EVERY 5.0   /* seconds between background reads of the map */
 #define REFRESH_GAP 0.1     /* at most one read of the map per this long */
-#define DOWN_GAP 1.0        /* a master down asks for the map at most this often */
+#define DOWN_GAP 0.25       /* a master down asks for the map at most this often (a promotion is seen within it) */
 #define MAX_RESENDS 5       /* a command is sent again at most this many times */
 #define RETRY_FIRST 0.05    /* the first pause before a TRYAGAIN is retried, doubled each time */
 
