@@ -366,7 +366,7 @@ static int dispatch(void *arg, px_client *c, const char *raw, size_t rawlen)
     const char *split_err = NULL;
     if (upstream && !c->pinned && !(c->state & PX_STATE_MULTI)) {
         int wait;
-        split = px_split_plan_make(c, cmd, argc, &wait, &split_err);
+        split = px_split_plan_make(c, cmd, argc, s->l1, &wait, &split_err);
         if (split && wait) {
             px_split_plan_free(split);
             return 0;

@@ -415,6 +415,20 @@ static void mget_ttl(px_upstream *u, void *ctx, const char *reply, size_t len)
     }
 }
 
+int px_l1_multiget_hit(px_l1 *l, px_client *c, const px_command *mget, const char *key, size_t len, px_buf *out)
+{
+    const px_command *get = px_command_element(mget);
+    if (!l || !get || px_client_writes(c) > 0) return 0;
+    px_buf variant = {0};
+    px_l1_fill_variant(c, get, 0, &variant);
+    l1_value *v = l1_get_fresh(l->cache, key, len, variant.data, variant.len, px_l1_now_ms(l), px_l1_fresh_ms, l, NULL);
+    px_buf_free(&variant);
+    if (!v) return 0;
+    px_buf_append(out, v->data, v->len);
+    l1_value_put(v);
+    return 1;
+}
+
 int px_l1_fill_multiget(px_l1 *l, px_client *c, px_req *r, px_upstream *u)
 {
     const char *const *argv;

@@ -39,7 +39,9 @@ struct px_split_plan {
     part *parts;
     int nkeys;
     int *order;
-    int scan_node, scan_nodes;  /* SCAN: the server it asks (its index among them), and how many */              /* the client's key index of each part's keys, part after part */
+    int scan_node, scan_nodes;  /* SCAN: the server it asks (its index among them), and how many */
+    px_buf hits;                /* MGET: the L1's replies for the keys it holds, one after the other */
+    size_t *hit_off, *hit_len;  /* per key: where in hits (hit_len 0: not held) */              /* the client's key index of each part's keys, part after part */
     char err[320];
 };
 
@@ -52,6 +54,9 @@ void px_split_plan_free(px_split_plan *p)
     }
     free(p->parts);
     free(p->order);
+    px_buf_free(&p->hits);
+    free(p->hit_off);
+    free(p->hit_len);
     free(p);
 }
 
@@ -156,7 +161,8 @@ static int scan_merge(px_split_plan *p, px_buf *out)
     return 0;
 }
 
-px_split_plan *px_split_plan_make(px_client *c, const px_command *cmd, int argc, int *wait, const char **err)
+px_split_plan *px_split_plan_make(px_client *c, const px_command *cmd, int argc, px_l1 *l, int *wait,
+                                  const char **err)
 {
     px_router *router = c->set->router;
     *wait = 0;
@@ -174,15 +180,28 @@ px_split_plan *px_split_plan_make(px_client *c, const px_command *cmd, int argc,
         int *kp = malloc(sizeof(int) * (size_t)argc);
         if (!pos || !kp) abort();
         int n = px_command_keys(cmd, argc, argv, argvlen, pos, argc);
-        int one = 1;
+        int one = 1, nhits = 0;
+        if ((cmd->flags & PX_F_MULTIGET) && l && n > 0) {
+            /* what the L1 holds is answered from it; the misses go out */
+            p->hit_off = calloc((size_t)n, sizeof(size_t));
+            p->hit_len = calloc((size_t)n, sizeof(size_t));
+            if (!p->hit_off || !p->hit_len) abort();
+            for (int i = 0; i < n; i++) {
+                p->hit_off[i] = p->hits.len;
+                if (px_l1_multiget_hit(l, c, cmd, argv[pos[i]], argvlen[pos[i]], &p->hits)) nhits++;
+                p->hit_len[i] = p->hits.len - p->hit_off[i];
+            }
+        }
         for (int i = 0; i < n; i++) {
+            kp[i] = -1;
+            if (p->hit_len && p->hit_len[i]) continue;
             int shard = px_router_shard(router, argv[pos[i]], argvlen[pos[i]]);
             part *pt = part_for(p, shard, NULL);
             kp[i] = (int)(pt - p->parts);
             pt->nkeys++;
             one = p->nparts == 1;
         }
-        if (n < 2 || one) { /* nothing to split: the usual path */
+        if (!nhits && (n < 2 || one)) { /* nothing to split, nothing held: the usual path */
             free(pos);
             free(kp);
             px_split_plan_free(p);
@@ -305,10 +324,14 @@ static void merge(px_split_plan *p, px_buf *out)
         }
         return;
     }
-    /* each key's element back at its place (MGET) */
+    /* each key's element back at its place (MGET), the L1's among them */
     const char **el = calloc((size_t)p->nkeys, sizeof(*el));
     size_t *ellen = calloc((size_t)p->nkeys, sizeof(*ellen));
     if (!el || !ellen) abort();
+    for (int k = 0; p->hit_len && k < p->nkeys; k++) {
+        el[k] = p->hits.data + p->hit_off[k];
+        ellen[k] = p->hit_len[k];
+    }
     for (int i = 0; i < p->nparts; i++) {
         part *pt = &p->parts[i];
         const char *at, *end = pt->reply + pt->len;
@@ -358,6 +381,14 @@ void px_split_send(px_split_plan *p, px_client *c, px_req *r, px_l1 *l)
     p->r = r;
     p->left = p->nparts;
     px_cluster_count_split(p->router);
+    if (p->nparts == 0) { /* every key from the L1 */
+        px_buf out = {0};
+        merge(p, &out);
+        px_client_reply(r, out.data, out.len);
+        px_buf_free(&out);
+        px_split_plan_free(p);
+        return;
+    }
     /* the request waits for its parts, in flight on no connection of its own */
     px_client_await(c, r, NULL);
     if (px_command_writes(p->cmd)) px_l1_write(l, c, r, p->parts[0].u);

@@ -15,6 +15,9 @@
  * PX_F_SCAN (SCAN) walks the servers one after the other, the cursor
  * naming the server (see scan_plan).
  *
+ * An MGET takes what the L1 holds from it (px_l1_multiget_hit) and sends
+ * only the misses, split by shard; its misses do not fill the L1 (GETs do).
+ *
  * The parts are in flight like the client's own requests (px_client_hold),
  * so its next commands to any of those servers keep their order behind them,
  * and the merged reply takes the command's place in the client's queue.
@@ -35,14 +38,15 @@ typedef struct px_split_plan px_split_plan;
 /*
  * Whether the command being dispatched (c's argv) is to be split: NULL when
  * not (the topology keeps keys on one server, the command is not split, its
- * keys are all in one shard): the usual path takes it.  Otherwise a plan,
+ * keys are all in one shard and the L1 (l, may be NULL) holds none of an
+ * MGET's): the usual path takes it.  Otherwise a plan,
  * with *wait set when it must wait for c's in-flight requests (c goes on
  * another connection of a pool than they are on: free the plan and try
  * again later), or *err when a part has no server (free the plan, answer
  * the error).
  */
-px_split_plan *px_split_plan_make(struct px_client *c, const struct px_command *cmd, int argc, int *wait,
-                                  const char **err);
+px_split_plan *px_split_plan_make(struct px_client *c, const struct px_command *cmd, int argc, struct px_l1 *l,
+                                  int *wait, const char **err);
 /* Send the plan's parts for request r (the command's own, in c's queue);
  * the plan is consumed.  The L1 drops the keys a write names (l may be NULL). */
 void px_split_send(px_split_plan *p, struct px_client *c, struct px_req *r, struct px_l1 *l);

@@ -17,7 +17,8 @@
  *    BLPOP on the key's node, and CROSSSLOT across nodes; SUBSCRIBE/PUBLISH;
  *  - the L1: a value cached through hotproxy, then written straight to its
  *    master: hotproxy's reads reach the new value (the invalidation comes on
- *    that master's tracking link);
+ *    that master's tracking link); an MGET across masters takes the keys
+ *    the L1 holds from it, and reaches a value written straight to a master;
  *  - resharding by hand (CLUSTER SETSLOT IMPORTING/MIGRATING, MIGRATE key by
  *    key, SETSLOT NODE) of slots holding keys, with writes and reads of those
  *    keys through hotproxy between every step: no error, no MOVED/ASK seen,
@@ -286,6 +287,32 @@ static void l1_check(redisContext *c)
     const char *v = "";
     while (hx_now() < until && strcmp(v = hx_cmd(c, "GET %s", key), "two")) hx_sleep_ms(20);
     is_str(v, "two", "L1: hotproxy's reads reach the master's new value (invalidation on that master's link)");
+
+    /* MGET across masters: what the L1 holds from it, the rest from Redis */
+    is_str(hx_cmd(c, "MSET mg:{a} A mg:{b} B mg:{c} C"), "OK", "L1: MSET of keys of three masters");
+    ok(hx_l1_hit(c, "mg:{a}", 50) && hx_l1_hit(c, "mg:{b}", 50), "L1: two of them read into the L1");
+    long long h0 = hx_info_num(c, "hotproxy_cache", "hotproxy_l1_hits");
+    redisReply *r = redisCommand(c, "MGET mg:{c} mg:{a} nope mg:{b}");
+    ok(r && r->type == REDIS_REPLY_ARRAY && r->elements == 4 && r->element[0]->str && !strcmp(r->element[0]->str, "C") &&
+           r->element[1]->str && !strcmp(r->element[1]->str, "A") && r->element[2]->type == REDIS_REPLY_NIL &&
+           r->element[3]->str && !strcmp(r->element[3]->str, "B"),
+       "L1: MGET across masters: every value at its place");
+    if (r) freeReplyObject(r);
+    is_int(hx_info_num(c, "hotproxy_cache", "hotproxy_l1_hits") - h0, 2, "L1: ... the two held keys from the L1");
+    m = master_index(owner_port(topo.masters[0].port, "mg:{a}"));
+    d = hx_redis(m >= 0 ? topo.masters[m].port : topo.masters[0].port);
+    is_str(hx_cmd(d, "SET mg:{a} A2"), "OK", "L1: one written straight to its master");
+    redisFree(d);
+    until = hx_now() + DEADLINE;
+    int fresh = 0;
+    while (hx_now() < until && !fresh) {
+        r = redisCommand(c, "MGET mg:{a} mg:{b}");
+        fresh = r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[0]->str &&
+                !strcmp(r->element[0]->str, "A2");
+        if (r) freeReplyObject(r);
+        if (!fresh) hx_sleep_ms(20);
+    }
+    ok(fresh, "L1: MGET reaches the new value");
 }
 
 /* The master's node id on port. */
