@@ -14,7 +14,8 @@
  *  - MULTI/EXEC on the node of the first key (moved there from the first
  *    master), a key of another node in MULTI: CROSSSLOT and EXECABORT; WATCH
  *    and a read of another node meanwhile; EVAL by its keys and with none;
- *    BLPOP on the key's node, and CROSSSLOT across nodes; SUBSCRIBE/PUBLISH;
+ *    BLPOP on the key's node, and CROSSSLOT across nodes; SUBSCRIBE/PUBLISH,
+ *    SSUBSCRIBE/SPUBLISH;
  *  - the L1: a value cached through hotproxy, then written straight to its
  *    master: hotproxy's reads reach the new value (the invalidation comes on
  *    that master's tracking link); an MGET across masters takes the keys
@@ -262,6 +263,20 @@ static void stateful(redisContext *c, int pport)
     if (sub && redisGetReply(sub, (void **)&r) != REDIS_OK) r = NULL;
     ok(r && r->type == REDIS_REPLY_ARRAY && r->elements == 3 && !strcmp(r->element[2]->str, "hello"),
        "... the subscriber gets the message");
+    if (r) freeReplyObject(r);
+    if (sub) redisFree(sub);
+
+    /* sharded pub/sub: on the channel's master */
+    sub = hx_redis(pport);
+    r = sub ? redisCommand(sub, "SSUBSCRIBE {a}.ch") : NULL;
+    ok(r && r->type == REDIS_REPLY_ARRAY && r->elements == 3, "SSUBSCRIBE through hotproxy");
+    if (r) freeReplyObject(r);
+    is_str(hx_cmd(c, "SPUBLISH {a}.ch hi"), "1", "SPUBLISH through hotproxy reaches the channel's master");
+    r = NULL;
+    if (sub && redisGetReply(sub, (void **)&r) != REDIS_OK) r = NULL;
+    ok(r && r->type == REDIS_REPLY_ARRAY && r->elements == 3 && !strcmp(r->element[0]->str, "smessage") &&
+           !strcmp(r->element[2]->str, "hi"),
+       "... the subscriber gets the smessage");
     if (r) freeReplyObject(r);
     if (sub) redisFree(sub);
 }
