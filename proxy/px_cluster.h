@@ -13,8 +13,10 @@
  *
  * Routing: a command's keys (px_command_keys, from the table) hash to a slot
  * (CRC16 with hash tags, as Redis); keys of several slots in a command that
- * cannot be split get Redis' -CROSSSLOT.  Commands without keys go to the
- * first master.
+ * cannot be split (px_split splits the others) get Redis' -CROSSSLOT.
+ * Commands without keys go to the first master (the owner of slot 0), or
+ * to a random one when the table says any server answers as well
+ * (PX_F_ANY_SHARD: RANDOMKEY).
  *
  * Redirections never reach the client for a command on a shared
  * connection: MOVED is sent again to the node named, ASK with ASKING before

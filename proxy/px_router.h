@@ -8,8 +8,8 @@
  * added, removed and re-pointed while running.  A topology is a set of
  * callbacks behind it: "single" (one pool, the configured upstream) is the
  * first; Sentinel (the pool follows the master Sentinel names, px_sentinel)
- * is the second, and Cluster (a pool per master, chosen by hash slot) will
- * plug in the same way.  Whoever creates the router hands it the topology
+ * is the second, and Cluster (a pool per master, chosen by hash slot,
+ * px_cluster) the third.  Whoever creates the router hands it the topology
  * (the topologies know the router, never the reverse).
  *
  * Whoever keeps something per pool (the L1: a tracking link per pool) walks
