@@ -114,6 +114,8 @@ typedef struct cstate {
     double last_start, next_periodic, last_down;
     retry *retries;
     int closing;
+    char last_fail[600];              /* why the last node asked gave no map */
+    int warned;                       /* a read with no map from anyone was logged (until one succeeds) */
     px_stats_cluster st;              /* the counters (INFO fills in the rest) */
     px_buf info_map;
 } cstate;
@@ -211,9 +213,15 @@ static void slots_done(px_upstream *u, void *ctx, const char *reply, size_t len)
     px_pool *asked = u ? u->pool : NULL;
     if (len && reply[0] != '-' && apply_map(st, reply, len, asked) == 0) {
         st->st.cluster_refreshes++;
+        if (st->warned) px_log_notice(&st->core->log, "Cluster: slot map read from %s", asked ? asked->name : "?");
+        st->warned = 0;
         return;
     }
     st->st.cluster_refresh_failures++;
+    size_t n = len;
+    while (n && (reply[n - 1] == '\r' || reply[n - 1] == '\n')) n--;
+    snprintf(st->last_fail, sizeof(st->last_fail), "%s: %.*s", asked ? asked->name : "?", (int)(n > 200 ? 200 : n),
+             reply);
     px_log_verbose(&st->core->log, "Cluster: no slot map from %s: %.*s", asked ? asked->name : "?",
                    (int)(len > 200 ? 200 : len), reply);
     st->cand++;
@@ -251,6 +259,12 @@ static void ask_next(cstate *st)
         st->inflight = t;
         px_upstream_send_internal(u, cmd, sizeof(cmd) - 1, slots_done, t);
         return;
+    }
+    /* nobody gave a map this time: said once, until one does */
+    if (!st->warned) {
+        st->warned = 1;
+        px_log_warning(&st->core->log, "Cluster: no node gave a slot map (last: %s); asking again in %.0f s",
+                       st->last_fail[0] ? st->last_fail : "none reachable", REFRESH_EVERY);
     }
 }
 
@@ -332,7 +346,7 @@ static px_pool *cluster_route(px_router *r, const px_route_args *a)
         slot = (int)((*x * 0x2545F4914F6CDD1DULL) >> 50) & (PX_CLUSTER_SLOTS - 1);
     }
     px_pool *p = slot >= 0 ? st->slots[slot] : first_master(r);
-    if (!p && a->why) *a->why = "CLUSTERDOWN hotproxy: the slot map is not known yet (no seed node answered)";
+    if (!p && a->why) *a->why = "CLUSTERDOWN hotproxy: the slot map is not known yet (see hotproxy's log)";
     return p;
 }
 

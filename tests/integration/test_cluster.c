@@ -26,7 +26,8 @@
  *    every read gives the client's last write, every value on its new owner.
  *  - redis-cli --cluster reshard running while writes and reads go through
  *    hotproxy: no error, no stale read, every last value kept;
- *  - topology auto at a node finds the Cluster.
+ *  - topology auto at a node finds the Cluster; topology cluster at a plain
+ *    Redis: commands get CLUSTERDOWN, and the log says why.
  * 3 masters + 3 replicas:
  *  - CLUSTER FAILOVER on a replica under a write+read load over all masters:
  *    once the replica is master, the load runs clean again (the time of the
@@ -586,6 +587,35 @@ static void failover(void)
     hx_topo_stop(&topo, 5000);
 }
 
+/* topology cluster given a plain Redis: a clear error, and the reason logged. */
+static void not_a_cluster(void)
+{
+    hx_proc plain, px;
+    if (!ok(hx_redis_start(&plain, 0) == 0, "a plain Redis started")) return;
+    if (ok(hx_proxy_start(&px, 0, plain.port, "--topology", "cluster", NULL) == 0,
+           "hotproxy with topology cluster at a plain Redis starts")) {
+        redisContext *c = hx_redis(px.port);
+        const char *want = "CLUSTERDOWN hotproxy: the slot map is not known yet (see hotproxy's log)";
+        double until = hx_now() + DEADLINE;
+        const char *got = "";
+        int logged = 0;
+        while (hx_now() < until && !logged) {
+            got = hx_cmd(c, "GET x");
+            FILE *f = fopen(px.logfile, "r");
+            char line[1024];
+            while (f && fgets(line, sizeof(line), f))
+                logged |= strstr(line, "no node gave a slot map") && strstr(line, "cluster support disabled");
+            if (f) fclose(f);
+            if (!logged) hx_sleep_ms(50);
+        }
+        is_str(got, want, "... a command gets CLUSTERDOWN saying the map is not known");
+        ok(logged, "... and the log says why (Redis' 'cluster support disabled')");
+        redisFree(c);
+        is_int(hx_stop(&px, 5000), 0, "... exits cleanly");
+    }
+    hx_stop(&plain, 5000);
+}
+
 int main(void)
 {
     hx_init(400);
@@ -624,6 +654,7 @@ int main(void)
         is_int(hx_stop(&autop, 5000), 0, "... exits cleanly");
     }
     hx_topo_stop(&topo, 5000);
+    not_a_cluster();
     failover();
     done_testing();
     return exit_status();
