@@ -175,6 +175,13 @@ px_split_plan *px_split_plan_make(px_client *c, const px_command *cmd, int argc,
     if (!p) abort();
     p->router = router;
     p->cmd = cmd;
+    int step = cmd->key_step > 0 ? cmd->key_step : 1;
+    if ((cmd->flags & PX_F_SPLIT) && (!px_command_arity_ok(cmd, argc) || (argc - cmd->first_key) % step != 0)) {
+        /* as Redis says it, before any part could run (MSET a 1 b) */
+        snprintf(p->err, sizeof(p->err), "ERR wrong number of arguments for '%s' command", cmd->name);
+        *err = p->err;
+        return p;
+    }
     if (cmd->flags & PX_F_SPLIT) {
         int *pos = malloc(sizeof(int) * (size_t)argc);
         int *kp = malloc(sizeof(int) * (size_t)argc);
@@ -216,7 +223,6 @@ px_split_plan *px_split_plan_make(px_client *c, const px_command *cmd, int argc,
             at += p->parts[i].nkeys;
             p->parts[i].nkeys = 0;
         }
-        int step = cmd->key_step > 0 ? cmd->key_step : 1;
         for (int i = 0; i < p->nparts; i++) {
             part *pt = &p->parts[i];
             int nk = 0;

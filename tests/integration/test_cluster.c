@@ -123,6 +123,9 @@ static void basics(redisContext *c)
     ok(per[0] > 0 && per[1] > 0 && per[2] > 0, "... keys of every master (%d, %d, %d)", per[0], per[1], per[2]);
 
     /* split and merged */
+    is_str(hx_cmd(c, "MSET odd:{a} 1 odd:{b}"), "ERR wrong number of arguments for 'mset' command",
+           "MSET across slots with a value missing: Redis' error ...");
+    is_str(hx_cmd(c, "EXISTS odd:{a}"), "0", "... and no part of it ran");
     is_str(hx_cmd(c, "MSET a 1 b 2 c 3 d 4 e 5"), "OK", "MSET of keys of several slots");
     redisReply *r = redisCommand(c, "MGET e a nope c b d");
     int good = r && r->type == REDIS_REPLY_ARRAY && r->elements == 6 && r->element[0]->str &&
