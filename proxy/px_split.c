@@ -397,7 +397,7 @@ void px_split_send(px_split_plan *p, px_client *c, px_req *r, px_l1 *l)
     }
     /* the request waits for its parts, in flight on no connection of its own */
     px_client_await(c, r, NULL);
-    if (px_command_writes(p->cmd)) px_l1_write(l, c, r, p->parts[0].u);
+    px_l1_write(l, c, r, p->parts[0].u); /* as for any forwarded command: a write drops what it names */
     for (int i = 0; i < p->nparts; i++) {
         part *pt = &p->parts[i];
         pt->sp = p;

@@ -332,6 +332,14 @@ static void l1_check(redisContext *c)
         if (!fresh) hx_sleep_ms(20);
     }
     ok(fresh, "L1: MGET reaches the new value");
+    ok(hx_l1_hit(c, "mg:{b}", 50), "L1: mg:{b} held again");
+    is_str(hx_cmd(c, "MSET mg:{a} A3 mg:{b} B3"), "OK", "L1: MSET across masters of held keys");
+    r = redisCommand(c, "MGET mg:{a} mg:{b}");
+    ok(r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[0]->str &&
+           !strcmp(r->element[0]->str, "A3") && r->element[1]->str && !strcmp(r->element[1]->str, "B3"),
+       "L1: ... the next MGET reads the client's own write at once");
+    if (r) freeReplyObject(r);
+    is_str(hx_cmd(c, "GET mg:{b}"), "B3", "L1: ... and so does GET");
 }
 
 /* The master's node id on port. */
