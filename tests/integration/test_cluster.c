@@ -20,6 +20,7 @@
  *    master: hotproxy's reads reach the new value (the invalidation comes on
  *    that master's tracking link); an MGET across masters takes the keys
  *    the L1 holds from it, and reaches a value written straight to a master;
+ *    with no tracking, split writes drop what they name from the L1;
  *  - resharding by hand (CLUSTER SETSLOT IMPORTING/MIGRATING, MIGRATE key by
  *    key, SETSLOT NODE) of slots holding keys, with writes and reads of those
  *    keys through hotproxy between every step: no error, no MOVED/ASK seen,
@@ -214,6 +215,31 @@ static void basics(redisContext *c)
     ok(!strncmp(hx_cmd(c, "CLUSTER NODES"), "ERR hotproxy:", 13), "CLUSTER NODES: the same");
     is_str(hx_cmd(c, "CLUSTER KEYSLOT {user1}.a"), "8106", "CLUSTER KEYSLOT is answered");
     ok(strstr(hx_cmd(c, "CLUSTER INFO"), "cluster_state:ok") != NULL, "CLUSTER INFO is answered");
+}
+
+/* With no tracking (the L1 keeps values for their TTL), only hotproxy's own
+ * invalidation keeps a client's reads after its writes: a split write must
+ * drop what it names. */
+static void l1_local(void)
+{
+    hx_proc px;
+    if (!ok(hx_proxy_start(&px, 0, topo.masters[0].port, "--topology", "cluster", "--l1-tracking", "no", "--l1-ttl",
+                           "600000", "--l1-hot-threshold", "0", NULL) == 0,
+            "L1 without tracking: hotproxy starts")) return;
+    redisContext *c = hx_redis(px.port);
+    ok(hx_info_wait(c, "hotproxy_upstream", "hotproxy_cluster_slots_known", "16384", 20000) == 0, "... with the map");
+    is_str(hx_cmd(c, "MSET lt:{a} 1 lt:{b} 1"), "OK", "... MSET of keys of two masters");
+    ok(hx_l1_hit(c, "lt:{a}", 50) && hx_l1_hit(c, "lt:{b}", 50), "... both read into the L1");
+    is_str(hx_cmd(c, "MSET lt:{a} 2 lt:{b} 2"), "OK", "... MSET of new values");
+    redisReply *r = redisCommand(c, "MGET lt:{a} lt:{b}");
+    ok(r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[0]->str && !strcmp(r->element[0]->str, "2") &&
+           r->element[1]->str && !strcmp(r->element[1]->str, "2"),
+       "... MGET reads the client's own write, not the L1's old values");
+    if (r) freeReplyObject(r);
+    is_str(hx_cmd(c, "DEL lt:{a} lt:{b}"), "2", "... DEL across masters");
+    is_str(hx_cmd(c, "GET lt:{a}"), "(nil)", "... GET reads the delete");
+    redisFree(c);
+    is_int(hx_stop(&px, 5000), 0, "... exits cleanly");
 }
 
 /* MULTI/EXEC, WATCH, scripts, blocking commands and pub/sub. */
@@ -651,6 +677,7 @@ int main(void)
     basics(c);
     stateful(c, proxy.port);
     l1_check(c);
+    l1_local();
     reshard(c);
     reshard_cli(c);
     redisFree(c);
