@@ -172,6 +172,7 @@ px_multi_cmd *px_client_mq_push(px_client *c)
 
 void px_req_free(px_clients *s, px_req *r)
 {
+    free(r->up.raw);
     free(r->reply);
     free(r->inval);
     mq_free(r->mq, r->mq_len);
@@ -319,6 +320,7 @@ void px_client_reply(px_req *r, const char *data, size_t len)
     if (r->silent) len = 0; /* CLIENT REPLY OFF/SKIP: the slot stays, the bytes go */
     if (!c) {
         /* the client has gone: its reply is dropped, the slot is free */
+        free(r->up.raw);
         free(r->reply);
         free(r->inval);
         mq_free(r->mq, r->mq_len);
@@ -554,6 +556,21 @@ static void upstream_done(px_upreq *q, struct px_upstream *u, const char *reply,
     px_client_reply(r, reply, len);
 }
 
+void px_client_reply_via(px_req *r, struct px_upstream *u, const char *cmd, size_t cmdlen, const char *reply,
+                         size_t len)
+{
+    if (len && reply[0] == '-' && r->set->router->topo->resends && u && u->lane && !r->up.raw) {
+        r->up.done = upstream_done;
+        r->up.what = r->cmd ? r->cmd->name : NULL;
+        r->up.raw = malloc(cmdlen ? cmdlen : 1);
+        if (!r->up.raw) abort();
+        memcpy(r->up.raw, cmd, cmdlen);
+        r->up.rawlen = cmdlen;
+        if (px_router_reply(r->set->router, &r->up, u, reply, len)) return;
+    }
+    px_client_reply(r, reply, len);
+}
+
 void px_client_forward(px_client *c, px_req *r, struct px_upstream *u, const char *raw, size_t rawlen, int noreply,
                        int oob)
 {
@@ -568,7 +585,28 @@ void px_client_forward(px_client *c, px_req *r, struct px_upstream *u, const cha
     inflight_add(c, r, oob ? NULL : u); /* an out-of-band connection orders nothing after it */
     r->up.done = upstream_done;
     r->up.what = r->cmd ? r->cmd->name : NULL;
+    if (c->set->router->topo->resends && !oob && !r->pinned) {
+        /* the topology may send it again elsewhere (a Cluster redirect) */
+        r->up.raw = malloc(rawlen ? rawlen : 1);
+        if (!r->up.raw) abort();
+        memcpy(r->up.raw, raw, rawlen);
+        r->up.rawlen = rawlen;
+    }
     px_upstream_send(u, &r->up, raw, rawlen);
+}
+
+void px_client_hold(px_client *c, struct px_upstream *u)
+{
+    px_req tmp;
+    inflight_add(c, &tmp, u);
+}
+
+void px_client_release(px_client *c, struct px_upstream *u)
+{
+    px_req tmp;
+    tmp.on = u;
+    inflight_done(c, &tmp);
+    resume_held(c);
 }
 
 void px_client_await(px_client *c, px_req *r, struct px_upstream *u)

@@ -287,6 +287,17 @@ void px_client_forward(px_client *c, px_req *r, struct px_upstream *u, const cha
  * on): until then it counts as in flight there, so c's next commands keep
  * their order behind it. */
 void px_client_await(px_client *c, px_req *r, struct px_upstream *u);
+/* A reply that reached r through another request on u (an L1 fill it
+ * waited on), whose command's bytes were cmd: the topology sees it first,
+ * as it sees r's own (a Cluster redirect sends r on to the right node,
+ * with cmd), then r is answered as px_client_reply. */
+void px_client_reply_via(px_req *r, struct px_upstream *u, const char *cmd, size_t cmdlen, const char *reply,
+                         size_t len);
+/* A part of one of c's requests (a command split across Cluster nodes)
+ * is in flight on u, outside any px_req: c's next commands to u's pool keep
+ * their order behind it until px_client_release, which may wake c. */
+void px_client_hold(px_client *c, struct px_upstream *u);
+void px_client_release(px_client *c, struct px_upstream *u);
 /* r may write: c's reads skip the L1 until its reply (px_client_writes). */
 void px_client_note_write(px_client *c, px_req *r);
 static inline long px_client_writes(const px_client *c) { return c->nwrites; }

@@ -30,6 +30,15 @@ enum {
     PX_F_DG = 1 << 15,       /* in Redis 7.0's @dangerous ACL category (which holds all of @admin) */
     PX_F_BARRIER = 1 << 16,  /* may write keys it does not name: its reply waits for Redis' invalidations */
     PX_F_REWRITES = 1 << 17, /* read-only for Redis, but may rewrite its key's value (PFCOUNT) */
+    /* Where keys are spread over servers (a Cluster), px_split: */
+    PX_F_SPLIT = 1 << 18,      /* keys of several shards: one command per shard, each key with its key_step arguments */
+    PX_F_ALL_SHARDS = 1 << 19, /* no keys: sent to the server of every shard */
+    PX_F_MERGE_SUM = 1 << 20,  /* the parts' integer replies are added (else arrays merge) */
+    PX_F_MERGE_SAME = 1 << 21, /* every part answers the same, and that is the reply (+OK, a SHA) */
+    PX_F_ANY_SHARD = 1 << 24,  /* no keys, and any server answers as well: a random one (RANDOMKEY) */
+    PX_F_SCAN = 1 << 23,       /* a cursor over all keys: where keys are spread, it walks server after server */
+    PX_F_CLUSTER_ONLY = 1 << 22, /* about one Cluster node (CLUSTER SLOTS, NODES...): refused where hotproxy shows
+                                  * the Cluster as one standalone Redis */
 };
 
 /* The keys column of px_commands.def. */

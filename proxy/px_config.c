@@ -387,8 +387,8 @@ int px_config_check_topology(const px_config *c, char *err, size_t errlen)
 {
     int sentinel_set = *c->sentinel_master || *c->sentinel_user || *c->sentinel_password;
     const char *which = *c->sentinel_master ? "sentinel-master" : *c->sentinel_user ? "sentinel-user" : "sentinel-password";
-    if (c->topology == PX_TOPO_CLUSTER) {
-        seterr(err, errlen, "topology cluster is not supported yet (use single or sentinel)");
+    if (c->topology == PX_TOPO_CLUSTER && sentinel_set) {
+        seterr(err, errlen, "%s is set, but topology cluster uses no Sentinel", which);
         return -1;
     }
     if (c->topology == PX_TOPO_SINGLE && c->nupstreams > 1) {

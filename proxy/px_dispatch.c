@@ -22,6 +22,7 @@
 #include "proxy/px_policy.h"
 #include "proxy/px_router.h"
 #include "proxy/px_server.h"
+#include "proxy/px_split.h"
 #include "proxy/px_upstream.h"
 
 /*
@@ -118,11 +119,55 @@ static void wait_fence(struct px_upstream *u, px_req *r)
     px_upstream_send_internal(u, "*1\r\n$4\r\nPING\r\n", 14, wait_fenced, r);
 }
 
-/* The pool the command being dispatched belongs to (the topology decides). */
-static px_pool *route(px_client *c, const px_command *cmd, int argc)
+/* The pool the command being dispatched belongs to (the topology decides);
+ * when none, *why may say why (a Cluster's CROSSSLOT). */
+static px_pool *route(px_client *c, const px_command *cmd, int argc, const char **why)
 {
-    px_route_args a = {cmd, argc, c->argv, c->argvlen};
+    px_route_args a = {cmd, argc, c->argv, c->argvlen, why};
     return px_router_route(c->set->router, &a);
+}
+
+static void ignore_reply(struct px_upstream *u, void *ctx, const char *reply, size_t len);
+
+/*
+ * Keys spread over servers (a Cluster), and c on a connection of its own
+ * (MULTI, WATCH, a subscription): Redis Cluster runs a transaction on the
+ * node of its keys.  MULTI pinned c to the first master; when its first
+ * queued command names keys of another node, c moves there (that node gets
+ * MULTI, the first connection is reset): returns 1.  With WATCH alone, a
+ * command of another node's keys goes there on a shared connection (it
+ * cannot touch the watched keys): returns 2.  A key of another node later
+ * in MULTI (or WATCH's node is not its), or in pub/sub, sets *crossed and
+ * *why: the command gets CROSSSLOT, and in MULTI the transaction aborts at
+ * EXEC, as Redis Cluster does.  0: it may go on c's connection (unless
+ * crossed, or *err: no connection to move to); -1: it must wait for c's
+ * replies first (MULTI's +OK from the first node).
+ */
+static int pinned_keys(px_client *c, const px_command *cmd, int argc, int *crossed, const char **why,
+                       const char **err)
+{
+    int pos;
+    *crossed = 0;
+    if (!cmd || px_command_keys(cmd, argc, c->argv, c->argvlen, &pos, 1) < 1) return 0;
+    px_pool *pool = route(c, cmd, argc, why);
+    if (!pool) {
+        *crossed = *why != NULL;
+        return 0;
+    }
+    if (pool == c->pinned->pool) return 0;
+    if (c->state == PX_STATE_WATCH && !(cmd->flags & PX_F_PS)) return 2;
+    if (c->state != PX_STATE_MULTI || c->multi_queued > 0) {
+        *crossed = 1;
+        *why = "CROSSSLOT Keys in request don't hash to the same slot";
+        return 0;
+    }
+    if (c->ninflight > 0) return -1;
+    struct px_upstream *nu = px_client_pin(c, pool, err);
+    if (!nu) return 0; /* *err says why: refused below */
+    px_client_drop_pinned(c);
+    c->pinned = nu;
+    px_upstream_send_internal(nu, "*1\r\n$5\r\nMULTI\r\n", 15, ignore_reply, NULL);
+    return 1;
 }
 
 /* Redis' @admin and @dangerous commands are for admin users, once users
@@ -375,8 +420,10 @@ static int dispatch(void *arg, px_client *c, const char *raw, size_t rawlen)
     const char *refused = cmd && authorized && allowed && s->refused[px_command_index(cmd)] ? cmd->name : NULL;
     int queueing = (c->state & PX_STATE_MULTI) && !(hp & PX_HP_AT_ONCE);
     int deferred = queueing && (hp & PX_HP_DEFERRED);
-    if (!authorized || !allowed || refused || (hp & PX_HP_DENY) || deferred) upstream = 0;
-    int lost = c->tx_lost && authorized && allowed && !refused && !(hp & PX_HP_DENY) && lost_takes(c, h);
+    /* a Cluster's node commands: hotproxy shows the Cluster as one Redis */
+    int node_only = cmd && (cmd->flags & PX_F_CLUSTER_ONLY) && px_router_sharded(c->set->router);
+    if (!authorized || !allowed || refused || (hp & PX_HP_DENY) || deferred || node_only) upstream = 0;
+    int lost = c->tx_lost && authorized && allowed && !refused && !(hp & PX_HP_DENY) && !node_only && lost_takes(c, h);
     if (lost) upstream = 0;
     if ((hp & PX_HP_TRACKING) && upstream && !px_local_tracking_ready(c, argc, c->argv, c->argvlen)) return 0;
 
@@ -384,14 +431,35 @@ static int dispatch(void *arg, px_client *c, const char *raw, size_t rawlen)
     px_pool *pool = NULL;
     struct px_upstream *u = NULL;
     const char *err = NULL;
+    const char *why = NULL; /* the topology's reason for no pool */
     int oob = 0;
-    if (upstream) {
+    px_split_plan *split = NULL; /* keys spread over servers: one command per server (px_split) */
+    const char *split_err = NULL;
+    if (upstream && !c->pinned && !(c->state & PX_STATE_MULTI)) {
+        int wait;
+        split = px_split_plan_make(c, cmd, argc, s->l1, &wait, &split_err);
+        if (split && wait) {
+            px_split_plan_free(split);
+            return 0;
+        }
+    }
+    if (upstream && !split) {
         if ((hp & PX_HP_PIN) && !c->pinned) {
             if (c->ninflight > 0) return 0;
-            pool = route(c, cmd, argc);
+            pool = route(c, cmd, argc, &why);
             if (pool) c->pinned = px_client_pin(c, pool, &err);
         }
-        if (c->pinned) {
+        int crossed = 0, elsewhere = 0;
+        if (c->pinned && px_router_sharded(c->set->router)) {
+            elsewhere = pinned_keys(c, cmd, argc, &crossed, &why, &err);
+            if (elsewhere < 0) return 0;
+            elsewhere = elsewhere == 2;
+        }
+        if (crossed || err) {
+            pool = NULL; /* refused below, with why or err */
+        } else if (elsewhere) {
+            u = (pool = route(c, cmd, argc, &why)) ? px_client_pick(c, pool) : NULL;
+        } else if (c->pinned) {
             u = c->pinned;
         } else if (hp & PX_HP_OOB) {
             /* At once, on a connection of its own: not behind the client's
@@ -400,9 +468,9 @@ static int dispatch(void *arg, px_client *c, const char *raw, size_t rawlen)
              * BUSY and this one run).  Its database and protocol are not the
              * client's; these commands answer the same in any. */
             oob = 1;
-            u = (pool = route(c, cmd, argc)) ? px_pool_open_oob(pool) : NULL;
+            u = (pool = route(c, cmd, argc, &why)) ? px_pool_open_oob(pool) : NULL;
         } else if (!err) {
-            u = (pool = route(c, cmd, argc)) ? px_client_pick(c, pool) : NULL;
+            u = (pool = route(c, cmd, argc, &why)) ? px_client_pick(c, pool) : NULL;
         }
         /* one connection per pool at a time: Redis sees c's commands to one
          * server in order (another pool's are independent of these) */
@@ -444,6 +512,14 @@ static int dispatch(void *arg, px_client *c, const char *raw, size_t rawlen)
                (hp & PX_HP_DENY) ? " (replication does not go through a proxy)" : "");
         return 1;
     }
+    if (node_only) {
+        s->core.stats.commands_refused++;
+        refuse(c, r, queueing,
+               "ERR hotproxy: '%s' is not available: hotproxy shows the Redis Cluster behind it as one standalone "
+               "Redis (CLUSTER KEYSLOT and CLUSTER INFO are)",
+               cmd->name);
+        return 1;
+    }
     if (lost) {
         s->core.stats.commands_local++;
         lost_transaction(c, r, h, argc);
@@ -464,6 +540,16 @@ static int dispatch(void *arg, px_client *c, const char *raw, size_t rawlen)
         px_client_reply(r, "+QUEUED\r\n", 9);
         return 1;
     }
+    if (split) {
+        if (split_err) {
+            s->core.stats.upstream_error_replies++;
+            refuse(c, r, queueing, "%s", split_err);
+            px_split_plan_free(split);
+        } else {
+            px_split_send(split, c, r, s->l1); /* it takes the plan */
+        }
+        return 1;
+    }
     if (!upstream || (hp & PX_HP_LOCAL)) {
         /* local, or local first (INFO's hook, SELECT's database, CLIENT UNBLOCK's id) */
         if (px_local_handle(c, r, argc, c->argv, c->argvlen)) {
@@ -471,12 +557,14 @@ static int dispatch(void *arg, px_client *c, const char *raw, size_t rawlen)
             return 1;
         }
         /* a local handler that forwards: on the client's own connection if it has one */
-        if (!u) u = c->pinned ? c->pinned : (pool = route(c, cmd, argc)) ? px_client_pick(c, pool) : NULL;
+        if (!u) u = c->pinned ? c->pinned : (pool = route(c, cmd, argc, &why)) ? px_client_pick(c, pool) : NULL;
     }
     if (!u) {
         if (err) {
             s->core.stats.commands_refused++;
             refuse(c, r, queueing, "%s", err);
+        } else if (why && !pool) {
+            refuse(c, r, queueing, "%s", why);
         } else if (hp & PX_HP_ALONE) {
             px_local_info_alone(c, r);
         } else {

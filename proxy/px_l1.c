@@ -89,6 +89,11 @@ int px_l1_read(px_l1 *l, px_client *c, px_req *r, px_upstream *u, const char *ra
     const size_t *argvlen;
     int argc = px_client_args(c, &argv, &argvlen);
     if (!l || !u || !u->lane || !cmd || !(cmd->flags & (PX_F_CACHE | PX_F_MULTIGET)) || argc < 2) return 0;
+    /* On a Cluster an MGET's hits were taken by px_split, and its misses go
+     * to Redis: a fill of them could be redirected (MOVED during a
+     * resharding), and a redirected fill would answer the misses only, not
+     * the client's whole MGET. */
+    if ((cmd->flags & PX_F_MULTIGET) && px_router_sharded(l->router)) return 0;
     if ((cmd->flags & PX_F_MULTIGET) && px_client_writes(c) == 0) return px_l1_fill_multiget(l, c, r, u);
     /* An entry belongs to one key: a read naming several (EXISTS a b) is
      * not kept, or a write to the second key would not drop it. */

@@ -38,6 +38,7 @@
 
 struct px_router;
 struct px_client;
+struct px_command;
 struct px_req;
 struct px_upstream;
 struct px_pool;
@@ -54,6 +55,12 @@ void px_l1_destroy(px_l1 *l);
  * forwarded as usual.  raw is the command's bytes as they go upstream.
  */
 int px_l1_read(px_l1 *l, struct px_client *c, struct px_req *r, struct px_upstream *u, const char *raw, size_t rawlen);
+
+/* An MGET split across servers (px_split): the GET reply the L1 holds for
+ * one of its keys, for c, appended to out: 1.  0 when it must be read from
+ * Redis (not held, c's own write in flight, no L1 (l NULL)). */
+int px_l1_multiget_hit(px_l1 *l, struct px_client *c, const struct px_command *mget, const char *key, size_t len,
+                       px_buf *out);
 
 /* Request r may write (it goes on u): drop what it names now, and once
  * more at its reply. */

@@ -124,7 +124,8 @@ static void fill_reply(px_upstream *u, void *ctx, const char *reply, size_t len)
     }
     /* a reply not kept (an error, too large) answers everyone: nothing to judge it by later */
     int now = f->reply ? f->nbefore : f->nwaiters;
-    for (int i = 0; i < now; i++) px_client_reply(f->waiters[i], reply, len);
+    /* (an error may be a Cluster redirect: the router sends each waiter on) */
+    for (int i = 0; i < now; i++) px_client_reply_via(f->waiters[i], u, f->cmd, f->cmdlen, reply, len);
     if (f->nwaiters > now) memmove(f->waiters, f->waiters + now, sizeof(*f->waiters) * (size_t)(f->nwaiters - now));
     f->nwaiters -= now;
     f->nbefore = 0;
@@ -413,6 +414,20 @@ static void mget_ttl(px_upstream *u, void *ctx, const char *reply, size_t len)
         if (m->r) px_client_reply(m->r, "-ERR upstream connection lost\r\n", 31);
         mfill_free(m);
     }
+}
+
+int px_l1_multiget_hit(px_l1 *l, px_client *c, const px_command *mget, const char *key, size_t len, px_buf *out)
+{
+    const px_command *get = px_command_element(mget);
+    if (!l || !get || px_client_writes(c) > 0) return 0;
+    px_buf variant = {0};
+    px_l1_fill_variant(c, get, 0, &variant);
+    l1_value *v = l1_get_fresh(l->cache, key, len, variant.data, variant.len, px_l1_now_ms(l), px_l1_fresh_ms, l, NULL);
+    px_buf_free(&variant);
+    if (!v) return 0;
+    px_buf_append(out, v->data, v->len);
+    l1_value_put(v);
+    return 1;
 }
 
 int px_l1_fill_multiget(px_l1 *l, px_client *c, px_req *r, px_upstream *u)

@@ -166,6 +166,32 @@ static void reply_int(px_req *r, long long v)
 
 static void reply_ok(px_req *r) { px_client_reply(r, "+OK\r\n", 5); }
 
+/* Replace the value of an INFO line "field:..." (the first) with value. */
+static void info_set(px_buf *b, const char *field, const char *value)
+{
+    size_t flen = strlen(field);
+    for (size_t i = 0; i + flen < b->len; i++) {
+        if ((i && b->data[i - 1] != '\n') || memcmp(b->data + i, field, flen) || b->data[i + flen] != ':') continue;
+        size_t v = i + flen + 1, e = v;
+        while (e < b->len && b->data[e] != '\r' && b->data[e] != '\n') e++;
+        px_buf t = {0};
+        px_buf_append(&t, b->data, v);
+        px_buf_append(&t, value, strlen(value));
+        px_buf_append(&t, b->data + e, b->len - e);
+        px_buf_free(b);
+        *b = t;
+        return;
+    }
+}
+
+/* Behind hotproxy a Redis Cluster is one standalone Redis: a client library
+ * reading cluster_enabled:1 would turn cluster-aware and ask for the slots. */
+static void standalone_view(px_buf *body)
+{
+    info_set(body, "redis_mode", "standalone");
+    info_set(body, "cluster_enabled", "0");
+}
+
 /* The hook on a forwarded INFO: Redis' text, then hotproxy's sections. */
 static int info_hook(px_req *r, const char *reply, size_t len, px_buf *out)
 {
@@ -177,6 +203,7 @@ static int info_hook(px_req *r, const char *reply, size_t len, px_buf *out)
     if (r->hook_flags & SEC_LATENCY) drop_redis_latencystats(&body);
     while (body.len >= 2 && body.data[body.len - 1] == '\n') body.len -= body.data[body.len - 2] == '\r' ? 2 : 1;
     if (body.len) px_buf_append(&body, "\r\n", 2); /* the last line ends, as Redis' does: no blank line after */
+    if (px_router_sharded(r->client->set->router)) standalone_view(&body);
     append_sections(r->client->set->owner, r->hook_flags, &body);
     if (reply[0] == '=') {
         px_buf_appendf(out, "=%zu\r\ntxt:", body.len + 4);
@@ -397,7 +424,7 @@ static int do_hello(px_client *c, px_req *r, int argc, const char *const *argv, 
     }
     px_client_set_proto(c, (int)ver);
 
-    px_route_args a = {r->cmd, argc, argv, argvlen};
+    px_route_args a = {r->cmd, argc, argv, argvlen, NULL};
     px_pool *pool = px_router_route(s->router, &a);
     const char *version = pool && pool->redis_version[0] ? pool->redis_version : "7.0.0";
     px_buf b = {0};
@@ -426,10 +453,15 @@ static int do_select(px_client *c, px_req *r, int argc, const char *const *argv,
     long long db;
     if (argc != 2) return arity_error(r, r->cmd);
     int isint = px_string2ll(argv[1], argvlen[1], &db);
-    px_route_args a = {r->cmd, argc, argv, argvlen};
+    px_route_args a = {r->cmd, argc, argv, argvlen, NULL};
     px_pool *pool = px_router_route(c->set->router, &a);
     long long ndb = pool ? pool->databases : 16;
     int valid = isint && db >= 0 && db < ndb;
+    if (isint && db != 0 && px_router_sharded(c->set->router)) {
+        /* a Redis Cluster has database 0 only, and says so */
+        px_client_reply_error(r, "ERR SELECT is not allowed in cluster mode");
+        return 1;
+    }
     if (c->pinned) {
         /* Redis does it on the client's own connection, and queues it in
          * MULTI: its error, if any, belongs in EXEC's reply */

@@ -65,7 +65,7 @@ void px_router_listen(px_router *r, px_pool_listener fn, void *arg)
 
 px_pool *px_router_default(px_router *r)
 {
-    px_route_args a = {NULL, 0, NULL, NULL};
+    px_route_args a = {NULL, 0, NULL, NULL, NULL};
     return px_router_route(r, &a);
 }
 

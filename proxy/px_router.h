@@ -8,8 +8,8 @@
  * added, removed and re-pointed while running.  A topology is a set of
  * callbacks behind it: "single" (one pool, the configured upstream) is the
  * first; Sentinel (the pool follows the master Sentinel names, px_sentinel)
- * is the second, and Cluster (a pool per master, chosen by hash slot) will
- * plug in the same way.  Whoever creates the router hands it the topology
+ * is the second, and Cluster (a pool per master, chosen by hash slot,
+ * px_cluster) the third.  Whoever creates the router hands it the topology
  * (the topologies know the router, never the reverse).
  *
  * Whoever keeps something per pool (the L1: a tracking link per pool) walks
@@ -32,11 +32,18 @@ typedef struct px_route_args {
     int argc;
     const char *const *argv;
     const size_t *argvlen;
+    /* route may set *why (when not NULL) to the error the client gets when
+     * it returns NULL for a reason of the command's own (Cluster's
+     * CROSSSLOT), without the leading '-' */
+    const char **why;
 } px_route_args;
 
 /* A topology: what decides routes and keeps the pool set up to date. */
 typedef struct px_topology {
-    const char *name; /* "single", "sentinel", later "cluster" */
+    const char *name; /* "single", "sentinel", "cluster" */
+    /* 1: reply may send a request again elsewhere, so a forwarded request
+     * keeps a copy of its bytes (px_upreq.raw) */
+    int resends;
     /* Optional, from px_router_create: the topology's own state
      * (r->topo_state), before any pool; -1 with err set stops startup. */
     int (*setup)(px_router *r, char *err, size_t errlen);
@@ -50,6 +57,12 @@ typedef struct px_topology {
     void (*cron)(px_router *r, double now);
     void (*info)(px_router *r, px_buf *out); /* its own INFO lines, before the pools' */
     void (*destroy)(px_router *r);           /* its own state (the pools are the router's) */
+    /* Optional, for a topology that spreads keys over servers: the shard of
+     * a key (a Cluster hash slot), and the pool serving a shard (NULL: not
+     * known now).  Keys of one shard may go in one command. */
+    int (*shard)(px_router *r, const char *key, size_t len);
+    int nshards; /* shards are 0 .. nshards - 1 */
+    px_pool *(*shard_pool)(px_router *r, int shard);
 } px_topology;
 
 /* Told when a pool joins (added = 1) or leaves (0) the set; a pool that
@@ -87,6 +100,14 @@ static inline int px_router_reply(px_router *r, px_upreq *q, px_upstream *u, con
 {
     return r->topo->reply ? r->topo->reply(r, q, u, reply, len) : 0;
 }
+/* The shard of a key, -1 when the topology does not spread keys (one
+ * server holds them all); the pool of a shard. */
+static inline int px_router_shard(px_router *r, const char *key, size_t len)
+{
+    return r->topo->shard ? r->topo->shard(r, key, len) : -1;
+}
+static inline int px_router_sharded(const px_router *r) { return r->topo->shard != NULL; }
+static inline px_pool *px_router_shard_pool(px_router *r, int shard) { return r->topo->shard_pool(r, shard); }
 /* The pool that serves commands naming no key (a pinned connection for
  * CLIENT TRACKING's redirect target, the L1's first link). */
 px_pool *px_router_default(px_router *r);

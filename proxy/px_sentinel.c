@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "proxy/px_cluster.h"
 #include "proxy/px_resp.h"
 
 #define CHECK_INTERVAL 1.0    /* seconds between two asks for the master's address */
@@ -746,18 +747,17 @@ const px_topology *px_sentinel_pick(px_core *k, char *err, size_t errlen)
     if (kind == PX_TOPO_AUTO) {
         kind = probe_kind(cfg, err, errlen);
         if (kind < 0) return NULL;
-        if (kind == PX_TOPO_CLUSTER) {
-            snprintf(err, errlen, "topology auto: the upstream is a Redis Cluster node, and topology cluster is not "
-                                  "supported yet");
-            return NULL;
-        }
-        if (kind == PX_TOPO_SINGLE && (*cfg->sentinel_master || *cfg->sentinel_password)) {
+        if (kind != PX_TOPO_SENTINEL && (*cfg->sentinel_master || *cfg->sentinel_password)) {
             snprintf(err, errlen, "topology auto: sentinel-master or sentinel-password is set, but %s is not a Sentinel",
                      cfg->upstream);
             return NULL;
         }
         px_log_notice(&k->log, "Upstream: topology auto: %s is %s", cfg->upstream,
-                      kind == PX_TOPO_SENTINEL ? "a Sentinel" : "a Redis (or not up yet): topology single");
+                      kind == PX_TOPO_SENTINEL ? "a Sentinel"
+                      : kind == PX_TOPO_CLUSTER  ? "a Redis Cluster node"
+                                                 : "a Redis (or not up yet): topology single");
     }
-    return kind == PX_TOPO_SENTINEL ? &px_sentinel_topology : &px_topology_single;
+    return kind == PX_TOPO_SENTINEL ? &px_sentinel_topology
+           : kind == PX_TOPO_CLUSTER ? &px_cluster_topology
+                                     : &px_topology_single;
 }

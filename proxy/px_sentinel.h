@@ -38,12 +38,12 @@
 extern const px_topology px_sentinel_topology;
 
 /*
- * The topology the config describes, for px_router_create: single or
- * sentinel, after px_config_check_topology.  With topology auto the first
+ * The topology the config describes, for px_router_create: single,
+ * sentinel or cluster (px_cluster), after px_config_check_topology.  With topology auto the first
  * upstream that answers is asked what it is (INFO server's redis_mode,
  * blocking, at most 500 ms per address); with none answering, single when
  * there is one address.  NULL with the reason in err (wrong combinations,
- * a Cluster, a plain Redis among several upstreams).
+ * a plain Redis among several upstreams).
  */
 const px_topology *px_sentinel_pick(px_core *k, char *err, size_t errlen);
 

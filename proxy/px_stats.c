@@ -17,6 +17,7 @@
 #define PX_STAT_DESC_STATS(...) PX_STAT_DESC(px_stats, PX_SCOPE_PROCESS, "hotproxy_", __VA_ARGS__)
 #define PX_STAT_DESC_ROUTER(...) PX_STAT_DESC(px_stats_router, PX_SCOPE_PROCESS, "hotproxy_", __VA_ARGS__)
 #define PX_STAT_DESC_SENTINEL(...) PX_STAT_DESC(px_stats_sentinel, PX_SCOPE_PROCESS, "hotproxy_", __VA_ARGS__)
+#define PX_STAT_DESC_CLUSTER(...) PX_STAT_DESC(px_stats_cluster, PX_SCOPE_PROCESS, "hotproxy_", __VA_ARGS__)
 #define PX_STAT_DESC_POOL(...) PX_STAT_DESC(px_stats_pool, PX_SCOPE_POOL, "hotproxy_", __VA_ARGS__)
 #define PX_STAT_DESC_LANE(...) PX_STAT_DESC(px_stats_lane, PX_SCOPE_LANE, "hotproxy_lane_", __VA_ARGS__)
 #define PX_STAT_DESC_L1(...) PX_STAT_DESC(px_stats_l1, PX_SCOPE_L1, "hotproxy_", __VA_ARGS__)
@@ -25,6 +26,7 @@ static const px_stat_desc server_desc[] = {PX_STATS_SERVER_LIST(PX_STAT_DESC_SER
 static const px_stat_desc stats_desc[] = {PX_STATS_LIST(PX_STAT_DESC_STATS)};
 static const px_stat_desc router_desc[] = {PX_STATS_ROUTER_LIST(PX_STAT_DESC_ROUTER)};
 static const px_stat_desc sentinel_desc[] = {PX_STATS_SENTINEL_LIST(PX_STAT_DESC_SENTINEL)};
+static const px_stat_desc cluster_desc[] = {PX_STATS_CLUSTER_LIST(PX_STAT_DESC_CLUSTER)};
 static const px_stat_desc pool_desc[] = {PX_STATS_POOL_LIST(PX_STAT_DESC_POOL)};
 static const px_stat_desc lane_desc[] = {PX_STATS_LANE_LIST(PX_STAT_DESC_LANE)};
 static const px_stat_desc l1_desc[] = {PX_STATS_L1_LIST(PX_STAT_DESC_L1)};
@@ -39,6 +41,7 @@ const px_stat_group px_stat_groups[PX_STATS_NGROUPS] = {
     [PX_STATS_G_LANE] = {NULL, PX_SCOPE_LANE, lane_desc, N(lane_desc)},
     [PX_STATS_G_L1] = {"Hotproxy_cache", PX_SCOPE_L1, l1_desc, N(l1_desc)},
     [PX_STATS_G_SENTINEL] = {"Hotproxy_upstream", PX_SCOPE_PROCESS, sentinel_desc, N(sentinel_desc)},
+    [PX_STATS_G_CLUSTER] = {"Hotproxy_upstream", PX_SCOPE_PROCESS, cluster_desc, N(cluster_desc)},
 };
 
 #define US 1000ull

@@ -8,6 +8,7 @@
  *   (stats)  process  # Hotproxy_stats      px_stats          live, s->stats
  *   ROUTER   process  # Hotproxy_upstream   px_stats_router   the router's info
  *   SENTINEL process  # Hotproxy_upstream   px_stats_sentinel the Sentinel topology's info
+ *   CLUSTER  process  # Hotproxy_upstream   px_stats_cluster  the Cluster topology's info
  *   POOL     pool     # Hotproxy_upstream   px_stats_pool     px_pool_stats
  *   LANE     lane     (inside POOL's lane)  px_stats_lane     px_pool_stats
  *   L1       l1       # Hotproxy_cache      px_stats_l1       px_l1_stats
@@ -99,7 +100,7 @@ typedef struct px_stats_lanes {
     X(net_output_bytes, COUNTER, U64, "bytes written to clients")
 
 /* # Hotproxy_upstream, first line: the topology, then each pool's lines. */
-#define PX_STATS_ROUTER_LIST(X) X(topology, INFO, STR, "how upstreams are chosen (single, sentinel)")
+#define PX_STATS_ROUTER_LIST(X) X(topology, INFO, STR, "how upstreams are chosen (single, sentinel, cluster)")
 
 /* # Hotproxy_upstream, after the topology with topology sentinel: the master
  * Sentinel names and how hotproxy follows it. */
@@ -113,6 +114,26 @@ typedef struct px_stats_lanes {
     X(sentinel_failovers, COUNTER, U64, "master changes followed (data pool re-pointed)")                          \
     X(sentinel_last_failover_time, GAUGE, I64, "unix time of the last master change followed (0: none)")          \
     X(sentinel_last_switch_ms, GAUGE, RATIO, "last switch inside hotproxy: change seen to the new master's first reply")
+
+/* # Hotproxy_upstream, after the topology with topology cluster: the slot
+ * map, the redirections hotproxy handled and the map's refreshes by cause. */
+#define PX_STATS_CLUSTER_LIST(X)                                                                                   \
+    X(cluster_nodes, GAUGE, I64, "masters in the slot map, a data pool each")                                     \
+    X(cluster_slots_known, GAUGE, I64, "slots whose master is known (16384 when the map is whole)")               \
+    X(cluster_slot_map, INFO, STR, "each master as host:port=slots it serves")                                    \
+    X(cluster_moved, COUNTER, U64, "MOVED replies handled: the command sent again to the new owner")              \
+    X(cluster_ask, COUNTER, U64, "ASK replies handled: ASKING and the command on the node named")                 \
+    X(cluster_tryagain, COUNTER, U64, "TRYAGAIN, CLUSTERDOWN and LOADING replies retried after a pause")          \
+    X(cluster_redirect_errors, COUNTER, U64, "redirections that reached a client (sent 5 times already)")          \
+    X(cluster_crossslot, COUNTER, U64, "commands refused with CROSSSLOT (keys of several slots)")                  \
+    X(cluster_split, COUNTER, U64, "commands split by slot or sent to every master, then merged")                  \
+    X(cluster_refreshes, COUNTER, U64, "slot maps read (CLUSTER SLOTS answered)")                                 \
+    X(cluster_refresh_start, COUNTER, U64, "maps asked for at start")                                              \
+    X(cluster_refresh_moved, COUNTER, U64, "maps asked for after a MOVED (at most one per 100 ms)")                \
+    X(cluster_refresh_periodic, COUNTER, U64, "maps asked for by the background check (every 5 s)")               \
+    X(cluster_refresh_down, COUNTER, U64, "maps asked for because a master's connections were all down")          \
+    X(cluster_refresh_failures, COUNTER, U64, "CLUSTER SLOTS asked of a node that gave no usable map")             \
+    X(cluster_last_refresh_cause, INFO, STR, "why the last map was asked for (start, moved, periodic, down)")
 
 /* # Hotproxy_upstream: one upstream pool (scope pool, named by "upstream"). */
 #define PX_STATS_POOL_LIST(X)                                                                          \
@@ -233,6 +254,10 @@ typedef struct px_stats_sentinel {
     PX_STATS_SENTINEL_LIST(PX_STAT_FIELD)
 } px_stats_sentinel;
 
+typedef struct px_stats_cluster {
+    PX_STATS_CLUSTER_LIST(PX_STAT_FIELD)
+} px_stats_cluster;
+
 typedef struct px_stats_pool {
     PX_STATS_POOL_LIST(PX_STAT_FIELD)
 } px_stats_pool;
@@ -267,7 +292,7 @@ typedef struct px_stat_group {
 } px_stat_group;
 
 enum { PX_STATS_G_SERVER, PX_STATS_G_STATS, PX_STATS_G_ROUTER, PX_STATS_G_POOL, PX_STATS_G_LANE, PX_STATS_G_L1,
-       PX_STATS_G_SENTINEL, PX_STATS_NGROUPS };
+       PX_STATS_G_SENTINEL, PX_STATS_G_CLUSTER, PX_STATS_NGROUPS };
 /* Every group, indexed by PX_STATS_G_*, in the order INFO writes them. */
 extern const px_stat_group px_stat_groups[PX_STATS_NGROUPS];
 

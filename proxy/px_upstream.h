@@ -85,6 +85,12 @@ struct px_upreq {
     double sent_at;          /* when it was queued */
     unsigned blocking : 1;   /* may wait for ever: upstream-timeout does not apply */
     unsigned marker : 1;     /* an internal PING whose reply carries the connection's token */
+    /* A copy of the command's bytes, kept when the router may send it again
+     * (a Cluster redirect): set by whoever queues it, freed with the entry's
+     * owner.  redirects counts the times it was sent again. */
+    char *raw;
+    size_t rawlen;
+    int redirects;
 };
 
 typedef struct px_upstream {

@@ -843,7 +843,10 @@ static void test_topology(void)
                    "sentinel-master with topology single is refused");
     check_topology("topology sentinel\nsentinel-user u\n", -1, "sentinel-user is set without sentinel-password",
                    "sentinel-user without a password is refused");
-    check_topology("topology cluster\n", -1, "not supported yet", "topology cluster: not supported yet");
+    check_topology("topology cluster\nupstream 10.0.0.1:7000,10.0.0.2:7000\n", 0, NULL,
+                   "topology cluster with several seed nodes");
+    check_topology("topology cluster\nsentinel-master m\n", -1, "topology cluster uses no Sentinel",
+                   "sentinel-master with topology cluster is refused");
     check_topology("topology sentinel\nupstream 10.0.0.1:26379,10.0.0.2:26379\nsentinel-master m\n"
                    "sentinel-user u\nsentinel-password p\nupstream-password q\n",
                    0, NULL, "topology sentinel with Sentinels, a name and both credentials");

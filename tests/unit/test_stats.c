@@ -96,6 +96,24 @@ static const char *const l1_keys[] = {"hotproxy_l1",
                                       "hotproxy_l1_barriers",
                                       NULL};
 
+static const char *const cluster_keys[] = {"hotproxy_cluster_nodes",
+                                            "hotproxy_cluster_slots_known",
+                                            "hotproxy_cluster_slot_map",
+                                            "hotproxy_cluster_moved",
+                                            "hotproxy_cluster_ask",
+                                            "hotproxy_cluster_tryagain",
+                                            "hotproxy_cluster_redirect_errors",
+                                            "hotproxy_cluster_crossslot",
+                                            "hotproxy_cluster_split",
+                                            "hotproxy_cluster_refreshes",
+                                            "hotproxy_cluster_refresh_start",
+                                            "hotproxy_cluster_refresh_moved",
+                                            "hotproxy_cluster_refresh_periodic",
+                                            "hotproxy_cluster_refresh_down",
+                                            "hotproxy_cluster_refresh_failures",
+                                            "hotproxy_cluster_last_refresh_cause",
+                                            NULL};
+
 static const struct {
     const char *prefix; /* every name of the group starts with it */
     size_t size;        /* of the group's struct */
@@ -108,6 +126,7 @@ static const struct {
     [PX_STATS_G_LANE] = {"hotproxy_lane_", sizeof(px_stats_lane), NULL},
     [PX_STATS_G_L1] = {"hotproxy_l1", sizeof(px_stats_l1), l1_keys},
     [PX_STATS_G_SENTINEL] = {"hotproxy_sentinel", sizeof(px_stats_sentinel), sentinel_keys},
+    [PX_STATS_G_CLUSTER] = {"hotproxy_cluster", sizeof(px_stats_cluster), cluster_keys},
 };
 
 /* The storage each type has, to check the descriptors against the structs. */
