@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Compare Redis direct, through hotproxy, and through twemproxy (nutcracker,
-# when installed) with redis-benchmark, in one run on one machine.
+# Compare Redis direct, through hotproxy (L1 on and L1 off), through twemproxy
+# (nutcracker, when installed) and the floor (bench/floor, a do-nothing
+# server) with redis-benchmark, in one run on one machine.
 #
 #   bench/compare.sh [options] [-- extra hotproxy arguments]
 #
@@ -12,20 +13,33 @@
 #   -d N             value size in bytes (default 3, redis-benchmark's)
 #   -r N             random keys from a keyspace of N (default: one key)
 #   --bin PATH       hotproxy binary (default $HOTPROXY_BIN or build/hotproxy)
+#   --floor PATH     floor binary (default build/bench/floor)
 #   --no-twemproxy   leave nutcracker out even if installed
 #   --out FILE       also write the result as a markdown table to FILE
 #   --raw FILE       also write every run as TSV to FILE
 #   --run-timeout S  bound on one redis-benchmark run (default 300)
 #
+# Targets: direct (redis-server), hotproxy with the extra arguments (without
+# -r there is one key, so every GET is an L1 hit once the key is hot),
+# "hotproxy --l1 no" (the same plus --l1 no: pass-through), twemproxy, and
+# the floor.  The floor (bench/floor.c) answers every command with a fixed
+# reply (GET: a bulk of -d bytes) and looks nothing up, with the I/O model of
+# Redis and hotproxy (one thread, epoll, one read of up to 16 KB and one
+# write per wake-up): what it costs is what the kernel and the loop cost, so
+# a target's CPU above it is the target's own work.
 # Each round runs SET then GET at -P 1 and -P 16 against every target, the
 # targets in a rotating order so none always goes first.  It starts its own
-# redis-server, hotproxy and nutcracker on free loopback ports and stops them
-# on exit.  Reported per target: median requests/s, p50 and p99 latency,
-# throughput relative to direct, and CPU seconds per million requests of the
-# proxy and of redis-server (utime+stime from /proc/PID/stat around each run).
+# redis-server, hotproxy (twice), nutcracker and floor on free loopback ports
+# and stops them on exit.  Reported per target: median requests/s, p50 and p99
+# latency, throughput relative to direct, CPU seconds per million requests of
+# the proxy (or of the floor) and of redis-server (utime+stime from
+# /proc/PID/stat around each run), their total, and how far that total is
+# above the floor's.
 # Nothing is pinned: on a small machine the benchmark client, the proxy and
 # Redis share the cores, which is part of what is measured.  Exits 1 when a
-# run failed, redis-benchmark complained, or hotproxy crashed or did not exit 0.
+# run failed, redis-benchmark complained, or a hotproxy or the floor crashed
+# or did not exit 0.  redis-benchmark's CONFIG GET save / appendonly at start
+# gets an array from the floor, as from Redis, so it warns about neither.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -37,6 +51,7 @@ clients=50
 datasize=3
 keyspace=
 bin=
+floor=
 twemproxy=1
 out=
 raw=
@@ -57,6 +72,7 @@ while (($#)); do
     -r) need_num "$@"; keyspace=$2; shift ;;
     --run-timeout) need_num "$@"; run_timeout=$2; shift ;;
     --bin) [[ $# -ge 2 ]] || { echo "compare.sh: --bin needs a path" >&2; exit 2; }; bin=$2; shift ;;
+    --floor) [[ $# -ge 2 ]] || { echo "compare.sh: --floor needs a path" >&2; exit 2; }; floor=$2; shift ;;
     --out) [[ $# -ge 2 ]] || { echo "compare.sh: --out needs a file" >&2; exit 2; }; out=$2; shift ;;
     --raw) [[ $# -ge 2 ]] || { echo "compare.sh: --raw needs a file" >&2; exit 2; }; raw=$2; shift ;;
     --no-twemproxy) twemproxy=0 ;;
@@ -70,6 +86,8 @@ done
 bin=${bin:-${HOTPROXY_BIN:-$src/build/hotproxy}}
 need_cmds " (run .ci/deps)" redis-server redis-benchmark redis-cli python3 timeout
 [[ -x $bin ]] || { echo "compare.sh: no hotproxy at $bin (build it, or --bin)" >&2; exit 1; }
+floor=${floor:-$src/build/bench/floor}
+[[ -x $floor ]] || { echo "compare.sh: no floor at $floor (cmake --build build --target floor, or --floor)" >&2; exit 1; }
 if ((twemproxy)) && ! command -v nutcracker >/dev/null; then
     echo "compare.sh: nutcracker not installed; comparing without twemproxy" >&2
     twemproxy=0
@@ -77,14 +95,22 @@ fi
 
 bench_setup
 
-read -r redis_port proxy_port nut_port nut_stats_port <<<"$(free_ports 4)"
+read -r redis_port proxy_port pt_port floor_port nut_port nut_stats_port <<<"$(free_ports 6)"
 
 start_redis "$redis_port"
 start_hotproxy "$proxy_port" "$redis_port" "${proxy_args[@]}"
+# The last --l1 on the command line wins, so this one is pass-through
+# whatever the extra arguments say.
+start_server hotproxy-pt "$pt_port" "$bin" --port "$pt_port" --upstream "127.0.0.1:$redis_port" \
+    "${proxy_args[@]}" --l1 no
+pt_pid=$server_pid
+start_server floor "$floor_port" "$floor" --port "$floor_port" --reply-size "$datasize"
+floor_pid=$server_pid
 
-targets=(direct hotproxy)
-declare -A port=([direct]=$redis_port [hotproxy]=$proxy_port)
-declare -A ppid=([direct]="" [hotproxy]=$proxy_pid)
+pt="hotproxy --l1 no"
+targets=(direct hotproxy "$pt" floor)
+declare -A port=([direct]=$redis_port [hotproxy]=$proxy_port [$pt]=$pt_port [floor]=$floor_port)
+declare -A ppid=([direct]="" [hotproxy]=$proxy_pid [$pt]=$pt_pid [floor]=$floor_pid)
 
 if ((twemproxy)); then
     cat >"$tmp/nutcracker.yml" <<EOF
@@ -163,11 +189,11 @@ run_one() {
     [[ -n $pb0 && -n $pb1 ]] && pcpu=$(awk -v a="$pb0" -v b="$pb1" -v t="$clk_tck" 'BEGIN { printf "%.3f", (b - a) / t }')
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$pipe" "$target" "$test" "$n" \
         "$f_rps" "$f_p50" "$f_p99" "$pcpu" "$rcpu" >>"$results"
-    printf '  round %d  -P %-2s  %-9s  %-3s  %12s req/s  p50 %s ms  p99 %s ms\n' \
+    printf '  round %d  -P %-2s  %-16s  %-3s  %12s req/s  p50 %s ms  p99 %s ms\n' \
         "$round" "$pipe" "$target" "$test" "$f_rps" "$f_p50" "$f_p99" >&2
 }
 
-where="redis-server :$redis_port, hotproxy :$proxy_port"
+where="redis-server :$redis_port, hotproxy :$proxy_port, $pt :$pt_port, floor :$floor_port"
 [[ -n ${port[twemproxy]:-} ]] && where+=", twemproxy :$nut_port"
 echo "compare.sh: $where; $rounds round(s), -c $clients, -n $n1 (P1) / $n16 (P16)" >&2
 nt=${#targets[@]}
@@ -184,17 +210,27 @@ for ((round = 1; round <= rounds; round++)); do
 done
 
 # A sanitizer report counts as a failure too (when --bin is a
-# -DHOTPROXY_SANITIZE=ON build).
-stop_hotproxy 15
-case $proxy_status in
-0) ;;
-dead) echo "hotproxy exited during the benchmark" >>"$problems" ;;
-*) echo "hotproxy exited with status $proxy_status on SIGTERM (137: it was killed after 15s)" >>"$problems" ;;
-esac
-if [[ $proxy_status != 0 ]] || grep -q -E 'Sanitizer|runtime error:' "$tmp/hotproxy.log"; then
-    echo "hotproxy's last log lines:" >>"$problems"
-    tail -n 30 "$tmp/hotproxy.log" | sed 's/^/    /' >>"$problems"
-fi
+# -DHOTPROXY_SANITIZE=ON build).  The floor exits 0 on SIGTERM as well, after
+# printing what it did.
+for log in hotproxy hotproxy-pt floor; do
+    case $log in
+    hotproxy) name=hotproxy pid=$proxy_pid ;;
+    hotproxy-pt) name=$pt pid=$pt_pid ;;
+    floor) name=floor pid=$floor_pid ;;
+    esac
+    stop_server "$pid" 15
+    case $server_status in
+    0) ;;
+    dead) echo "$name exited during the benchmark" >>"$problems" ;;
+    *) echo "$name exited with status $server_status on SIGTERM (137: it was killed after 15s)" >>"$problems" ;;
+    esac
+    if [[ $server_status != 0 ]] || grep -q -E 'Sanitizer|runtime error:' "$tmp/$log.log"; then
+        echo "$name's last log lines:" >>"$problems"
+        tail -n 30 "$tmp/$log.log" | sed 's/^/    /' >>"$problems"
+    fi
+done
+# "floor: C connections, N commands answered, R reads, W writes"
+floor_counts=$(sed -n 's/^floor: \([0-9]* connections, .*\)/\1/p' "$tmp/floor.log" | tail -n 1)
 
 # Versions and machine, for the table's header.
 hp_version=$(timeout 5 "$bin" --version 2>&1 | head -n 1 || true)
@@ -205,10 +241,10 @@ cpu_model=$(cpu_model)
 
 report=$tmp/report.md
 python3 - "$results" "$rounds" "$clients" "$datasize" "${keyspace:-1}" "$hp_version" "$redis_version" \
-    "$nut_version" "$(nproc)" "$cpu_model" "$n1" "$n16" "${proxy_args[*]:-}" >"$report" <<'EOF'
+    "$nut_version" "$(nproc)" "$cpu_model" "$n1" "$n16" "${proxy_args[*]:-}" "$floor_counts" >"$report" <<'EOF'
 import csv, statistics, sys
 (path, rounds, clients, datasize, keyspace, hpv, redisv, nutv, ncpu, cpu,
- n1, n16, pargs) = sys.argv[1:]
+ n1, n16, pargs, floor_counts) = sys.argv[1:]
 rows = list(csv.DictReader(open(path), delimiter="\t"))
 
 def med(vals):
@@ -219,20 +255,36 @@ groups = {}
 for r in rows:
     groups.setdefault((int(r["pipeline"]), r["test"].upper(), r["target"]), []).append(r)
 
-order = {"direct": 0, "hotproxy": 1, "twemproxy": 2}
+order = {"direct": 0, "hotproxy": 1, "hotproxy --l1 no": 2, "twemproxy": 3, "floor": 4}
+label = {"floor": "**floor** (do-nothing server)"}
 print(f"redis-benchmark -c {clients} -d {datasize}"
       + (f" -r {keyspace}" if keyspace != "1" else " (one key)")
       + f", -n {n1} at -P 1 and {n16} at -P 16; median of {rounds} round(s).  ")
 print(f"Redis {redisv}; {hpv}" + (f" ({pargs})" if pargs else "")
       + (f"; twemproxy {nutv} (server_connections: 1)" if nutv else "")
       + f"; {ncpu} CPU(s), {cpu}, nothing pinned.  ")
-print("CPU is user+system seconds per million requests; 'proxy' is hotproxy's or twemproxy's.")
+print("CPU is user+system seconds per million requests; 'proxy' is hotproxy's or twemproxy's,")
+print("or the floor's own on its rows (Redis idles then); 'total' is proxy + redis; 'above floor'")
+print("is total minus the floor's total at the same -P and test.  The floor is bench/floor: one")
+print("thread, epoll, one read (<= 16 KB) and one write per wake-up, a fixed reply per command")
+print("(GET: a bulk of -d bytes), no lookup.  It is the cost of the I/O model itself.  ")
+if floor_counts:
+    print(f"The floor saw {floor_counts}.  ")
 print()
-print("| -P | test | target | req/s | p50 ms | p99 ms | req/s vs direct | proxy CPU s/Mreq | redis CPU s/Mreq |")
-print("|---:|:-----|:-------|------:|-------:|-------:|----------------:|-----------------:|-----------------:|")
+print("| -P | test | target | req/s | p50 ms | p99 ms | req/s vs direct | proxy CPU s/Mreq | redis CPU s/Mreq | total CPU s/Mreq | above floor s/Mreq |")
+print("|---:|:-----|:-------|------:|-------:|-------:|----------------:|-----------------:|-----------------:|-----------------:|-------------------:|")
 
 def fmt(v, spec):
     return "-" if v is None else format(v, spec)
+
+def total(g):
+    """Median over rounds of (proxy + redis) CPU seconds per million requests."""
+    t = []
+    for r in g:
+        parts = [float(r[k]) for k in ("proxy_cpu_s", "redis_cpu_s") if r[k] not in ("", "-")]
+        if parts:
+            t.append(sum(parts) / (float(r["n"]) / 1e6))
+    return statistics.median(t) if t else None
 
 for (pipe, test, target) in sorted(groups, key=lambda k: (k[0], k[1] != "SET", order.get(k[2], 9))):
     g = groups[(pipe, test, target)]
@@ -246,8 +298,13 @@ for (pipe, test, target) in sorted(groups, key=lambda k: (k[0], k[1] != "SET", o
     drps = med([r["rps"] for r in d]) if d else None
     ratio = None if (rps is None or not drps) else rps / drps
     per_m = lambda c: None if c is None else c / (n / 1e6)
-    print(f"| {pipe} | {test} | {target} | {fmt(rps, ',.0f')} | {fmt(p50, '.3f')} | {fmt(p99, '.3f')} | "
-          f"{fmt(ratio, '.2f')} | {fmt(per_m(pc), '.2f')} | {fmt(per_m(rc), '.2f')} |")
+    tot = total(g)
+    f = groups.get((pipe, test, "floor"))
+    ftot = total(f) if f else None
+    above = None if (tot is None or ftot is None) else tot - ftot
+    above_s = "(the floor)" if target == "floor" else fmt(above, '+.2f')
+    print(f"| {pipe} | {test} | {label.get(target, target)} | {fmt(rps, ',.0f')} | {fmt(p50, '.3f')} | {fmt(p99, '.3f')} | "
+          f"{fmt(ratio, '.2f')} | {fmt(per_m(pc), '.2f')} | {fmt(per_m(rc), '.2f')} | {fmt(tot, '.2f')} | {above_s} |")
 EOF
 
 echo

@@ -8,7 +8,8 @@
 #
 # Globals the functions set, for the scripts to use: tmp and pids
 # (bench_setup), bin and tool (build_tool), redis_pid (start_redis), proxy_pid
-# (start_hotproxy), proxy_status (stop_hotproxy), load0 and others
+# (start_hotproxy), server_pid (start_server), proxy_status (stop_hotproxy),
+# server_status (stop_server), load0 and others
 # (cpu_window_begin / cpu_window_end).  Functions that end a run in failure
 # set failed=1 and let the script go on, so a report still shows the rest.
 
@@ -115,35 +116,50 @@ start_redis() {
     wait_port "$port" "$redis_pid" redis-server
 }
 
+# start_server NAME PORT CMD [ARG...]: run CMD in the background with its
+# output in $tmp/NAME.log; sets server_pid, returns once PORT listens.
+start_server() {
+    local name=$1 port=$2
+    shift 2
+    "$@" >"$tmp/$name.log" 2>&1 &
+    server_pid=$!
+    pids+=("$server_pid")
+    wait_port "$port" "$server_pid" "$name"
+}
+
 # start_hotproxy PORT REDIS_PORT [ARG...]: $bin on PORT in front of the Redis
 # on REDIS_PORT, with the extra ARGs; sets proxy_pid, returns once it listens.
 start_hotproxy() {
     local port=$1 redis_port=$2
     shift 2
-    "$bin" --port "$port" --upstream "127.0.0.1:$redis_port" "$@" >"$tmp/hotproxy.log" 2>&1 &
-    proxy_pid=$!
-    pids+=("$proxy_pid")
-    wait_port "$port" "$proxy_pid" hotproxy
+    start_server hotproxy "$port" "$bin" --port "$port" --upstream "127.0.0.1:$redis_port" "$@"
+    proxy_pid=$server_pid
 }
 
-# stop_hotproxy SECONDS: SIGTERM hotproxy and reap it, here rather than in
-# cleanup, so a crash or a bad exit status can be reported.  proxy_status is
+# stop_server PID SECONDS: SIGTERM PID and reap it, here rather than in
+# cleanup, so a crash or a bad exit status can be reported.  server_status is
 # its exit status, or "dead" when it had already exited.  It is SIGKILLed
 # (status 137) if still there after SECONDS; 0 waits as long as it takes.
-stop_hotproxy() {
-    local limit=$1 i
-    proxy_status=dead
-    kill -0 "$proxy_pid" 2>/dev/null || return 0
-    kill -TERM "$proxy_pid"
+stop_server() {
+    local pid=$1 limit=$2 i
+    server_status=dead
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid"
     if ((limit > 0)); then
         for ((i = 0; i < limit * 10; i++)); do
-            kill -0 "$proxy_pid" 2>/dev/null || break
+            kill -0 "$pid" 2>/dev/null || break
             sleep 0.1
         done
-        kill -0 "$proxy_pid" 2>/dev/null && kill -KILL "$proxy_pid"
+        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
     fi
-    proxy_status=0
-    wait "$proxy_pid" 2>/dev/null || proxy_status=$?
+    server_status=0
+    wait "$pid" 2>/dev/null || server_status=$?
+}
+
+# stop_hotproxy SECONDS: stop_server for hotproxy; sets proxy_status.
+stop_hotproxy() {
+    stop_server "$proxy_pid" "$1"
+    proxy_status=$server_status
 }
 
 # finish_hotproxy: stop_hotproxy; unless it exited 0, show its last log
