@@ -44,6 +44,7 @@ typedef struct px_req {
     const struct px_command *cmd;  /* NULL: unknown command */
     char *reply;                   /* stored reply, when it completed out of order */
     size_t reply_len;
+    px_ref reply_ref;              /* set: reply is referenced where it sits (px_client_reply_ref), not owned */
     unsigned done : 1;
     unsigned forwarded : 1;        /* in an upstream's queue, unanswered */
     unsigned pinned : 1;           /* forwarded on the client's pinned connection */
@@ -106,6 +107,12 @@ typedef struct px_client {
     unsigned flags;
     ev_io rw, ww;
     px_buf in, out;
+    /* Output is out's copied bytes with large replies referenced in between
+     * (px_client_reply_ref), written together with writev. */
+    struct px_oref *orefs;  /* the referenced replies, a FIFO ring */
+    int oref_head, noref, oref_cap;
+    size_t oref_bytes;      /* their bytes not yet written: output, as out's are */
+    size_t out_off;         /* out's bytes written so far, the position orefs count in */
     px_req_parser parser;
 
     px_req *qhead, *qtail;  /* requests in arrival order, not yet written */
@@ -227,6 +234,16 @@ void px_client_resume(px_client *c);
 
 /* A request's reply (or an error standing in for it) has arrived. */
 void px_client_reply(px_req *r, const char *data, size_t len);
+/*
+ * px_client_reply for bytes owned elsewhere, with a reference to them the
+ * call takes (on every path: put once they are written or dropped).  A
+ * reply of at least PX_CLIENT_REF_MIN bytes goes to the socket from where it
+ * sits (an L1 value, an upstream's read buffer), also when it waits for an
+ * earlier one; a smaller one is copied, as one write of many small replies
+ * costs less than a writev of many small pieces.
+ */
+#define PX_CLIENT_REF_MIN 4096
+void px_client_reply_ref(px_req *r, const char *data, size_t len, void (*put)(void *obj), void *obj);
 /* Answer r with "-<text>\r\n" built from fmt (as px_client_reply). */
 void px_client_reply_error(px_req *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

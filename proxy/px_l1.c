@@ -624,6 +624,9 @@ static void send_fill(px_l1 *l, flight *f)
     send_pttl(f->u, f->key + 4, f->glen, fill_ttl, f);
 }
 
+/* A hit's reference, put by the client once its bytes are written. */
+static void value_put(void *v) { l1_value_put(v); }
+
 int px_l1_read(px_l1 *l, px_client *c, px_req *r, px_upstream *u, const char *raw, size_t rawlen)
 {
     const px_command *cmd = r->cmd;
@@ -662,8 +665,7 @@ int px_l1_read(px_l1 *l, px_client *c, px_req *r, px_upstream *u, const char *ra
     l1_value *v = l1_get_fresh(l->cache, group, glen, variant, vlen, now, fresh_ms, l, &meta);
     l->scratch = key; /* keep the (possibly grown) buffer */
     if (v) {
-        px_client_reply(r, v->data, v->len);
-        l1_value_put(v);
+        px_client_reply_ref(r, v->data, v->len, value_put, v); /* takes our reference */
         if (should_refresh(l, &pol, now, &meta) && px_l1_can_fill(l, u) && !flight_find(l, key.data, key.len)) {
             /* read near its expiry: fetch it again in the background, once */
             l->st.l1_refreshes++;

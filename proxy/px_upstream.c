@@ -463,6 +463,13 @@ static int deliver(px_upstream *u, const char *frame, size_t len)
     return 0;
 }
 
+int px_upstream_ref(px_upstream *u, const char *p, size_t len, px_ref *ref)
+{
+    if (!px_buf_holds(&u->in, p, len)) return 0;
+    *ref = px_buf_share(&u->in);
+    return 1;
+}
+
 static void up_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     px_upstream *u = w->data;
