@@ -61,7 +61,9 @@ struct l1 {
     uint32_t fixed_sample_size; /* the caller's sample_size; 0: follows maxmemory */
 };
 
-/* ---- SipHash-2-4 (Aumasson & Bernstein), written from the paper ---- */
+/* ---- SipHash-1-3 (Aumasson & Bernstein's SipHash, written from the paper,
+ * with one compression round per block and three to finish: the variant
+ * Python's hash() and Rust's HashMap key their tables with) ---- */
 
 #define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
 #define SIPROUND                                                                                   \
@@ -72,10 +74,15 @@ struct l1 {
         v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32);                                  \
     } while (0)
 
-static uint64_t load64(const unsigned char *p)
+/* 8 bytes, little-endian as SipHash reads them: one load where that is the
+ * machine's order (the byte loop it replaces was a quarter of an L1 hit). */
+static inline uint64_t load64(const unsigned char *p)
 {
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+    uint64_t v;
+    memcpy(&v, p, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
     return v;
 }
 
@@ -89,17 +96,14 @@ uint64_t l1_hash(const uint64_t key[2], const void *data, size_t len)
         uint64_t m = load64(in + i);
         v3 ^= m;
         SIPROUND;
-        SIPROUND;
         v0 ^= m;
     }
     uint64_t b = (uint64_t)len << 56;
     for (size_t i = 0; i < (len & 7); i++) b |= (uint64_t)in[whole + i] << (8 * i);
     v3 ^= b;
     SIPROUND;
-    SIPROUND;
     v0 ^= b;
     v2 ^= 0xff;
-    SIPROUND;
     SIPROUND;
     SIPROUND;
     SIPROUND;
@@ -135,16 +139,18 @@ static uint32_t sketch_estimate(const l1 *c, uint64_t h)
 static void sketch_add(l1 *c, uint64_t h)
 {
     size_t idx[SKETCH_ROWS];
-    uint32_t m = sketch_estimate(c, h);
-    if (m == 15) goto count;
+    unsigned v[SKETCH_ROWS], m = 15;
     sketch_indexes(c, h, idx);
-    /* conservative update: raise only the counters at the minimum */
     for (size_t r = 0; r < SKETCH_ROWS; r++) {
-        if (sketch_get(c, r, idx[r]) != m) continue;
+        v[r] = sketch_get(c, r, idx[r]);
+        if (v[r] < m) m = v[r];
+    }
+    /* conservative update: raise only the counters at the minimum */
+    for (size_t r = 0; m < 15 && r < SKETCH_ROWS; r++) {
+        if (v[r] != m) continue;
         size_t word = r * (c->width / 16) + idx[r] / 16;
         c->sketch[word] += (uint64_t)1 << ((idx[r] % 16) * 4);
     }
-count:
     if (++c->sketch_adds >= c->cfg.sample_size) {
         /* age: halve every counter, so yesterday's hot keys fade */
         size_t words = SKETCH_ROWS * (c->width / 16);
@@ -158,6 +164,19 @@ count:
 static uint64_t group_hash(const l1 *c, const void *g, size_t glen)
 {
     return l1_hash(c->cfg.hash_seed, g, glen);
+}
+
+/*
+ * An entry's hash: its variant's, keyed by its group's hash (which every
+ * lookup computes anyway, for the sketch), so a lookup hashes the group once
+ * and the variant once rather than the group twice.  Still keyed by the
+ * secret seed through the group's hash: a hostile key set cannot aim at a
+ * bucket.
+ */
+static uint64_t entry_hash(const l1 *c, uint64_t gh, const void *v, size_t vlen)
+{
+    const uint64_t key[2] = {c->cfg.hash_seed[0] ^ gh, c->cfg.hash_seed[1] + (gh >> 32 | gh << 32)};
+    return l1_hash(key, v, vlen);
 }
 
 static size_t make_key(char *out, const void *g, size_t glen, const void *v, size_t vlen)
@@ -331,10 +350,13 @@ void l1_set_limits(l1 *c, size_t maxmemory, size_t max_entry_size, uint32_t hot_
     }
 }
 
-static l1_entry *find(l1 *c, const char *key, size_t klen)
+/* The entry of key ([u32 glen][group][variant]); gh: its group's hash. */
+static l1_entry *find(l1 *c, const char *key, size_t klen, uint64_t gh)
 {
     l1_entry *e = NULL;
-    uint64_t h = l1_hash(c->cfg.hash_seed, key, klen);
+    uint32_t gl;
+    memcpy(&gl, key, 4);
+    uint64_t h = entry_hash(c, gh, key + 4 + gl, klen - 4 - gl);
     HASH_FIND_BYHASHVALUE(hh, c->table, key, klen, (unsigned)h, e);
     return e;
 }
@@ -358,8 +380,9 @@ l1_value *l1_get_fresh(l1 *c, const void *group, size_t glen, const void *varian
     char *key = klen <= sizeof(stackkey) ? stackkey : malloc(klen);
     if (!key) abort();
     make_key(key, group, glen, variant, vlen);
-    sketch_add(c, group_hash(c, group, glen));
-    l1_entry *e = find(c, key, klen);
+    uint64_t gh = group_hash(c, group, glen);
+    sketch_add(c, gh);
+    l1_entry *e = find(c, key, klen, gh);
     if (key != stackkey) free(key);
     if (e && e->with_key && fresh) {
         uint64_t t = fresh(fresh_arg);
@@ -488,7 +511,7 @@ int l1_store_then(l1 *c, const void *group, size_t glen, const void *variant, si
     if (!e) abort();
     memset(e, 0, sizeof(*e));
     e->klen = make_key(e->key, group, glen, variant, vlen);
-    l1_entry *old = find(c, e->key, e->klen);
+    l1_entry *old = find(c, e->key, e->klen, gh);
     if (old) entry_remove(c, old);
 
     l1_group *g = NULL;
@@ -538,7 +561,7 @@ int l1_store_then(l1 *c, const void *group, size_t glen, const void *variant, si
     e->gnext = g->entries;
     if (g->entries) g->entries->gprev = e;
     g->entries = e;
-    uint64_t kh = l1_hash(c->cfg.hash_seed, e->key, e->klen);
+    uint64_t kh = entry_hash(c, gh, e->key + 4 + glen, vlen);
     HASH_ADD_KEYPTR_BYHASHVALUE(hh, c->table, e->key, e->klen, (unsigned)kh, e);
     lru_push_head(c, e);
     heap_push(c, e);

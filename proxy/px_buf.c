@@ -32,7 +32,7 @@ static void unshare(px_buf *b)
     b->rpos = b->len = b->cap = 0;
 }
 
-void px_buf_free(px_buf *b)
+void px_buf_release(px_buf *b)
 {
     if (b->shared) unshare(b);
     else free(b->data);

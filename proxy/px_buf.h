@@ -47,7 +47,12 @@ typedef struct px_buf {
 static inline size_t px_buf_used(const px_buf *b) { return b->len - b->rpos; }
 static inline char *px_buf_start(const px_buf *b) { return b->data + b->rpos; }
 
-void px_buf_free(px_buf *b);
+void px_buf_release(px_buf *b);
+/* Free b's allocation (or let go of it, when shared) and zero it. */
+static inline void px_buf_free(px_buf *b)
+{
+    if (b->data || b->shared) px_buf_release(b); /* an empty buffer holds nothing: the usual case of a scratch one */
+}
 /* px_buf_reserve's slow path: grow, compact, or leave a shared allocation. */
 char *px_buf_grow(px_buf *b, size_t n);
 /* Make room for at least n more bytes after len; returns the write pointer. */

@@ -697,6 +697,7 @@ px_upstream *px_lane_conn_for_key(px_upstream *u, const char *key, size_t len)
 {
     uint32_t h = 2166136261u; /* FNV-1a: spreads keys; nothing here for an attacker to gain */
     if (!u->lane) return u;
+    if (u->lane->nconns == 1) return &u->lane->conns[0]; /* the default: no hash to work out */
     for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)key[i]) * 16777619u;
     return &u->lane->conns[h % (uint32_t)u->lane->nconns];
 }
