@@ -147,6 +147,7 @@ typedef struct px_client {
     uint64_t track_redir;   /* hotproxy id its CLIENT TRACKING redirects to (0: none) */
     int redirect_wait;      /* its CLIENT TRACKING REDIRECT waited once for the target's Redis id */
     const char *last_cmd;   /* the table's name of its last command */
+    const struct px_command *cmd_hint; /* px_command_lookup_hint's, for its next command */
     uint64_t ncommands;
 
     px_buf rewrite;         /* a local handler's replacement for the command's bytes */
@@ -242,7 +243,9 @@ void px_client_reply(px_req *r, const char *data, size_t len);
  * earlier one; a smaller one is copied, as one write of many small replies
  * costs less than a writev of many small pieces.
  */
+#ifndef PX_CLIENT_REF_MIN /* a build may set another, to measure */
 #define PX_CLIENT_REF_MIN 4096
+#endif
 void px_client_reply_ref(px_req *r, const char *data, size_t len, void (*put)(void *obj), void *obj);
 /* Answer r with "-<text>\r\n" built from fmt (as px_client_reply). */
 void px_client_reply_error(px_req *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -99,6 +99,26 @@ const px_command *px_command_lookup(const char *name, size_t len, const char *su
     return s ? s : c;
 }
 
+const px_command *px_command_lookup_hint(const px_command **hint, const char *name, size_t len, const char *sub,
+                                         size_t sublen)
+{
+    const px_command *h = *hint;
+    if (h) {
+        /* its name, case aside, and nothing more (a NUL or a '|' in name never matches) */
+        size_t i = 0;
+        for (; i < len && h->name[i]; i++) {
+            unsigned char ch = (unsigned char)name[i];
+            if (ch >= 'A' && ch <= 'Z') ch = (unsigned char)(ch + 32);
+            if (ch != (unsigned char)h->name[i]) break;
+        }
+        if (i == len && !h->name[len]) return h;
+    }
+    const px_command *c = px_command_lookup(name, len, sub, sublen);
+    /* a plain row only: a container's answer depends on its subcommand too */
+    *hint = c && !(c->flags & PX_F_CONT) && !strchr(c->name, '|') ? c : NULL;
+    return c;
+}
+
 static int is(const char *a, size_t n, const char *lit)
 {
     return strlen(lit) == n && !strncasecmp(a, lit, n);

@@ -128,6 +128,14 @@ int px_command_index(const px_command *c);
  * the container itself.
  */
 const px_command *px_command_lookup(const char *name, size_t len, const char *sub, size_t sublen);
+/*
+ * px_command_lookup for a caller that keeps *hint between calls (a client's
+ * last command): a command named by one word (not a container) is found
+ * again with one compare of its name, so a pipeline of one command costs no
+ * search.  *hint is only ever set here, to such a row.
+ */
+const px_command *px_command_lookup_hint(const px_command **hint, const char *name, size_t len, const char *sub,
+                                         size_t sublen);
 
 /*
  * The argument positions of the keys of a command, into out (at most max);
