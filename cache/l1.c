@@ -40,6 +40,7 @@ typedef struct l1_entry {
 struct l1_group {
     UT_hash_handle hh;
     l1_entry *entries;
+    size_t nentries;          /* in entries: few, and a lookup walks them (see find_in) */
     size_t glen;
     char name[];
 };
@@ -281,6 +282,7 @@ static void entry_remove(l1 *c, l1_entry *e)
     if (e->gprev) e->gprev->gnext = e->gnext;
     else g->entries = e->gnext;
     if (e->gnext) e->gnext->gprev = e->gprev;
+    g->nentries--;
     c->st.entries--;
     c->st.bytes -= e->charge;
     if (!g->entries) {
@@ -372,18 +374,40 @@ l1_value *l1_get_meta(l1 *c, const void *group, size_t glen, const void *variant
     return l1_get_fresh(c, group, glen, variant, vlen, now_ms, NULL, NULL, meta);
 }
 
-l1_value *l1_get_fresh(l1 *c, const void *group, size_t glen, const void *variant, size_t vlen, uint64_t now_ms,
-                       uint64_t (*fresh)(void *arg), void *fresh_arg, l1_meta *meta)
+/*
+ * The entry (group, variant) through its group: most groups hold one entry
+ * or a few (a key read one way, or a hash's few fields), and walking them
+ * costs less than hashing the variant.  A group with more goes through the
+ * table, so a key read many ways (HGET of a thousand fields) stays O(1).
+ */
+#define GROUP_WALK_MAX 8
+static l1_entry *find_in(l1 *c, const void *group, size_t glen, const void *variant, size_t vlen, uint64_t gh)
 {
+    l1_group *g = NULL;
+    HASH_FIND_BYHASHVALUE(hh, c->groups, group, glen, (unsigned)gh, g);
+    if (!g) return NULL;
+    if (g->nentries <= GROUP_WALK_MAX) {
+        size_t klen = 4 + glen + vlen;
+        for (l1_entry *e = g->entries; e; e = e->gnext)
+            if (e->klen == klen && !memcmp(e->key + 4 + glen, variant, vlen)) return e;
+        return NULL;
+    }
     char stackkey[512];
     size_t klen = 4 + glen + vlen;
     char *key = klen <= sizeof(stackkey) ? stackkey : malloc(klen);
     if (!key) abort();
     make_key(key, group, glen, variant, vlen);
-    uint64_t gh = group_hash(c, group, glen);
-    sketch_add(c, gh);
     l1_entry *e = find(c, key, klen, gh);
     if (key != stackkey) free(key);
+    return e;
+}
+
+l1_value *l1_get_fresh(l1 *c, const void *group, size_t glen, const void *variant, size_t vlen, uint64_t now_ms,
+                       uint64_t (*fresh)(void *arg), void *fresh_arg, l1_meta *meta)
+{
+    uint64_t gh = group_hash(c, group, glen);
+    sketch_add(c, gh);
+    l1_entry *e = find_in(c, group, glen, variant, vlen, gh);
     if (e && e->with_key && fresh) {
         uint64_t t = fresh(fresh_arg);
         if (t > now_ms) now_ms = t;
@@ -561,6 +585,7 @@ int l1_store_then(l1 *c, const void *group, size_t glen, const void *variant, si
     e->gnext = g->entries;
     if (g->entries) g->entries->gprev = e;
     g->entries = e;
+    g->nentries++;
     uint64_t kh = entry_hash(c, gh, e->key + 4 + glen, vlen);
     HASH_ADD_KEYPTR_BYHASHVALUE(hh, c->table, e->key, e->klen, (unsigned)kh, e);
     lru_push_head(c, e);

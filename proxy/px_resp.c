@@ -267,6 +267,25 @@ int px_req_parse(px_req_parser *p, const char *buf, size_t len)
         p->mbulk_left = ll;
         p->argc = 0;
     }
+    /* The usual case, a whole argument "$<len>\r\n<bytes>\r\n" in the buffer,
+     * in locals: what the loop below would do, without reloading the parser
+     * through every store to argv.  Anything else (split, too long, refused)
+     * is left to that loop, from the same state. */
+    if (p->bulk_len == -1 && p->mbulk_left) {
+        size_t pos = p->pos;
+        long long left = p->mbulk_left, ll;
+        size_t k;
+        while (left && len - pos > 1 && buf[pos] == '$' && (k = small_count(buf + pos + 1, len - pos - 1, &ll)) &&
+               ll <= p->max_bulk_len && (ll <= PX_UNAUTH_MAX_BULK || !p->unauthenticated) &&
+               len - (pos + 1 + k + 2) >= (size_t)ll + 2) {
+            pos += 1 + k + 2;
+            push_arg(p, pos, (size_t)ll);
+            pos += (size_t)ll + 2;
+            left--;
+        }
+        p->pos = pos;
+        p->mbulk_left = left;
+    }
     while (p->mbulk_left) {
         if (p->bulk_len == -1) {
             const char *s = buf + p->pos;

@@ -1137,6 +1137,54 @@ static void test_invalidate_variants(void)
     l1_destroy(c);
 }
 
+/* A lookup walks a group of few entries and hashes into the table for a
+ * larger one: every variant is found with its own value either way, as the
+ * group grows past the walk's limit, and once it is dropped and small again. */
+static void test_many_variants(void)
+{
+    l1_config cfg = cfg_for(1 << 20, 0);
+    l1 *c = l1_create(&cfg);
+    enum { N = 40 };
+    char v[16], val[16];
+    int found = 0, wrong = 0;
+    for (int n = 1; n <= N; n++) {
+        snprintf(v, sizeof(v), "HGET f%d", n - 1);
+        snprintf(val, sizeof(val), "value %d", n - 1);
+        put(c, "hash:1", v, val, strlen(val), 1000, 0);
+        /* after each store, every variant so far */
+        for (int i = 0; i < n; i++) {
+            snprintf(v, sizeof(v), "HGET f%d", i);
+            snprintf(val, sizeof(val), "value %d", i);
+            l1_value *got = l1_get(c, "hash:1", 6, v, strlen(v), 1);
+            found += got != NULL;
+            wrong += got && (got->len != strlen(val) || memcmp(got->data, val, got->len));
+            l1_value_put(got);
+        }
+    }
+    is_int(found, N * (N + 1) / 2, "variants: each of up to %d variants of one group found after every store", N);
+    is_int(wrong, 0, "variants: each with its own value");
+    ok(l1_get(c, "hash:1", 6, "HGET f", 6, 1) == NULL && l1_get(c, "hash:1", 6, "HGET f400", 9, 1) == NULL &&
+           l1_get(c, "hash:", 5, "1HGET f1", 8, 1) == NULL,
+       "variants: a prefix, a longer variant and a shifted split of group and variant miss");
+    /* the group goes, and comes back small */
+    l1_invalidate(c, "hash:1", 6);
+    for (int i = 0; i < 3; i++) {
+        snprintf(v, sizeof(v), "HGET f%d", i);
+        snprintf(val, sizeof(val), "value %d", i);
+        put(c, "hash:1", v, val, strlen(val), 1000, 2);
+    }
+    int back = 0;
+    for (int i = 0; i < 3; i++) {
+        snprintf(v, sizeof(v), "HGET f%d", i);
+        l1_value *got = l1_get(c, "hash:1", 6, v, strlen(v), 3);
+        back += got != NULL;
+        l1_value_put(got);
+    }
+    is_int(back, 3, "variants: after an invalidation, a new small group is found again");
+    is_int(stats(c).entries, 3, "variants: and holds its 3 entries");
+    l1_destroy(c);
+}
+
 /* ---- refcounts ---- */
 
 static void test_refcounts(void)
@@ -1295,6 +1343,7 @@ int main(void)
     test_sketch_halving();
     test_tickets();
     test_invalidate_variants();
+    test_many_variants();
     test_refcounts();
     test_scan();
     done_testing();
