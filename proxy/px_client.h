@@ -5,8 +5,11 @@
  * A request is answered locally or forwarded; replies may complete in any
  * order (local ones at once, forwarded ones when upstream answers) but are
  * written strictly in queue order: a reply for the head of the queue goes
- * straight into the output buffer, one for a later request waits in the
- * request until everything before it is written.
+ * straight into the output, one for a later request waits in the request
+ * until everything before it is written.  The output is a chain: small
+ * replies are copied into the output buffer, large ones are referenced where
+ * they already sit (an L1 value, an upstream's read buffer) and written with
+ * writev between the copied bytes (px_client_reply_ref).
  *
  * A request outlives its client: when a client goes away with requests in
  * flight, they stay in their upstream's queue with client == NULL so the
