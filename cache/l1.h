@@ -203,7 +203,7 @@ uint64_t l1_scan(l1 *c, uint64_t cursor, size_t count,
                  void (*fn)(void *arg, const void *group, size_t glen, const void *variant, size_t vlen, uint64_t expires_ms),
                  void *arg);
 
-/* Keyed 64-bit hash (SipHash-2-4), exposed for tests. */
+/* Keyed 64-bit hash (SipHash-1-3), exposed for tests. */
 uint64_t l1_hash(const uint64_t key[2], const void *data, size_t len);
 
 #endif

@@ -8,14 +8,58 @@
 #include <stdlib.h>
 #include <string.h>
 
-void px_buf_free(px_buf *b)
+/* An allocation others hold references to (px_buf_share); the buffer that
+ * made it holds one too until it lets go of the allocation. */
+typedef struct px_buf_shared {
+    unsigned long refs;
+    char *mem;
+} px_buf_shared;
+
+static void shared_put(void *obj)
 {
-    free(b->data);
+    px_buf_shared *sh = obj;
+    if (--sh->refs) return;
+    free(sh->mem);
+    free(sh);
+}
+
+/* b lets go of a shared allocation (its readers keep it alive). */
+static void unshare(px_buf *b)
+{
+    shared_put(b->shared);
+    b->shared = NULL;
+    b->data = NULL;
+    b->rpos = b->len = b->cap = 0;
+}
+
+void px_buf_release(px_buf *b)
+{
+    if (b->shared) unshare(b);
+    else free(b->data);
     memset(b, 0, sizeof(*b));
 }
 
-char *px_buf_reserve(px_buf *b, size_t n)
+static size_t grown(size_t cap, size_t need)
 {
+    if (!cap) cap = 256;
+    while (cap < need) cap = cap < (64u << 20) ? cap * 2 : cap + (64u << 20);
+    return cap;
+}
+
+char *px_buf_grow(px_buf *b, size_t n)
+{
+    if (b->shared) {
+        /* what is unread moves to an allocation of b's own; readers keep the old one */
+        size_t used = b->len - b->rpos, cap = grown(0, used + n);
+        char *d = malloc(cap);
+        if (!d) abort();
+        memcpy(d, b->data + b->rpos, used);
+        unshare(b);
+        b->data = d;
+        b->cap = cap;
+        b->len = used;
+        return b->data + b->len;
+    }
     if (b->cap - b->len >= n) return b->data + b->len;
     /* Compact first when the read part is at least half the buffer: cheaper
      * than growing, and bounded work per byte consumed. */
@@ -26,20 +70,12 @@ char *px_buf_reserve(px_buf *b, size_t n)
         b->len = used;
         if (b->cap - b->len >= n) return b->data + b->len;
     }
-    size_t need = b->len + n, cap = b->cap ? b->cap : 256;
-    while (cap < need) cap = cap < (64u << 20) ? cap * 2 : cap + (64u << 20);
+    size_t cap = grown(b->cap, b->len + n);
     char *d = realloc(b->data, cap);
     if (!d) abort(); /* sizes from the network are bounded before they get here */
     b->data = d;
     b->cap = cap;
     return b->data + b->len;
-}
-
-void px_buf_append(px_buf *b, const void *p, size_t n)
-{
-    if (!n) return;
-    memcpy(px_buf_reserve(b, n), p, n);
-    b->len += n;
 }
 
 void px_buf_appendf(px_buf *b, const char *fmt, ...)
@@ -61,20 +97,30 @@ void px_buf_appendf(px_buf *b, const char *fmt, ...)
     b->len += (size_t)n;
 }
 
-void px_buf_consume(px_buf *b, size_t n)
-{
-    b->rpos += n;
-    if (b->rpos == b->len) b->rpos = b->len = 0;
-}
-
 void px_buf_clear(px_buf *b, size_t keep)
 {
+    if (b->shared) {
+        unshare(b);
+        return;
+    }
     b->rpos = b->len = 0;
     if (b->cap > keep) {
         free(b->data);
         b->data = NULL;
         b->cap = 0;
     }
+}
+
+px_ref px_buf_share(px_buf *b)
+{
+    if (!b->shared) {
+        b->shared = malloc(sizeof(*b->shared));
+        if (!b->shared) abort();
+        b->shared->refs = 1; /* b's own */
+        b->shared->mem = b->data;
+    }
+    b->shared->refs++;
+    return (px_ref){shared_put, b->shared};
 }
 
 char *px_memdup0(const void *p, size_t n)

@@ -4,12 +4,14 @@
 #include "proxy/px_client.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "proxy/px_command.h"
@@ -19,6 +21,16 @@
 
 #define READ_CHUNK (16 * 1024)
 #define FREE_REQS_MAX 4096
+#define IOV_PER_WRITE (IOV_MAX < 1024 ? IOV_MAX : 1024)
+
+/* A reply written from where it sits: after out's first `at` bytes (counted
+ * from the first ever written, as out_off), before the rest. */
+typedef struct px_oref {
+    const char *data; /* what is left to write */
+    size_t len;
+    size_t at;
+    px_ref ref;
+} px_oref;
 
 static void client_read_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void client_write_cb(struct ev_loop *loop, ev_io *w, int revents);
@@ -48,7 +60,7 @@ static int mem_bucket(size_t mem)
 static void account(px_client *c)
 {
     px_clients *s = c->set;
-    size_t mem = c->flags & PX_CLIENT_CLOSING ? 0 : c->in.cap + c->out.cap + c->held;
+    size_t mem = c->flags & PX_CLIENT_CLOSING ? 0 : c->in.cap + c->out.cap + c->oref_bytes + c->held;
     if (mem == c->mem) return; /* the usual case per reply: the buffers kept their size */
     int b = mem ? mem_bucket(mem) : -1;
     s->clients_mem = s->clients_mem - c->mem + mem;
@@ -170,10 +182,18 @@ px_multi_cmd *px_client_mq_push(px_client *c)
     return m;
 }
 
+/* A held reply's bytes: a reference, or a copy of its own. */
+static void req_reply_free(px_req *r)
+{
+    if (r->reply_ref.put) px_ref_put(&r->reply_ref);
+    else free(r->reply);
+    r->reply = NULL;
+}
+
 void px_req_free(px_clients *s, px_req *r)
 {
     free(r->up.raw);
-    free(r->reply);
+    req_reply_free(r);
     free(r->inval);
     mq_free(r->mq, r->mq_len);
     if (s->req_free_len < FREE_REQS_MAX) {
@@ -183,6 +203,41 @@ void px_req_free(px_clients *s, px_req *r)
     } else {
         free(r);
     }
+}
+
+/* Put every referenced reply (the client is closing: they will not be written). */
+static void orefs_drop(px_client *c)
+{
+    while (c->noref) {
+        px_oref *o = &c->orefs[c->oref_head];
+        px_ref_put(&o->ref);
+        c->oref_head = (c->oref_head + 1) % c->oref_cap;
+        c->noref--;
+    }
+    c->oref_head = 0;
+    c->oref_bytes = 0;
+}
+
+/* Queue len bytes at data, referenced by ref (taken), behind what c's output holds. */
+static void out_ref(px_client *c, const char *data, size_t len, px_ref ref)
+{
+    if (c->noref == c->oref_cap) {
+        int cap = c->oref_cap ? c->oref_cap * 2 : 8;
+        px_oref *o = malloc(sizeof(*o) * (size_t)cap);
+        if (!o) abort();
+        for (int i = 0; i < c->noref; i++) o[i] = c->orefs[(c->oref_head + i) % c->oref_cap];
+        free(c->orefs);
+        c->orefs = o;
+        c->oref_cap = cap;
+        c->oref_head = 0;
+    }
+    px_oref *o = &c->orefs[(c->oref_head + c->noref) % c->oref_cap];
+    o->data = data;
+    o->len = len;
+    o->at = c->out_off + px_buf_used(&c->out);
+    o->ref = ref;
+    c->noref++;
+    c->oref_bytes += len;
 }
 
 void px_client_close(px_client *c, const char *why)
@@ -208,6 +263,7 @@ void px_client_close(px_client *c, const char *why)
     c->nqueued = c->ninflight = 0;
     c->non = 0;
     c->held = 0;
+    orefs_drop(c); /* never to be written */
     account(c);
     px_client_drop_pinned(c);
     c->cnext = s->closing;
@@ -225,6 +281,8 @@ static void client_free(px_client *c)
     close(c->fd);
     px_buf_free(&c->in);
     px_buf_free(&c->out);
+    orefs_drop(c);
+    free(c->orefs);
     px_buf_free(&c->rewrite);
     free(c->on);
     px_buf_free(&c->multi_keys);
@@ -242,7 +300,7 @@ static void client_free(px_client *c)
 
 int px_client_idle(const px_client *c)
 {
-    return c->nqueued == 0 && px_buf_used(&c->out) == 0;
+    return c->nqueued == 0 && px_buf_used(&c->out) == 0 && c->noref == 0;
 }
 
 void px_client_stop_reading(px_client *c)
@@ -266,7 +324,13 @@ static void drain_queue(px_client *c)
 {
     px_req *r;
     while ((r = c->qhead) && r->done) {
-        px_buf_append(&c->out, r->reply, r->reply_len);
+        if (r->reply_ref.put) {
+            out_ref(c, r->reply, r->reply_len, r->reply_ref); /* the reference moves to the output */
+            r->reply_ref.put = NULL;
+            r->reply = NULL;
+        } else {
+            px_buf_append(&c->out, r->reply, r->reply_len);
+        }
         c->held -= r->reply_len;
         c->qhead = r->next;
         if (!c->qhead) c->qtail = NULL;
@@ -281,28 +345,37 @@ static void after_output(px_client *c)
     long long limit = s->core->cfg->client_output_buffer_limit;
     account(c);
     /* replies held for an earlier one count too: they are output in waiting */
-    if (limit && (long long)(px_buf_used(&c->out) + c->held) > limit) {
+    if (limit && (long long)(px_buf_used(&c->out) + c->oref_bytes + c->held) > limit) {
         s->core->stats.output_buffer_limit_disconnects++;
         px_log_notice(&s->core->log, "Client id=%llu addr=%s closed for overcoming of output buffer limits (%zu bytes)",
-                      (unsigned long long)c->id, c->addr, px_buf_used(&c->out));
+                      (unsigned long long)c->id, c->addr, px_buf_used(&c->out) + c->oref_bytes);
         px_client_close(c, NULL);
         return;
     }
-    if (px_buf_used(&c->out)) want_write(c);
+    if (px_buf_used(&c->out) || c->noref) want_write(c);
 }
 
-void px_client_reply(px_req *r, const char *data, size_t len)
+/*
+ * r's reply: data, copied into c's output (or held in r until the replies
+ * before it are written), or, with ref, referenced where it sits (the
+ * reference is taken on every path, and put once it is written or dropped).
+ */
+static void answer(px_req *r, const char *data, size_t len, px_ref *ref)
 {
     px_client *c = r->client;
     px_clients *s = r->set;
     if (r->capture) { /* a local command run inside EXEC's reply */
         px_buf_append(r->capture, data, len);
+        if (ref) px_ref_put(ref);
         return;
     }
     /* A write that may have touched keys it does not name: the L1 may keep
      * the reply (still in flight for the client) until Redis' invalidations
      * for them are in, then calls here again. */
-    if ((r->barrier || r->writes) && s->ops->completing(s->ops_arg, r, data, len)) return;
+    if ((r->barrier || r->writes) && s->ops->completing(s->ops_arg, r, data, len)) {
+        if (ref) px_ref_put(ref); /* it kept a copy */
+        return;
+    }
     if (r->t0) { /* complete: timed now, not when it is written (px_lat_done) */
         px_lat_done(s->core, r->cmd ? px_command_index(r->cmd) : px_command_count(), r->path, r->t0);
         r->t0 = 0;
@@ -321,7 +394,8 @@ void px_client_reply(px_req *r, const char *data, size_t len)
     if (!c) {
         /* the client has gone: its reply is dropped, the slot is free */
         free(r->up.raw);
-        free(r->reply);
+        if (ref) px_ref_put(ref);
+        req_reply_free(r);
         free(r->inval);
         mq_free(r->mq, r->mq_len);
         free(r);
@@ -332,9 +406,16 @@ void px_client_reply(px_req *r, const char *data, size_t len)
     if (r->hook && r->hook(r, data, len, &hooked)) {
         data = hooked.data;
         len = hooked.len;
+        if (ref) px_ref_put(ref); /* the hook's bytes replace them */
+        ref = NULL;
+    }
+    if (ref && !len) {
+        px_ref_put(ref);
+        ref = NULL;
     }
     if (r == c->qhead) {
-        px_buf_append(&c->out, data, len);
+        if (ref) out_ref(c, data, len, *ref);
+        else px_buf_append(&c->out, data, len);
         c->qhead = r->next;
         if (!c->qhead) c->qtail = NULL;
         c->nqueued--;
@@ -342,9 +423,15 @@ void px_client_reply(px_req *r, const char *data, size_t len)
         drain_queue(c);
         after_output(c);
     } else {
-        r->reply = malloc(len ? len : 1);
-        if (!r->reply) abort();
-        memcpy(r->reply, data, len);
+        if (ref) {
+            /* held where it sits: no copy while it waits either */
+            r->reply = (char *)data;
+            r->reply_ref = *ref;
+        } else {
+            r->reply = malloc(len ? len : 1);
+            if (!r->reply) abort();
+            memcpy(r->reply, data, len);
+        }
         r->reply_len = len;
         r->done = 1;
         c->held += len;
@@ -370,6 +457,19 @@ void px_client_reply(px_req *r, const char *data, size_t len)
     }
 }
 
+void px_client_reply(px_req *r, const char *data, size_t len) { answer(r, data, len, NULL); }
+
+void px_client_reply_ref(px_req *r, const char *data, size_t len, void (*put)(void *obj), void *obj)
+{
+    px_ref ref = {put, obj};
+    if (len >= PX_CLIENT_REF_MIN) {
+        answer(r, data, len, &ref);
+        return;
+    }
+    answer(r, data, len, NULL);
+    px_ref_put(&ref);
+}
+
 void px_client_reply_error(px_req *r, const char *fmt, ...)
 {
     char msg[512];
@@ -388,15 +488,80 @@ void px_client_reply_error(px_req *r, const char *fmt, ...)
     px_client_reply(r, msg, (size_t)n + 3);
 }
 
+/*
+ * One writev of c's output: out's bytes with the referenced replies in their
+ * places, as many pieces as one call takes.
+ */
+static ssize_t write_chain(px_client *c)
+{
+    struct iovec iov[IOV_PER_WRITE];
+    int n = 0, i;
+    size_t pos = c->out_off, left = px_buf_used(&c->out);
+    const char *p = px_buf_start(&c->out);
+    for (i = 0; i < c->noref && n + 2 <= IOV_PER_WRITE; i++) {
+        const px_oref *o = &c->orefs[(c->oref_head + i) % c->oref_cap];
+        size_t k = o->at - pos; /* out's bytes before it */
+        if (k) {
+            iov[n].iov_base = (void *)p;
+            iov[n++].iov_len = k;
+            p += k;
+            left -= k;
+            pos += k;
+        }
+        iov[n].iov_base = (void *)o->data;
+        iov[n++].iov_len = o->len;
+    }
+    if (i == c->noref && left && n < IOV_PER_WRITE) {
+        iov[n].iov_base = (void *)p;
+        iov[n++].iov_len = left;
+    }
+    return writev(c->fd, iov, n);
+}
+
+/* n bytes of the chain were written: consume them from out and the references, in order. */
+static void chain_written(px_client *c, size_t n)
+{
+    while (n) {
+        if (!c->noref) {
+            px_buf_consume(&c->out, n);
+            c->out_off += n;
+            return;
+        }
+        px_oref *o = &c->orefs[c->oref_head];
+        size_t k = o->at - c->out_off;
+        if (k) {
+            size_t t = k < n ? k : n;
+            px_buf_consume(&c->out, t);
+            c->out_off += t;
+            n -= t;
+            continue;
+        }
+        size_t t = o->len < n ? o->len : n;
+        o->data += t;
+        o->len -= t;
+        c->oref_bytes -= t;
+        n -= t;
+        if (o->len) return;
+        px_ref_put(&o->ref);
+        c->oref_head = (c->oref_head + 1) % c->oref_cap;
+        c->noref--;
+    }
+}
+
 int px_client_flush(px_client *c)
 {
     px_clients *s = c->set;
     if (c->flags & PX_CLIENT_CLOSING) return -1;
-    while (px_buf_used(&c->out)) {
-        ssize_t n = write(c->fd, px_buf_start(&c->out), px_buf_used(&c->out));
+    while (px_buf_used(&c->out) || c->noref) {
+        ssize_t n = c->noref ? write_chain(c) : write(c->fd, px_buf_start(&c->out), px_buf_used(&c->out));
         if (n > 0) {
             s->core->stats.net_output_bytes += (uint64_t)n;
-            px_buf_consume(&c->out, (size_t)n);
+            if (c->noref) {
+                chain_written(c, (size_t)n);
+            } else {
+                px_buf_consume(&c->out, (size_t)n);
+                c->out_off += (size_t)n;
+            }
             c->last_active = px_now(s->core); /* as Redis: a reply written counts as activity */
             continue;
         }
@@ -553,7 +718,10 @@ static void upstream_done(px_upreq *q, struct px_upstream *u, const char *reply,
      * transaction (px_client_pinned_lost must not keep one for it). */
     if (failed && r->client && r->pinned && r->cmd && (px_handlers[r->cmd->handler].sets & PX_STATE_MULTI))
         r->client->multi_failed = 1;
-    px_client_reply(r, reply, len);
+    /* a large reply goes out from u's read buffer, not copied */
+    px_ref ref;
+    if (len >= PX_CLIENT_REF_MIN && r->client && px_upstream_ref(u, reply, len, &ref)) answer(r, reply, len, &ref);
+    else px_client_reply(r, reply, len);
 }
 
 void px_client_reply_via(px_req *r, struct px_upstream *u, const char *cmd, size_t cmdlen, const char *reply,

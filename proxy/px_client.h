@@ -5,8 +5,11 @@
  * A request is answered locally or forwarded; replies may complete in any
  * order (local ones at once, forwarded ones when upstream answers) but are
  * written strictly in queue order: a reply for the head of the queue goes
- * straight into the output buffer, one for a later request waits in the
- * request until everything before it is written.
+ * straight into the output, one for a later request waits in the request
+ * until everything before it is written.  The output is a chain: small
+ * replies are copied into the output buffer, large ones are referenced where
+ * they already sit (an L1 value, an upstream's read buffer) and written with
+ * writev between the copied bytes (px_client_reply_ref).
  *
  * A request outlives its client: when a client goes away with requests in
  * flight, they stay in their upstream's queue with client == NULL so the
@@ -45,6 +48,7 @@ typedef struct px_req {
     const struct px_command *cmd;  /* NULL: unknown command */
     char *reply;                   /* stored reply, when it completed out of order */
     size_t reply_len;
+    px_ref reply_ref;              /* set: reply is referenced where it sits (px_client_reply_ref), not owned */
     unsigned done : 1;
     unsigned forwarded : 1;        /* in an upstream's queue, unanswered */
     unsigned pinned : 1;           /* forwarded on the client's pinned connection */
@@ -114,6 +118,12 @@ typedef struct px_client {
     unsigned flags;
     ev_io rw, ww;
     px_buf in, out;
+    /* Output is out's copied bytes with large replies referenced in between
+     * (px_client_reply_ref), written together with writev. */
+    struct px_oref *orefs;  /* the referenced replies, a FIFO ring */
+    int oref_head, noref, oref_cap;
+    size_t oref_bytes;      /* their bytes not yet written: output, as out's are */
+    size_t out_off;         /* out's bytes written so far, the position orefs count in */
     px_req_parser parser;
 
     px_req *qhead, *qtail;  /* requests in arrival order, not yet written */
@@ -155,6 +165,7 @@ typedef struct px_client {
     uint64_t track_redir;   /* hotproxy id its CLIENT TRACKING redirects to (0: none) */
     int redirect_wait;      /* its CLIENT TRACKING REDIRECT waited once for the target's Redis id */
     const char *last_cmd;   /* the table's name of its last command */
+    const struct px_command *cmd_hint; /* px_command_lookup_hint's, for its next command */
     uint64_t ncommands;
 
     px_buf rewrite;         /* a local handler's replacement for the command's bytes */
@@ -242,6 +253,18 @@ void px_client_resume(px_client *c);
 
 /* A request's reply (or an error standing in for it) has arrived. */
 void px_client_reply(px_req *r, const char *data, size_t len);
+/*
+ * px_client_reply for bytes owned elsewhere, with a reference to them the
+ * call takes (on every path: put once they are written or dropped).  A
+ * reply of at least PX_CLIENT_REF_MIN bytes goes to the socket from where it
+ * sits (an L1 value, an upstream's read buffer), also when it waits for an
+ * earlier one; a smaller one is copied, as one write of many small replies
+ * costs less than a writev of many small pieces.
+ */
+#ifndef PX_CLIENT_REF_MIN /* a build may set another, to measure */
+#define PX_CLIENT_REF_MIN 4096
+#endif
+void px_client_reply_ref(px_req *r, const char *data, size_t len, void (*put)(void *obj), void *obj);
 /* Answer r with "-<text>\r\n" built from fmt (as px_client_reply). */
 void px_client_reply_error(px_req *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

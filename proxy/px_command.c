@@ -13,8 +13,14 @@ const px_handler_info px_handlers[PX_H__COUNT] = {
 #include "proxy/px_commands.def"
 };
 
+/* Byte i of a name literal in bits 56 - 8i (0 past its end), at compile time. */
+#define PFX_AT(s, i) ((unsigned long long)(sizeof(s) > (i) + 1 ? (unsigned char)(s)[i] : 0) << (56 - 8 * (i)))
+#define PFX(s) \
+    (PFX_AT(s, 0) | PFX_AT(s, 1) | PFX_AT(s, 2) | PFX_AT(s, 3) | PFX_AT(s, 4) | PFX_AT(s, 5) | PFX_AT(s, 6) | PFX_AT(s, 7))
+
 static const px_command table[] = {
-#define PX_CMD(name, arity, flags, first, last, step, handler, keys) {name, arity, flags, first, last, step, handler, keys},
+#define PX_CMD(name, arity, flags, first, last, step, handler, keys) \
+    {name, arity, flags, first, last, step, handler, keys, PFX(name)},
 #include "proxy/px_commands.def"
 };
 
@@ -29,44 +35,88 @@ const px_command *px_command_at(int i)
 
 int px_command_index(const px_command *c) { return (int)(c - table); }
 
-static const px_command *find(const char *key)
+/* key: n lowercase bytes and a NUL; pfx: its first 8 as in PFX.  The
+ * search is a branchless lower bound on pfx; names sharing their first 8
+ * bytes (all at least 8 long, "client|..." or "georadiu...") follow it, few
+ * at a time, and are told apart by the rest. */
+static const px_command *find_pfx(const char *key, size_t n, unsigned long long pfx)
 {
-    int lo = 0, hi = NCOMMANDS - 1;
-    while (lo <= hi) {
-        int mid = (lo + hi) / 2;
-        int c = strcmp(key, table[mid].name);
-        if (c == 0) return &table[mid];
-        if (c < 0) hi = mid - 1;
-        else lo = mid + 1;
+    const px_command *base = table;
+    size_t len = NCOMMANDS;
+    while (len > 1) {
+        size_t half = len / 2;
+        base = base[half - 1].pfx < pfx ? base + half : base;
+        len -= half;
     }
+    if (base->pfx < pfx) base++;
+    for (const px_command *end = table + NCOMMANDS; base < end && base->pfx == pfx; base++)
+        if (n < 8 || !strcmp(key + 8, base->name + 8)) return base;
     return NULL;
 }
 
-/* Lowercase n bytes into out; 0 if too long or holds a NUL (no command does). */
-static size_t lower(char *out, size_t cap, const char *s, size_t n)
+/* Lowercase n bytes into out (with a NUL) and their first 8 into *pfx; 0 if
+ * too long or holding a NUL or a '|' (no name a client may send does). */
+static size_t lower(char *out, size_t cap, const char *s, size_t n, unsigned long long *pfx)
 {
+    unsigned long long w = 0;
     if (n >= cap) return 0;
     for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
-        if (ch == '\0') return 0;
-        out[i] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
+        unsigned char ch = (unsigned char)s[i];
+        if (ch == '\0' || ch == '|') return 0;
+        if (ch >= 'A' && ch <= 'Z') ch = (unsigned char)(ch + 32);
+        out[i] = (char)ch;
+        if (i < 8) w |= (unsigned long long)ch << (56 - 8 * i);
     }
     out[n] = '\0';
+    *pfx = w;
     return n;
+}
+
+static const px_command *find(const char *key)
+{
+    char k[64];
+    unsigned long long pfx;
+    size_t n = lower(k, sizeof(k), key, strlen(key), &pfx);
+    return n ? find_pfx(k, n, pfx) : NULL;
 }
 
 const px_command *px_command_lookup(const char *name, size_t len, const char *sub, size_t sublen)
 {
     char key[64];
-    if (memchr(name, '|', len)) return NULL; /* "client|setname" is not a name a client may send */
-    size_t n = lower(key, 32, name, len);
+    unsigned long long pfx;
+    /* "client|setname" is not a name a client may send: lower refuses a '|' */
+    size_t n = lower(key, 32, name, len, &pfx);
     if (!n) return NULL;
-    const px_command *c = find(key);
+    const px_command *c = find_pfx(key, n, pfx);
     if (!c || !(c->flags & PX_F_CONT) || !sub) return c;
+    /* "container|sub": its first 8 bytes again, with the bar and the sub's start */
+    size_t m = lower(key + n + 1, sizeof(key) - n - 1, sub, sublen, &pfx);
+    if (!m) return c;
     key[n] = '|';
-    if (!lower(key + n + 1, sizeof(key) - n - 1, sub, sublen)) return c;
-    const px_command *s = find(key);
+    pfx = 0;
+    for (size_t i = 0; i < 8 && i < n + 1 + m; i++) pfx |= (unsigned long long)(unsigned char)key[i] << (56 - 8 * i);
+    const px_command *s = find_pfx(key, n + 1 + m, pfx);
     return s ? s : c;
+}
+
+const px_command *px_command_lookup_hint(const px_command **hint, const char *name, size_t len, const char *sub,
+                                         size_t sublen)
+{
+    const px_command *h = *hint;
+    if (h) {
+        /* its name, case aside, and nothing more (a NUL or a '|' in name never matches) */
+        size_t i = 0;
+        for (; i < len && h->name[i]; i++) {
+            unsigned char ch = (unsigned char)name[i];
+            if (ch >= 'A' && ch <= 'Z') ch = (unsigned char)(ch + 32);
+            if (ch != (unsigned char)h->name[i]) break;
+        }
+        if (i == len && !h->name[len]) return h;
+    }
+    const px_command *c = px_command_lookup(name, len, sub, sublen);
+    /* a plain row only: a container's answer depends on its subcommand too */
+    *hint = c && !(c->flags & PX_F_CONT) && !strchr(c->name, '|') ? c : NULL;
+    return c;
 }
 
 static int is(const char *a, size_t n, const char *lit)

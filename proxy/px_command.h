@@ -3,6 +3,9 @@
  *
  * The table is sorted by name and immutable; lookup lowercases the name into a
  * stack buffer and binary-searches it, so it needs no init and no globals.
+ * Each row carries its name's first 8 bytes as one integer, worked out by the
+ * compiler, which orders rows as strcmp does: most steps of the search are
+ * one integer compare, not a call to strcmp.
  * What a command does to the client's connection is its handler's row
  * (px_handlers, indexed by the handler column): read, never re-decided.
  */
@@ -119,6 +122,7 @@ typedef struct px_command {
     int first_key, last_key, key_step;
     px_handler handler;
     px_keyspec keys;
+    unsigned long long pfx; /* the name's first 8 bytes, big-endian, zero-padded: the lookup's compare */
 } px_command;
 
 /* Number of entries, and entry i (for INFO's per-command section). */
@@ -133,6 +137,14 @@ int px_command_index(const px_command *c);
  * the container itself.
  */
 const px_command *px_command_lookup(const char *name, size_t len, const char *sub, size_t sublen);
+/*
+ * px_command_lookup for a caller that keeps *hint between calls (a client's
+ * last command): a command named by one word (not a container) is found
+ * again with one compare of its name, so a pipeline of one command costs no
+ * search.  *hint is only ever set here, to such a row.
+ */
+const px_command *px_command_lookup_hint(const px_command **hint, const char *name, size_t len, const char *sub,
+                                         size_t sublen);
 
 /*
  * The argument positions of the keys of a command, into out (at most max);

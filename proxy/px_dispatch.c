@@ -409,8 +409,8 @@ static int dispatch(void *arg, px_client *c, const char *raw, size_t rawlen)
     /* An EXEC runs its local commands when its reply comes: what the client
      * sent after it must see their effects (CLIENT SETNAME), so it waits. */
     if (c->exec_local > 0) return 0;
-    const px_command *cmd = px_command_lookup(c->argv[0], c->argvlen[0], argc > 1 ? c->argv[1] : NULL,
-                                              argc > 1 ? c->argvlen[1] : 0);
+    const px_command *cmd = px_command_lookup_hint(&c->cmd_hint, c->argv[0], c->argvlen[0], argc > 1 ? c->argv[1] : NULL,
+                                                   argc > 1 ? c->argvlen[1] : 0);
     /* What it does is its handler's row in px_commands.def: hp says. */
     px_handler h = px_command_handler(cmd, argc, c->argv, c->argvlen);
     unsigned hp = px_handler_props(h);

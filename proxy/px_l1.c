@@ -82,6 +82,9 @@ void px_l1_destroy(px_l1 *l)
     free(l);
 }
 
+/* A hit's reference, put by the client once its bytes are written. */
+static void value_put(void *v) { l1_value_put(v); }
+
 int px_l1_read(px_l1 *l, px_client *c, px_req *r, px_upstream *u, const char *raw, size_t rawlen)
 {
     const px_command *cmd = r->cmd;
@@ -130,8 +133,7 @@ int px_l1_read(px_l1 *l, px_client *c, px_req *r, px_upstream *u, const char *ra
     l->scratch = key; /* keep the (possibly grown) buffer */
     if (v) {
         px_req_path(r, PX_PATH_L1_HIT);
-        px_client_reply(r, v->data, v->len);
-        l1_value_put(v);
+        px_client_reply_ref(r, v->data, v->len, value_put, v); /* takes our reference */
         /* read near its expiry: fetch it again in the background, once */
         if (l1_should_refresh(l->cache, &meta, now, (uint64_t)pol.ttl, (unsigned)pol.jitter,
                               (unsigned)l->core->cfg->l1_refresh_ahead) &&

@@ -535,7 +535,8 @@ static void client_line(px_client *c, px_buf *b, const px_client *self)
                    c->name ? c->name : "", (long long)(now - c->created), (long long)(now - c->last_active), flags,
                    c->db, c->nsub, c->npsub, c->nssub, c->state & PX_STATE_MULTI ? c->multi_queued : -1,
                    px_buf_used(&c->in), c->in.cap - c->in.len, argv_mem, c->out.cap, c->out.cap,
-                   held > 0 ? held : 0, px_buf_used(&c->out), c->in.cap + c->out.cap + argv_mem, cmdname,
+                   held > 0 ? held : 0, px_buf_used(&c->out) + c->oref_bytes,
+                   c->in.cap + c->out.cap + c->oref_bytes + argv_mem, cmdname,
                    c->user ? c->user : "default",
                    c->state & PX_STATE_TRACKING ? (long long)c->track_redir : -1LL, c->proto,
                    c->lib_name ? c->lib_name : "", c->lib_ver ? c->lib_ver : "", c->ninflight, c->pinned != NULL);

@@ -90,7 +90,23 @@ void px_req_parser_reset(px_req_parser *p)
     p->errstr = NULL;
 }
 
-static void push_arg(px_req_parser *p, size_t off, size_t len)
+/*
+ * The common case of a count line: "<digits>\r\n", at most 18 digits, no
+ * sign, no leading zero.  Returns the digits' length with *v set, or 0 for
+ * anything else (a short read too), which the general path (memchr and
+ * px_string2ll) then takes: it accepts and refuses the same lines as before.
+ */
+static inline size_t small_count(const char *p, size_t avail, long long *v)
+{
+    size_t i = 0;
+    long long x = 0;
+    while (i < avail && i < 18 && p[i] >= '0' && p[i] <= '9') x = x * 10 + (p[i++] - '0');
+    if (i == 0 || avail - i < 2 || p[i] != '\r' || p[i + 1] != '\n' || (p[0] == '0' && i > 1)) return 0;
+    *v = x;
+    return i;
+}
+
+static inline void push_arg(px_req_parser *p, size_t off, size_t len)
 {
     if (p->argc == p->argv_cap) {
         p->argv_cap = p->argv_cap ? p->argv_cap * 2 : 16;
@@ -223,7 +239,9 @@ int px_req_parse(px_req_parser *p, const char *buf, size_t len)
 
     if (p->mbulk_left == 0) {
         /* the multibulk header: *<count>\r\n */
-        const char *cr = memchr(buf, '\r', len);
+        long long ll;
+        size_t k = small_count(buf + 1, len - 1, &ll);
+        const char *cr = k ? buf + 1 + k : memchr(buf, '\r', len);
         if (!cr) {
             if (len > PX_INLINE_MAX_SIZE) {
                 p->errstr = "Protocol error: too big mbulk count string";
@@ -236,8 +254,7 @@ int px_req_parse(px_req_parser *p, const char *buf, size_t len)
             p->need = (size_t)(cr - buf) + 2;
             return PX_AGAIN;
         }
-        long long ll;
-        if (!px_string2ll(buf + 1, (size_t)(cr - (buf + 1)), &ll) || ll > INT_MAX) {
+        if ((!k && !px_string2ll(buf + 1, (size_t)(cr - (buf + 1)), &ll)) || ll > INT_MAX) {
             p->errstr = "Protocol error: invalid multibulk length";
             return PX_ERR;
         }
@@ -250,11 +267,32 @@ int px_req_parse(px_req_parser *p, const char *buf, size_t len)
         p->mbulk_left = ll;
         p->argc = 0;
     }
+    /* The usual case, a whole argument "$<len>\r\n<bytes>\r\n" in the buffer,
+     * in locals: what the loop below would do, without reloading the parser
+     * through every store to argv.  Anything else (split, too long, refused)
+     * is left to that loop, from the same state. */
+    if (p->bulk_len == -1 && p->mbulk_left) {
+        size_t pos = p->pos;
+        long long left = p->mbulk_left, ll;
+        size_t k;
+        while (left && len - pos > 1 && buf[pos] == '$' && (k = small_count(buf + pos + 1, len - pos - 1, &ll)) &&
+               ll <= p->max_bulk_len && (ll <= PX_UNAUTH_MAX_BULK || !p->unauthenticated) &&
+               len - (pos + 1 + k + 2) >= (size_t)ll + 2) {
+            pos += 1 + k + 2;
+            push_arg(p, pos, (size_t)ll);
+            pos += (size_t)ll + 2;
+            left--;
+        }
+        p->pos = pos;
+        p->mbulk_left = left;
+    }
     while (p->mbulk_left) {
         if (p->bulk_len == -1) {
             const char *s = buf + p->pos;
             size_t avail = len - p->pos;
-            const char *cr = avail ? memchr(s, '\r', avail) : NULL;
+            long long ll;
+            size_t k = avail && s[0] == '$' ? small_count(s + 1, avail - 1, &ll) : 0;
+            const char *cr = k ? s + 1 + k : avail ? memchr(s, '\r', avail) : NULL;
             if (!cr) {
                 if (avail > PX_INLINE_MAX_SIZE) {
                     p->errstr = "Protocol error: too big bulk count string";
@@ -275,8 +313,7 @@ int px_req_parse(px_req_parser *p, const char *buf, size_t len)
                 p->errstr = p->errbuf;
                 return PX_ERR;
             }
-            long long ll;
-            if (!px_string2ll(s + 1, (size_t)(cr - (s + 1)), &ll) || ll < 0 || ll > p->max_bulk_len) {
+            if ((!k && !px_string2ll(s + 1, (size_t)(cr - (s + 1)), &ll)) || ll < 0 || ll > p->max_bulk_len) {
                 p->errstr = "Protocol error: invalid bulk length";
                 return PX_ERR;
             }

@@ -465,6 +465,13 @@ static int deliver(px_upstream *u, const char *frame, size_t len)
     return 0;
 }
 
+int px_upstream_ref(px_upstream *u, const char *p, size_t len, px_ref *ref)
+{
+    if (!px_buf_holds(&u->in, p, len)) return 0;
+    *ref = px_buf_share(&u->in);
+    return 1;
+}
+
 static void up_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     px_upstream *u = w->data;
@@ -721,6 +728,7 @@ px_upstream *px_lane_conn_for_key(px_upstream *u, const char *key, size_t len)
 {
     uint32_t h = 2166136261u; /* FNV-1a: spreads keys; nothing here for an attacker to gain */
     if (!u->lane) return u;
+    if (u->lane->nconns == 1) return &u->lane->conns[0]; /* the default: no hash to work out */
     for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)key[i]) * 16777619u;
     return &u->lane->conns[h % (uint32_t)u->lane->nconns];
 }

@@ -270,5 +270,9 @@ void px_upstream_write(px_upstream *u, const char *cmd, size_t len);
 void px_upstream_marker(px_upstream *u, px_internal_cb cb, void *ctx);
 /* Write buffered bytes; returns -1 if the connection failed. */
 int px_upstream_flush(px_upstream *u);
+/* A reference to bytes u is delivering (a reply, in its done callback) when
+ * they sit in its read buffer: they stay valid until it is put (see
+ * px_buf_share).  Returns 0 when they are not there (an error u made up). */
+int px_upstream_ref(px_upstream *u, const char *p, size_t len, px_ref *ref);
 
 #endif

@@ -512,9 +512,36 @@ static void test_call_handler(void)
        "element: none for a command that is not a MULTIGET");
 }
 
+/* px_command_lookup_hint: the hint answers only for exactly its own name,
+ * and only a plain row becomes one. */
+static void test_lookup_hint(void)
+{
+    const px_command *hint = NULL, *get = look("get", NULL);
+    ok(px_command_lookup_hint(&hint, "GET", 3, NULL, 0) == get && hint == get, "hint: a lookup of GET leaves GET as the hint");
+    ok(px_command_lookup_hint(&hint, "gEt", 3, NULL, 0) == get, "hint: found again, case aside");
+    ok(px_command_lookup_hint(&hint, "ge", 2, NULL, 0) == NULL, "hint: a prefix of its name is not it");
+    hint = get;
+    ok(px_command_lookup_hint(&hint, "gett", 4, NULL, 0) == NULL, "hint: its name with a suffix is not it");
+    hint = get;
+    ok(px_command_lookup_hint(&hint, "get\0", 4, NULL, 0) == NULL, "hint: its name and a NUL is not it");
+    hint = get;
+    ok(px_command_lookup_hint(&hint, "getx", 3, NULL, 0) == get, "hint: only len bytes of the name are read");
+    is_str(name_of(px_command_lookup_hint(&hint, "set", 3, NULL, 0)), "set", "hint: another name is looked up");
+    is_str(name_of(hint), "set", "hint: which becomes the hint");
+    is_str(name_of(px_command_lookup_hint(&hint, "client", 6, "setname", 7)), "client|setname",
+           "hint: a container's subcommand is looked up");
+    ok(hint == NULL, "hint: neither the container nor its subcommand becomes the hint");
+    ok(px_command_lookup_hint(&hint, "client|setname", 14, NULL, 0) == NULL,
+       "hint: 'client|setname' is still no command");
+    hint = get;
+    is_str(name_of(px_command_lookup_hint(&hint, "client", 6, "list", 4)), "client|list",
+           "hint: a container named while GET is the hint is looked up in full");
+}
+
 int main(void)
 {
     test_lookup();
+    test_lookup_hint();
     test_arity();
     test_keys();
     test_writes();

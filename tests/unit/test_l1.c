@@ -136,18 +136,21 @@ static uint64_t lone_charge(size_t glen, size_t vlen, size_t len)
 
 static void test_hash(void)
 {
-    /* SipHash-2-4 reference vectors (veorq/SipHash vectors.h, the paper's appendix):
-     * key 00 01 .. 0f, message 00 01 .. (n-1). */
-    const uint64_t key[2] = {0x0706050403020100ULL, 0x0f0e0d0c0b0a0908ULL};
+    /* SipHash-1-3 reference vectors: Python's hash() of bytes is SipHash-1-3
+     * (sys.hash_info.algorithm 'siphash13'), keyed with zeros under
+     * PYTHONHASHSEED=0: `PYTHONHASHSEED=0 python3 -c 'print(hash(bytes(range(n))) % 2**64)'`.
+     * Lengths 1, 7 (tail only), 8 (one block, empty tail), 15, 16, 17. */
+    const uint64_t zero[2] = {0, 0};
     unsigned char msg[64];
     for (int i = 0; i < 64; i++) msg[i] = (unsigned char)i;
-    ok(l1_hash(key, msg, 15) == 0xa129ca6149be45e5ULL, "siphash: 15-byte paper vector is 0xa129ca6149be45e5 (got 0x%016" PRIx64 ")",
-       l1_hash(key, msg, 15));
-    ok(l1_hash(key, msg, 0) == 0x726fdb47dd0e0e31ULL, "siphash: empty message is 0x726fdb47dd0e0e31 (got 0x%016" PRIx64 ")",
-       l1_hash(key, msg, 0));
-    ok(l1_hash(key, msg, 1) == 0x74f839c593dc67fdULL, "siphash: 1-byte vector");
-    ok(l1_hash(key, msg, 7) == 0xab0200f58b01d137ULL, "siphash: 7-byte vector (tail only)");
-    ok(l1_hash(key, msg, 8) == 0x93f5f5799a932462ULL, "siphash: 8-byte vector (one whole block, empty tail)");
+    const struct {
+        size_t n;
+        uint64_t h;
+    } vec[] = {{1, 0x68a914128e01e473ULL},  {7, 0x2f098ab0c751325aULL},  {8, 0xead411e67ebe2eeaULL},
+               {15, 0xf30eb725bb91c9eaULL}, {16, 0x8972188433a5c5b7ULL}, {17, 0x4883c49a2c009c1dULL}};
+    for (size_t i = 0; i < sizeof(vec) / sizeof(vec[0]); i++)
+        ok(l1_hash(zero, msg, vec[i].n) == vec[i].h, "siphash-1-3: %zu-byte vector is 0x%016" PRIx64 " (got 0x%016" PRIx64 ")",
+           vec[i].n, vec[i].h, l1_hash(zero, msg, vec[i].n));
 
     const uint64_t s1[2] = {1, 2}, s2[2] = {3, 4}, s3[2] = {1, 3};
     ok(l1_hash(s1, "user:42", 7) != l1_hash(s2, "user:42", 7), "hash is keyed: different seeds, different hashes");
@@ -1134,6 +1137,54 @@ static void test_invalidate_variants(void)
     l1_destroy(c);
 }
 
+/* A lookup walks a group of few entries and hashes into the table for a
+ * larger one: every variant is found with its own value either way, as the
+ * group grows past the walk's limit, and once it is dropped and small again. */
+static void test_many_variants(void)
+{
+    l1_config cfg = cfg_for(1 << 20, 0);
+    l1 *c = l1_create(&cfg);
+    enum { N = 40 };
+    char v[16], val[16];
+    int found = 0, wrong = 0;
+    for (int n = 1; n <= N; n++) {
+        snprintf(v, sizeof(v), "HGET f%d", n - 1);
+        snprintf(val, sizeof(val), "value %d", n - 1);
+        put(c, "hash:1", v, val, strlen(val), 1000, 0);
+        /* after each store, every variant so far */
+        for (int i = 0; i < n; i++) {
+            snprintf(v, sizeof(v), "HGET f%d", i);
+            snprintf(val, sizeof(val), "value %d", i);
+            l1_value *got = l1_get(c, "hash:1", 6, v, strlen(v), 1);
+            found += got != NULL;
+            wrong += got && (got->len != strlen(val) || memcmp(got->data, val, got->len));
+            l1_value_put(got);
+        }
+    }
+    is_int(found, N * (N + 1) / 2, "variants: each of up to %d variants of one group found after every store", N);
+    is_int(wrong, 0, "variants: each with its own value");
+    ok(l1_get(c, "hash:1", 6, "HGET f", 6, 1) == NULL && l1_get(c, "hash:1", 6, "HGET f400", 9, 1) == NULL &&
+           l1_get(c, "hash:", 5, "1HGET f1", 8, 1) == NULL,
+       "variants: a prefix, a longer variant and a shifted split of group and variant miss");
+    /* the group goes, and comes back small */
+    l1_invalidate(c, "hash:1", 6);
+    for (int i = 0; i < 3; i++) {
+        snprintf(v, sizeof(v), "HGET f%d", i);
+        snprintf(val, sizeof(val), "value %d", i);
+        put(c, "hash:1", v, val, strlen(val), 1000, 2);
+    }
+    int back = 0;
+    for (int i = 0; i < 3; i++) {
+        snprintf(v, sizeof(v), "HGET f%d", i);
+        l1_value *got = l1_get(c, "hash:1", 6, v, strlen(v), 3);
+        back += got != NULL;
+        l1_value_put(got);
+    }
+    is_int(back, 3, "variants: after an invalidation, a new small group is found again");
+    is_int(stats(c).entries, 3, "variants: and holds its 3 entries");
+    l1_destroy(c);
+}
+
 /* ---- refcounts ---- */
 
 static void test_refcounts(void)
@@ -1292,6 +1343,7 @@ int main(void)
     test_sketch_halving();
     test_tickets();
     test_invalidate_variants();
+    test_many_variants();
     test_refcounts();
     test_scan();
     done_testing();
