@@ -1196,6 +1196,9 @@ void px_client_maybe_unpin(px_client *c)
 {
     struct px_upstream *u = c->pinned;
     if (!u || c->state || c->nblocking || c->markers || u->nsent || u->raw) return;
+    /* a reply of its still counted in flight (held by the L1's barrier)
+     * names u: keep it until that is answered */
+    if (px_client_inflight_on(c, u->pool) == u) return;
     c->pinned = NULL;
     px_pool_unpin(u->pool, u);
 }

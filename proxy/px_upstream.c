@@ -103,7 +103,11 @@ static void close_socket(px_upstream *u)
     ev_timer_stop(s->loop, &u->timer);
     u->write_armed = 0;
     px_buf_clear(&u->out, 0);
-    px_buf_clear(&u->in, 0);
+    /* The allocation stays (freed with u, or reused by its next connection):
+     * the reply being delivered from it may be what closed u (EXEC's reply
+     * running a queued HOTPROXY DEBUG REPOINT), and its reader still holds
+     * the bytes until that callback returns. */
+    px_buf_clear(&u->in, (size_t)-1);
     px_reply_scanner_reset(&u->scan);
 }
 
@@ -687,7 +691,12 @@ void px_pool_destroy(px_pool *p)
 {
     px_pool_reap(p);
     for (int i = 0; i < p->nlanes; i++) {
-        for (int j = 0; j < p->lanes[i]->nconns; j++) up_release(&p->lanes[i]->conns[j], "hotproxy is shutting down");
+        for (int j = 0; j < p->lanes[i]->nconns; j++) {
+            px_upstream *u = &p->lanes[i]->conns[j];
+            up_release(u, "hotproxy is shutting down");
+            px_buf_free(&u->in); /* close_socket keeps the read allocation */
+            px_buf_free(&u->out);
+        }
         free(p->lanes[i]->conns);
         free(p->lanes[i]);
     }
@@ -697,7 +706,7 @@ void px_pool_destroy(px_pool *p)
         list_remove(&p->pinned, u);
         px_upstream_disown(u);
         up_release(u, "hotproxy is shutting down");
-        free(u);
+        upstream_free(u);
     }
     free(p->host);
     free(p->auth_user);

@@ -97,6 +97,18 @@ int main(void)
     is_str(hx_cmd(da, "SET rp:k from-a2"), "OK", "a direct write to A");
     is_str(hx_cmd(pc, "GET rp:k"), "from-b2", "hotproxy still reads B");
 
+    /* A REPOINT queued in MULTI runs inside EXEC's reply, and closes the
+     * very connection that reply is being read from: the reply's bytes must
+     * outlive that (a use-after-free the sanitizer build catches). */
+    is_str(hx_cmd(pc, "MULTI"), "OK", "MULTI");
+    is_str(hx_cmd(pc, "HOTPROXY DEBUG REPOINT 127.0.0.1 %s", port), "QUEUED", "a REPOINT queued in MULTI");
+    is_str(hx_cmd(pc, "SET rp:m v"), "QUEUED", "then a SET");
+    const char *exec = hx_cmd(pc, "EXEC");
+    diag("EXEC: %s", exec);
+    redisContext *pc2 = hx_redis(px.port);
+    is_str(pc2 ? hx_cmd(pc2, "PING") : "", "PONG", "hotproxy still answers after EXEC ran the REPOINT");
+    if (pc2) redisFree(pc2);
+
     redisFree(pc);
     redisFree(da);
     redisFree(db);

@@ -7,8 +7,9 @@
  * so there is no process to start or kill.  It reads RESP commands with
  * px_req_parse and answers everything but GET at once with a reply the
  * handshake accepts (INFO: a server section, CONFIG GET: databases 16,
- * CLIENT ID: an integer, RESET: +RESET, others +OK).  A GET's reply
- * ("$n\r\n<key>@<fake>\r\n") is held until the test releases it, unless the
+ * CLIENT ID: an integer, RESET: +RESET, DEL: the number of its keys, others
+ * +OK).  A GET's reply ("$n\r\n<key>@<fake>\r\n"), or an MGET's (an array of
+ * those, held under its first key) is held until the test releases it, unless the
  * fake answers GETs at once (auto_get).  As Redis, one connection answers
  * in the order it was asked: a reply ready behind a held GET waits for it.
  *
@@ -140,6 +141,21 @@ static inline void fake_answer(fake_conn *c, const char *const *argv, const size
         f->ngets++;
         px_buf_appendf(&e->reply, "$%zu\r\n%s@%s\r\n", strlen(e->key) + 1 + strlen(f->name), e->key, f->name);
         e->ready = f->auto_get;
+    } else if (FAKE_IS("MGET") && argc >= 2) {
+        /* held under its first key, as a GET; each key's value says the fake */
+        snprintf(e->key, sizeof(e->key), "%.*s", (int)argvlen[1], argv[1]);
+        px_buf_appendf(&e->reply, "*%d\r\n", argc - 1);
+        for (int i = 1; i < argc; i++) {
+            size_t used = strlen(c->gets);
+            snprintf(c->gets + used, sizeof(c->gets) - used, "%.*s ", (int)argvlen[i], argv[i]);
+            px_buf_appendf(&e->reply, "$%zu\r\n%.*s@%s\r\n", argvlen[i] + 1 + strlen(f->name), (int)argvlen[i],
+                           argv[i], f->name);
+        }
+        f->ngets++;
+        e->ready = f->auto_get;
+    } else if (FAKE_IS("DEL")) {
+        px_buf_appendf(&e->reply, ":%d\r\n", argc - 1); /* every key existed */
+        e->ready = 1;
     } else {
         if (FAKE_IS("INFO")) {
             char text[128];

@@ -11,8 +11,18 @@
  * commands in the order they were sent; whatever order the servers answer
  * in, the replies are written in request order; a connection that fails
  * answers what it held with errors, in their places.
+ *
+ * And what px_split promises, on a router whose topology spreads keys (the
+ * test's: a key's first letter is its shard, as above): an MGET or DEL
+ * whose keys are on both servers is sent as one command per server, in
+ * flight on both at once, and the replies merge into the one the client
+ * expects, in its order (MGET's values back at their places, DEL's counts
+ * added), in the command's place among the client's other replies.
  */
 #include "proxy/px_client.h"
+
+#include "proxy/px_command.h"
+#include "proxy/px_split.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -52,9 +62,64 @@ typedef struct env {
 
 /* The dispatcher: the key's first letter picks the pool; a command for a
  * pool whose earlier requests are on another connection waits for them. */
+/* The test topology: a key's first letter is its shard ('b': pool 1). */
+static int shard_of(px_router *r, const char *key, size_t len)
+{
+    (void)r;
+    return len && key[0] == 'b';
+}
+
+static px_pool *shard_pool(px_router *r, int shard) { return shard < r->npools ? r->pools[shard] : NULL; }
+
+static px_pool *route_first_key(px_router *r, const px_route_args *a)
+{
+    return shard_pool(r, a->argc >= 2 ? shard_of(r, a->argv[1], a->argvlen[1]) : 0);
+}
+
+static const px_topology sharded = {
+    .name = "test-sharded",
+    .route = route_first_key,
+    .shard = shard_of,
+    .nshards = 2,
+    .shard_pool = shard_pool,
+};
+
+/* What px_dispatch does for a command the table says to split. */
+static int dispatch_split(px_client *c, const char *raw)
+{
+    int argc = c->parser.argc;
+    if (argc > c->argv_cap) {
+        c->argv_cap = argc;
+        c->argv = realloc(c->argv, sizeof(*c->argv) * (size_t)argc);
+        c->argvlen = realloc(c->argvlen, sizeof(*c->argvlen) * (size_t)argc);
+        if (!c->argv || !c->argvlen) abort();
+    }
+    for (int i = 0; i < argc; i++) c->argv[i] = px_req_arg(&c->parser, raw, i, &c->argvlen[i]);
+    const px_command *cmd = px_command_lookup(c->argv[0], c->argvlen[0], NULL, 0);
+    int wait = 0;
+    const char *err = NULL;
+    px_split_plan *p = cmd ? px_split_plan_make(c, cmd, argc, NULL, &wait, &err) : NULL;
+    if (!p) return -1; /* not split: the usual path */
+    if (wait) {
+            px_split_plan_free(p);
+        return 0;
+    }
+    px_req *r = px_client_req_new(c);
+    r->cmd = cmd;
+    if (err) {
+        px_split_plan_free(p);
+        px_client_reply_error(r, "%s", err);
+    } else {
+        px_split_send(p, c, r, NULL);
+    }
+    return 1;
+}
+
 static int dispatch(void *arg, px_client *c, const char *raw, size_t rawlen)
 {
     env *e = arg;
+    int split = dispatch_split(c, raw);
+    if (split >= 0) return split;
     size_t klen = 0;
     const char *key = c->parser.argc >= 2 ? px_req_arg(&c->parser, raw, 1, &klen) : "";
     px_pool *p = e->pool[klen && key[0] == 'b'];
@@ -180,7 +245,7 @@ static long pool_inflight(px_pool *p)
 
 int main(void)
 {
-    plan(21);
+    plan(27);
     signal(SIGPIPE, SIG_IGN); /* as hotproxy: a write to a closed peer returns EPIPE */
     env *e = calloc(1, sizeof(*e));
     if (!e) abort();
@@ -192,7 +257,7 @@ int main(void)
         return 1;
     }
     char err[256] = "";
-    e->router = px_router_create(&e->core, &px_topology_single, err, sizeof(err));
+    e->router = px_router_create(&e->core, &sharded, err, sizeof(err));
     e->pool[0] = px_router_add_pool(e->router, "127.0.0.1", e->fa.port);
     e->pool[1] = px_router_add_pool(e->router, "127.0.0.1", e->fb.port);
     e->set.core = &e->core;
@@ -289,6 +354,34 @@ int main(void)
     WAIT_FOR(e, e->got.len >= want.len && c->ninflight == 0 && client_flushed(c));
     drain_peer(e);
     is_mem(e->got.data, e->got.len, want.data, want.len, "and its replies come in order");
+
+    /* --- split across the two servers: MGET a7 b7 a8, DEL a9 b9, GET ac */
+    e->got.len = e->got.rpos = 0;
+    px_buf_clear(&want, 0);
+    send_peer(e, "*4\r\n$4\r\nMGET\r\n$2\r\na7\r\n$2\r\nb7\r\n$2\r\na8\r\n"
+                 "*3\r\n$3\r\nDEL\r\n$2\r\na9\r\n$2\r\nb9\r\n" GET("ac"));
+    ok(WAIT_FOR(e, fake_holder(&e->fa, "a7") && fake_holder(&e->fb, "b7")),
+       "MGET a7 b7 a8 is in flight on both servers at once: A holds its part, B its own");
+    ok(fake_reader(&e->fa, "a7") && strstr(fake_reader(&e->fa, "a7")->gets, "a7 a8 ") != NULL,
+       "A's part holds a7 and a8, in the client's order");
+    fake_release(&e->fb, "b7");
+    WAIT_FOR(e, !fake_holder(&e->fb, "b7"));
+    ok(WAIT_FOR(e, fake_holder(&e->fa, "ac")) && fake_reader(&e->fa, "ac") == fake_reader(&e->fa, "a7"),
+       "GET ac follows on A, on the connection of the MGET's part (A's order kept)");
+    is_int(e->got.len, 0, "B's part answered first: nothing reaches the client while A's is awaited");
+    fake_release(&e->fa, "a7");
+    fake_release(&e->fa, "ac");
+    px_buf_append(&want, "*3\r\n", 4);
+    bulk(&want, "a7", "A");
+    bulk(&want, "b7", "B");
+    bulk(&want, "a8", "A");
+    px_buf_append(&want, ":2\r\n", 4);
+    bulk(&want, "ac", "A");
+    WAIT_FOR(e, e->got.len >= want.len && c->ninflight == 0 && client_flushed(c));
+    drain_peer(e);
+    is_mem(e->got.data, e->got.len, want.data, want.len,
+           "one merged MGET reply in the client's key order, DEL's counts added, then ac: request order");
+    ok(c->nqueued == 0 && c->ninflight == 0 && c->non == 0, "every part answered, nothing left in flight");
 
     /* --- the client goes with requests in flight: their late replies are dropped */
     e->got.len = e->got.rpos = 0;
