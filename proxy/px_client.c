@@ -753,7 +753,8 @@ void px_client_forward(px_client *c, px_req *r, struct px_upstream *u, const cha
     inflight_add(c, r, oob ? NULL : u); /* an out-of-band connection orders nothing after it */
     r->up.done = upstream_done;
     r->up.what = r->cmd ? r->cmd->name : NULL;
-    if (c->set->router->topo->resends && !oob && !r->pinned) {
+    int resends = c->set->router->topo->resends;
+    if (resends && !oob && !r->pinned && (resends == PX_RESENDS_ALL || px_command_writes(r->cmd))) {
         /* the topology may send it again elsewhere (a Cluster redirect) */
         r->up.raw = malloc(rawlen ? rawlen : 1);
         if (!r->up.raw) abort();

@@ -581,7 +581,7 @@ static int cluster_setup(px_router *r, char *err, size_t errlen);
 const px_topology px_cluster_topology = {
     .name = "cluster",
     .setup = cluster_setup,
-    .resends = 1,
+    .resends = PX_RESENDS_ALL,
     .start = cluster_start,
     .route = cluster_route,
     .reply = cluster_reply,

@@ -27,6 +27,8 @@ struct px_command;
 
 typedef struct px_router px_router;
 
+enum { PX_RESENDS_NONE, PX_RESENDS_ALL, PX_RESENDS_WRITES };
+
 typedef struct px_route_args {
     const struct px_command *cmd; /* NULL: unknown command */
     int argc;
@@ -41,8 +43,10 @@ typedef struct px_route_args {
 /* A topology: what decides routes and keeps the pool set up to date. */
 typedef struct px_topology {
     const char *name; /* "single", "sentinel", "cluster" */
-    /* 1: reply may send a request again elsewhere, so a forwarded request
-     * keeps a copy of its bytes (px_upreq.raw) */
+    /* reply may send a request again elsewhere, so a forwarded request
+     * keeps a copy of its bytes (px_upreq.raw): PX_RESENDS_ALL (a Cluster
+     * redirect), PX_RESENDS_WRITES (a write a demoted master refused with
+     * -READONLY: only writes can be refused so) */
     int resends;
     /* Optional, from px_router_create: the topology's own state
      * (r->topo_state), before any pool; -1 with err set stops startup. */

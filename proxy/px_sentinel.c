@@ -20,6 +20,7 @@
 
 #define CHECK_INTERVAL 1.0    /* seconds between two asks for the master's address */
 #define READONLY_PAUSE 0.1    /* at most one round per this long for -READONLY replies */
+#define READONLY_HOLD 3.0     /* a write refused with -READONLY waits this long for a new master */
 #define SWITCH_WATCH 10.0     /* how long the first reply of a new master is waited for */
 
 struct sstate;
@@ -40,6 +41,19 @@ typedef struct ping_token {
     struct sstate *st;
 } ping_token;
 
+/* A write the data pool's node refused with -READONLY: it never ran, so it
+ * is sent once more when the pool moves to a new master, or answered with
+ * that error when none is found within READONLY_HOLD. */
+typedef struct parked {
+    struct parked *next;
+    px_upreq *q;
+    int db, proto;           /* the lane it was on */
+    int moved;               /* the data pool moved since: send it when a connection is up */
+    double until;
+    size_t len;
+    char reply[];            /* the -READONLY error, for the client if no new master comes */
+} parked;
+
 typedef struct sstate {
     px_router *r;
     px_core *core;
@@ -56,6 +70,9 @@ typedef struct sstate {
     int round_pos;
     double next_check;
     double last_readonly_round;
+    parked *parked;          /* writes refused with -READONLY, oldest first */
+    parked **parked_tail;
+    uint64_t readonly_retries;
     int all_down;            /* the last round found no Sentinel answering (logged once) */
     /* the address being checked with ROLE */
     px_upstream *cand;
@@ -163,6 +180,35 @@ static void watch_cb(struct ev_loop *loop, ev_timer *w, int revents)
     px_upstream_send_internal(u, "*1\r\n$4\r\nPING\r\n", 14, ping_done, st->ping);
 }
 
+/* The writes refused with -READONLY: once the data pool has moved to a new
+ * master (switch_to marks them), each is sent there when a connection of
+ * its lane is up; one whose wait is over gets its error; at exit (resend
+ * -1) all get their error. */
+static void parked_release(sstate *st, int resend)
+{
+    double now = px_now(st->core);
+    parked **pp = &st->parked;
+    while (*pp) {
+        parked *k = *pp;
+        if (resend > 0) k->moved = 1;
+        px_upstream *u = resend >= 0 && k->moved ? px_pool_pick(st->data, k->db, k->proto, NULL) : NULL;
+        if (u && u->state != PX_UP_READY) u = NULL; /* reconnecting to the new master: next time */
+        if (!u && resend >= 0 && now < k->until) {
+            pp = &k->next;
+            continue;
+        }
+        *pp = k->next;
+        if (u) {
+            st->readonly_retries++;
+            px_upstream_send(u, k->q, k->q->raw, k->q->rawlen);
+        } else {
+            k->q->done(k->q, NULL, k->reply, k->len, 0);
+        }
+        free(k);
+    }
+    st->parked_tail = pp;
+}
+
 static void switch_to(sstate *st, const char *host, int port, double t0, const char *why)
 {
     char old[sizeof(st->data->name)];
@@ -177,6 +223,7 @@ static void switch_to(sstate *st, const char *host, int port, double t0, const c
     st->switch_t0 = t0;
     st->watch_until = px_now_fresh(st->core) + SWITCH_WATCH;
     if (!st->ping) ev_timer_again(st->core->loop, &st->watch);
+    parked_release(st, 1);
 }
 
 static px_pool *node_pool(sstate *st, const char *host, int port)
@@ -440,25 +487,40 @@ static void sentinel_start(px_router *r)
 static int sentinel_reply(px_router *r, px_upreq *q, px_upstream *u, const char *reply, size_t len)
 {
     sstate *st = r->topo_state;
-    (void)q;
     /* The node the data pool is on took a write as a replica: it is not
      * the master any more (the old master came back, or a failover is on).
-     * The command never ran; the client gets the error (no retry). */
-    if (len >= 9 && !memcmp(reply, "-READONLY", 9) && u->pool == st->data) {
-        double now = px_now(st->core);
-        if (now - st->last_readonly_round >= READONLY_PAUSE && !st->asking) {
-            st->last_readonly_round = now;
-            px_log_notice(&st->core->log, "Sentinel: %s answered -READONLY (a replica now): asking the Sentinels at once",
-                          st->data->name);
-            round_start(st);
-        }
+     * Ask the Sentinels at once.  The command never ran: it waits for the
+     * new master and is sent there once (a second -READONLY goes to the
+     * client), or gets this error if none comes within READONLY_HOLD. */
+    if (!(len >= 9 && !memcmp(reply, "-READONLY", 9) && u && u->pool == st->data)) return 0;
+    double now = px_now(st->core);
+    if (now - st->last_readonly_round >= READONLY_PAUSE && !st->asking) {
+        st->last_readonly_round = now;
+        px_log_notice(&st->core->log, "Sentinel: %s answered -READONLY (a replica now): asking the Sentinels at once",
+                      st->data->name);
+        round_start(st);
     }
-    return 0;
+    if (!q->raw || q->redirects > 0 || st->closing) return 0;
+    parked *k = malloc(sizeof(*k) + len);
+    if (!k) abort();
+    k->next = NULL;
+    k->q = q;
+    k->moved = 0;
+    k->db = u->db;
+    k->proto = u->proto;
+    k->until = now + READONLY_HOLD;
+    k->len = len;
+    memcpy(k->reply, reply, len);
+    q->redirects++;
+    *st->parked_tail = k;
+    st->parked_tail = &k->next;
+    return 1;
 }
 
 static void sentinel_cron(px_router *r, double now)
 {
     sstate *st = r->topo_state;
+    parked_release(st, 0); /* to the new master once up, or their -READONLY when the wait is over */
     if (now >= st->next_check) {
         st->next_check = now + CHECK_INTERVAL;
         round_start(st);
@@ -488,6 +550,7 @@ static void sentinel_info(px_router *r, px_buf *out)
     v.sentinel_failovers = st->failovers;
     v.sentinel_last_failover_time = st->last_failover_time;
     v.sentinel_last_switch_ms = st->last_switch_ms;
+    v.sentinel_readonly_retries = st->readonly_retries;
     px_stats_render_group(PX_STATS_G_SENTINEL, &v, out);
 }
 
@@ -499,6 +562,7 @@ static void sentinel_destroy(px_router *r)
      * so no callback of theirs runs with this state gone. */
     st->closing = 1;
     ev_timer_stop(st->core->loop, &st->watch);
+    parked_release(st, -1);
     if (st->ping) st->ping->st = NULL; /* its callback frees it, with the data pool */
     if (st->cand) px_pool_close(st->cand->pool, st->cand, "shutting down");
     for (int i = 0; i < st->n; i++) {
@@ -523,6 +587,7 @@ const px_topology px_sentinel_topology = {
     .start = sentinel_start,
     .route = sentinel_route,
     .reply = sentinel_reply,
+    .resends = PX_RESENDS_WRITES,
     .cron = sentinel_cron,
     .info = sentinel_info,
     .destroy = sentinel_destroy,
@@ -655,6 +720,7 @@ static int sentinel_setup(px_router *r, char *err, size_t errlen)
     if (!st) abort();
     st->r = r;
     st->core = r->core;
+    st->parked_tail = &st->parked;
     r->topo_state = st;
     ev_timer_init(&st->watch, watch_cb, 0., 0.0005);
     st->watch.data = st;

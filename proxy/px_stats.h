@@ -113,7 +113,8 @@ typedef struct px_stats_lanes {
     X(sentinels, INFO, STR, "each Sentinel as host:port=up|down, in the order they are asked")                    \
     X(sentinel_failovers, COUNTER, U64, "master changes followed (data pool re-pointed)")                          \
     X(sentinel_last_failover_time, GAUGE, I64, "unix time of the last master change followed (0: none)")          \
-    X(sentinel_last_switch_ms, GAUGE, RATIO, "last switch inside hotproxy: change seen to the new master's first reply")
+    X(sentinel_last_switch_ms, GAUGE, RATIO, "last switch inside hotproxy: change seen to the new master's first reply") \
+    X(sentinel_readonly_retries, COUNTER, U64, "writes refused with -READONLY by a demoted master, sent once more to the new one")
 
 /* # Hotproxy_upstream, after the topology with topology cluster: the slot
  * map, the redirections hotproxy handled and the map's refreshes by cause. */

@@ -51,6 +51,7 @@ static const char *const sentinel_keys[] = {"hotproxy_sentinel_master_name",
                                             "hotproxy_sentinel_failovers",
                                             "hotproxy_sentinel_last_failover_time",
                                             "hotproxy_sentinel_last_switch_ms",
+                                            "hotproxy_sentinel_readonly_retries",
                                             NULL};
 /* with two lanes, and the last error (written while no connection is ready) */
 static const char *const pool_keys[] = {"hotproxy_upstream",
