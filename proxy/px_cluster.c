@@ -192,8 +192,13 @@ static int apply_map(cstate *st, const char *reply, size_t len, px_pool *asked)
         return -1;
     }
     /* a map that is not whole (a node that knows less) updates what it names only */
+    px_pool *moved_from = NULL;
     for (int s = 0; s < PX_CLUSTER_SLOTS; s++)
-        if (next[s]) st->slots[s] = next[s];
+        if (next[s]) {
+            if (st->slots[s] && st->slots[s] != next[s]) moved_from = st->slots[s];
+            st->slots[s] = next[s];
+        }
+    if (moved_from) px_router_keys_moved(st->r, moved_from);
     if (covered < PX_CLUSTER_SLOTS)
         px_log_notice(&st->core->log, "Cluster: the map read covers %d of %d slots: the others keep their master",
                       covered, PX_CLUSTER_SLOTS);
@@ -484,7 +489,9 @@ static int cluster_reply(px_router *r, px_upreq *q, px_upstream *u, const char *
     px_pool *p = pool_for(st, host, hlen, port);
     if (moved) {
         st->st.cluster_moved++;
+        px_pool *was = st->slots[slot];
         st->slots[slot] = p;
+        if (was && was != p) px_router_keys_moved(st->r, was);
         refresh(st, CAUSE_MOVED);
     } else {
         st->st.cluster_ask++;

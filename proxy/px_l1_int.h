@@ -105,7 +105,7 @@ int px_l1_inval_barrier(px_l1 *l, px_req *r, const char *reply, size_t len);
 
 /* The router's listener: a pool joined (a link for it) or left (its link
  * closes, the L1 is flushed). */
-void px_l1_track_pool(px_router *r, px_pool *p, int added, void *arg);
+void px_l1_track_pool(px_router *r, px_pool *p, int event, void *arg);
 /* Whether fills may use this shared connection now: TTL-only, or its pool's
  * link is up and the connection's CLIENT TRACKING names it. */
 int px_l1_track_can_fill(px_l1 *l, px_upstream *u);

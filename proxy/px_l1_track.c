@@ -387,11 +387,19 @@ void px_l1_track_cron(px_l1 *l, double now)
     for (tlink *k = l->links; k && !l->refused; k = k->next) link_cron(k, now);
 }
 
-void px_l1_track_pool(px_router *r, px_pool *p, int added, void *arg)
+void px_l1_track_pool(px_router *r, px_pool *p, int event, void *arg)
 {
     px_l1 *l = arg;
     (void)r;
-    if (added) {
+    if (event == PX_POOL_KEYS_MOVED) {
+        /* keys read through p are now another pool's: p's invalidations no
+         * longer cover them, and the new owner's never did (entries do not
+         * record their pool: the whole L1) */
+        l1_flush(l->cache);
+        l->st.l1_flushes_slot_moved++;
+        return;
+    }
+    if (event == PX_POOL_ADDED) {
         tlink *k = calloc(1, sizeof(*k));
         if (!k) abort();
         k->l1 = l;

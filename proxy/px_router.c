@@ -14,7 +14,7 @@ px_pool *px_router_add_pool(px_router *r, const char *host, int port)
     r->pools = realloc(r->pools, sizeof(*r->pools) * (size_t)(r->npools + 1));
     if (!r->pools) abort();
     r->pools[r->npools++] = p;
-    if (r->listener) r->listener(r, p, 1, r->listener_arg);
+    if (r->listener) r->listener(r, p, PX_POOL_ADDED, r->listener_arg);
     return p;
 }
 
@@ -42,7 +42,7 @@ void px_router_remove_pool(px_router *r, px_pool *p, const char *why)
 {
     int data = 0;
     for (int i = 0; i < r->npools; i++) data |= r->pools[i] == p;
-    if (data && r->listener) r->listener(r, p, 0, r->listener_arg);
+    if (data && r->listener) r->listener(r, p, PX_POOL_REMOVED, r->listener_arg);
     if (!list_take(r->pools, &r->npools, p) && !list_take(r->control, &r->ncontrol, p)) return;
     px_log_notice(&r->core->log, "Upstream: %s removed (%s)", p->name, why);
     /* its requests are answered with errors, its owners told, as its connections close */
@@ -56,11 +56,16 @@ void px_router_repoint(px_router *r, px_pool *p, const char *host, int port, con
     px_pool_repoint(p, host, port, why);
 }
 
+void px_router_keys_moved(px_router *r, px_pool *p)
+{
+    if (r->listener) r->listener(r, p, PX_POOL_KEYS_MOVED, r->listener_arg);
+}
+
 void px_router_listen(px_router *r, px_pool_listener fn, void *arg)
 {
     r->listener = fn;
     r->listener_arg = arg;
-    for (int i = 0; fn && i < r->npools; i++) fn(r, r->pools[i], 1, arg);
+    for (int i = 0; fn && i < r->npools; i++) fn(r, r->pools[i], PX_POOL_ADDED, arg);
 }
 
 px_pool *px_router_default(px_router *r)

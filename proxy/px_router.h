@@ -69,9 +69,12 @@ typedef struct px_topology {
     px_pool *(*shard_pool)(px_router *r, int shard);
 } px_topology;
 
-/* Told when a pool joins (added = 1) or leaves (0) the set; a pool that
- * leaves is still valid during the call. */
-typedef void (*px_pool_listener)(px_router *r, px_pool *p, int added, void *arg);
+/* Told when a pool joins (event PX_POOL_ADDED) or leaves (PX_POOL_REMOVED:
+ * still valid during the call) the set, or when keys p served may now be
+ * served by another pool (PX_POOL_KEYS_MOVED: a Cluster slot changed owner,
+ * so what was read through p is watched there no more). */
+enum { PX_POOL_REMOVED, PX_POOL_ADDED, PX_POOL_KEYS_MOVED };
+typedef void (*px_pool_listener)(px_router *r, px_pool *p, int event, void *arg);
 
 struct px_router {
     px_core *core;
@@ -128,6 +131,8 @@ void px_router_repoint(px_router *r, px_pool *p, const char *host, int port, con
  * flushed, reaped and aged by the router like them; removed with
  * px_router_remove_pool. */
 px_pool *px_router_add_control_pool(px_router *r, const char *host, int port);
+/* A topology says keys p served moved to another pool (PX_POOL_KEYS_MOVED). */
+void px_router_keys_moved(px_router *r, px_pool *p);
 /* One listener for the set's changes; it is told of the pools already in it. */
 void px_router_listen(px_router *r, px_pool_listener fn, void *arg);
 

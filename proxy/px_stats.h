@@ -187,6 +187,7 @@ typedef struct px_stats_lanes {
     X(l1_flushes_tracking, COUNTER, U64, "flushes Redis' tracking asked for")                                 \
     X(l1_flushes_link_lost, COUNTER, U64, "flushes for a lost invalidation link")                             \
     X(l1_flushes_connection_lost, COUNTER, U64, "flushes for a lost shared connection the L1 filled through") \
+    X(l1_flushes_slot_moved, COUNTER, U64, "flushes for a Cluster slot that changed master")                  \
     X(l1_barriers, COUNTER, U64, "replies held until their invalidations were in")
 
 #define PX_STAT_FIELD(name, kind, type, help) PX_STAT_CTYPE_##type name;

@@ -448,6 +448,8 @@ static void reshard(redisContext *c)
     }
     ok(missing == 0, "... every key's last value is on its owner afterwards (%d not)", missing);
     ok(owner_port(src, keys[0]) == dst, "... the moved slots are the new master's");
+    ok(hx_info_num(c, "hotproxy_cache", "hotproxy_l1_flushes_slot_moved") > 0,
+       "... and the L1 was flushed as their owner changed (its entries' invalidations came from the old one)");
     redisFree(s);
     redisFree(t);
 }

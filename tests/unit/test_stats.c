@@ -94,6 +94,7 @@ static const char *const l1_keys[] = {"hotproxy_l1",
                                       "hotproxy_l1_flushes_tracking",
                                       "hotproxy_l1_flushes_link_lost",
                                       "hotproxy_l1_flushes_connection_lost",
+                                      "hotproxy_l1_flushes_slot_moved",
                                       "hotproxy_l1_barriers",
                                       NULL};
 
