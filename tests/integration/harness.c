@@ -434,7 +434,7 @@ static int wait_ready(hx_proc *p, int timeout_ms)
     return -1;
 }
 
-static int file_contains(const char *path, const char *needle)
+int hx_file_contains(const char *path, const char *needle)
 {
     FILE *f = fopen(path, "r");
     char line[1024];
@@ -558,7 +558,7 @@ int hx_redis_start_opts(hx_proc *p, const hx_redis_opts *o)
         hx_kill(p);
         if (o->port) break; /* a port the test chose: no retry elsewhere */
         /* another port helps only when someone took this one meanwhile */
-        if (!file_contains(p->logfile, "in use") && !file_contains(p->outfile, "in use")) break;
+        if (!hx_file_contains(p->logfile, "in use") && !hx_file_contains(p->outfile, "in use")) break;
     }
     return -1;
 }
@@ -750,7 +750,7 @@ int hx_cluster_start(hx_topo *t, const hx_cluster_opts *o)
             ro.port = cluster_free_port();
             if (ro.port < 0) break;
             started = hx_redis_start_opts(&t->masters[i], &ro);
-            if (started != 0 && !file_contains(t->masters[i].logfile, "in use")) break;
+            if (started != 0 && !hx_file_contains(t->masters[i].logfile, "in use")) break;
         }
         if (started != 0) goto fail;
         t->nmasters++;

@@ -82,6 +82,8 @@ void hx_sleep_ms(int ms);
 int hx_free_port(void);
 /* Print a file (or its last maxbytes) as diag lines. */
 void hx_diag_file(const char *path, size_t maxbytes);
+/* 1 if a line of the file at path holds needle (a log line, say). */
+int hx_file_contains(const char *path, const char *needle);
 
 /* --- processes ------------------------------------------------------------- */
 

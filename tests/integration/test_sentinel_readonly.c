@@ -21,15 +21,6 @@
 
 static hx_topo topo;
 
-static int in_file(const char *path, const char *needle)
-{
-    FILE *f = fopen(path, "r");
-    char line[1024];
-    int found = 0;
-    while (f && !found && fgets(line, sizeof(line), f)) found = strstr(line, needle) != NULL;
-    if (f) fclose(f);
-    return found;
-}
 
 int main(void)
 {
@@ -68,8 +59,8 @@ int main(void)
     /* M refuses it (hotproxy logs it) before the Sentinels learn of R */
     redisContext *probe = hx_redis(proxy.port);
     double end = hx_now() + DEADLINE;
-    while (hx_now() < end && !in_file(proxy.logfile, "answered -READONLY")) hx_sleep_ms(20);
-    ok(in_file(proxy.logfile, "answered -READONLY"), "M refused it: hotproxy asks the Sentinels at once");
+    while (hx_now() < end && !hx_file_contains(proxy.logfile, "answered -READONLY")) hx_sleep_ms(20);
+    ok(hx_file_contains(proxy.logfile, "answered -READONLY"), "M refused it: hotproxy asks the Sentinels at once");
     /* the Sentinels are told R is the master now */
     for (int i = 0; i < topo.nsentinels; i++) {
         redisContext *s = hx_redis(topo.sentinels[i].port);
