@@ -80,4 +80,13 @@ static inline void px_lat_done(px_core *k, int cmd, int path, uint64_t t0)
     k->lat_n++;
 }
 
+/*
+ * A non-blocking listening TCP socket on addr:port (the first address that
+ * binds), or -1 with err set: "<directive> <addr>: <resolver error>", or
+ * "<what> <addr>:<port>: <errno text>".  The listener and the metrics page
+ * both use it.
+ */
+int px_listen_tcp(const char *addr, long long port, int backlog, const char *directive, const char *what, char *err,
+                  size_t errlen);
+
 #endif

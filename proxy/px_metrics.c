@@ -381,34 +381,9 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 static int listen_on(px_metrics *m, char *err, size_t errlen)
 {
     const px_config *cfg = m->core->cfg;
-    struct addrinfo hints, *res = NULL;
-    char port[16];
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE;
-    snprintf(port, sizeof(port), "%lld", cfg->metrics_port);
-    int rc = getaddrinfo(cfg->metrics_bind, port, &hints, &res);
-    if (rc != 0) {
-        snprintf(err, errlen, "metrics-bind %s: %s", cfg->metrics_bind, gai_strerror(rc));
-        return -1;
-    }
-    int fd = -1;
-    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0) continue;
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, PX_METRICS_MAX_CONNS) == 0) break;
-        snprintf(err, errlen, "Could not listen for metrics on %s:%lld: %s", cfg->metrics_bind, cfg->metrics_port,
-                 strerror(errno));
-        close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(res);
-    if (fd < 0) return -1;
-    m->fd = fd;
-    return 0;
+    m->fd = px_listen_tcp(cfg->metrics_bind, cfg->metrics_port, PX_METRICS_MAX_CONNS, "metrics-bind",
+                          "Could not listen for metrics on", err, errlen);
+    return m->fd < 0 ? -1 : 0;
 }
 
 px_metrics *px_metrics_create(px_core *k, px_metrics_page_fn page, void *arg, char *err, size_t errlen)

@@ -299,34 +299,10 @@ static void adjust_open_files_limit(px_server *s)
 
 static int listen_on(px_server *s, char *err, size_t errlen)
 {
-    struct addrinfo hints, *res = NULL, *ai;
-    char port[16];
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE;
-    snprintf(port, sizeof(port), "%lld", s->core.cfg->port);
-    int rc = getaddrinfo(s->core.cfg->bind, port, &hints, &res);
-    if (rc != 0) {
-        snprintf(err, errlen, "bind %s: %s", s->core.cfg->bind, gai_strerror(rc));
-        return -1;
-    }
-    int fd = -1;
-    for (ai = res; ai; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0) continue;
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, (int)s->core.cfg->tcp_backlog) == 0) break;
-        snprintf(err, errlen, "Could not create server TCP listening socket %s:%lld: %s", s->core.cfg->bind, s->core.cfg->port,
-                 strerror(errno));
-        close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(res);
-    if (fd < 0) return -1;
-    s->listen_fd = fd;
-    return 0;
+    const px_config *cfg = s->core.cfg;
+    s->listen_fd = px_listen_tcp(cfg->bind, cfg->port, (int)cfg->tcp_backlog, "bind",
+                                 "Could not create server TCP listening socket", err, errlen);
+    return s->listen_fd < 0 ? -1 : 0;
 }
 
 static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
