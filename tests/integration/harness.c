@@ -1390,3 +1390,34 @@ const char *hx_info_field(int port, const char *section, const char *field)
     redisFree(c);
     return v;
 }
+
+int hx_sentinel_master_port(const hx_topo *t)
+{
+    for (int i = 0; i < t->nsentinels; i++) {
+        if (!t->sentinels[i].pid) continue;
+        redisContext *c = hx_redis(t->sentinels[i].port);
+        if (!c) continue;
+        redisReply *r = redisCommand(c, "SENTINEL get-master-addr-by-name %s", t->name);
+        int port = -1;
+        if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2) port = atoi(r->element[1]->str);
+        if (r) freeReplyObject(r);
+        redisFree(c);
+        if (port > 0) return port;
+    }
+    return -1;
+}
+
+int hx_sentinel_failover(const hx_topo *t)
+{
+    for (int i = 0; i < t->nsentinels; i++) {
+        if (!t->sentinels[i].pid) continue;
+        redisContext *c = hx_redis(t->sentinels[i].port);
+        if (!c) continue;
+        const char *r = hx_cmd(c, "SENTINEL FAILOVER %s", t->name);
+        int ok = !strcmp(r, "OK");
+        if (!ok) diag("SENTINEL FAILOVER on %d: %s", t->sentinels[i].port, r);
+        redisFree(c);
+        if (ok) return 0;
+    }
+    return -1;
+}

@@ -176,6 +176,11 @@ int hx_cluster_wait(const hx_topo *t, int timeout_ms);
 
 /* SIGTERM everything in t at once, then reap (SIGKILL after timeout_ms). */
 void hx_topo_stop(hx_topo *t, int timeout_ms);
+/* The port of the master the first live Sentinel of t names, or -1. */
+int hx_sentinel_master_port(const hx_topo *t);
+/* SENTINEL FAILOVER on the first live Sentinel that accepts it: 0, or -1
+ * (each refusal is a diag line). */
+int hx_sentinel_failover(const hx_topo *t);
 
 /* $HOTPROXY_BIN --port P --upstream 127.0.0.1:UP --logfile TMP/... [extra...]
  * with extra a NULL-terminated list; returns once it answers PING.  port 0

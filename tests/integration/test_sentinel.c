@@ -45,23 +45,6 @@ static hx_proc *proc_on(int port)
     return NULL;
 }
 
-/* The master the first live Sentinel names (its port), or -1. */
-static int sentinel_master_port(void)
-{
-    for (int i = 0; i < topo.nsentinels; i++) {
-        if (!topo.sentinels[i].pid) continue;
-        redisContext *c = hx_redis(topo.sentinels[i].port);
-        if (!c) continue;
-        redisReply *r = redisCommand(c, "SENTINEL get-master-addr-by-name %s", topo.name);
-        int port = -1;
-        if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2) port = atoi(r->element[1]->str);
-        if (r) freeReplyObject(r);
-        redisFree(c);
-        if (port > 0) return port;
-    }
-    return -1;
-}
-
 static const char *proxy_master(redisContext *c)
 {
     return hx_info_get(c, "hotproxy_upstream", "hotproxy_sentinel_master");
@@ -195,16 +178,7 @@ static int run_load(int proxy_port, int sentinel_port, void (*trigger)(void), in
 
 static void planned_failover(void)
 {
-    for (int i = 0; i < topo.nsentinels; i++) {
-        if (!topo.sentinels[i].pid) continue;
-        redisContext *c = hx_redis(topo.sentinels[i].port);
-        if (!c) continue;
-        const char *r = hx_cmd(c, "SENTINEL FAILOVER %s", topo.name);
-        int ok = !strcmp(r, "OK");
-        if (!ok) diag("SENTINEL FAILOVER on %d: %s", topo.sentinels[i].port, r);
-        redisFree(c);
-        if (ok) return;
-    }
+    hx_sentinel_failover(&topo);
 }
 
 static void kill_master(void)
@@ -218,7 +192,7 @@ static int wait_new_master(int old)
 {
     double end = hx_now() + DEADLINE;
     while (hx_now() < end) {
-        int p = sentinel_master_port();
+        int p = hx_sentinel_master_port(&topo);
         if (p > 0 && p != old) return p;
         hx_sleep_ms(50);
     }

@@ -195,36 +195,6 @@ static const char *raw_reply(rawc *r, int timeout_ms)
     return text;
 }
 
-/* The master the first live Sentinel names (its port), or -1. */
-static int sentinel_master_port(void)
-{
-    for (int i = 0; i < topo.nsentinels; i++) {
-        if (!topo.sentinels[i].pid) continue;
-        redisContext *c = hx_redis(topo.sentinels[i].port);
-        if (!c) continue;
-        redisReply *r = redisCommand(c, "SENTINEL get-master-addr-by-name %s", topo.name);
-        int port = -1;
-        if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2) port = atoi(r->element[1]->str);
-        if (r) freeReplyObject(r);
-        redisFree(c);
-        if (port > 0) return port;
-    }
-    return -1;
-}
-
-static int planned_failover(void)
-{
-    for (int i = 0; i < topo.nsentinels; i++) {
-        redisContext *c = hx_redis(topo.sentinels[i].port);
-        if (!c) continue;
-        const char *r = hx_cmd(c, "SENTINEL FAILOVER %s", topo.name);
-        int ok = !strcmp(r, "OK");
-        if (!ok) diag("SENTINEL FAILOVER on %d: %s", topo.sentinels[i].port, r);
-        redisFree(c);
-        if (ok) return 0;
-    }
-    return -1;
-}
 
 /* The CLIENT LIST line (through hotproxy) of the pub/sub client with that
  * protocol, its sub= psub= ssub= as "s/p/ss", or "(none)". */
@@ -371,10 +341,10 @@ int main(void)
     is_str(sub_counts(ctl, 3), "1/1/0", "CLIENT LIST: the RESP3 subscriber has sub=1 psub=1 ssub=0");
 
     /* --- SENTINEL FAILOVER --- */
-    ok(planned_failover() == 0, "SENTINEL FAILOVER");
+    ok(hx_sentinel_failover(&topo) == 0, "SENTINEL FAILOVER");
     int np = -1;
     double end = hx_now() + DEADLINE;
-    while (hx_now() < end && ((np = sentinel_master_port()) <= 0 || np == old)) hx_sleep_ms(50);
+    while (hx_now() < end && ((np = hx_sentinel_master_port(&topo)) <= 0 || np == old)) hx_sleep_ms(50);
     ok(np > 0 && np != old, "the Sentinels name a new master (%d)", np);
     char want[64];
     snprintf(want, sizeof(want), "127.0.0.1:%d", np);
