@@ -25,6 +25,7 @@ typedef struct cfg_entry {
 } cfg_entry;
 
 static const char *const loglevels[] = {"debug", "verbose", "notice", "warning", NULL};
+static const char *const tls_auth[] = {"no", "yes", "optional", NULL}; /* PX_TLS_AUTH_* order */
 static const char *const topologies[] = {"auto", "single", "sentinel", "cluster", NULL}; /* PX_TOPO_* order */
 
 #define OFF(f) offsetof(px_config, f)
@@ -76,6 +77,23 @@ static const cfg_entry table[] = {
     {"metrics-port", CT_INT, 0, 65535, "0", OFF(metrics_port), NULL, 1},
     {"metrics-bind", CT_STRING, 0, 0, "127.0.0.1", OFF(metrics_bind), NULL, 1},
     {"latency-tracking", CT_BOOL, 0, 1, "yes", OFF(latency_tracking), NULL, 0},
+    {"tls-port", CT_INT, 0, 65535, "0", OFF(tls_port), NULL, 1},
+    {"tls-cert-file", CT_STRING, 0, 0, "", OFF(tls_cert_file), NULL, 0},
+    {"tls-key-file", CT_STRING, 0, 0, "", OFF(tls_key_file), NULL, 0},
+    {"tls-ca-cert-file", CT_STRING, 0, 0, "", OFF(tls_ca_cert_file), NULL, 0},
+    {"tls-ca-cert-dir", CT_STRING, 0, 0, "", OFF(tls_ca_cert_dir), NULL, 0},
+    {"tls-auth-clients", CT_ENUM, 0, 0, "yes", OFF(tls_auth_clients), tls_auth, 0},
+    {"tls-protocols", CT_STRING, 0, 0, "", OFF(tls_protocols), NULL, 0},
+    {"tls-ciphers", CT_STRING, 0, 0, "", OFF(tls_ciphers), NULL, 0},
+    {"tls-ciphersuites", CT_STRING, 0, 0, "", OFF(tls_ciphersuites), NULL, 0},
+    {"tls-prefer-server-ciphers", CT_BOOL, 0, 1, "no", OFF(tls_prefer_server_ciphers), NULL, 0},
+    {"upstream-tls", CT_BOOL, 0, 1, "no", OFF(upstream_tls), NULL, 1},
+    {"upstream-tls-cert-file", CT_STRING, 0, 0, "", OFF(upstream_tls_cert_file), NULL, 0},
+    {"upstream-tls-key-file", CT_STRING, 0, 0, "", OFF(upstream_tls_key_file), NULL, 0},
+    {"upstream-tls-ca-cert-file", CT_STRING, 0, 0, "", OFF(upstream_tls_ca_cert_file), NULL, 0},
+    {"upstream-tls-ca-cert-dir", CT_STRING, 0, 0, "", OFF(upstream_tls_ca_cert_dir), NULL, 0},
+    {"upstream-tls-sni", CT_STRING, 0, 0, "", OFF(upstream_tls_sni), NULL, 0},
+    {"upstream-tls-verify", CT_BOOL, 0, 1, "yes", OFF(upstream_tls_verify), NULL, 0},
 };
 #define NTABLE (sizeof(table) / sizeof(table[0]))
 

@@ -115,6 +115,25 @@ typedef struct px_config {
     long long metrics_port;         /* the Prometheus page's port, 0 = off */
     char *metrics_bind;             /* one address */
     long long latency_tracking;     /* yes/no: the latency histograms (one clock read per command and reply) */
+    /* TLS towards clients (Redis' directive names) */
+    long long tls_port;             /* 0 = off */
+    char *tls_cert_file;
+    char *tls_key_file;
+    char *tls_ca_cert_file;
+    char *tls_ca_cert_dir;
+    long long tls_auth_clients;     /* PX_TLS_AUTH_* (px_tls.h) */
+    char *tls_protocols;            /* "TLSv1.2 TLSv1.3"; "" = TLSv1.2 and up */
+    char *tls_ciphers;              /* TLSv1.2 and below */
+    char *tls_ciphersuites;         /* TLSv1.3 */
+    long long tls_prefer_server_ciphers;
+    /* TLS towards Redis */
+    long long upstream_tls;         /* yes/no */
+    char *upstream_tls_cert_file;   /* hotproxy's own certificate (mutual TLS) */
+    char *upstream_tls_key_file;
+    char *upstream_tls_ca_cert_file;/* "" with the dir "": the system's store */
+    char *upstream_tls_ca_cert_dir;
+    char *upstream_tls_sni;         /* "" = the upstream's host name */
+    long long upstream_tls_verify;  /* yes/no: the peer's certificate and name */
     char *config_file;              /* absolute path of the file read, or NULL */
 } px_config;
 
