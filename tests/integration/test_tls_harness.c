@@ -114,6 +114,10 @@ static void single_server(void)
     run(out, sizeof(out), "timeout 20 redis-cli -p %d PING", r.port);
     ok(!strstr(out, "PONG"), "plain redis-cli on the tls-port: no PONG");
 
+    char args[1200];
+    run(out, sizeof(out), "timeout 20 redis-cli %s PING", hx_cli_args(r.port, args, sizeof(args)));
+    is_str(out, "PONG\n", "redis-cli with hx_cli_args' arguments: PONG");
+
     /* the harness's own connection: hx_redis on a registered port */
     ok(hx_tls_of(r.port) != NULL, "the harness registered the port as TLS");
     redisContext *c = hx_redis(r.port);
@@ -247,7 +251,7 @@ int main(void)
 {
     hx_init(240);
     if (system("command -v openssl >/dev/null 2>&1") != 0) skip_all("no openssl CLI");
-    plan(40);
+    plan(41);
 
     snprintf(certs, sizeof(certs), "%s/tls", hx_tmpdir());
     double t0 = hx_now();
