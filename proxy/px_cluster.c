@@ -2,10 +2,14 @@
  * px_cluster: the "cluster" topology.  See px_cluster.h.
  *
  * The map is one owner pool per slot.  Pools are added as the map names
- * masters and never removed while running: a client's in-flight bookkeeping
- * and a redirected request may still name a connection of a pool that lost
- * its slots, and a master that lost them all may get some back (a failover
- * undone); an unused pool costs its few idle connections.
+ * masters (or a redirect names a node), and removed from the cron once a
+ * master has owned no slot for UNOWNED_READS map reads in a row and has
+ * nothing in flight (removed from the Cluster, or a master demoted to
+ * replica): a master that gets slots back soon (a failover undone, a node
+ * being resharded to that ASK names) keeps its pool, and nothing is freed
+ * inside a reply callback of the pool's own connection.  What could still
+ * name one of its connections (a redirected request's in-flight entry)
+ * moves with the request (px_upreq.moved).
  */
 #include "proxy/px_cluster.h"
 
@@ -24,6 +28,8 @@
 #define DOWN_GAP 0.25       /* a master down asks for the map at most this often (a promotion is seen within it) */
 #define MAX_RESENDS 5       /* a command is sent again at most this many times */
 #define RETRY_FIRST 0.05    /* the first pause before a TRYAGAIN is retried, doubled each time */
+#define UNOWNED_READS 2     /* map reads that name a master with no slot before its pool is removed */
+#define UNOWNED_FORCE 6     /* ... and after this many, even with requests in flight (they get an error) */
 
 enum { CAUSE_START, CAUSE_MOVED, CAUSE_PERIODIC, CAUSE_DOWN, NCAUSES };
 static const char *const cause_names[NCAUSES] = {"start", "moved", "periodic", "down"};
@@ -98,6 +104,12 @@ typedef struct retry {
     struct retry *prev, *next;
 } retry;
 
+/* A data pool that owned no slot at the last map reads, and how many. */
+typedef struct unowned {
+    px_pool *p;
+    int reads;
+} unowned;
+
 typedef struct cstate {
     px_router *r;
     px_core *core;
@@ -118,6 +130,8 @@ typedef struct cstate {
     int warned;                       /* a read with no map from anyone was logged (until one succeeds) */
     px_stats_cluster st;              /* the counters (INFO fills in the rest) */
     px_buf info_map;
+    unowned *unowned;                 /* pools owning no slot, candidates for removal */
+    int nunowned;
 } cstate;
 
 static void refresh(cstate *st, int cause);
@@ -206,6 +220,39 @@ static int apply_map(cstate *st, const char *reply, size_t len, px_pool *asked)
     return 0;
 }
 
+static int owns_slots(const cstate *st, const px_pool *p);
+
+/* p is in use (it owns slots, or a redirect named it): no candidate. */
+static void unowned_clear(cstate *st, const px_pool *p)
+{
+    for (int i = 0; i < st->nunowned; i++)
+        if (st->unowned[i].p == p) {
+            st->unowned[i] = st->unowned[--st->nunowned];
+            return;
+        }
+}
+
+/* After a map read: each data pool owning no slot counts one more. */
+static void unowned_count(cstate *st)
+{
+    px_router *r = st->r;
+    for (int i = 0; i < r->npools; i++) {
+        px_pool *p = r->pools[i];
+        if (owns_slots(st, p)) {
+            unowned_clear(st, p);
+            continue;
+        }
+        int j = 0;
+        while (j < st->nunowned && st->unowned[j].p != p) j++;
+        if (j == st->nunowned) {
+            st->unowned = realloc(st->unowned, sizeof(*st->unowned) * (size_t)(st->nunowned + 1));
+            if (!st->unowned) abort();
+            st->unowned[st->nunowned++] = (unowned){p, 0};
+        }
+        st->unowned[j].reads++;
+    }
+}
+
 static void ask_next(cstate *st);
 
 static void slots_done(px_upstream *u, void *ctx, const char *reply, size_t len)
@@ -218,6 +265,7 @@ static void slots_done(px_upstream *u, void *ctx, const char *reply, size_t len)
     px_pool *asked = u ? u->pool : NULL;
     if (len && reply[0] != '-' && apply_map(st, reply, len, asked) == 0) {
         st->st.cluster_refreshes++;
+        unowned_count(st);
         if (st->warned) px_log_notice(&st->core->log, "Cluster: slot map read from %s", asked ? asked->name : "?");
         st->warned = 0;
         return;
@@ -487,6 +535,7 @@ static int cluster_reply(px_router *r, px_upreq *q, px_upstream *u, const char *
     }
     q->redirects++;
     px_pool *p = pool_for(st, host, hlen, port);
+    unowned_clear(st, p); /* a node being resharded to owns nothing yet, but ASK sends there */
     if (moved) {
         st->st.cluster_moved++;
         px_pool *was = st->slots[slot];
@@ -514,6 +563,33 @@ static int owns_slots(const cstate *st, const px_pool *p)
     return 0;
 }
 
+/* A pool whose master has owned no slot for UNOWNED_READS map reads goes,
+ * from the cron (never inside a reply callback of its own connection), once
+ * nothing is in flight on it, or after UNOWNED_FORCE reads whatever is (its
+ * requests then get an error naming the removal).  One per tick: the
+ * removal answers requests, whose callbacks may start a map read. */
+static void remove_unowned(cstate *st)
+{
+    if (st->inflight) return; /* the map request may be on one of its connections */
+    for (int i = 0; i < st->nunowned; i++) {
+        unowned w = st->unowned[i];
+        if (w.reads < UNOWNED_READS) continue;
+        if (owns_slots(st, w.p)) { /* a MOVED gave it a slot since */
+            unowned_clear(st, w.p);
+            return;
+        }
+        px_stats_pool v;
+        px_pool_stats(w.p, &v);
+        free(v.lane.v);
+        if (v.upstream_inflight && w.reads < UNOWNED_FORCE) continue;
+        unowned_clear(st, w.p);
+        px_log_notice(&st->core->log, "Cluster: master %s owns no slot (%d map reads): its pool is removed", w.p->name,
+                      w.reads);
+        px_router_remove_pool(st->r, w.p, "the node owns no slot in the Cluster's map any more");
+        return;
+    }
+}
+
 static void cluster_cron(px_router *r, double now)
 {
     cstate *st = r->topo_state;
@@ -532,6 +608,7 @@ static void cluster_cron(px_router *r, double now)
             break;
         }
     }
+    remove_unowned(st);
 }
 
 static void cluster_info(px_router *r, px_buf *out)
@@ -574,6 +651,7 @@ static void cluster_destroy(px_router *r)
     if (st->seed_link) px_pool_close(st->seed_link->pool, st->seed_link, "shutting down");
     free(st->seeds);
     px_buf_free(&st->info_map);
+    free(st->unowned);
     free(st);
     r->topo_state = NULL;
 }
