@@ -417,7 +417,8 @@ static void ignore_reply(px_upstream *u, void *ctx, const char *reply, size_t le
  * cannot take it, q is answered with the pool's error. */
 static void resend(px_pool *p, px_upreq *q, int proto, int asking)
 {
-    px_upstream *u = p ? px_pool_pick(p, 0, proto, NULL) : NULL;
+    /* its owner picks the connection and moves its in-flight entry there */
+    px_upstream *u = !p ? NULL : q->resend_on ? q->resend_on(q, p, proto) : px_pool_pick(p, 0, proto, NULL);
     if (!u) {
         char err[512];
         int n = snprintf(err, sizeof(err), "-ERR %s\r\n", p ? px_pool_unavailable(p) : "no master known for this slot");
@@ -523,6 +524,7 @@ static int cluster_reply(px_router *r, px_upreq *q, px_upstream *u, const char *
         ev_timer_init(&t->t, retry_cb, RETRY_FIRST * (double)(1 << (q->redirects - 1)), 0);
         t->t.data = t;
         ev_timer_start(st->core->loop, &t->t);
+        if (q->resend_on) q->resend_on(q, NULL, 0); /* on no connection until the retry (u's pool may go meanwhile) */
         return 1;
     }
     int slot, port;

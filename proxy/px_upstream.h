@@ -91,6 +91,13 @@ struct px_upreq {
     char *raw;
     size_t rawlen;
     int redirects;
+    /* Optional, set by whoever queues it: the router is about to send it
+     * again on pool p (a Cluster redirect), or parks it for a retry (p
+     * NULL: on no connection meanwhile).  Returns the connection of p
+     * (db 0, proto) to send it on, NULL when none is up; the owner picks
+     * it and moves its bookkeeping of where q is there (a client's
+     * in-flight entry, so its later commands to p queue behind q). */
+    struct px_upstream *(*resend_on)(px_upreq *q, struct px_pool *p, int proto);
 };
 
 typedef struct px_upstream {
