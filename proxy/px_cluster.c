@@ -28,6 +28,7 @@
 #define DOWN_GAP 0.25       /* a master down asks for the map at most this often (a promotion is seen within it) */
 #define MAX_RESENDS 5       /* a command is sent again at most this many times */
 #define RETRY_FIRST 0.05    /* the first pause before a TRYAGAIN is retried, doubled each time */
+#define FIRST_MAP_RETRY 0.25 /* with no map yet, asked again this often */
 #define UNOWNED_READS 2     /* map reads that name a master with no slot before its pool is removed */
 #define UNOWNED_FORCE 6     /* ... and after this many, even with requests in flight (they get an error) */
 
@@ -124,6 +125,8 @@ typedef struct cstate {
     int cause;                        /* why the last read began */
     int again;                        /* another read was wanted meanwhile: its cause + 1 */
     double last_start, next_periodic, last_down;
+    double started;                   /* cluster_start: commands wait for the first map from then */
+    int known;                        /* a map has been read */
     retry *retries;
     int closing;
     char last_fail[600];              /* why the last node asked gave no map */
@@ -265,6 +268,7 @@ static void slots_done(px_upstream *u, void *ctx, const char *reply, size_t len)
     px_pool *asked = u ? u->pool : NULL;
     if (len && reply[0] != '-' && apply_map(st, reply, len, asked) == 0) {
         st->st.cluster_refreshes++;
+        st->known = 1;
         unowned_count(st);
         if (st->warned) px_log_notice(&st->core->log, "Cluster: slot map read from %s", asked ? asked->name : "?");
         st->warned = 0;
@@ -555,7 +559,21 @@ static int cluster_reply(px_router *r, px_upreq *q, px_upstream *u, const char *
 
 static void cluster_start(px_router *r)
 {
-    refresh(r->topo_state, CAUSE_START);
+    cstate *st = r->topo_state;
+    st->started = px_now(st->core);
+    refresh(st, CAUSE_START);
+}
+
+/* Commands wait for the first map (its read takes a few ms, longer when no
+ * seed is up yet) rather than get CLUSTERDOWN, for upstream-timeout after
+ * the start (connect-timeout when that is 0); after that they get it. */
+static int cluster_waiting(px_router *r)
+{
+    cstate *st = r->topo_state;
+    if (st->known) return 0;
+    const px_config *cfg = st->core->cfg;
+    long long ms = cfg->upstream_timeout > 0 ? cfg->upstream_timeout : cfg->connect_timeout;
+    return px_now(st->core) - st->started < (double)ms / 1000.0;
 }
 
 static int owns_slots(const cstate *st, const px_pool *p)
@@ -600,7 +618,8 @@ static void cluster_cron(px_router *r, double now)
         st->again = 0;
         refresh(st, cause);
     }
-    if (now >= st->next_periodic) refresh(st, CAUSE_PERIODIC);
+    if (now >= st->next_periodic || (!st->known && !st->inflight && now - st->last_start >= FIRST_MAP_RETRY))
+        refresh(st, CAUSE_PERIODIC);
     /* a master whose connections are all down: a failover may be on */
     if (now - st->last_down >= DOWN_GAP) {
         for (int i = 0; i < r->npools; i++) {
@@ -678,6 +697,7 @@ const px_topology px_cluster_topology = {
     .shard = cluster_shard,
     .nshards = PX_CLUSTER_SLOTS,
     .shard_pool = cluster_shard_pool,
+    .waiting = cluster_waiting,
 };
 
 static int cluster_setup(px_router *r, char *err, size_t errlen)

@@ -67,6 +67,9 @@ typedef struct px_topology {
     int (*shard)(px_router *r, const char *key, size_t len);
     int nshards; /* shards are 0 .. nshards - 1 */
     px_pool *(*shard_pool)(px_router *r, int shard);
+    /* Optional: 1 while commands should wait rather than be routed (a
+     * Cluster's first map not in yet); the topology bounds how long. */
+    int (*waiting)(px_router *r);
 } px_topology;
 
 /* Told when a pool joins (event PX_POOL_ADDED) or leaves (PX_POOL_REMOVED:
@@ -86,6 +89,7 @@ struct px_router {
     int ncontrol;
     px_pool_listener listener;
     void *listener_arg;
+    int waited; /* px_router_waiting said 1 since px_router_wait_over last said so */
 };
 
 /* "single": every command to the one configured upstream. */
@@ -115,6 +119,20 @@ static inline int px_router_shard(px_router *r, const char *key, size_t len)
 }
 static inline int px_router_sharded(const px_router *r) { return r->topo->shard != NULL; }
 static inline px_pool *px_router_shard_pool(px_router *r, int shard) { return r->topo->shard_pool(r, shard); }
+/* 1 while commands should wait for the topology (the caller holds them
+ * unread); then, once, px_router_wait_over says 1: wake whoever waited. */
+static inline int px_router_waiting(px_router *r)
+{
+    int w = r->topo->waiting && r->topo->waiting(r);
+    r->waited |= w;
+    return w;
+}
+static inline int px_router_wait_over(px_router *r)
+{
+    if (!r->waited || px_router_waiting(r)) return 0;
+    r->waited = 0;
+    return 1;
+}
 /* The pool that serves commands naming no key (a pinned connection for
  * CLIENT TRACKING's redirect target, the L1's first link). */
 px_pool *px_router_default(px_router *r);

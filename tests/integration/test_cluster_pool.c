@@ -8,10 +8,12 @@
  *    leaves INFO within a deadline, while writes and reads through hotproxy
  *    (a pipeline in flight among them) see no error.  Run under the
  *    sanitizers, hotproxy's clean exit says nothing kept a pointer to it.
+ *  - commands sent before the first map wait for it (see first_map).
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "harness.h"
 #include "tap.h"
@@ -118,15 +120,24 @@ static int cli(const char *name, const char *const *argv)
     return st == 0 ? 0 : -1;
 }
 
-/* A cluster-enabled node with a free cluster bus port (port + 10000). */
-static int node_start(hx_proc *p)
+/* A free port whose cluster bus port (port + 10000) exists. */
+static int node_port(void)
+{
+    for (int i = 0; i < 1000; i++) {
+        int pt = hx_free_port();
+        if (pt > 0 && pt <= 55535) return pt;
+    }
+    return -1;
+}
+
+/* A cluster-enabled node on port (0: a free one). */
+static int node_start(hx_proc *p, int port)
 {
     static const char *const extra[] = {"--cluster-enabled", "yes", NULL};
-    for (int i = 0; i < 50; i++) {
-        int pt = hx_free_port();
-        if (pt <= 0 || pt > 55535 || hx_free_port() == pt + 10000) continue;
-        hx_redis_opts o = {.port = pt, .extra = extra, .name = "node"};
+    for (int i = 0; i < 20; i++) {
+        hx_redis_opts o = {.port = port ? port : node_port(), .extra = extra, .name = "node"};
         if (hx_redis_start_opts(p, &o) == 0) return 0;
+        if (port) break;
     }
     return -1;
 }
@@ -135,7 +146,7 @@ static int node_start(hx_proc *p)
 static void master_leaves(redisContext *c)
 {
     hx_proc *n4 = &topo.masters[topo.nmasters];
-    if (!ok(node_start(n4) == 0, "a 4th cluster node started")) return;
+    if (!ok(node_start(n4, 0) == 0, "a 4th cluster node started")) return;
     topo.nmasters++;
     char seed[32], addr4[32], id0[64], id4[64];
     snprintf(seed, sizeof(seed), "127.0.0.1:%d", topo.masters[0].port);
@@ -182,6 +193,8 @@ static void master_leaves(redisContext *c)
     while (hx_alive(&rs)) errors += load_round(c, keys, n, ++round);
     const char *del[] = {"redis-cli", "--cluster", "del-node", seed, id4, NULL};
     ok(cli("del-node", del) == 0, "redis-cli --cluster del-node");
+    hx_stop(n4, 5000); /* del-node shut it down */
+    topo.nmasters--;
     until = hx_now() + DEADLINE;
     int listed = 1;
     while (hx_now() < until && (listed = pool_listed(c, n4->port))) errors += load_round(c, keys, n, ++round);
@@ -190,6 +203,60 @@ static void master_leaves(redisContext *c)
     ok(errors == 0, "... %d rounds of writes, reads and pipelines through hotproxy meanwhile: %d errors%s%s", round,
        errors, errors ? ", last: " : "", errors ? last_err : "");
     is_str(hx_info_get(c, "hotproxy_upstream", "hotproxy_cluster_nodes"), "3", "... and its map three masters");
+}
+
+/*
+ * Commands sent before the first map are held until it is in: hotproxy's
+ * one seed is a port nobody listens on yet; the commands are sent, then a
+ * node starts there and joins the Cluster (CLUSTER MEET): they get real
+ * replies.  With a seed that never comes up they get CLUSTERDOWN once
+ * upstream-timeout has passed.
+ */
+static void first_map(void)
+{
+    int seed = node_port();
+    char seedport[16];
+    snprintf(seedport, sizeof(seedport), "%d", seed);
+    hx_proc px;
+    if (!ok(hx_proxy_start(&px, 0, seed, "--topology", "cluster", "--upstream-timeout", "60000", NULL) == 0,
+            "hotproxy starts with a seed nobody listens on yet")) return;
+    int fd = hx_connect(px.port);
+    static const char cmds[] = "*3\r\n$3\r\nSET\r\n$6\r\nheld:1\r\n$2\r\nv1\r\n"
+                               "*2\r\n$3\r\nGET\r\n$6\r\nheld:1\r\n"
+                               "*2\r\n$4\r\nINCR\r\n$6\r\nheld:2\r\n";
+    hx_buf got = {0};
+    long n = 0;
+    ok(fd >= 0 && hx_send_str(fd, cmds) == 0 && hx_read_replies(fd, &got, 1, &n, 300) == HX_TIMEOUT && n == 0,
+       "SET, GET and INCR sent: no reply while no map is known");
+    hx_proc *node = &topo.masters[topo.nmasters];
+    if (ok(node_start(node, seed) == 0, "a node starts on the seed's port")) {
+        topo.nmasters++;
+        redisContext *d = hx_redis(seed);
+        is_str(d ? hx_cmd(d, "CLUSTER MEET 127.0.0.1 %d", topo.masters[0].port) : "", "OK", "... and meets the Cluster");
+        if (d) redisFree(d);
+        int st = hx_read_replies(fd, &got, 3, &n, 30000);
+        hx_buf_append(&got, "", 1);
+        is_str(got.data, "+OK\r\n$2\r\nv1\r\n:1\r\n", "the held commands get their real replies once the map is in (%s)",
+               hx_status_name(st));
+    }
+    if (fd >= 0) close(fd);
+    hx_buf_free(&got);
+    is_int(hx_stop(&px, 5000), 0, "... hotproxy exits cleanly");
+
+    /* a seed that never comes up */
+    int nowhere = node_port();
+    if (!ok(hx_proxy_start(&px, 0, nowhere, "--topology", "cluster", "--upstream-timeout", "1500", NULL) == 0,
+            "hotproxy starts with a seed that never comes up")) return;
+    fd = hx_connect(px.port);
+    hx_buf none = {0};
+    n = 0;
+    int st = fd >= 0 && hx_send_str(fd, "*2\r\n$3\r\nGET\r\n$1\r\nx\r\n") == 0 ? hx_read_replies(fd, &none, 1, &n, 30000) : -1;
+    hx_buf_append(&none, "", 1);
+    ok(n == 1 && !strncmp(none.data, "-CLUSTERDOWN hotproxy: the slot map is not known yet", 52),
+       "... a command gets CLUSTERDOWN once upstream-timeout has passed (%s: %.80s)", hx_status_name(st), none.data);
+    if (fd >= 0) close(fd);
+    hx_buf_free(&none);
+    is_int(hx_stop(&px, 5000), 0, "... hotproxy exits cleanly");
 }
 
 int main(void)
@@ -213,6 +280,7 @@ int main(void)
        "INFO: 16384 slots known");
     master_leaves(c);
     redisFree(c);
+    first_map();
     ok(hx_file_contains(proxy.logfile, "owns no slot (2 map reads): its pool is removed"), "the log says why the pool went");
     is_int(hx_stop(&proxy, 5000), 0, "hotproxy exits cleanly (no sanitizer report)");
     hx_topo_stop(&topo, 5000);
