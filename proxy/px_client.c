@@ -713,6 +713,7 @@ static void upstream_done(px_upreq *q, struct px_upstream *u, const char *reply,
     px_req *r = (px_req *)((char *)q - offsetof(px_req, up));
     /* the topology sees it first (Sentinel: a -READONLY means the master moved) */
     if (!failed && px_router_reply(r->set->router, q, u, reply, len)) return;
+    if (failed && px_router_failed(r->set->router, q, u, reply, len)) return; /* a read sent where its key lives now */
     if (failed && r->client) r->set->core->stats.upstream_error_replies++;
     /* Its MULTI failed with the connection: the client knows it is in no
      * transaction (px_client_pinned_lost must not keep one for it). */
@@ -753,7 +754,10 @@ void px_client_reply_via(px_req *r, struct px_upstream *u, const char *cmd, size
         if (!r->up.raw) abort();
         memcpy(r->up.raw, cmd, cmdlen);
         r->up.rawlen = cmdlen;
-        if (px_router_reply(r->set->router, &r->up, u, reply, len)) return;
+        /* a fill's connection that failed answers with its error (u is down then) */
+        if (u->state != PX_UP_READY ? px_router_failed(r->set->router, &r->up, u, reply, len)
+                                    : px_router_reply(r->set->router, &r->up, u, reply, len))
+            return;
     }
     px_client_reply(r, reply, len);
 }

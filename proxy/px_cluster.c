@@ -96,13 +96,19 @@ typedef struct token {
     struct cstate *st;
 } token;
 
-/* A command waiting for its retry (TRYAGAIN, CLUSTERDOWN, LOADING). */
+/* A command waiting for its retry (TRYAGAIN, CLUSTERDOWN, LOADING), or a
+ * read whose master's connection broke, waiting for its slot's new owner
+ * (dead: that master's pool; until: then it gets err, the break's error). */
 typedef struct retry {
     ev_timer t;
     struct cstate *st;
     px_upreq *q;
     int proto;
     struct retry *prev, *next;
+    px_pool *dead;
+    double until;
+    size_t errlen;
+    char err[];
 } retry;
 
 /* A data pool that owned no slot at the last map reads, and how many. */
@@ -435,9 +441,11 @@ static void resend(px_pool *p, px_upreq *q, int proto, int asking)
 }
 
 /* The master of the slot of a command's bytes now (after a refresh, a retry
- * goes where the slot went), or NULL. */
-static px_pool *owner_of_raw(cstate *st, const char *raw, size_t len)
+ * goes where the slot went), or NULL; *cmdp (when not NULL): the command's
+ * table entry (NULL: unknown). */
+static px_pool *owner_of_raw(cstate *st, const char *raw, size_t len, const px_command **cmdp)
 {
+    if (cmdp) *cmdp = NULL;
     px_req_parser p;
     px_pool *pool = NULL;
     px_req_parser_init(&p, (long long)len);
@@ -450,6 +458,7 @@ static px_pool *owner_of_raw(cstate *st, const char *raw, size_t len)
             px_command_lookup(argv[0], argvlen[0], p.argc > 1 ? argv[1] : NULL, p.argc > 1 ? argvlen[1] : 0);
         int slot = cmd ? command_slot(cmd, p.argc, argv, argvlen) : -1;
         pool = slot >= 0 ? st->slots[slot] : first_master(st->r);
+        if (cmdp) *cmdp = cmd;
         free(argv);
         free(argvlen);
     }
@@ -461,15 +470,56 @@ static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     retry *t = w->data;
     cstate *st = t->st;
-    (void)loop;
     (void)revents;
+    px_upreq *q = t->q;
+    px_pool *owner = owner_of_raw(st, q->raw, q->rawlen, NULL);
+    int give_up = 0;
+    if (t->dead && owner == t->dead) {
+        /* the map still names the master that broke: wait for its new
+         * owner (or its own connections back), within the deadline */
+        px_upstream *u = px_pool_pick(owner, 0, t->proto, NULL);
+        if (!u || u->state != PX_UP_READY) {
+            if (px_now(st->core) < t->until) {
+                ev_timer_set(&t->t, DOWN_GAP, 0);
+                ev_timer_start(loop, &t->t);
+                return;
+            }
+            give_up = 1;
+        }
+    }
     if (t->prev) t->prev->next = t->next;
     else st->retries = t->next;
     if (t->next) t->next->prev = t->prev;
-    px_upreq *q = t->q;
     int proto = t->proto;
+    if (give_up) q->done(q, NULL, t->err, t->errlen, 1);
+    else resend(owner, q, proto, 0);
     free(t);
-    resend(owner_of_raw(st, q->raw, q->rawlen), q, proto, 0);
+}
+
+/* Park q in the retry list: sent again after wait seconds (dead: the
+ * master's pool whose connection broke under it, see retry_cb). */
+static void park(cstate *st, px_upreq *q, int proto, double wait, px_pool *dead, const char *err, size_t errlen)
+{
+    retry *t = calloc(1, sizeof(*t) + errlen + 1);
+    if (!t) abort();
+    t->st = st;
+    t->q = q;
+    t->proto = proto;
+    t->dead = dead;
+    if (dead) {
+        const px_config *cfg = st->core->cfg;
+        long long ms = cfg->upstream_timeout > 0 ? cfg->upstream_timeout : cfg->connect_timeout;
+        t->until = px_now(st->core) + (double)ms / 1000.0;
+        memcpy(t->err, err, errlen);
+        t->errlen = errlen;
+    }
+    t->next = st->retries;
+    if (st->retries) st->retries->prev = t;
+    st->retries = t;
+    ev_timer_init(&t->t, retry_cb, wait, 0);
+    t->t.data = t;
+    ev_timer_start(st->core->loop, &t->t);
+    if (q->resend_on) q->resend_on(q, NULL, 0); /* on no connection until the retry (u's pool may go meanwhile) */
 }
 
 /* "-MOVED 3999 127.0.0.1:6381" after skip bytes: the slot and the address
@@ -517,18 +567,7 @@ static int cluster_reply(px_router *r, px_upreq *q, px_upstream *u, const char *
         q->redirects++;
         st->st.cluster_tryagain++;
         if (starts(reply, len, "-CLUSTERDOWN")) refresh(st, CAUSE_DOWN);
-        retry *t = calloc(1, sizeof(*t));
-        if (!t) abort();
-        t->st = st;
-        t->q = q;
-        t->proto = u->proto;
-        t->next = st->retries;
-        if (st->retries) st->retries->prev = t;
-        st->retries = t;
-        ev_timer_init(&t->t, retry_cb, RETRY_FIRST * (double)(1 << (q->redirects - 1)), 0);
-        t->t.data = t;
-        ev_timer_start(st->core->loop, &t->t);
-        if (q->resend_on) q->resend_on(q, NULL, 0); /* on no connection until the retry (u's pool may go meanwhile) */
+        park(st, q, u->proto, RETRY_FIRST * (double)(1 << (q->redirects - 1)), NULL, NULL, 0);
         return 1;
     }
     int slot, port;
@@ -552,6 +591,24 @@ static int cluster_reply(px_router *r, px_upreq *q, px_upstream *u, const char *
         st->st.cluster_ask++;
     }
     resend(p, q, u->proto, ask);
+    return 1;
+}
+
+/* A forwarded request whose shared connection broke (the master may be
+ * dead): a read is sent again to its slot's owner once the map names
+ * another, or the master's connections are back, within upstream-timeout;
+ * a write keeps the error (it may have run). */
+static int cluster_failed(px_router *r, px_upreq *q, px_upstream *u, const char *reply, size_t len)
+{
+    cstate *st = r->topo_state;
+    if (!st || st->closing || !q->raw || !u || !u->lane || !u->broke || q->redirects >= MAX_RESENDS) return 0;
+    const px_command *cmd;
+    owner_of_raw(st, q->raw, q->rawlen, &cmd);
+    if (!cmd || px_command_writes(cmd) || (cmd->flags & PX_F_BL)) return 0;
+    q->redirects++;
+    st->st.cluster_read_retries++;
+    refresh(st, CAUSE_DOWN);
+    park(st, q, u->proto, DOWN_GAP, u->pool, reply, len);
     return 1;
 }
 
@@ -603,6 +660,8 @@ static void remove_unowned(cstate *st)
         free(v.lane.v);
         if (v.upstream_inflight && w.reads < UNOWNED_FORCE) continue;
         unowned_clear(st, w.p);
+        for (retry *t = st->retries; t; t = t->next)
+            if (t->dead == w.p) t->dead = NULL; /* they go to their slot's owner, whoever it is */
         px_log_notice(&st->core->log, "Cluster: master %s owns no slot (%d map reads): its pool is removed", w.p->name,
                       w.reads);
         px_router_remove_pool(st->r, w.p, "the node owns no slot in the Cluster's map any more");
@@ -691,6 +750,7 @@ const px_topology px_cluster_topology = {
     .start = cluster_start,
     .route = cluster_route,
     .reply = cluster_reply,
+    .failed = cluster_failed,
     .cron = cluster_cron,
     .info = cluster_info,
     .destroy = cluster_destroy,

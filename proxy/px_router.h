@@ -58,6 +58,10 @@ typedef struct px_topology {
     /* Optional: a forwarded reply before its requester sees it.  Returns 1
      * when the topology took the request over (to retry or redirect it). */
     int (*reply)(px_router *r, px_upreq *q, px_upstream *u, const char *reply, size_t len);
+    /* Optional: a forwarded request answered with the error of u failing
+     * (reply: that error).  Returns 1 when the topology took it over (a
+     * read sent again where its keys live now). */
+    int (*failed)(px_router *r, px_upreq *q, px_upstream *u, const char *reply, size_t len);
     void (*cron)(px_router *r, double now);
     void (*info)(px_router *r, px_buf *out); /* its own INFO lines, before the pools' */
     void (*destroy)(px_router *r);           /* its own state (the pools are the router's) */
@@ -110,6 +114,12 @@ static inline px_pool *px_router_route(px_router *r, const px_route_args *a) { r
 static inline int px_router_reply(px_router *r, px_upreq *q, px_upstream *u, const char *reply, size_t len)
 {
     return r->topo->reply ? r->topo->reply(r, q, u, reply, len) : 0;
+}
+/* A forwarded request's connection failed (reply: the error it gets): 1
+ * when the topology took the request over. */
+static inline int px_router_failed(px_router *r, px_upreq *q, px_upstream *u, const char *reply, size_t len)
+{
+    return r->topo->failed ? r->topo->failed(r, q, u, reply, len) : 0;
 }
 /* The shard of a key, -1 when the topology does not spread keys (one
  * server holds them all); the pool of a shard. */

@@ -369,6 +369,7 @@ static void part_done(px_upreq *q, struct px_upstream *u, const char *reply, siz
     px_split_plan *p = pt->sp;
     /* the topology sees it first: a redirect is followed, as for any command */
     if (!failed && px_router_reply(p->router, q, u, reply, len)) return;
+    if (failed && px_router_failed(p->router, q, u, reply, len)) return;
     pt->reply = malloc(len ? len : 1);
     if (!pt->reply) abort();
     memcpy(pt->reply, reply, len);

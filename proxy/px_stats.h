@@ -126,6 +126,7 @@ typedef struct px_stats_lanes {
     X(cluster_ask, COUNTER, U64, "ASK replies handled: ASKING and the command on the node named")                 \
     X(cluster_tryagain, COUNTER, U64, "TRYAGAIN, CLUSTERDOWN and LOADING replies retried after a pause")          \
     X(cluster_redirect_errors, COUNTER, U64, "redirections that reached a client (sent 5 times already)")          \
+    X(cluster_read_retries, COUNTER, U64, "reads in flight on a master whose connection broke, sent to the slot's owner again") \
     X(cluster_crossslot, COUNTER, U64, "commands refused with CROSSSLOT (keys of several slots)")                  \
     X(cluster_split, COUNTER, U64, "commands split by slot or sent to every master, then merged")                  \
     X(cluster_refreshes, COUNTER, U64, "slot maps read (CLUSTER SLOTS answered)")                                 \

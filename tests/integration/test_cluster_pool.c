@@ -8,7 +8,9 @@
  *    leaves INFO within a deadline, while writes and reads through hotproxy
  *    (a pipeline in flight among them) see no error.  Run under the
  *    sanitizers, hotproxy's clean exit says nothing kept a pointer to it.
- *  - commands sent before the first map wait for it (see first_map).
+ *  - commands sent before the first map wait for it (see first_map);
+ *  - reads in flight on a master that dies get their values from its
+ *    promoted replica (see reads_retried).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -259,6 +261,116 @@ static void first_map(void)
     is_int(hx_stop(&px, 5000), 0, "... hotproxy exits cleanly");
 }
 
+/* Requests in flight on the pool of the master on port, from INFO (-1: no pool). */
+static long long pool_inflight(redisContext *c, int port)
+{
+    redisReply *r = redisCommand(c, "INFO hotproxy_upstream");
+    char pat[48];
+    snprintf(pat, sizeof(pat), "hotproxy_upstream:127.0.0.1:%d\r", port);
+    const char *at = r && r->type == REDIS_REPLY_STRING ? strstr(r->str, pat) : NULL;
+    const char *f = at ? strstr(at, "hotproxy_upstream_inflight:") : NULL;
+    long long n = f ? atoll(f + strlen("hotproxy_upstream_inflight:")) : -1;
+    if (r) freeReplyObject(r);
+    return n;
+}
+
+/*
+ * Reads in flight on a master that dies are sent to its replica once that
+ * is promoted: master 1 is paused (CLIENT PAUSE ALL), a pipeline of GETs
+ * and an MGET across masters (and SETs) is sent through hotproxy, so it
+ * sits in flight there; master 1 is SIGKILLed.  Every read gets its value
+ * (from the promoted replica); only writes may get the connection's error.
+ */
+static void reads_retried(void)
+{
+    static const char *const extra[] = {"--cluster-node-timeout", "2000", NULL};
+    hx_cluster_opts o = {.masters = 3, .replicas = 1, .extra = extra};
+    hx_topo t;
+    if (!ok(hx_cluster_start(&t, &o) == 0, "3 masters + 3 replicas started")) return;
+    hx_proc px;
+    if (!ok(hx_proxy_start(&px, 0, t.masters[0].port, "--topology", "cluster", "--upstream-timeout", "20000",
+                           "--l1-hot-threshold", "0", NULL) == 0,
+            "hotproxy starts with topology cluster")) {
+        hx_topo_stop(&t, 5000);
+        return;
+    }
+    redisContext *c = hx_redis(px.port);
+    hx_info_wait(c, "hotproxy_upstream", "hotproxy_cluster_slots_known", "16384", 20000);
+    int dead = t.masters[1].port;
+    static char keys[40][32];
+    int n = 0, ndead = 0;
+    for (int i = 0; n < 40 && i < 5000; i++) {
+        char k[32];
+        snprintf(k, sizeof(k), "rd:%d", i);
+        int own = owner_port(t.masters[0].port, k) == dead;
+        if ((own && ndead >= 30) || (!own && n - ndead >= 10)) continue;
+        ndead += own;
+        snprintf(keys[n++], sizeof(keys[0]), "%s", k);
+    }
+    int set_errors = 0;
+    for (int i = 0; i < n; i++) set_errors += strcmp(hx_cmd(c, "SET %s v-%s", keys[i], keys[i]), "OK") != 0;
+    ok(set_errors == 0 && ndead == 30, "40 keys written through hotproxy, 30 of them on master 1");
+    redisContext *m1 = hx_redis(dead);
+    is_str(m1 ? hx_cmd(m1, "CLIENT PAUSE 20000 ALL") : "", "OK", "master 1 paused: what hotproxy sends it stays in flight");
+    hx_buf req = {0};
+    for (int i = 0; i < n; i++) hx_buf_printf(&req, "*2\r\n$3\r\nGET\r\n$%zu\r\n%s\r\n", strlen(keys[i]), keys[i]);
+    hx_buf_printf(&req, "*%d\r\n$4\r\nMGET\r\n", n + 1);
+    for (int i = 0; i < n; i++) hx_buf_printf(&req, "$%zu\r\n%s\r\n", strlen(keys[i]), keys[i]);
+    for (int i = 0; i < n; i++)
+        hx_buf_printf(&req, "*3\r\n$3\r\nSET\r\n$%zu\r\n%s\r\n$1\r\nw\r\n", strlen(keys[i]), keys[i]);
+    int fd = hx_connect(px.port);
+    ok(fd >= 0 && hx_send(fd, req.data, req.len, 10000) == 0, "a pipeline of 40 GETs, an MGET of the 40 keys and 40 SETs sent");
+    long long inflight = -1;
+    double until = hx_now() + DEADLINE;
+    while (hx_now() < until && (inflight = pool_inflight(c, dead)) < 30) hx_sleep_ms(20);
+    ok(inflight >= 30, "... master 1's part of it in flight there (%lld)", inflight);
+    for (int i = 0; i < t.nmasters; i++)
+        if (i == 1) hx_kill(&t.masters[i]);
+    if (m1) redisFree(m1);
+    hx_buf got = {0};
+    long nr = 0;
+    int st = hx_read_replies(fd, &got, 2 * n + 1, &nr, 60000);
+    ok(nr == 2 * n + 1, "master 1 SIGKILLed: every reply arrives (%ld of %d, %s)", nr, 2 * n + 1, hx_status_name(st));
+    /* the replies, in order: the GETs, the MGET, the SETs */
+    redisReader *rd = redisReaderCreate();
+    redisReaderFeed(rd, got.data, got.len);
+    int bad_reads = 0, write_errors = 0;
+    char first_bad[256] = "";
+    for (long i = 0; i < nr; i++) {
+        redisReply *r = NULL;
+        if (redisReaderGetReply(rd, (void **)&r) != REDIS_OK || !r) break;
+        char want[64];
+        if (i < n) {
+            snprintf(want, sizeof(want), "v-%s", keys[i]);
+            if (r->type != REDIS_REPLY_STRING || strcmp(r->str, want)) {
+                if (!bad_reads++) snprintf(first_bad, sizeof(first_bad), "GET %s: %s", keys[i], r->str ? r->str : "?");
+            }
+        } else if (i == n) {
+            int good = r->type == REDIS_REPLY_ARRAY && r->elements == (size_t)n;
+            for (int k = 0; good && k < n; k++) {
+                snprintf(want, sizeof(want), "v-%s", keys[k]);
+                good = r->element[k]->type == REDIS_REPLY_STRING && !strcmp(r->element[k]->str, want);
+            }
+            if (!good && !bad_reads++) snprintf(first_bad, sizeof(first_bad), "MGET: %s", r->str ? r->str : "(array)");
+        } else {
+            write_errors += r->type == REDIS_REPLY_ERROR;
+        }
+        freeReplyObject(r);
+    }
+    redisReaderFree(rd);
+    if (!ok(bad_reads == 0, "... every read gets its value, from the promoted replica (%d did not)", bad_reads))
+        diag("first: %s", first_bad);
+    diag("writes in flight that got the connection's error: %d of %d", write_errors, n);
+    ok(hx_info_num(c, "hotproxy_upstream", "hotproxy_cluster_read_retries") > 0, "INFO counts the reads sent again (%lld)",
+       hx_info_num(c, "hotproxy_upstream", "hotproxy_cluster_read_retries"));
+    if (fd >= 0) close(fd);
+    hx_buf_free(&req);
+    hx_buf_free(&got);
+    redisFree(c);
+    is_int(hx_stop(&px, 5000), 0, "hotproxy exits cleanly");
+    hx_topo_stop(&t, 5000);
+}
+
 int main(void)
 {
     hx_init(400);
@@ -284,6 +396,7 @@ int main(void)
     ok(hx_file_contains(proxy.logfile, "owns no slot (2 map reads): its pool is removed"), "the log says why the pool went");
     is_int(hx_stop(&proxy, 5000), 0, "hotproxy exits cleanly (no sanitizer report)");
     hx_topo_stop(&topo, 5000);
+    reads_retried();
     done_testing();
     return exit_status();
 }
