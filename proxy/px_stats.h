@@ -126,7 +126,6 @@ typedef struct px_stats_lanes {
     X(cluster_ask, COUNTER, U64, "ASK replies handled: ASKING and the command on the node named")                 \
     X(cluster_tryagain, COUNTER, U64, "TRYAGAIN, CLUSTERDOWN and LOADING replies retried after a pause")          \
     X(cluster_redirect_errors, COUNTER, U64, "redirections that reached a client (sent 5 times already)")          \
-    X(cluster_read_retries, COUNTER, U64, "reads in flight on a master whose connection broke, sent to the slot's owner again") \
     X(cluster_crossslot, COUNTER, U64, "commands refused with CROSSSLOT (keys of several slots)")                  \
     X(cluster_split, COUNTER, U64, "commands split by slot or sent to every master, then merged")                  \
     X(cluster_refreshes, COUNTER, U64, "slot maps read (CLUSTER SLOTS answered)")                                 \
@@ -135,7 +134,8 @@ typedef struct px_stats_lanes {
     X(cluster_refresh_periodic, COUNTER, U64, "maps asked for by the background check (every 5 s)")               \
     X(cluster_refresh_down, COUNTER, U64, "maps asked for because a master's connections were all down")          \
     X(cluster_refresh_failures, COUNTER, U64, "CLUSTER SLOTS asked of a node that gave no usable map")             \
-    X(cluster_last_refresh_cause, INFO, STR, "why the last map was asked for (start, moved, periodic, down)")
+    X(cluster_last_refresh_cause, INFO, STR, "why the last map was asked for (start, moved, periodic, down)")       \
+    X(cluster_read_retries, COUNTER, U64, "reads in flight on a master whose connection broke, sent to its new owner")
 
 /* # Hotproxy_upstream: one upstream pool (scope pool, named by "upstream"). */
 #define PX_STATS_POOL_LIST(X)                                                                          \
