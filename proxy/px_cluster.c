@@ -131,8 +131,8 @@ typedef struct cstate {
     int cause;                        /* why the last read began */
     int again;                        /* another read was wanted meanwhile: its cause + 1 */
     double last_start, next_periodic, last_down;
-    double started;                   /* cluster_start: commands wait for the first map from then */
-    int known;                        /* a map has been read */
+    double started;                   /* cluster_start: commands wait for a whole map from then */
+    int whole;                        /* every slot's master has been known */
     retry *retries;
     int closing;
     char last_fail[600];              /* why the last node asked gave no map */
@@ -144,6 +144,15 @@ typedef struct cstate {
 } cstate;
 
 static void refresh(cstate *st, int cause);
+
+/* How long a command may wait for what it needs from the Cluster (a map,
+ * a new master): upstream-timeout, connect-timeout when that is 0. */
+static double hold_time(const cstate *st)
+{
+    const px_config *cfg = st->core->cfg;
+    return (double)(cfg->upstream_timeout > 0 ? cfg->upstream_timeout : cfg->connect_timeout) / 1000.0;
+}
+
 
 static px_pool *pool_for(cstate *st, const char *host, size_t hlen, int port)
 {
@@ -274,7 +283,11 @@ static void slots_done(px_upstream *u, void *ctx, const char *reply, size_t len)
     px_pool *asked = u ? u->pool : NULL;
     if (len && reply[0] != '-' && apply_map(st, reply, len, asked) == 0) {
         st->st.cluster_refreshes++;
-        st->known = 1;
+        if (!st->whole) {
+            int s = 0;
+            while (s < PX_CLUSTER_SLOTS && st->slots[s]) s++;
+            st->whole = s == PX_CLUSTER_SLOTS;
+        }
         unowned_count(st);
         if (st->warned) px_log_notice(&st->core->log, "Cluster: slot map read from %s", asked ? asked->name : "?");
         st->warned = 0;
@@ -507,9 +520,7 @@ static void park(cstate *st, px_upreq *q, int proto, double wait, px_pool *dead,
     t->proto = proto;
     t->dead = dead;
     if (dead) {
-        const px_config *cfg = st->core->cfg;
-        long long ms = cfg->upstream_timeout > 0 ? cfg->upstream_timeout : cfg->connect_timeout;
-        t->until = px_now(st->core) + (double)ms / 1000.0;
+        t->until = px_now(st->core) + hold_time(st);
         memcpy(t->err, err, errlen);
         t->errlen = errlen;
     }
@@ -621,16 +632,14 @@ static void cluster_start(px_router *r)
     refresh(st, CAUSE_START);
 }
 
-/* Commands wait for the first map (its read takes a few ms, longer when no
- * seed is up yet) rather than get CLUSTERDOWN, for upstream-timeout after
- * the start (connect-timeout when that is 0); after that they get it. */
+/* Commands wait for the first whole map (its read takes a few ms, longer
+ * when no seed is up yet, and a node that just joined knows part of it)
+ * rather than get CLUSTERDOWN, for hold_time after the start; after that
+ * a slot not known gets it. */
 static int cluster_waiting(px_router *r)
 {
     cstate *st = r->topo_state;
-    if (st->known) return 0;
-    const px_config *cfg = st->core->cfg;
-    long long ms = cfg->upstream_timeout > 0 ? cfg->upstream_timeout : cfg->connect_timeout;
-    return px_now(st->core) - st->started < (double)ms / 1000.0;
+    return !st->whole && px_now(st->core) - st->started < hold_time(st);
 }
 
 static int owns_slots(const cstate *st, const px_pool *p)
@@ -677,7 +686,7 @@ static void cluster_cron(px_router *r, double now)
         st->again = 0;
         refresh(st, cause);
     }
-    if (now >= st->next_periodic || (!st->known && !st->inflight && now - st->last_start >= FIRST_MAP_RETRY))
+    if (now >= st->next_periodic || (cluster_waiting(r) && !st->inflight && now - st->last_start >= FIRST_MAP_RETRY))
         refresh(st, CAUSE_PERIODIC);
     /* a master whose connections are all down: a failover may be on */
     if (now - st->last_down >= DOWN_GAP) {
