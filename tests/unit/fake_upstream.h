@@ -83,7 +83,7 @@ typedef struct fake {
     long ngets;       /* GETs read */
     long long next_client_id;
     const char *slots; /* CLUSTER's reply (a CLUSTER SLOTS map), when set; else +OK */
-    struct {           /* GETs of keys starting with prefix get reply ("-MOVED ...\r\n") at once */
+    struct {           /* GETs (MGETs: by the first key) of keys starting with prefix get reply ("-MOVED ...\r\n") at once */
         char prefix[16];
         char reply[96];
     } moved[2];
@@ -165,6 +165,12 @@ static inline void fake_answer(fake_conn *c, const char *const *argv, const size
         }
         f->ngets++;
         e->ready = f->auto_get;
+        for (int i = 0; i < 2; i++)
+            if (f->moved[i].prefix[0] && !strncmp(e->key, f->moved[i].prefix, strlen(f->moved[i].prefix))) {
+                px_buf_clear(&e->reply, 0);
+                px_buf_appendf(&e->reply, "%s", f->moved[i].reply);
+                e->ready = 1;
+            }
     } else if (FAKE_IS("DEL")) {
         px_buf_appendf(&e->reply, ":%d\r\n", argc - 1); /* every key existed */
         e->ready = 1;

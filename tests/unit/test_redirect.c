@@ -27,6 +27,7 @@
 #include "proxy/px_config.h"
 #include "proxy/px_core.h"
 #include "proxy/px_router.h"
+#include "proxy/px_split.h"
 #include "tap.h"
 
 #define WAIT_SECS 15.0
@@ -57,10 +58,35 @@ static int dispatch(void *arg, px_client *c, const char *raw, size_t rawlen)
 {
     env *e = arg;
     int argc = c->parser.argc < 8 ? c->parser.argc : 8;
-    const char *argv[8];
-    size_t argvlen[8];
+    if (argc > c->argv_cap) {
+        c->argv_cap = argc;
+        c->argv = realloc(c->argv, sizeof(*c->argv) * (size_t)argc);
+        c->argvlen = realloc(c->argvlen, sizeof(*c->argvlen) * (size_t)argc);
+        if (!c->argv || !c->argvlen) abort();
+    }
+    const char **argv = c->argv;
+    size_t *argvlen = c->argvlen;
     for (int i = 0; i < argc; i++) argv[i] = px_req_arg(&c->parser, raw, i, &argvlen[i]);
     const px_command *cmd = px_command_lookup(argv[0], argvlen[0], NULL, 0);
+    /* keys of several slots (MGET): one command per master, as px_dispatch */
+    int wait = 0;
+    const char *serr = NULL;
+    px_split_plan *sp = cmd ? px_split_plan_make(c, cmd, argc, NULL, &wait, &serr) : NULL;
+    if (sp && wait) {
+        px_split_plan_free(sp);
+        return 0;
+    }
+    if (sp) {
+        px_req *r = px_client_req_new(c);
+        r->cmd = cmd;
+        if (serr) {
+            px_split_plan_free(sp);
+            px_client_reply_error(r, "%s", serr);
+        } else {
+            px_split_send(sp, c, r, NULL);
+        }
+        return 1;
+    }
     const char *why = NULL;
     px_route_args a = {cmd, argc, argv, argvlen, &why};
     px_pool *p = px_router_route(e->router, &a);
@@ -159,9 +185,31 @@ static void bulk(px_buf *b, const char *key, const char *server)
 
 #define GET(k) "*2\r\n$3\r\nGET\r\n$4\r\n" k "\r\n"
 
+/* p's shared connection the GET of key was read on (the fake's and the
+ * pool's connections pair up by their local port), or NULL. */
+static px_upstream *fake_conn_upstream(env *e, px_pool *p, const char *key)
+{
+    fake *f = p->port == e->fa.port ? &e->fa : &e->fb;
+    fake_conn *fc = fake_reader(f, key);
+    if (!fc) return NULL;
+    struct sockaddr_storage peer;
+    socklen_t plen = sizeof(peer);
+    if (getpeername(fc->fd, (struct sockaddr *)&peer, &plen) != 0) return NULL;
+    for (int i = 0; i < p->nlanes; i++)
+        for (int j = 0; j < p->lanes[i]->nconns; j++) {
+            px_upstream *u = &p->lanes[i]->conns[j];
+            struct sockaddr_storage me;
+            socklen_t mlen = sizeof(me);
+            if (u->fd >= 0 && getsockname(u->fd, (struct sockaddr *)&me, &mlen) == 0 && mlen == plen &&
+                !memcmp(&me, &peer, plen))
+                return u;
+        }
+    return NULL;
+}
+
 int main(void)
 {
-    plan(14);
+    plan(20);
     signal(SIGPIPE, SIG_IGN);
     env *e = calloc(1, sizeof(*e));
     if (!e) abort();
@@ -263,6 +311,30 @@ int main(void)
     bulk(&want, "{u}1", "B");
     WAIT_FOR(e, (drain_peer(e), e->got.len >= want.len) && c->ninflight == 0);
     is_mem(e->got.data, e->got.len, want.data, want.len, "the client reads {t}3's reply, then {u}1's");
+    ok(c->ninflight == 0 && c->non == 0, "nothing counted in flight afterwards");
+
+    /* --- a part of a split MGET redirected: {u}'s slot is A's again in the
+     * map read since, and A still sends it to B */
+    e->got.len = e->got.rpos = 0;
+    px_buf_clear(&want, 0);
+    ok(WAIT_FOR(e, px_router_shard_pool(e->router, (int)su) == pa), "the map read after the MOVED gives {u} back to A");
+    e->fa.auto_get = 0;
+    send_peer(e, GET("{t}4") "*3\r\n$4\r\nMGET\r\n$4\r\n{u}2\r\n$4\r\n{v}1\r\n");
+    ok(WAIT_FOR(e, fake_holder(&e->fb, "{t}4") && fake_holder(&e->fb, "{u}2") && fake_holder(&e->fa, "{v}1")),
+       "GET {t}4 on B; MGET {u}2 {v}1 split: {v}1's part on A, {u}2's redirected by A to B");
+    ok(read_after(&e->fb, "{t}4", "{u}2"), "{u}2's part joined the connection {t}4 is on (%s)",
+       fake_reader(&e->fb, "{u}2") ? fake_reader(&e->fb, "{u}2")->gets : "none");
+    ok(c->non == 2 && px_client_inflight_on(c, pb) == fake_conn_upstream(e, pb, "{t}4"),
+       "the client counts one connection of B and one of A");
+    fake_release(&e->fb, "{u}2");
+    fake_release(&e->fb, "{t}4");
+    fake_release(&e->fa, "{v}1");
+    bulk(&want, "{t}4", "B");
+    px_buf_appendf(&want, "*2\r\n");
+    bulk(&want, "{u}2", "B");
+    bulk(&want, "{v}1", "A");
+    WAIT_FOR(e, (drain_peer(e), e->got.len >= want.len) && c->ninflight == 0);
+    is_mem(e->got.data, e->got.len, want.data, want.len, "the client reads {t}4's reply, then the MGET's merged");
     ok(c->ninflight == 0 && c->non == 0, "nothing counted in flight afterwards");
 
     px_buf_free(&want);
