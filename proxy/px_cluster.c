@@ -9,7 +9,7 @@
  * being resharded to that ASK names) keeps its pool, and nothing is freed
  * inside a reply callback of the pool's own connection.  What could still
  * name one of its connections (a redirected request's in-flight entry)
- * moves with the request (px_upreq.moved).
+ * moves with the request (px_upreq.resend_on).
  */
 #include "proxy/px_cluster.h"
 
@@ -152,7 +152,6 @@ static double hold_time(const cstate *st)
     const px_config *cfg = st->core->cfg;
     return (double)(cfg->upstream_timeout > 0 ? cfg->upstream_timeout : cfg->connect_timeout) / 1000.0;
 }
-
 
 static px_pool *pool_for(cstate *st, const char *host, size_t hlen, int port)
 {
