@@ -369,6 +369,10 @@ static void ignore_reply(px_upstream *u, void *ctx, const char *reply, size_t le
  * cannot take it, q is answered with the pool's error. */
 static void resend(px_pool *p, px_upreq *q, int proto, int asking)
 {
+    if (q->resend) { /* it goes on a connection of its requester's own */
+        q->resend(q, p, asking);
+        return;
+    }
     px_upstream *u = p ? px_pool_pick(p, 0, proto, NULL) : NULL;
     if (!u) {
         char err[512];
@@ -451,10 +455,14 @@ static int starts(const char *reply, size_t len, const char *what)
 static int cluster_reply(px_router *r, px_upreq *q, px_upstream *u, const char *reply, size_t len)
 {
     cstate *st = r->topo_state;
-    /* on a connection of the client's own (MULTI, WATCH) Redis' error goes through */
-    if (len < 4 || reply[0] != '-' || !q->raw || !u || !u->lane) return 0;
+    /* on a connection of the client's own (MULTI, WATCH) Redis' error goes
+     * through, unless the request can move (a blocking command: q->resend) */
+    if (len < 4 || reply[0] != '-' || !q->raw || !u || (!u->lane && !q->resend)) return 0;
     int moved = starts(reply, len, "-MOVED "), ask = starts(reply, len, "-ASK ");
     int again = starts(reply, len, "-TRYAGAIN") || starts(reply, len, "-CLUSTERDOWN") || starts(reply, len, "-LOADING");
+    /* a master turned replica (a failover) unblocks its blocked clients so */
+    int demoted = q->resend && starts(reply, len, "-UNBLOCKED force unblock from blocking operation, instance state");
+    again |= demoted;
     if (!moved && !ask && !again) return 0;
     if (q->redirects >= MAX_RESENDS) {
         st->st.cluster_redirect_errors++;
@@ -463,7 +471,8 @@ static int cluster_reply(px_router *r, px_upreq *q, px_upstream *u, const char *
     if (again) {
         q->redirects++;
         st->st.cluster_tryagain++;
-        if (starts(reply, len, "-CLUSTERDOWN")) refresh(st, CAUSE_DOWN);
+        if (starts(reply, len, "-CLUSTERDOWN") || demoted) refresh(st, CAUSE_DOWN);
+        if (q->park) q->park(q);
         retry *t = calloc(1, sizeof(*t));
         if (!t) abort();
         t->st = st;
@@ -501,6 +510,12 @@ static int cluster_reply(px_router *r, px_upreq *q, px_upstream *u, const char *
 }
 
 /* --- the rest of the topology ---------------------------------------------- */
+
+static void cluster_shard_stale(px_router *r, int shard)
+{
+    (void)shard;
+    refresh(r->topo_state, CAUSE_MOVED);
+}
 
 static void cluster_start(px_router *r)
 {
@@ -598,6 +613,7 @@ const px_topology px_cluster_topology = {
     .shard = cluster_shard,
     .nshards = PX_CLUSTER_SLOTS,
     .shard_pool = cluster_shard_pool,
+    .shard_stale = cluster_shard_stale,
 };
 
 static int cluster_setup(px_router *r, char *err, size_t errlen)

@@ -404,6 +404,10 @@ static int dispatch(void *arg, px_client *c, const char *raw, size_t rawlen)
     /* A subscriber's last frames are still coming (see on_marker): what it
      * sends now must not go out as a frame nobody waits for. */
     if (c->pinned && c->markers > 0) return 0;
+    /* A blocking command on its own connection may be redirected to
+     * another node's (a Cluster) and sent again there: what the client sent
+     * after it waits, as Redis holds a blocked client's next commands. */
+    if (c->nblocking > 0 && px_router_sharded(c->set->router)) return 0;
     /* A failover's re-subscribe is not confirmed yet: its frames come first. */
     if (px_client_rebuilding(c)) return 0;
     /* An EXEC runs its local commands when its reply comes: what the client
@@ -589,6 +593,8 @@ static int dispatch(void *arg, px_client *c, const char *raw, size_t rawlen)
                ((px_handlers[h].sets & PX_STATE_MULTI) && !(c->state & PX_STATE_MULTI))) {
         px_client_multi_reset(c); /* DISCARD, or a MULTI that begins one */
     }
+    if ((hp & PX_HP_MAY_END_RAW) && u == c->pinned && cmd && cmd->first_key > 0)
+        px_client_leaving(c, argc - 1, c->argv + 1, c->argvlen + 1); /* SUNSUBSCRIBE: its channels are its keys */
     px_policy_write_ttl(c, r, &s->core.rng);
     int noreply = u == c->pinned ? apply_state(c, r, h, argc) : 0;
     if ((hp & PX_HP_FENCE) && !noreply && !(c->state & PX_STATE_MULTI)) wait_fence(u, r);

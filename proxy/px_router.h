@@ -67,6 +67,10 @@ typedef struct px_topology {
     int (*shard)(px_router *r, const char *key, size_t len);
     int nshards; /* shards are 0 .. nshards - 1 */
     px_pool *(*shard_pool)(px_router *r, int shard);
+    /* Optional: a server said a shard left it (Redis 7's sunsubscribe of a
+     * shard channel whose slot moved): read where it went (a Cluster's map,
+     * again). */
+    void (*shard_stale)(px_router *r, int shard);
 } px_topology;
 
 /* Told when a pool joins (event PX_POOL_ADDED) or leaves (PX_POOL_REMOVED:
@@ -115,6 +119,10 @@ static inline int px_router_shard(px_router *r, const char *key, size_t len)
 }
 static inline int px_router_sharded(const px_router *r) { return r->topo->shard != NULL; }
 static inline px_pool *px_router_shard_pool(px_router *r, int shard) { return r->topo->shard_pool(r, shard); }
+static inline void px_router_shard_stale(px_router *r, int shard)
+{
+    if (r->topo->shard_stale) r->topo->shard_stale(r, shard);
+}
 /* The pool that serves commands naming no key (a pinned connection for
  * CLIENT TRACKING's redirect target, the L1's first link). */
 px_pool *px_router_default(px_router *r);
