@@ -1105,7 +1105,8 @@ static void follow_marker(struct px_upstream *u, void *ctx, const char *reply, s
  * the slot that moved (hash tags): channels of another slot would end up on
  * another master than these, and a client has one connection of its own,
  * so then Redis' sunsubscribe goes to the client, as to a cluster-aware
- * one.  Returns 1 when f was swallowed.
+ * one; so it does when the connection holds more than subscriptions.
+ * Returns 1 when f was swallowed.
  */
 static int follow_frame(px_client *c, struct px_upstream *u, const char *f, size_t n)
 {
@@ -1121,6 +1122,9 @@ static int follow_frame(px_client *c, struct px_upstream *u, const char *f, size
     int shard = px_router_shard(r, name, len);
     if (c->following) return shard == c->follow_shard;
     if (c->resubscribing || ev_is_active(&c->rebuild)) return 0;
+    /* other state on the connection (a RESP3 subscriber's MULTI, CLIENT
+     * TRACKING, a blocked command) would not move with the subscriptions */
+    if ((c->state & ~(unsigned)(PX_STATE_SUB | PX_STATE_SSUB)) || c->nblocking) return 0;
     for (px_sub *o = c->subs[2]; o; o = o->hh.next)
         if (px_router_shard(r, o->name, o->len) != shard) {
             px_log_verbose(&c->set->core->log,

@@ -30,7 +30,10 @@
  *  - a subscriber of shard channels of two slots of one master, one slot
  *    moved: hotproxy does not follow (it would need a connection to each
  *    master): the client gets Redis' sunsubscribe for the channel that
- *    moved, and its other channel still gets messages.
+ *    moved, and its other channel still gets messages; nor does it follow a
+ *    RESP3 subscriber in MULTI on that connection (the transaction is the
+ *    old master's): the client gets Redis' sunsubscribe, and its DISCARD
+ *    answers OK.
  * 3 masters + 3 replicas:
  *  - BLPOP blocked on master 0 through hotproxy, CLUSTER FAILOVER on its
  *    replica: the old master unblocks it with -UNBLOCKED as it turns
@@ -380,6 +383,34 @@ static void sharded_split(redisContext *c, int pport)
     hx_raw_close(&s);
 }
 
+/* A RESP3 subscriber in MULTI on the same connection, its slot moved: its
+ * transaction could not move with it, so it is not followed. */
+static void sharded_in_multi(int pport)
+{
+    char ch[64], kind[128];
+    int src = topo.masters[1].port;
+    key_on("smu", src, ch, sizeof(ch));
+    int dst = other_master(src), slot = slot_of(ch);
+    hx_rawc s;
+    if (!ok(hx_raw_open(&s, pport) == 0, "MULTI: a RESP3 subscriber connected")) return;
+    hx_raw_send(&s, "HELLO", "3", NULL);
+    hx_raw_send(&s, "SSUBSCRIBE", ch, NULL);
+    hx_raw_send(&s, "MULTI", NULL);
+    int steps = !strncmp(hx_raw_reply(&s, 20000), "(map", 4);
+    steps &= !strcmp(hx_raw_reply(&s, 20000), "(push 3)");
+    steps &= !strcmp(hx_raw_reply(&s, 20000), "OK");
+    ok(steps, "MULTI: HELLO 3, SSUBSCRIBE %s, MULTI", ch);
+    move_slot(slot, src, dst);
+    const char *f;
+    size_t len;
+    int rc = hx_raw_frame(&s, &f, &len, (int)(DEADLINE * 1000));
+    ok(rc == 1 && !strcmp(hx_frame_kind(f, len, kind, sizeof(kind)), "sunsubscribe"),
+       "MULTI: the slot moved: the client gets Redis' sunsubscribe (not followed: its MULTI is on that master)");
+    hx_raw_send(&s, "DISCARD", NULL);
+    is_str(hx_raw_reply(&s, 20000), "OK", "MULTI: DISCARD: its transaction was still there");
+    hx_raw_close(&s);
+}
+
 /* A failover under a blocked BLPOP: -UNBLOCKED, followed. */
 static void failover(void)
 {
@@ -454,6 +485,7 @@ int main(void)
     sharded_follow(c, px.port, 2);
     sharded_follow(c, px.port, 3);
     sharded_split(c, px.port);
+    sharded_in_multi(px.port);
     redisFree(c);
     is_int(hx_stop(&px, 5000), 0, "hotproxy exits cleanly");
     hx_topo_stop(&topo, 5000);
