@@ -172,6 +172,7 @@ typedef struct px_client {
     uint64_t ncommands;
 
     px_buf rewrite;         /* a local handler's replacement for the command's bytes */
+    px_pool *rewrite_pool;  /* ... the server it must reach (CLIENT UNBLOCK: the target's), NULL: the command's */
     int argv_cap;           /* scratch argv for the command being dispatched */
     const char **argv;
     size_t *argvlen;

@@ -221,11 +221,13 @@ static void run_deferred(px_client *c, const px_multi_cmd *m, px_buf *out)
     tmp.cmd = px_command_lookup(argv[0], argvlen[0], p.argc > 1 ? argv[1] : NULL, p.argc > 1 ? argvlen[1] : 0);
     size_t before = out->len;
     c->rewrite.len = c->rewrite.rpos = 0;
+    c->rewrite_pool = NULL;
     if (!tmp.cmd || !px_local_handle(c, &tmp, p.argc, argv, argvlen)) {
         /* it would go to Redis (CLIENT UNBLOCK of a blocked client): send it
          * on, its effect is what counts; or say it cannot run here */
-        if (c->rewrite.len && c->pinned) {
-            px_upstream_send_internal(c->pinned, c->rewrite.data, c->rewrite.len, ignore_reply, NULL);
+        struct px_upstream *to = c->rewrite_pool ? px_pool_pick(c->rewrite_pool, 0, 2, NULL) : c->pinned;
+        if (c->rewrite.len && to) {
+            px_upstream_send_internal(to, c->rewrite.data, c->rewrite.len, ignore_reply, NULL);
             px_buf_append(out, ":1\r\n", 4);
         } else if (out->len == before) {
             px_buf_append(out, "-ERR hotproxy: this command cannot run inside MULTI\r\n", 53);
@@ -500,6 +502,7 @@ static int dispatch(void *arg, px_client *c, const char *raw, size_t rawlen)
         if (c->reply_mode == 2) c->reply_mode = 0;
     }
     c->rewrite.len = c->rewrite.rpos = 0;
+    c->rewrite_pool = NULL;
 
     if (!authorized) {
         refuse(c, r, queueing, "NOAUTH Authentication required.");
@@ -560,8 +563,10 @@ static int dispatch(void *arg, px_client *c, const char *raw, size_t rawlen)
             s->core.stats.commands_local++;
             return 1;
         }
-        /* a local handler that forwards: on the client's own connection if it has one */
-        if (!u) u = c->pinned ? c->pinned : (pool = route(c, cmd, argc, &why)) ? px_client_pick(c, pool) : NULL;
+        /* a local handler that forwards: to the server it names, else on the
+         * client's own connection if it has one */
+        if (!u && c->rewrite_pool) u = px_client_pick(c, pool = c->rewrite_pool);
+        else if (!u) u = c->pinned ? c->pinned : (pool = route(c, cmd, argc, &why)) ? px_client_pick(c, pool) : NULL;
     }
     if (!u) {
         if (err) {

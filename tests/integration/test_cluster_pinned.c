@@ -21,6 +21,9 @@
  *    the client gets the value; a BLPOP of a key of that slot that exists
  *    nowhere blocks on the target, and an LPUSH there after the slot is
  *    the target's answers it;
+ *  - CLIENT UNBLOCK id ERROR through hotproxy of a client blocked on a
+ *    master other than slot 0's: it reaches that master, and the client
+ *    gets Redis' UNBLOCKED error (not retried);
  *  - a RESP2 and a RESP3 (HELLO 3) subscriber of two shard channels of one
  *    slot, the slot moved: hotproxy subscribes them again on the new owner
  *    (PUBSUB SHARDNUMSUB there says so); SPUBLISH through hotproxy and
@@ -269,6 +272,29 @@ static void blocked_ask(redisContext *c, int pport)
     hx_raw_close(&b);
 }
 
+/* CLIENT UNBLOCK through hotproxy of a client blocked on a master that is
+ * not the one commands without keys go to: it reaches that master (the
+ * blocked connection's id is that node's), and its ERROR is the client's
+ * reply (an UNBLOCKED hotproxy does not retry). */
+static void unblock(redisContext *c, int pport)
+{
+    char k[64], id[32];
+    int first = owner_port(topo.masters[0].port, "{s0-14782}"); /* slot 0: keyless commands go there */
+    is_str(hx_cmd(c, "CLUSTER KEYSLOT {s0-14782}"), "0", "UNBLOCK: {s0-14782} is in slot 0");
+    key_on("unb", -first, k, sizeof(k));
+    int m = owner_port(topo.masters[0].port, k);
+    hx_rawc b;
+    if (!ok(hx_raw_open(&b, pport) == 0, "UNBLOCK: a client connected")) return;
+    hx_raw_send(&b, "CLIENT", "ID", NULL);
+    snprintf(id, sizeof(id), "%s", hx_raw_reply(&b, 20000));
+    hx_raw_send(&b, "BLPOP", k, "0", NULL);
+    ok(wait_blocked(m, 1) == 0, "UNBLOCK: client %s blocked in BLPOP %s on a master other than slot 0's", id, k);
+    is_str(hx_cmd(c, "CLIENT UNBLOCK %s ERROR", id), "1", "UNBLOCK: CLIENT UNBLOCK %s ERROR through hotproxy: 1", id);
+    is_str(hx_raw_reply(&b, 20000), "UNBLOCKED client unblocked via CLIENT UNBLOCK",
+           "UNBLOCK: the blocked client gets Redis' UNBLOCKED error");
+    hx_raw_close(&b);
+}
+
 /* Frames s got within wait_ms: 1 when the next one is an smessage holding
  * text; kind gets what came instead. */
 static int got_smessage(hx_rawc *s, const char *text, char *kind, size_t ksz)
@@ -482,6 +508,7 @@ int main(void)
     ok(hx_info_wait(c, "hotproxy_upstream", "hotproxy_cluster_slots_known", "16384", 20000) == 0, "the map is whole");
     blocked_moved(c, px.port);
     blocked_ask(c, px.port);
+    unblock(c, px.port);
     sharded_follow(c, px.port, 2);
     sharded_follow(c, px.port, 3);
     sharded_split(c, px.port);
