@@ -762,6 +762,67 @@ void px_client_reply_via(px_req *r, struct px_upstream *u, const char *cmd, size
     px_client_reply(r, reply, len);
 }
 
+static void ignore_internal(struct px_upstream *u, void *ctx, const char *reply, size_t len)
+{
+    (void)u;
+    (void)ctx;
+    (void)reply;
+    (void)len;
+}
+
+/*
+ * A blocking command on c's own connection that its node redirected
+ * (MOVED, ASK, or a retry after TRYAGAIN or a failover's UNBLOCKED; the
+ * router decided): it goes again on a connection of c's own to pool p, and
+ * the old one is released (idle: nothing of c's is behind a blocking
+ * command).  With the client gone, its state changed, or no connection to
+ * be had, the request is answered with the error.
+ */
+static void pinned_resend(px_upreq *q, px_pool *p, int asking)
+{
+    px_req *r = (px_req *)((char *)q - offsetof(px_req, up));
+    px_client *c = r->client;
+    struct px_upstream *old = r->on, *nu = NULL;
+    const char *err = NULL;
+    if (!c || (c->flags & (PX_CLIENT_CLOSING | PX_CLIENT_CLOSE_AFTER_REPLY)) || c->pinned != old || c->state)
+        err = "the client's connection changed while its blocking command was redirected";
+    else if (!p) err = "no master known for this slot";
+    else if (old && p == old->pool) nu = old;
+    else nu = px_client_pin(c, p, &err);
+    if (!nu) {
+        char msg[512];
+        int n = snprintf(msg, sizeof(msg), "-ERR %s\r\n", err ? err : px_pool_unavailable(p));
+        if (n >= (int)sizeof(msg)) n = (int)sizeof(msg) - 1;
+        q->done(q, NULL, msg, (size_t)n, 1);
+        return;
+    }
+    if (nu != old) {
+        inflight_done(c, r);
+        c->pinned = nu;
+        if (old) px_pool_unpin(old->pool, old);
+        inflight_add(c, r, nu);
+    }
+    if (asking) px_upstream_send_internal(nu, "*1\r\n$6\r\nASKING\r\n", 16, ignore_internal, NULL);
+    px_upstream_send(nu, q, q->raw, q->rawlen);
+}
+
+/*
+ * That command waits for a retry (TRYAGAIN, a failover's UNBLOCKED): it
+ * counts as in flight on no connection (c's next commands still wait), and
+ * c's own connection is released, for a demoted master closes it.
+ */
+static void pinned_park(px_upreq *q)
+{
+    px_req *r = (px_req *)((char *)q - offsetof(px_req, up));
+    px_client *c = r->client;
+    struct px_upstream *old = r->on;
+    if (!c || !old || c->pinned != old) return;
+    inflight_done(c, r);
+    inflight_add(c, r, NULL);
+    c->pinned = NULL;
+    px_pool_unpin(old->pool, old);
+}
+
 void px_client_forward(px_client *c, px_req *r, struct px_upstream *u, const char *raw, size_t rawlen, int noreply,
                        int oob)
 {
@@ -778,7 +839,16 @@ void px_client_forward(px_client *c, px_req *r, struct px_upstream *u, const cha
     r->up.resend_on = upstream_resend_on;
     r->up.what = r->cmd ? r->cmd->name : NULL;
     int resends = c->set->router->topo->resends;
-    if (resends && !oob && !r->pinned && (resends == PX_RESENDS_ALL || px_command_writes(r->cmd))) {
+    /* a blocking command on c's own connection, alone there (c's next
+     * commands wait for it, see px_dispatch.c): it may move to the node a
+     * redirect names, on a connection of c's own there */
+    int moves = resends == PX_RESENDS_ALL && r->pinned && r->up.blocking && !c->state && r->cmd &&
+                (r->cmd->flags & PX_F_BL);
+    if (moves) {
+        r->up.resend = pinned_resend;
+        r->up.park = pinned_park;
+    }
+    if (moves || (resends && !oob && !r->pinned && (resends == PX_RESENDS_ALL || px_command_writes(r->cmd)))) {
         /* the topology may send it again elsewhere (a Cluster redirect) */
         r->up.raw = malloc(rawlen ? rawlen : 1);
         if (!r->up.raw) abort();
@@ -913,6 +983,7 @@ static int unsubscribed_all(const char *f, size_t n, unsigned *which)
 typedef struct px_sub {
     UT_hash_handle hh;
     int pending; /* sent again by hotproxy's re-subscribe: its confirmation is not the client's */
+    int leaving; /* a shard channel the client's own SUNSUBSCRIBE names, in flight */
     size_t len;
     char name[];
 } px_sub;
@@ -978,6 +1049,15 @@ static px_sub *sub_find(px_sub *head, const char *name, size_t len)
     return e;
 }
 
+void px_client_leaving(px_client *c, int n, const char *const *names, const size_t *lens)
+{
+    for (px_sub *e = c->subs[2]; e && n == 0; e = e->hh.next) e->leaving++;
+    for (int i = 0; i < n; i++) {
+        px_sub *e = sub_find(c->subs[2], names[i], lens[i]);
+        if (e) e->leaving++;
+    }
+}
+
 /* Subscription confirmations: the sets (and CLIENT LIST's counts) follow them. */
 static void count_subscriptions(px_client *c, const char *f, size_t n)
 {
@@ -1021,9 +1101,75 @@ static int resubscribe_echo(px_client *c, const char *f, size_t n)
     return 1;
 }
 
+#define FOLLOW_WAIT 10.0  /* seconds a moved slot's new master may take to show in the map */
+#define FOLLOW_POLL 0.05  /* how often the map is looked at meanwhile */
+
+/* Every frame the old master sent before the swallowed sunsubscribe is in:
+ * re-subscribe from the loop (rebuild_cb). */
+static void follow_marker(struct px_upstream *u, void *ctx, const char *reply, size_t len)
+{
+    px_client *c = u->owner;
+    (void)ctx;
+    (void)reply;
+    (void)len;
+    if (!c || u->state != PX_UP_READY) return; /* the connection failed first: its loss decides */
+    c->markers--;
+    ev_timer_set(&c->rebuild, 0, 0);
+    ev_timer_start(c->set->core->loop, &c->rebuild);
+}
+
+/*
+ * Redis 7 tells a subscriber of shard channels that it left them when their
+ * slot moves to another master (a sunsubscribe it did not ask for).  Through
+ * hotproxy the client does not notice: the first such frame is swallowed, a
+ * marker follows it (what the old master sent before comes first), then the
+ * client is subscribed again on the slot's new master as after a failover
+ * (rebuild_cb), and the old master's frames for the slot's other channels
+ * are swallowed meanwhile.  That needs all of the client's shard channels in
+ * the slot that moved (hash tags): channels of another slot would end up on
+ * another master than these, and a client has one connection of its own,
+ * so then Redis' sunsubscribe goes to the client, as to a cluster-aware
+ * one; so it does when the connection holds more than subscriptions.
+ * Returns 1 when f was swallowed.
+ */
+static int follow_frame(px_client *c, struct px_upstream *u, const char *f, size_t n)
+{
+    struct px_router *r = c->set->router;
+    int kind, delta;
+    const char *name;
+    size_t len;
+    if (!px_router_sharded(r) || u != c->pinned || !parse_confirmation(f, n, &kind, &delta, &name, &len) ||
+        kind != 2 || delta > 0)
+        return 0;
+    px_sub *e = sub_find(c->subs[2], name, len);
+    if (!e || e->leaving) return 0; /* the answer to its own SUNSUBSCRIBE */
+    int shard = px_router_shard(r, name, len);
+    if (c->following) return shard == c->follow_shard;
+    if (c->resubscribing || ev_is_active(&c->rebuild)) return 0;
+    /* other state on the connection (a RESP3 subscriber's MULTI, CLIENT
+     * TRACKING, a blocked command) would not move with the subscriptions */
+    if ((c->state & ~(unsigned)(PX_STATE_SUB | PX_STATE_SSUB)) || c->nblocking) return 0;
+    for (px_sub *o = c->subs[2]; o; o = o->hh.next)
+        if (px_router_shard(r, o->name, o->len) != shard) {
+            px_log_verbose(&c->set->core->log,
+                           "Client id=%llu addr=%s: shard channel %.*s left %s, its other shard channels did not: "
+                           "it gets Redis' sunsubscribe",
+                           (unsigned long long)c->id, c->addr, (int)(len > 100 ? 100 : len), name, u->pool->name);
+            return 0;
+        }
+    c->following = 1;
+    c->follow_shard = shard;
+    c->follow_until = px_now(c->set->core) + FOLLOW_WAIT;
+    c->rebuild_pool = u->pool;
+    c->markers++;
+    px_upstream_marker(u, follow_marker, NULL);
+    return 1;
+}
+
 void px_client_upstream_frame(px_client *c, struct px_upstream *u, const char *frame, size_t len)
 {
     if (c->flags & PX_CLIENT_CLOSING) return;
+    if (follow_frame(c, u, frame, len)) return;
     if (c->resubscribing && resubscribe_echo(c, frame, len)) return;
     if (!c->qhead || frame[0] == '>') {
         /* A RESP3 push goes out as it comes, as Redis sends it, even while a
@@ -1090,6 +1236,7 @@ static void lose_client(px_client *c, const char *why)
     c->nblocking = 0;
     c->markers = 0;
     c->resubscribing = 0;
+    c->following = 0;
     c->flags |= PX_CLIENT_CLOSE_AFTER_REPLY;
     ev_io_stop(c->set->core->loop, &c->rw);
     want_write(c);
@@ -1132,6 +1279,30 @@ static void rebuild_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     (void)revents;
     if (c->flags & (PX_CLIENT_CLOSING | PX_CLIENT_CLOSE_AFTER_REPLY)) return;
+    if (c->following) {
+        /* its shard channels' slot left rebuild_pool (follow_frame): where to? */
+        struct px_router *r = c->set->router;
+        px_pool *to = px_router_shard_pool(r, c->follow_shard);
+        if (!to || to == c->rebuild_pool) {
+            if (px_now(c->set->core) > c->follow_until) {
+                lose_client(c, "its shard channels' slot moved and the map does not say where");
+                return;
+            }
+            px_router_shard_stale(r, c->follow_shard); /* read the map again (at most every 100 ms) */
+            ev_timer_set(&c->rebuild, FOLLOW_POLL, 0);
+            ev_timer_start(c->set->core->loop, &c->rebuild);
+            return;
+        }
+        px_log_verbose(&c->set->core->log, "Client id=%llu addr=%s: its shard channels' slot %d moved from %s to %s",
+                       (unsigned long long)c->id, c->addr, c->follow_shard, c->rebuild_pool->name, to->name);
+        c->following = 0;
+        c->rebuild_pool = to;
+        if (c->pinned) { /* idle: its commands waited for the marker */
+            struct px_upstream *old = c->pinned;
+            c->pinned = NULL;
+            px_pool_unpin(old->pool, old);
+        }
+    }
     const char *err = NULL;
     if (!c->pinned) c->pinned = px_client_pin(c, c->rebuild_pool, &err);
     if (!c->pinned) {
@@ -1174,6 +1345,7 @@ void px_client_pinned_lost(px_client *c, struct px_upstream *u)
     c->nblocking = 0;
     c->markers = 0;
     c->resubscribing = 0;
+    c->following = 0;
     int multi_failed = c->multi_failed;
     c->multi_failed = 0;
     if (c->flags & (PX_CLIENT_CLOSING | PX_CLIENT_CLOSE_AFTER_REPLY)) return;
@@ -1381,6 +1553,7 @@ void px_client_reset(px_client *c)
     c->tx_lost = 0;
     c->multi_failed = 0;
     c->resubscribing = 0;
+    c->following = 0;
     c->track_redir = 0;
     c->state = 0;
     c->nblocking = 0;

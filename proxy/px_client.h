@@ -157,6 +157,9 @@ typedef struct px_client {
     int resub_failed;       /* ... and Redis refused part of it */
     ev_timer rebuild;       /* re-subscribes once the failover's re-point is done */
     px_pool *rebuild_pool;  /* the pool its lost pinned connection was in */
+    int following;          /* its shard channels' slot left its master (a Cluster): re-subscribing elsewhere */
+    int follow_shard;       /* ... that slot */
+    double follow_until;    /* ... given up (the client closed) if its new master is not known by then */
     int multi_queued;       /* commands queued in its MULTI, for CLIENT LIST */
     px_multi_cmd *mq;       /* the commands of its open MULTI, in order */
     int mq_len, mq_cap;
@@ -169,6 +172,7 @@ typedef struct px_client {
     uint64_t ncommands;
 
     px_buf rewrite;         /* a local handler's replacement for the command's bytes */
+    px_pool *rewrite_pool;  /* ... the server it must reach (CLIENT UNBLOCK: the target's), NULL: the command's */
     int argv_cap;           /* scratch argv for the command being dispatched */
     const char **argv;
     size_t *argvlen;
@@ -278,6 +282,10 @@ void px_client_upstream_frame(px_client *c, struct px_upstream *u, const char *f
  * WATCH ends in EXECABORT at EXEC (tx_lost), a blocked command has had its
  * error; MONITOR and CLIENT TRACKING still close the client. */
 void px_client_pinned_lost(px_client *c, struct px_upstream *u);
+/* c's own SUNSUBSCRIBE of these shard channels (n 0: of all) goes
+ * upstream: Redis' sunsubscribe for them answers it, and is not a slot
+ * that moved to another master (which hotproxy follows, in a Cluster). */
+void px_client_leaving(px_client *c, int n, const char *const *names, const size_t *lens);
 /* Give up the pinned connection if no state needs it any more. */
 void px_client_maybe_unpin(px_client *c);
 /* Give up the pinned connection now (RESET, close). */

@@ -439,6 +439,10 @@ static void ignore_reply(px_upstream *u, void *ctx, const char *reply, size_t le
  * cannot take it, q is answered with the pool's error. */
 static void resend(px_pool *p, px_upreq *q, int proto, int asking)
 {
+    if (q->resend) { /* it goes on a connection of its requester's own */
+        q->resend(q, p, asking);
+        return;
+    }
     /* its owner picks the connection and moves its in-flight entry there */
     px_upstream *u = !p ? NULL : q->resend_on ? q->resend_on(q, p, proto) : px_pool_pick(p, 0, proto, NULL);
     if (!u) {
@@ -529,7 +533,9 @@ static void park(cstate *st, px_upreq *q, int proto, double wait, px_pool *dead,
     ev_timer_init(&t->t, retry_cb, wait, 0);
     t->t.data = t;
     ev_timer_start(st->core->loop, &t->t);
-    if (q->resend_on) q->resend_on(q, NULL, 0); /* on no connection until the retry (u's pool may go meanwhile) */
+    /* on no connection until the retry (u's pool may go meanwhile) */
+    if (q->park) q->park(q);
+    else if (q->resend_on) q->resend_on(q, NULL, 0);
 }
 
 /* "-MOVED 3999 127.0.0.1:6381" after skip bytes: the slot and the address
@@ -564,10 +570,14 @@ static int starts(const char *reply, size_t len, const char *what)
 static int cluster_reply(px_router *r, px_upreq *q, px_upstream *u, const char *reply, size_t len)
 {
     cstate *st = r->topo_state;
-    /* on a connection of the client's own (MULTI, WATCH) Redis' error goes through */
-    if (len < 4 || reply[0] != '-' || !q->raw || !u || !u->lane) return 0;
+    /* on a connection of the client's own (MULTI, WATCH) Redis' error goes
+     * through, unless the request can move (a blocking command: q->resend) */
+    if (len < 4 || reply[0] != '-' || !q->raw || !u || (!u->lane && !q->resend)) return 0;
     int moved = starts(reply, len, "-MOVED "), ask = starts(reply, len, "-ASK ");
     int again = starts(reply, len, "-TRYAGAIN") || starts(reply, len, "-CLUSTERDOWN") || starts(reply, len, "-LOADING");
+    /* a master turned replica (a failover) unblocks its blocked clients so */
+    int demoted = q->resend && starts(reply, len, "-UNBLOCKED force unblock from blocking operation, instance state");
+    again |= demoted;
     if (!moved && !ask && !again) return 0;
     if (q->redirects >= MAX_RESENDS) {
         st->st.cluster_redirect_errors++;
@@ -576,7 +586,7 @@ static int cluster_reply(px_router *r, px_upreq *q, px_upstream *u, const char *
     if (again) {
         q->redirects++;
         st->st.cluster_tryagain++;
-        if (starts(reply, len, "-CLUSTERDOWN")) refresh(st, CAUSE_DOWN);
+        if (starts(reply, len, "-CLUSTERDOWN") || demoted) refresh(st, CAUSE_DOWN);
         park(st, q, u->proto, RETRY_FIRST * (double)(1 << (q->redirects - 1)), NULL, NULL, 0);
         return 1;
     }
@@ -623,6 +633,12 @@ static int cluster_failed(px_router *r, px_upreq *q, px_upstream *u, const char 
 }
 
 /* --- the rest of the topology ---------------------------------------------- */
+
+static void cluster_shard_stale(px_router *r, int shard)
+{
+    (void)shard;
+    refresh(r->topo_state, CAUSE_MOVED);
+}
 
 static void cluster_start(px_router *r)
 {
@@ -766,6 +782,7 @@ const px_topology px_cluster_topology = {
     .nshards = PX_CLUSTER_SLOTS,
     .shard_pool = cluster_shard_pool,
     .waiting = cluster_waiting,
+    .shard_stale = cluster_shard_stale,
 };
 
 static int cluster_setup(px_router *r, char *err, size_t errlen)

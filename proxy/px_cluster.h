@@ -24,11 +24,17 @@
  * connection: MOVED is sent again to the node named, ASK with ASKING before
  * it, TRYAGAIN / CLUSTERDOWN / LOADING again after a growing pause; a
  * command is sent again at most 5 times, then its last error is the reply.
- * On a connection of the client's own (MULTI, WATCH, blocking commands)
- * Redis' error goes through, as Redis Cluster's own would.  A read in
- * flight on a shared connection that breaks (a master dying) is sent again
- * to its slot's owner once the map names a new one, within upstream-timeout;
- * a write gets the connection's error (it may have run).
+ * On a connection of the client's own, a blocking command follows them the
+ * same way, its requester moving it to a connection of its own on the node
+ * named (px_upreq.resend); a failover's "-UNBLOCKED ... instance state
+ * changed" is retried as TRYAGAIN, after a read of the map.  Elsewhere on a
+ * connection of the client's own (MULTI, WATCH) Redis' error goes through,
+ * as Redis Cluster's own would.  A subscriber told that its shard channels'
+ * slot left a node has the map read again (shard_stale, counted as a MOVED
+ * cause).  A read in flight on a shared connection that breaks (a master
+ * dying) is sent again to its slot's owner once the map names a new one,
+ * within upstream-timeout; a write gets the connection's error (it may have
+ * run).
  */
 #ifndef PX_CLUSTER_H
 #define PX_CLUSTER_H

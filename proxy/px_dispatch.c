@@ -221,11 +221,13 @@ static void run_deferred(px_client *c, const px_multi_cmd *m, px_buf *out)
     tmp.cmd = px_command_lookup(argv[0], argvlen[0], p.argc > 1 ? argv[1] : NULL, p.argc > 1 ? argvlen[1] : 0);
     size_t before = out->len;
     c->rewrite.len = c->rewrite.rpos = 0;
+    c->rewrite_pool = NULL;
     if (!tmp.cmd || !px_local_handle(c, &tmp, p.argc, argv, argvlen)) {
         /* it would go to Redis (CLIENT UNBLOCK of a blocked client): send it
          * on, its effect is what counts; or say it cannot run here */
-        if (c->rewrite.len && c->pinned) {
-            px_upstream_send_internal(c->pinned, c->rewrite.data, c->rewrite.len, ignore_reply, NULL);
+        struct px_upstream *to = c->rewrite_pool ? px_pool_pick(c->rewrite_pool, 0, 2, NULL) : c->pinned;
+        if (c->rewrite.len && to) {
+            px_upstream_send_internal(to, c->rewrite.data, c->rewrite.len, ignore_reply, NULL);
             px_buf_append(out, ":1\r\n", 4);
         } else if (out->len == before) {
             px_buf_append(out, "-ERR hotproxy: this command cannot run inside MULTI\r\n", 53);
@@ -404,6 +406,10 @@ static int dispatch(void *arg, px_client *c, const char *raw, size_t rawlen)
     /* A subscriber's last frames are still coming (see on_marker): what it
      * sends now must not go out as a frame nobody waits for. */
     if (c->pinned && c->markers > 0) return 0;
+    /* A blocking command on its own connection may be redirected to
+     * another node's (a Cluster) and sent again there: what the client sent
+     * after it waits, as Redis holds a blocked client's next commands. */
+    if (c->nblocking > 0 && px_router_sharded(c->set->router)) return 0;
     /* A failover's re-subscribe is not confirmed yet: its frames come first. */
     if (px_client_rebuilding(c)) return 0;
     /* An EXEC runs its local commands when its reply comes: what the client
@@ -500,6 +506,7 @@ static int dispatch(void *arg, px_client *c, const char *raw, size_t rawlen)
         if (c->reply_mode == 2) c->reply_mode = 0;
     }
     c->rewrite.len = c->rewrite.rpos = 0;
+    c->rewrite_pool = NULL;
 
     if (!authorized) {
         refuse(c, r, queueing, "NOAUTH Authentication required.");
@@ -560,8 +567,10 @@ static int dispatch(void *arg, px_client *c, const char *raw, size_t rawlen)
             s->core.stats.commands_local++;
             return 1;
         }
-        /* a local handler that forwards: on the client's own connection if it has one */
-        if (!u) u = c->pinned ? c->pinned : (pool = route(c, cmd, argc, &why)) ? px_client_pick(c, pool) : NULL;
+        /* a local handler that forwards: to the server it names, else on the
+         * client's own connection if it has one */
+        if (!u && c->rewrite_pool) u = px_client_pick(c, pool = c->rewrite_pool);
+        else if (!u) u = c->pinned ? c->pinned : (pool = route(c, cmd, argc, &why)) ? px_client_pick(c, pool) : NULL;
     }
     if (!u) {
         if (err) {
@@ -593,6 +602,8 @@ static int dispatch(void *arg, px_client *c, const char *raw, size_t rawlen)
                ((px_handlers[h].sets & PX_STATE_MULTI) && !(c->state & PX_STATE_MULTI))) {
         px_client_multi_reset(c); /* DISCARD, or a MULTI that begins one */
     }
+    if ((hp & PX_HP_MAY_END_RAW) && u == c->pinned && cmd && cmd->first_key > 0)
+        px_client_leaving(c, argc - 1, c->argv + 1, c->argvlen + 1); /* SUNSUBSCRIBE: its channels are its keys */
     px_policy_write_ttl(c, r, &s->core.rng);
     int noreply = u == c->pinned ? apply_state(c, r, h, argc) : 0;
     if ((hp & PX_HP_FENCE) && !noreply && !(c->state & PX_STATE_MULTI)) wait_fence(u, r);

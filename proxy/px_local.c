@@ -851,6 +851,7 @@ static int client_unblock(LOCAL_ARGS)
     const char *cmd[] = {"CLIENT", "UNBLOCK", rid, argc == 4 ? argv[3] : ""};
     const size_t len[] = {6, 7, strlen(rid), argc == 4 ? argvlen[3] : 0};
     px_resp_command(&c->rewrite, argc, cmd, len);
+    c->rewrite_pool = o->pinned->pool; /* the id is that server's (a Cluster's nodes each count their own) */
     return 0;
 }
 

@@ -74,6 +74,10 @@ typedef struct px_topology {
     /* Optional: 1 while commands should wait rather than be routed (a
      * Cluster's first map not in yet); the topology bounds how long. */
     int (*waiting)(px_router *r);
+    /* Optional: a server said a shard left it (Redis 7's sunsubscribe of a
+     * shard channel whose slot moved): read where it went (a Cluster's map,
+     * again). */
+    void (*shard_stale)(px_router *r, int shard);
 } px_topology;
 
 /* Told when a pool joins (event PX_POOL_ADDED) or leaves (PX_POOL_REMOVED:
@@ -142,6 +146,10 @@ static inline int px_router_wait_over(px_router *r)
     if (!r->waited || px_router_waiting(r)) return 0;
     r->waited = 0;
     return 1;
+}
+static inline void px_router_shard_stale(px_router *r, int shard)
+{
+    if (r->topo->shard_stale) r->topo->shard_stale(r, shard);
 }
 /* The pool that serves commands naming no key (a pinned connection for
  * CLIENT TRACKING's redirect target, the L1's first link). */

@@ -98,6 +98,16 @@ struct px_upreq {
      * it and moves its bookkeeping of where q is there (a client's
      * in-flight entry, so its later commands to p queue behind q). */
     struct px_upstream *(*resend_on)(px_upreq *q, struct px_pool *p, int proto);
+    /* Set by a requester whose request must go again on a connection of
+     * its own (a client's blocking command, on its pinned connection): the
+     * router calls it to send q again to pool p (NULL: no master known;
+     * asking: ASKING right before it) rather than on p's shared
+     * connections.  It sends q, or answers it through done. */
+    void (*resend)(px_upreq *q, struct px_pool *p, int asking);
+    /* With resend: the router holds q a while before it sends it again (a
+     * retry's pause); it is on no connection meanwhile, and its requester
+     * lets go of the one it was on (a demoted master closes it). */
+    void (*park)(px_upreq *q);
 };
 
 typedef struct px_upstream {

@@ -1788,3 +1788,130 @@ int hx_sentinel_failover(const hx_topo *t)
     }
     return -1;
 }
+
+/* --- a raw RESP2/RESP3 client ------------------------------------------------ */
+
+int hx_raw_open(hx_rawc *r, int port)
+{
+    memset(r, 0, sizeof(*r));
+    r->fd = hx_connect(port);
+    return r->fd >= 0 ? 0 : -1;
+}
+
+void hx_raw_close(hx_rawc *r)
+{
+    if (r->fd >= 0) close(r->fd);
+    r->fd = -1;
+    hx_buf_free(&r->in);
+}
+
+int hx_raw_send(hx_rawc *r, ...)
+{
+    const char *argv[32];
+    size_t argvlen[32];
+    int argc = 0;
+    va_list ap;
+    va_start(ap, r);
+    const char *a;
+    while (argc < 32 && (a = va_arg(ap, const char *))) {
+        argv[argc] = a;
+        argvlen[argc++] = strlen(a);
+    }
+    va_end(ap);
+    hx_buf b = {0};
+    hx_buf_command(&b, argc, argv, argvlen);
+    int rc = hx_send(r->fd, b.data, b.len, 5000);
+    hx_buf_free(&b);
+    return rc;
+}
+
+/* Length of the complete RESP2 or RESP3 frame at p; 0 incomplete, -1 bad. */
+static long raw_frame_len(const char *p, size_t n, int depth)
+{
+    const char *nl = n ? memchr(p, '\n', n) : NULL;
+    if (!nl) return 0;
+    if (depth > 16 || nl == p || nl[-1] != '\r') return -1;
+    size_t ll = (size_t)(nl - p) + 1;
+    long long v = atoll(p + 1);
+    switch (p[0]) {
+    case '+': case '-': case ':': case '_': case ',': case '#': case '(':
+        return (long)ll;
+    case '$': case '=': case '!':
+        if (v < 0) return (long)ll;
+        return n < ll + (size_t)v + 2 ? 0 : (long)(ll + (size_t)v + 2);
+    case '*': case '>': case '~': case '%': {
+        if (v < 0) return (long)ll;
+        if (p[0] == '%') v *= 2;
+        size_t pos = ll;
+        for (long long i = 0; i < v; i++) {
+            long e = raw_frame_len(p + pos, n - pos, depth + 1);
+            if (e <= 0) return e;
+            pos += (size_t)e;
+        }
+        return (long)pos;
+    }
+    default:
+        return -1;
+    }
+}
+
+int hx_raw_frame(hx_rawc *r, const char **f, size_t *len, int timeout_ms)
+{
+    double end = hx_now() + timeout_ms / 1000.0;
+    for (;;) {
+        long l = raw_frame_len(r->in.data + r->pos, r->in.len - r->pos, 0);
+        if (l < 0) return -1;
+        if (l > 0) {
+            *f = r->in.data + r->pos;
+            *len = (size_t)l;
+            r->pos += (size_t)l;
+            return 1;
+        }
+        if (r->eof) return -1;
+        int left = (int)((end - hx_now()) * 1000);
+        if (left <= 0) return 0;
+        struct pollfd p = {r->fd, POLLIN, 0};
+        if (poll(&p, 1, left) <= 0) continue;
+        hx_buf_reserve(&r->in, 65536);
+        ssize_t n = recv(r->fd, r->in.data + r->in.len, 65536, 0);
+        if (n > 0) r->in.len += (size_t)n;
+        else if (n == 0 || (errno != EAGAIN && errno != EINTR)) r->eof = 1;
+    }
+}
+
+const char *hx_raw_reply(hx_rawc *r, int timeout_ms)
+{
+    static char text[512];
+    const char *f;
+    size_t len;
+    int rc = hx_raw_frame(r, &f, &len, timeout_ms);
+    if (rc != 1) {
+        snprintf(text, sizeof(text), "(none: %s)", rc ? "closed" : "timeout");
+        return text;
+    }
+    if (f[0] == '$' && f[1] != '-') {
+        const char *s = memchr(f, '\n', len);
+        snprintf(text, sizeof(text), "%.*s", (int)(f + len - s - 3), s + 1);
+    } else if ((f[0] == '$' && f[1] == '-') || f[0] == '_' || !strncmp(f, "*-1", 3)) {
+        snprintf(text, sizeof(text), "(nil)");
+    } else if (f[0] == '*' || f[0] == '>' || f[0] == '%') {
+        snprintf(text, sizeof(text), "(%s %d)", f[0] == '*' ? "array" : f[0] == '>' ? "push" : "map", atoi(f + 1));
+    } else {
+        snprintf(text, sizeof(text), "%.*s", (int)(len - 3 > 500 ? 500 : len - 3), f + 1);
+    }
+    return text;
+}
+
+const char *hx_frame_kind(const char *f, size_t len, char *out, size_t outsz)
+{
+    out[0] = '\0';
+    if (len < 4 || (f[0] != '*' && f[0] != '>')) return out;
+    const char *p = memchr(f, '\n', len);
+    if (!p || p + 1 >= f + len || p[1] != '$') return out;
+    long long l = atoll(p + 2);
+    const char *s = memchr(p + 1, '\n', (size_t)(f + len - p - 1));
+    if (!s || l < 0 || (size_t)l >= outsz || s + 1 + l > f + len) return out;
+    memcpy(out, s + 1, (size_t)l);
+    out[l] = '\0';
+    return out;
+}

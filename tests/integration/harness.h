@@ -325,4 +325,29 @@ long long hx_info_num(redisContext *c, const char *section, const char *field);
  * "client|kill"): 0 if never called, -1000000 if INFO failed. */
 long long hx_cmdstat_calls(redisContext *c, const char *name);
 
+/* --- a raw RESP2/RESP3 client ---------------------------------------------
+ * For what hiredis 0.14 cannot read (RESP3 pushes) and for seeing every
+ * frame a subscriber gets, in order. */
+typedef struct hx_rawc {
+    int fd;
+    int eof;
+    hx_buf in;
+    size_t pos; /* frames before it were taken */
+} hx_rawc;
+
+int hx_raw_open(hx_rawc *r, int port);
+void hx_raw_close(hx_rawc *r);
+/* Send one command: its arguments, NULL-terminated. */
+int hx_raw_send(hx_rawc *r, ...) __attribute__((sentinel));
+/* The next frame within timeout_ms: 1 (f, len valid until the next call),
+ * 0 if none came, -1 on a closed connection or a bad frame. */
+int hx_raw_frame(hx_rawc *r, const char **f, size_t *len, int timeout_ms);
+/* The next frame as text: "+OK" -> "OK", "-ERR x" -> "ERR x", null ->
+ * "(nil)", a bulk -> its bytes, an array "(array N)", a push "(push N)";
+ * "(none: ...)" when none came.  Overwritten by the next call. */
+const char *hx_raw_reply(hx_rawc *r, int timeout_ms);
+/* The first element of an array or push frame when it is a bulk string
+ * ("smessage", "sunsubscribe"...), copied into out; "" otherwise. */
+const char *hx_frame_kind(const char *f, size_t len, char *out, size_t outsz);
+
 #endif
