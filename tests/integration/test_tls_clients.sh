@@ -1,0 +1,427 @@
+#!/usr/bin/env bash
+# TLS towards clients: hotproxy with both port and tls-port open in front of a
+# plain redis-server, reached by real TLS clients.
+#
+# redis-cli --tls (PING, SET, GET, CLIENT LIST, a 1 MB value, a --pipe of
+# 10,000 commands), Python's redis with ssl=True, redis-benchmark --tls; the
+# L1 answering a TLS client (a value large enough to be referenced, not
+# copied, for a plain client) and invalidations reaching it (a write through
+# the plain port, a write straight to Redis); tls-auth-clients yes refusing a
+# client without a certificate and one whose certificate another CA signed,
+# optional and no accepting them (switched by reload); plain text to the TLS
+# port; a handshake never finished, closed after its bound (10 s); each
+# refusal counted in hotproxy_tls_handshake_failures and logged with its
+# reason.  Reload: a new certificate is what the next client sees
+# (openssl s_client), a connected client keeps its session, and a broken
+# certificate keeps the running one (HOTPROXY CONFIG RELOAD's error, SIGHUP's
+# log line).  Bad TLS files stop the start and fail --test-config.
+#
+# The certificates are made here with openssl (EC P-256).
+#
+# Environment (tests/run.sh sets these): HOTPROXY_BIN, else ./build/hotproxy.
+set -uo pipefail
+
+src=${HOTPROXY_SRC:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+bin=${HOTPROXY_BIN:-./build/hotproxy}
+[[ -x $bin ]] || bin=$src/build/hotproxy
+py=/usr/bin/python3
+[[ -x $py ]] || py=python3
+
+. "$src/tests/tap.sh"
+
+if [[ ! -x $bin ]]; then
+    echo "1..0 # SKIP no hotproxy binary at $bin"
+    exit 0
+fi
+for tool in redis-server redis-cli redis-benchmark openssl "$py"; do
+    if ! command -v "$tool" >/dev/null; then
+        echo "1..0 # SKIP $tool is not installed"
+        exit 0
+    fi
+done
+if ! "$py" -c 'import redis' 2>/dev/null; then
+    echo "1..0 # SKIP python3-redis is not installed"
+    exit 0
+fi
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/hotproxy-tlscli-XXXXXX")
+pids=()
+cleanup() {
+    local p
+    for p in "${pids[@]}"; do
+        kill -KILL "$p" 2>/dev/null
+    done
+    launch_stop
+    wait 2>/dev/null
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 143' TERM INT HUP
+
+(
+    for ((i = 0; i < 280; i++)); do
+        sleep 1
+        kill -0 $$ 2>/dev/null || exit 0
+    done
+    echo "# watchdog: test_tls_clients.sh ran longer than 280 s, stopped"
+    kill -TERM $$
+) 2>/dev/null &
+pids+=("$!")
+
+# --- certificates ---------------------------------------------------------------
+
+# ca NAME: a self-signed CA.  cert NAME CA CN SAN: a certificate CA signed.
+ca() {
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj "/CN=$1" \
+        -keyout "$tmp/$1.key" -out "$tmp/$1.crt" 2>/dev/null
+}
+cert() {
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$3" \
+        -keyout "$tmp/$1.key" -out "$tmp/$1.csr" 2>/dev/null &&
+        printf 'subjectAltName=%s\n' "$4" >"$tmp/$1.ext" &&
+        openssl x509 -req -in "$tmp/$1.csr" -CA "$tmp/$2.crt" -CAkey "$tmp/$2.key" -CAcreateserial -days 30 \
+            -extfile "$tmp/$1.ext" -out "$tmp/$1.crt" 2>/dev/null
+}
+ca ca && ca otherca && cert server ca hotproxy-first "DNS:localhost,IP:127.0.0.1" &&
+    cert renewed ca hotproxy-renewed "DNS:localhost,IP:127.0.0.1" && cert client ca client "DNS:client" &&
+    cert stranger otherca stranger "DNS:stranger"
+ok $? "openssl made the CA, server, client and other-CA certificates"
+cp "$tmp/server.crt" "$tmp/live.crt" && cp "$tmp/server.key" "$tmp/live.key"
+
+# --- helpers --------------------------------------------------------------------
+
+# A TLS redis-cli with the client certificate (tcli), without one (tcli_nocert),
+# with the other CA's (tcli_stranger); plain redis-cli on the plain port (pcli).
+tcli() { timeout 20 redis-cli --tls --cacert "$tmp/ca.crt" --cert "$tmp/client.crt" --key "$tmp/client.key" -p "$tport" "$@"; }
+tcli_nocert() { timeout 20 redis-cli --tls --cacert "$tmp/ca.crt" -p "$tport" "$@"; }
+tcli_stranger() { timeout 20 redis-cli --tls --cacert "$tmp/ca.crt" --cert "$tmp/stranger.crt" --key "$tmp/stranger.key" -p "$tport" "$@"; }
+pcli() { timeout 20 redis-cli -p "$pport" "$@"; }
+
+failures() { pcli info hotproxy_stats | tr -d '\r' | sed -n 's/^hotproxy_tls_handshake_failures://p'; }
+
+# wait_for SECONDS CMD...: until CMD succeeds (polled every 50 ms).
+wait_for() {
+    local limit=$1 i
+    shift
+    for ((i = 0; i < limit * 20; i++)); do
+        "$@" && return 0
+        sleep 0.05
+    done
+    return 1
+}
+failures_above() { local f; f=$(failures); [[ -n $f && $f -gt $1 ]]; }
+log_has() { grep -qF -- "$1" "$log"; }
+
+# The subject of the certificate tls-port shows a new client now.
+served_subject() {
+    timeout 10 openssl s_client -connect "127.0.0.1:$tport" -CAfile "$tmp/ca.crt" -cert "$tmp/client.crt" \
+        -key "$tmp/client.key" </dev/null 2>/dev/null | openssl x509 -noout -subject 2>/dev/null
+}
+
+wait_ping() {
+    local i
+    for ((i = 0; i < 200; i++)); do
+        [[ $(timeout 2 redis-cli -p "$1" PING 2>/dev/null) == PONG ]] && return 0
+        kill -0 "$2" 2>/dev/null || return 1
+        sleep 0.05
+    done
+    return 1
+}
+
+# --- start ----------------------------------------------------------------------
+
+if ! launch "redis up"; then
+    ok 1 "redis-server starts"
+    echo "1..$n"
+    exit 1
+fi
+rport=$up_port
+pport=$(free_port)
+tport=$(free_port)
+log=$tmp/hotproxy.log
+conf=$tmp/hotproxy.conf
+write_conf() { # write_conf AUTH-CLIENTS
+    cat >"$conf" <<EOF
+port $pport
+tls-port $tport
+upstream 127.0.0.1:$rport
+logfile $log
+loglevel verbose
+l1-ttl 60000
+tls-cert-file $tmp/live.crt
+tls-key-file $tmp/live.key
+tls-ca-cert-file $tmp/ca.crt
+tls-auth-clients $1
+EOF
+}
+write_conf yes
+"$bin" "$conf" >"$tmp/hotproxy.out" 2>&1 &
+ppid_=$!
+pids+=("$ppid_")
+wait_ping "$pport" "$ppid_"
+ok $? "hotproxy starts with port $pport and tls-port $tport"
+
+# --- redis-cli over TLS -----------------------------------------------------------
+
+out=$(tcli PING 2>&1)
+[[ $out == PONG ]]
+ok $? "redis-cli --tls PING through tls-port: PONG (got '$out')"
+out=$(pcli PING 2>&1)
+[[ $out == PONG ]]
+ok $? "the plain port answers at the same time (got '$out')"
+out=$(tcli SET tls:k "over tls" 2>&1)$(tcli GET tls:k 2>&1)
+[[ $out == "OKover tls" ]]
+ok $? "redis-cli --tls SET and GET (got '$out')"
+out=$(timeout 10 redis-cli -p "$rport" GET tls:k)
+[[ $out == "over tls" ]]
+ok $? "the value reached the plain redis-server behind (got '$out')"
+
+line=$(tcli CLIENT INFO 2>&1)
+[[ $line == *" laddr=127.0.0.1:$tport "* ]]
+ok $? "CLIENT INFO of a TLS client: laddr is the TLS port, as Redis shows it ($line)"
+pline=$(pcli CLIENT INFO 2>&1)
+[[ $(sed 's/=[^ ]*//g' <<<"$line") == "$(sed 's/=[^ ]*//g' <<<"$pline")" ]]
+ok $? "... with the same fields as a plain client's (Redis 7.0 shows nothing TLS-specific)"
+out=$(pcli INFO hotproxy | tr -d '\r' | sed -n 's/^hotproxy_tls_port://p')
+[[ $out == "$tport" ]]
+ok $? "INFO: hotproxy_tls_port is $tport (got '$out')"
+
+# --- big values and a long pipeline ------------------------------------------------
+
+head -c 750000 /dev/urandom | base64 -w0 >"$tmp/big.txt" # 1,000,000 bytes
+out=$(tcli -x SET tls:big <"$tmp/big.txt" 2>&1)
+[[ $out == OK ]]
+ok $? "a 1 MB SET over TLS (got '$out')"
+tcli GET tls:big >"$tmp/big.got" 2>&1
+printf '\n' >>"$tmp/big.txt"
+cmp -s "$tmp/big.txt" "$tmp/big.got"
+ok $? "the 1 MB value read back over TLS is the same ($(wc -c <"$tmp/big.got") bytes)"
+for ((i = 0; i < 10000; i++)); do printf 'SET tls:p%d v%d\r\n' "$i" "$i"; done >"$tmp/pipe.txt"
+out=$(timeout 60 redis-cli --tls --cacert "$tmp/ca.crt" --cert "$tmp/client.crt" --key "$tmp/client.key" \
+    -p "$tport" --pipe <"$tmp/pipe.txt" 2>&1 | tail -1)
+[[ $out == "errors: 0, replies: 10000" ]]
+ok $? "a pipeline of 10,000 SETs over TLS (--pipe: '$out')"
+out=$(timeout 10 redis-cli -p "$rport" GET tls:p9999)
+[[ $out == v9999 ]]
+ok $? "... all of them reached Redis (last: '$out')"
+
+# --- the L1 and invalidations for a TLS client ----------------------------------------
+
+head -c 60000 /dev/urandom | base64 -w0 >"$tmp/mid.txt" # 80 kB: an L1 hit referenced, not copied, on a plain client
+timeout 10 redis-cli -p "$rport" -x SET tls:hot <"$tmp/mid.txt" >/dev/null
+hits0=$(pcli INFO hotproxy_cache | tr -d '\r' | sed -n 's/^hotproxy_l1_hits://p')
+tcli GET tls:hot >/dev/null 2>&1
+tcli GET tls:hot >"$tmp/mid.got" 2>&1
+tcli GET tls:hot >"$tmp/mid.got2" 2>&1
+hits1=$(pcli INFO hotproxy_cache | tr -d '\r' | sed -n 's/^hotproxy_l1_hits://p')
+printf '\n' >>"$tmp/mid.txt"
+cmp -s "$tmp/mid.txt" "$tmp/mid.got" && cmp -s "$tmp/mid.txt" "$tmp/mid.got2" && [[ $((hits1 - hits0)) -ge 1 ]]
+ok $? "the L1 answers a TLS client an 80 kB value, whole (l1 hits $hits0 -> $hits1)"
+tcli SET tls:inv old >/dev/null
+tcli GET tls:inv >/dev/null
+tcli GET tls:inv >/dev/null
+pcli SET tls:inv through-plain >/dev/null
+out=$(tcli GET tls:inv 2>&1)
+[[ $out == through-plain ]]
+ok $? "a write through the plain port: the TLS client reads the new value (got '$out')"
+tcli GET tls:inv >/dev/null
+timeout 10 redis-cli -p "$rport" SET tls:inv straight-to-redis >/dev/null
+wait_for 20 eval '[[ $(tcli GET tls:inv 2>&1) == straight-to-redis ]]'
+ok $? "a write straight to Redis: the invalidation reaches the L1 and the TLS client reads it (l1-ttl 60 s)"
+
+# --- Python's redis with ssl -------------------------------------------------------------
+
+out=$(timeout 60 "$py" - "$tport" "$tmp" <<'PY' 2>&1
+import sys, redis
+port, d = int(sys.argv[1]), sys.argv[2]
+r = redis.Redis(host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=d + "/ca.crt",
+                ssl_certfile=d + "/client.crt", ssl_keyfile=d + "/client.key", socket_timeout=20)
+assert r.ping()
+r.set("tls:py", "from python")
+assert r.get("tls:py") == b"from python"
+p = r.pipeline(transaction=False)
+for i in range(1000):
+    p.incr("tls:py:n")
+res = p.execute()
+assert res[-1] == 1000, res[-1]
+r.hset("tls:py:h", mapping={"a": "1", "b": "2"})
+assert r.hgetall("tls:py:h") == {b"a": b"1", b"b": b"2"}
+print("fine")
+PY
+)
+[[ $out == fine ]]
+ok $? "Python redis with ssl=True and a client certificate: PING, SET/GET, a pipeline of 1000, a hash ($out)"
+
+# --- redis-benchmark --tls -----------------------------------------------------------------
+
+timeout 120 redis-benchmark --tls --cacert "$tmp/ca.crt" --cert "$tmp/client.crt" --key "$tmp/client.key" \
+    -p "$tport" -n 2000 -c 10 -t ping,set,get,incr,lpush,lpop -q >"$tmp/bench.txt" 2>&1
+bench_rc=$?
+lines=$(tr '\r' '\n' <"$tmp/bench.txt" | grep -c 'requests per second')
+tr '\r' '\n' <"$tmp/bench.txt" | grep -qi 'error'
+errs=$?
+[[ $bench_rc == 0 && $lines -ge 6 && $errs != 0 ]]
+ok $? "redis-benchmark --tls through hotproxy: $lines tests reported, no error line (rc $bench_rc)"
+[[ $bench_rc == 0 && $lines -ge 6 && $errs != 0 ]] || tr '\r' '\n' <"$tmp/bench.txt" | tail -5 | diag
+
+# --- refusals --------------------------------------------------------------------------
+
+f0=$(failures)
+out=$(tcli_nocert PING 2>&1)
+[[ $out != PONG ]]
+ok $? "tls-auth-clients yes: a client without a certificate is refused (got '$out')"
+wait_for 20 failures_above "$f0"
+ok $? "... counted in hotproxy_tls_handshake_failures ($f0 -> $(failures))"
+log_has "TLS handshake failed: " && grep "TLS handshake failed: " "$log" | grep -q "did not return a certificate"
+ok $? "... and logged with the peer's address and the reason"
+
+f0=$(failures)
+out=$(tcli_stranger PING 2>&1)
+[[ $out != PONG ]]
+ok $? "tls-auth-clients yes: a certificate of another CA is refused (got '$out')"
+wait_for 20 failures_above "$f0"
+ok $? "... counted ($f0 -> $(failures))"
+grep "TLS handshake failed: " "$log" | grep -q "certificate refused"
+ok $? "... and logged with the verification's reason"
+grep "TLS handshake failed" "$log" | tail -2 | diag
+
+f0=$(failures)
+out=$(timeout 30 "$py" - "$tport" <<'PY' 2>&1
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=20)
+s.sendall(b"*1\r\n$4\r\nPING\r\n")
+got = b""
+try:
+    while True:
+        b = s.recv(4096)
+        if not b:
+            break
+        got += b
+except ConnectionResetError:
+    pass
+print("closed" if b"PONG" not in got else "answered %r" % got)
+PY
+)
+[[ $out == closed ]]
+ok $? "plain text to the TLS port: closed without an answer ($out)"
+wait_for 20 failures_above "$f0"
+ok $? "... counted ($f0 -> $(failures))"
+
+f0=$(failures)
+out=$(timeout 40 "$py" - "$tport" <<'PY' 2>&1
+import socket, sys
+# a TCP connection that never says anything: the handshake never ends
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=30)
+try:
+    print("closed" if s.recv(1) == b"" else "data")
+except ConnectionResetError:
+    print("closed")
+except socket.timeout:
+    print("still open after 30 s")
+PY
+)
+[[ $out == closed ]]
+ok $? "a handshake that never completes is closed by hotproxy ($out)"
+wait_for 20 failures_above "$f0"
+ok $? "... counted ($f0 -> $(failures))"
+log_has "TLS handshake failed: not done within 10 seconds"
+ok $? "... and logged as not done within its 10 s bound"
+
+# --- reload ------------------------------------------------------------------------------
+
+out=$(served_subject)
+[[ $out == *hotproxy-first* ]]
+ok $? "before reload, tls-port shows the first certificate ($out)"
+# a client connected before the swap keeps its session: redis-cli reading
+# commands from a fifo, one line at a time
+mkfifo "$tmp/keep.in" "$tmp/keep.out"
+timeout 60 redis-cli --tls --cacert "$tmp/ca.crt" --cert "$tmp/client.crt" --key "$tmp/client.key" -p "$tport" \
+    <"$tmp/keep.in" >"$tmp/keep.out" 2>&1 &
+pids+=("$!")
+exec {keep_w}>"$tmp/keep.in"
+exec {keep_r}<"$tmp/keep.out"
+echo "PING" >&"$keep_w"
+read -r -t 20 -u "$keep_r" keep1
+cp "$tmp/renewed.crt" "$tmp/live.crt" && cp "$tmp/renewed.key" "$tmp/live.key"
+out=$(pcli HOTPROXY CONFIG RELOAD 2>&1)
+[[ $out == OK ]]
+ok $? "HOTPROXY CONFIG RELOAD with a renewed certificate in place: OK (got '$out')"
+out=$(served_subject)
+[[ $out == *hotproxy-renewed* ]]
+ok $? "a new client sees the renewed certificate ($out)"
+echo "GET tls:k" >&"$keep_w"
+read -r -t 20 -u "$keep_r" keep2
+[[ $keep1 == PONG && $keep2 == "over tls" ]]
+ok $? "the client connected before the reload kept its session ('$keep1', then '$keep2')"
+out=$(tcli PING 2>&1)
+[[ $out == PONG ]]
+ok $? "new clients work with the renewed certificate (got '$out')"
+
+echo "-----BEGIN CERTIFICATE-----
+not a certificate
+-----END CERTIFICATE-----" >"$tmp/live.crt"
+out=$(pcli HOTPROXY CONFIG RELOAD 2>&1)
+[[ $out == *"config not reloaded"*"tls-cert-file"* ]]
+ok $? "a broken certificate file: HOTPROXY CONFIG RELOAD answers why ($out)"
+out=$(served_subject)
+[[ $out == *hotproxy-renewed* ]]
+ok $? "... and the running certificate stays ($out)"
+kill -HUP "$ppid_"
+wait_for 20 log_has "SIGHUP: config not reloaded: tls-cert-file"
+ok $? "SIGHUP with the broken file logs why the config was not reloaded"
+out=$(tcli PING 2>&1)
+[[ $out == PONG ]]
+ok $? "... and TLS clients still connect (got '$out')"
+exec {keep_w}>&- {keep_r}<&-
+
+cp "$tmp/renewed.crt" "$tmp/live.crt"
+write_conf optional
+out=$(pcli HOTPROXY CONFIG RELOAD 2>&1)
+[[ $out == OK ]]
+ok $? "reload to tls-auth-clients optional (got '$out')"
+out=$(tcli_nocert PING 2>&1)$(tcli PING 2>&1)
+[[ $out == PONGPONG ]]
+ok $? "optional: without a certificate and with one, both served (got '$out')"
+out=$(tcli_stranger PING 2>&1)
+[[ $out != PONG ]]
+ok $? "optional: a certificate shown is still checked: another CA's is refused (got '$out')"
+write_conf no
+out=$(pcli HOTPROXY CONFIG RELOAD 2>&1)
+[[ $out == OK ]]
+ok $? "reload to tls-auth-clients no (got '$out')"
+out=$(tcli_nocert PING 2>&1)$(tcli_stranger PING 2>&1)
+[[ $out == PONGPONG ]]
+ok $? "no: no certificate asked, none checked (got '$out')"
+
+stop_hp() {
+    local i
+    kill -TERM "$ppid_"
+    for ((i = 0; i < 300; i++)); do
+        kill -0 "$ppid_" 2>/dev/null || break
+        sleep 0.05
+    done
+    wait "$ppid_"
+}
+stop_hp
+ok $? "hotproxy exits 0 on SIGTERM with TLS clients served"
+[[ ! -s $tmp/hotproxy.out ]] || diag <"$tmp/hotproxy.out"
+
+# --- bad files at start ---------------------------------------------------------------
+
+write_conf yes
+cp "$tmp/renewed.crt" "$tmp/live.crt" && cp "$tmp/server.key" "$tmp/live.key" # a key of another certificate
+out=$(timeout 20 "$bin" --test-config "$conf" 2>&1)
+rc=$?
+[[ $rc != 0 && $out == *"tls-key-file"*"does not match"* ]]
+ok $? "--test-config refuses a key that does not match the certificate (rc $rc: $out)"
+out=$(timeout 20 "$bin" "$conf" 2>&1)
+rc=$?
+[[ $rc != 0 && $out == *"tls-key-file"*"does not match"* ]]
+ok $? "... and so does the start, with the reason (rc $rc: $out)"
+out=$(timeout 20 "$bin" "$conf" --tls-ca-cert-file "$tmp/missing.crt" --tls-key-file "$tmp/renewed.key" 2>&1)
+rc=$?
+[[ $rc != 0 && $out == *"tls-ca-cert-file"*"missing.crt"* ]]
+ok $? "a CA file that is not there stops the start with the reason (rc $rc: $out)"
+
+echo "1..$n"
+exit $((failed > 0))
