@@ -205,6 +205,39 @@ out=$(timeout 10 redis-cli -p "$rport" GET tls:p9999)
 [[ $out == v9999 ]]
 ok $? "... all of them reached Redis (last: '$out')"
 
+# TLS records that end inside hotproxy's reads: the rest of a record is
+# decrypted and kept by TLS, and the socket will not say it is there.  The
+# pipeline goes out in records of 12001, 16383 and 7777 bytes, all at once,
+# and every reply must come back.
+out=$(timeout 60 "$py" - "$tport" "$tmp" <<'PY' 2>&1
+import socket, ssl, sys
+port, d = int(sys.argv[1]), sys.argv[2]
+ctx = ssl.create_default_context(cafile=d + "/ca.crt")
+ctx.load_cert_chain(d + "/client.crt", d + "/client.key")
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=20), server_hostname="localhost")
+n = 20000
+cmds = b"".join(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$3\r\nval\r\n" % (len(k), k)
+                for k in (b"tls:rec:%d" % i for i in range(n)))
+sizes, i, k = (12001, 16383, 7777), 0, 0
+while i < len(cmds):
+    s.sendall(cmds[i:i + sizes[k % 3]])  # one TLS record each
+    i += sizes[k % 3]
+    k += 1
+got = b""
+try:
+    while got.count(b"+OK\r\n") < n:
+        b = s.recv(65536)
+        if not b:
+            break
+        got += b
+except socket.timeout:
+    pass
+print("%d of %d replies" % (got.count(b"+OK\r\n"), n))
+PY
+)
+[[ $out == "20000 of 20000 replies" ]]
+ok $? "a pipeline in TLS records cut across hotproxy's reads: every reply comes back ($out)"
+
 # --- the L1 and invalidations for a TLS client ----------------------------------------
 
 head -c 60000 /dev/urandom | base64 -w0 >"$tmp/mid.txt" # 80 kB: an L1 hit referenced, not copied, on a plain client
