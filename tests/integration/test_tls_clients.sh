@@ -152,6 +152,7 @@ tls-cert-file $tmp/live.crt
 tls-key-file $tmp/live.key
 tls-ca-cert-file $tmp/ca.crt
 tls-auth-clients $1
+upstream-max-inflight 64
 EOF
 }
 write_conf yes
@@ -205,38 +206,68 @@ out=$(timeout 10 redis-cli -p "$rport" GET tls:p9999)
 [[ $out == v9999 ]]
 ok $? "... all of them reached Redis (last: '$out')"
 
-# TLS records that end inside hotproxy's reads: the rest of a record is
-# decrypted and kept by TLS, and the socket will not say it is there.  The
-# pipeline goes out in records of 12001, 16383 and 7777 bytes, all at once,
-# and every reply must come back.
-out=$(timeout 60 "$py" - "$tport" "$tmp" <<'PY' 2>&1
+# TLS records that end inside hotproxy's reads (16 kB): the rest of a record
+# is decrypted and kept by TLS, and the socket will not say it is there.
+# Two records, of a and b bytes, go out in one TCP write, as pipelined SETs
+# of `size` bytes each; hotproxy's first read ends inside the second record,
+# after 16384 / size commands, with the socket empty.  With 512-byte commands
+# the client is not paused (32 in flight, upstream-max-inflight 64), so the
+# rest must be read at once; with 256-byte ones the client is paused just at
+# the end of its query buffer, so the rest must be read when it resumes.
+records() { # records SIZE A B
+    timeout 60 "$py" - "$tport" "$tmp" "$@" <<'PY' 2>&1
 import socket, ssl, sys
-port, d = int(sys.argv[1]), sys.argv[2]
+port, d, size, a, b = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 ctx = ssl.create_default_context(cafile=d + "/ca.crt")
 ctx.load_cert_chain(d + "/client.crt", d + "/client.key")
-s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=20), server_hostname="localhost")
-n = 20000
-cmds = b"".join(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$3\r\nval\r\n" % (len(k), k)
-                for k in (b"tls:rec:%d" % i for i in range(n)))
-sizes, i, k = (12001, 16383, 7777), 0, 0
-while i < len(cmds):
-    s.sendall(cmds[i:i + sizes[k % 3]])  # one TLS record each
-    i += sizes[k % 3]
-    k += 1
+sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+tls = ctx.wrap_bio(inc, out, server_hostname="localhost")
+while True:
+    try:
+        tls.do_handshake()
+        break
+    except ssl.SSLWantReadError:
+        sock.sendall(out.read())
+        data = sock.recv(65536)
+        if not data:
+            sys.exit("closed during the handshake")
+        inc.write(data)
+sock.sendall(out.read())
+def cmd(i):
+    key = b"tls:rec:%d:%05d" % (size, i)
+    head = b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n" % (len(key), key)
+    v = size - len(head) - 8  # "$NNN\r\n" + value + "\r\n", NNN of 3 digits
+    return head + b"$%d\r\n" % v + b"v" * v + b"\r\n"
+n = (a + b) // size
+cmds = b"".join(cmd(i) for i in range(n))
+assert len(cmds) == a + b and all(len(cmd(i)) == size for i in range(n))
+tls.write(cmds[:a])  # one record
+tls.write(cmds[a:])  # another
+sock.sendall(out.read())  # both in one write
 got = b""
 try:
     while got.count(b"+OK\r\n") < n:
-        b = s.recv(65536)
-        if not b:
+        data = sock.recv(65536)
+        if not data:
             break
-        got += b
+        inc.write(data)
+        while True:
+            try:
+                got += tls.read(65536)
+            except ssl.SSLWantReadError:
+                break
 except socket.timeout:
     pass
 print("%d of %d replies" % (got.count(b"+OK\r\n"), n))
 PY
-)
-[[ $out == "20000 of 20000 replies" ]]
-ok $? "a pipeline in TLS records cut across hotproxy's reads: every reply comes back ($out)"
+}
+out=$(records 512 10240 16384)
+[[ $out == "52 of 52 replies" ]]
+ok $? "TLS records cut by hotproxy's read, the client not paused: every reply comes back ($out)"
+out=$(records 256 10240 16384)
+[[ $out == "104 of 104 replies" ]]
+ok $? "... and the client paused at the end of its query buffer: every reply comes back ($out)"
 
 # --- the L1 and invalidations for a TLS client ----------------------------------------
 
