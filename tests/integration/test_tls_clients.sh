@@ -138,6 +138,7 @@ fi
 rport=$up_port
 pport=$(free_port)
 tport=$(free_port)
+mport=$(free_port)
 log=$tmp/hotproxy.log
 conf=$tmp/hotproxy.conf
 write_conf() { # write_conf AUTH-CLIENTS
@@ -153,6 +154,7 @@ tls-key-file $tmp/live.key
 tls-ca-cert-file $tmp/ca.crt
 tls-auth-clients $1
 upstream-max-inflight 64
+metrics-port $mport
 EOF
 }
 write_conf yes
@@ -390,6 +392,12 @@ wait_for 20 failures_above "$f0"
 ok $? "... counted ($f0 -> $(failures))"
 log_has "TLS handshake failed: not done within 10 seconds"
 ok $? "... and logged as not done within its 10 s bound"
+
+f0=$(failures)
+page=$(timeout 10 curl -s "http://127.0.0.1:$mport/metrics")
+mline=$(grep -E '^hotproxy_tls_handshake_failures(_total)? ' <<<"$page")
+[[ -n $f0 && ${mline##* } == "$f0" ]]
+ok $? "the metrics page shows the same count ($mline; INFO $f0)"
 
 # --- reload ------------------------------------------------------------------------------
 
