@@ -465,6 +465,13 @@ out=$(tcli_nocert PING 2>&1)$(tcli_stranger PING 2>&1)
 [[ $out == PONGPONG ]]
 ok $? "no: no certificate asked, none checked (got '$out')"
 
+out=$(pcli HOTPROXY CONFIG SET tls-cert-file "$tmp/server.crt" 2>&1)
+[[ $out == *"config file"*"HOTPROXY CONFIG RELOAD"* ]]
+ok $? "HOTPROXY CONFIG SET tls-cert-file points to the file and RELOAD ($out)"
+out=$(pcli HOTPROXY CONFIG SET tls-port 7000 2>&1)
+[[ $out == *"only changes with a restart"* ]]
+ok $? "tls-port only changes with a restart ($out)"
+
 stop_hp() {
     local i
     kill -TERM "$ppid_"
@@ -490,6 +497,10 @@ out=$(timeout 20 "$bin" "$conf" 2>&1)
 rc=$?
 [[ $rc != 0 && $out == *"tls-key-file"*"does not match"* ]]
 ok $? "... and so does the start, with the reason (rc $rc: $out)"
+out=$(timeout 20 "$bin" --test-config --port "$pport" --tls-port "$tport" 2>&1)
+rc=$?
+[[ $rc != 0 && $out == *"tls-port needs tls-cert-file and tls-key-file"* ]]
+ok $? "--test-config: tls-port without a certificate is refused (rc $rc: $out)"
 out=$(timeout 20 "$bin" "$conf" --tls-ca-cert-file "$tmp/missing.crt" --tls-key-file "$tmp/renewed.key" 2>&1)
 rc=$?
 [[ $rc != 0 && $out == *"tls-ca-cert-file"*"missing.crt"* ]]
