@@ -16,7 +16,8 @@
 # certificate keeps the running one (HOTPROXY CONFIG RELOAD's error, SIGHUP's
 # log line).  Bad TLS files stop the start and fail --test-config.
 #
-# The certificates are made here with openssl (EC P-256).
+# The certificates are the harness' (tests/tls-certs.sh), and one more by
+# its CA, with another subject, for the reload.
 #
 # Environment (tests/run.sh sets these): HOTPROXY_BIN, else ./build/hotproxy.
 set -uo pipefail
@@ -70,22 +71,13 @@ pids+=("$!")
 
 # --- certificates ---------------------------------------------------------------
 
-# ca NAME: a self-signed CA.  cert NAME CA CN SAN: a certificate CA signed.
-ca() {
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj "/CN=$1" \
-        -keyout "$tmp/$1.key" -out "$tmp/$1.crt" 2>/dev/null
-}
-cert() {
-    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$3" \
-        -keyout "$tmp/$1.key" -out "$tmp/$1.csr" 2>/dev/null &&
-        printf 'subjectAltName=%s\n' "$4" >"$tmp/$1.ext" &&
-        openssl x509 -req -in "$tmp/$1.csr" -CA "$tmp/$2.crt" -CAkey "$tmp/$2.key" -CAcreateserial -days 30 \
-            -extfile "$tmp/$1.ext" -out "$tmp/$1.crt" 2>/dev/null
-}
-ca ca && ca otherca && cert server ca hotproxy-first "DNS:localhost,IP:127.0.0.1" &&
-    cert renewed ca hotproxy-renewed "DNS:localhost,IP:127.0.0.1" && cert client ca client "DNS:client" &&
-    cert stranger otherca stranger "DNS:stranger"
-ok $? "openssl made the CA, server, client and other-CA certificates"
+bash "$src/tests/tls-certs.sh" "$tmp" &&
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/O=hotproxy tests/CN=hotproxy-renewed" \
+        -keyout "$tmp/renewed.key" -out "$tmp/renewed.csr" 2>/dev/null &&
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$tmp/renewed.ext" &&
+    openssl x509 -req -in "$tmp/renewed.csr" -CA "$tmp/ca.crt" -CAkey "$tmp/ca.key" -CAcreateserial -days 30 \
+        -extfile "$tmp/renewed.ext" -out "$tmp/renewed.crt" 2>/dev/null
+ok $? "tests/tls-certs.sh made the CA, server, client and other-CA certificates, openssl a renewed server one"
 cp "$tmp/server.crt" "$tmp/live.crt" && cp "$tmp/server.key" "$tmp/live.key"
 
 # --- helpers --------------------------------------------------------------------
@@ -94,7 +86,7 @@ cp "$tmp/server.crt" "$tmp/live.crt" && cp "$tmp/server.key" "$tmp/live.key"
 # with the other CA's (tcli_stranger); plain redis-cli on the plain port (pcli).
 tcli() { timeout 20 redis-cli --tls --cacert "$tmp/ca.crt" --cert "$tmp/client.crt" --key "$tmp/client.key" -p "$tport" "$@"; }
 tcli_nocert() { timeout 20 redis-cli --tls --cacert "$tmp/ca.crt" -p "$tport" "$@"; }
-tcli_stranger() { timeout 20 redis-cli --tls --cacert "$tmp/ca.crt" --cert "$tmp/stranger.crt" --key "$tmp/stranger.key" -p "$tport" "$@"; }
+tcli_stranger() { timeout 20 redis-cli --tls --cacert "$tmp/ca.crt" --cert "$tmp/wrong.crt" --key "$tmp/wrong.key" -p "$tport" "$@"; }
 pcli() { timeout 20 redis-cli -p "$pport" "$@"; }
 
 failures() { pcli info hotproxy_stats | tr -d '\r' | sed -n 's/^hotproxy_tls_handshake_failures://p'; }
@@ -402,8 +394,8 @@ ok $? "the metrics page shows the same count ($mline; INFO $f0)"
 # --- reload ------------------------------------------------------------------------------
 
 out=$(served_subject)
-[[ $out == *hotproxy-first* ]]
-ok $? "before reload, tls-port shows the first certificate ($out)"
+[[ $out == *"CN = localhost"* ]]
+ok $? "before reload, tls-port shows the first certificate (CN localhost) ($out)"
 # a client connected before the swap keeps its session: redis-cli reading
 # commands from a fifo, one line at a time
 mkfifo "$tmp/keep.in" "$tmp/keep.out"
