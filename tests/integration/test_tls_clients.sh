@@ -310,6 +310,40 @@ PY
 [[ $out == fine ]]
 ok $? "Python redis with ssl=True and a client certificate: PING, SET/GET, a pipeline of 1000, a hash ($out)"
 
+# pub/sub, MULTI/EXEC and a blocked BLPOP over TLS, woken from the plain port
+out=$(timeout 60 "$py" - "$tport" "$pport" "$tmp" <<'PY' 2>&1
+import sys, threading, time, redis
+port, plain_port, d = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+def tls():
+    return redis.Redis(host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=d + "/ca.crt",
+                       ssl_certfile=d + "/client.crt", ssl_keyfile=d + "/client.key", socket_timeout=20)
+plain = redis.Redis(host="127.0.0.1", port=plain_port, socket_timeout=20)
+r = tls()
+tx = r.pipeline(transaction=True)
+tx.set("tls:tx", "a").append("tls:tx", "b").get("tls:tx")
+assert tx.execute() == [True, 2, b"ab"], "MULTI/EXEC"
+ps = tls().pubsub()
+ps.subscribe("tls:ch")
+m = ps.get_message(timeout=10)
+assert m and m["type"] == "subscribe", m
+plain.publish("tls:ch", "hello")
+m = ps.get_message(timeout=10)
+assert m and m["data"] == b"hello", m
+got = []
+t = threading.Thread(target=lambda: got.append(tls().blpop("tls:list", 0)))
+t.start()
+deadline = time.time() + 20
+while time.time() < deadline and b"cmd=blpop" not in plain.execute_command("CLIENT", "LIST"):
+    time.sleep(0.05)
+plain.lpush("tls:list", "woken")
+t.join(20)
+assert got == [(b"tls:list", b"woken")], got
+print("fine")
+PY
+)
+[[ $out == fine ]]
+ok $? "over TLS: MULTI/EXEC, a subscriber receiving a PUBLISH, a BLPOP woken by a plain client's LPUSH ($out)"
+
 # --- redis-benchmark --tls -----------------------------------------------------------------
 
 timeout 120 redis-benchmark --tls --cacert "$tmp/ca.crt" --cert "$tmp/client.crt" --key "$tmp/client.key" \
