@@ -24,8 +24,9 @@
  * What px_server_create would refuse that needs neither a socket nor an
  * upstream: the log file opens for appending (as it will, creating it if
  * missing), the bind address resolves, and with tls-port the TLS context
- * can be made (certificate, key and CAs load and match).  Run before daemonize too, so such
- * a failure reaches the terminal instead of vanishing with the detached child.
+ * can be made (certificate, key and CAs load and match).  Run before
+ * daemonize too, so such a failure reaches the terminal instead of vanishing
+ * with the detached child.
  */
 static int check_startup(const px_config *cfg, char *err, size_t errlen)
 {

@@ -676,7 +676,8 @@ static void client_kill(px_client *c, px_req *r, int argc, const char *const *ar
     for (px_client *o = id ? only : s->clients.clients; o; o = id ? NULL : o->next) {
         if (o->flags & PX_CLIENT_CLOSING || (skipme && o == c)) continue;
         if ((type >= 0 && client_type(o) != type) || (addr && !eq(addr, addrlen, o->addr)) ||
-            (laddr && !eq(laddr, laddrlen, px_client_is_tls(o) ? mine_tls : mine)) || (user && !(o->user && eq(user, userlen, o->user))))
+            (laddr && !eq(laddr, laddrlen, px_client_is_tls(o) ? mine_tls : mine)) ||
+            (user && !(o->user && eq(user, userlen, o->user))))
             continue;
         killed++;
         kill_one(c, o);
