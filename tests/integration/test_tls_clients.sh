@@ -400,7 +400,7 @@ wait_for 20 failures_above "$f0"
 ok $? "... counted ($f0 -> $(failures))"
 
 f0=$(failures)
-out=$(timeout 40 "$py" - "$tport" <<'PY' 2>&1
+timeout 40 "$py" - "$tport" >"$tmp/halfopen.out" 2>&1 <<'PY' &
 import socket, sys
 # a TCP connection that never says anything: the handshake never ends
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=30)
@@ -411,7 +411,13 @@ except ConnectionResetError:
 except socket.timeout:
     print("still open after 30 s")
 PY
-)
+half=$!
+pids+=("$half")
+clients() { pcli INFO hotproxy | tr -d '\r' | sed -n 's/^hotproxy_connected_clients://p'; }
+wait_for 20 eval '[[ $(clients) == 2 ]]'
+ok $? "a connection in its TLS handshake counts as a client, as in Redis (connected_clients $(clients) with INFO's own)"
+wait "$half"
+out=$(cat "$tmp/halfopen.out")
 [[ $out == closed ]]
 ok $? "a handshake that never completes is closed by hotproxy ($out)"
 wait_for 20 failures_above "$f0"
