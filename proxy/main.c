@@ -18,12 +18,15 @@
 #include "proxy/px_dispatch.h"
 #include "proxy/px_log.h"
 #include "proxy/px_server.h"
+#include "proxy/px_tls.h"
 
 /*
  * What px_server_create would refuse that needs neither a socket nor an
  * upstream: the log file opens for appending (as it will, creating it if
- * missing) and the bind address resolves.  Run before daemonize too, so such
- * a failure reaches the terminal instead of vanishing with the detached child.
+ * missing), the bind address resolves, and with tls-port the TLS context
+ * can be made (certificate, key and CAs load and match).  Run before
+ * daemonize too, so such a failure reaches the terminal instead of vanishing
+ * with the detached child.
  */
 static int check_startup(const px_config *cfg, char *err, size_t errlen)
 {
@@ -43,6 +46,11 @@ static int check_startup(const px_config *cfg, char *err, size_t errlen)
         return -1;
     }
     freeaddrinfo(res);
+    if (cfg->tls_port) {
+        px_tls_ctx *tls = px_tls_server_ctx(cfg, err, errlen);
+        if (!tls) return -1;
+        px_tls_ctx_free(tls);
+    }
     return 0;
 }
 

@@ -39,6 +39,32 @@ static void resume_held(px_client *c);
 static void inflight_done(px_client *c, px_req *r);
 static void rebuild_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void subs_free(px_client *c);
+static ssize_t tls_read(px_client *c, char *p, size_t len);
+static ssize_t tls_write(px_client *c);
+static int tls_write_wants_read(px_client *c);
+
+/*
+ * A TLS client's own part (tls-port), apart so that a plain client carries
+ * one pointer.  Its watcher w drives the handshake, and afterwards waits for
+ * the readiness a read or a write needs besides its own (TLS may have to
+ * write to read, and read to write); rw and ww work as for a plain client.
+ */
+typedef struct px_client_tls {
+    px_tls *t;
+    ev_io w;
+    ev_timer hs;      /* the handshake's bound */
+    int handshaking;
+    unsigned want;    /* TLS_READ_WANTS_WRITE, TLS_WRITE_WANTS_READ */
+} px_client_tls;
+
+enum { TLS_READ_WANTS_WRITE = 1, TLS_WRITE_WANTS_READ = 2 };
+
+/* Bytes c sent that are not parsed yet: in its query buffer, or decrypted
+ * by TLS and kept there (the socket will not say they are there). */
+static int unread(const px_client *c)
+{
+    return px_buf_used(&c->in) || (c->tls && px_tls_pending(c->tls->t));
+}
 
 static int mem_bucket(size_t mem)
 {
@@ -221,6 +247,12 @@ static void orefs_drop(px_client *c)
 /* Queue len bytes at data, referenced by ref (taken), behind what c's output holds. */
 static void out_ref(px_client *c, const char *data, size_t len, px_ref ref)
 {
+    if (c->tls) {
+        /* TLS encrypts from one buffer: no writev of pieces, so a copy */
+        px_buf_append(&c->out, data, len);
+        px_ref_put(&ref);
+        return;
+    }
     if (c->noref == c->oref_cap) {
         int cap = c->oref_cap ? c->oref_cap * 2 : 8;
         px_oref *o = malloc(sizeof(*o) * (size_t)cap);
@@ -249,6 +281,10 @@ void px_client_close(px_client *c, const char *why)
     ev_io_stop(s->core->loop, &c->rw);
     ev_io_stop(s->core->loop, &c->ww);
     ev_timer_stop(s->core->loop, &c->rebuild);
+    if (c->tls) {
+        ev_io_stop(s->core->loop, &c->tls->w);
+        ev_timer_stop(s->core->loop, &c->tls->hs);
+    }
     /* Requests still in an upstream queue stay there, detached, so later
      * replies keep lining up; the rest go now. */
     px_req *r = c->qhead;
@@ -278,6 +314,10 @@ static void client_free(px_client *c)
     if (c->next) c->next->prev = c->prev;
     HASH_DELETE(hh, s->clients_by_id, c);
     s->nclients--;
+    if (c->tls) {
+        px_tls_free(c->tls->t); /* close_notify, if the socket takes it now */
+        free(c->tls);
+    }
     close(c->fd);
     px_buf_free(&c->in);
     px_buf_free(&c->out);
@@ -453,7 +493,7 @@ static void answer(px_req *r, const char *data, size_t len, px_ref *ref)
         c->ninflight < s->core->cfg->upstream_max_inflight / 2 + 1) {
         c->flags &= ~PX_CLIENT_PAUSED;
         ev_io_start(s->core->loop, &c->rw);
-        if (px_buf_used(&c->in)) ev_feed_event(s->core->loop, &c->rw, EV_READ);
+        if (unread(c)) ev_feed_event(s->core->loop, &c->rw, EV_READ);
     }
 }
 
@@ -553,7 +593,9 @@ int px_client_flush(px_client *c)
     px_clients *s = c->set;
     if (c->flags & PX_CLIENT_CLOSING) return -1;
     while (px_buf_used(&c->out) || c->noref) {
-        ssize_t n = c->noref ? write_chain(c) : write(c->fd, px_buf_start(&c->out), px_buf_used(&c->out));
+        ssize_t n = c->tls     ? tls_write(c)
+                    : c->noref ? write_chain(c)
+                               : write(c->fd, px_buf_start(&c->out), px_buf_used(&c->out));
         if (n > 0) {
             s->core->stats.net_output_bytes += (uint64_t)n;
             if (c->noref) {
@@ -567,6 +609,10 @@ int px_client_flush(px_client *c)
         }
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (c->tls && tls_write_wants_read(c)) {
+                account(c);
+                return 0;
+            }
             if (!(c->flags & PX_CLIENT_WRITE_ARMED)) {
                 c->flags |= PX_CLIENT_WRITE_ARMED;
                 ev_io_start(s->core->loop, &c->ww);
@@ -574,7 +620,7 @@ int px_client_flush(px_client *c)
             account(c);
             return 0;
         }
-        px_client_close(c, n < 0 ? strerror(errno) : "write returned 0");
+        px_client_close(c, n == 0 ? "write returned 0" : c->tls ? px_tls_error(c->tls->t) : strerror(errno));
         return -1;
     }
     if (c->flags & PX_CLIENT_WRITE_ARMED) {
@@ -645,7 +691,7 @@ static void client_read_cb(struct ev_loop *loop, ev_io *w, int revents)
     if (c->parser.need > used && c->parser.need - used > want) want = c->parser.need - used;
     if (want > 64u << 20) want = 64u << 20;
     char *p = px_buf_reserve(&c->in, want);
-    ssize_t n = read(c->fd, p, want);
+    ssize_t n = c->tls ? tls_read(c, p, want) : read(c->fd, p, want);
     if (n > 0) {
         c->in.len += (size_t)n;
         s->core->stats.net_input_bytes += (uint64_t)n;
@@ -654,7 +700,7 @@ static void client_read_cb(struct ev_loop *loop, ev_io *w, int revents)
         px_client_close(c, "client closed connection");
         return;
     } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-        px_client_close(c, strerror(errno));
+        px_client_close(c, c->tls ? px_tls_error(c->tls->t) : strerror(errno));
         return;
     }
     if (waiting) {
@@ -667,6 +713,167 @@ static void client_read_cb(struct ev_loop *loop, ev_io *w, int revents)
     account(c);
 }
 
+
+/* ---- TLS (tls-port) ---- */
+
+/* Watch for what TLS waits on: the handshake's next step, or the readiness
+ * a read or a write needs besides its own (x->want). */
+static void tls_watch(px_client *c, int events)
+{
+    px_client_tls *x = c->tls;
+    struct ev_loop *loop = c->set->core->loop;
+    if (ev_is_active(&x->w) && (x->w.events & (EV_READ | EV_WRITE)) == events) return;
+    ev_io_stop(loop, &x->w);
+    if (!events) return;
+    ev_io_set(&x->w, c->fd, events);
+    ev_io_start(loop, &x->w);
+}
+
+static void tls_watch_wants(px_client *c)
+{
+    unsigned want = c->tls->want;
+    tls_watch(c, (want & TLS_READ_WANTS_WRITE ? EV_WRITE : 0) | (want & TLS_WRITE_WANTS_READ ? EV_READ : 0));
+}
+
+/*
+ * A handshake that failed or took too long: counted, logged at verbose with
+ * the reason (a client cannot be told: it speaks no TLS with us yet), and at
+ * notice at most once a minute, so a scanner or a misconfigured fleet cannot
+ * flood the log.
+ */
+static void tls_failed(px_client *c, const char *why)
+{
+    px_clients *s = c->set;
+    double now = px_now(s->core);
+    s->core->stats.tls_handshake_failures++;
+    px_log_verbose(&s->core->log, "Client id=%llu addr=%s: TLS handshake failed: %s", (unsigned long long)c->id,
+                   c->addr, why);
+    if (now >= s->tls_notice_at) {
+        px_log_notice(&s->core->log,
+                      "TLS handshake failed for client addr=%s: %s (one such line a minute at most: %llu more since "
+                      "the last one, each logged at verbose)",
+                      c->addr, why, (unsigned long long)s->tls_failures_unlogged);
+        s->tls_notice_at = now + 60;
+        s->tls_failures_unlogged = 0;
+    } else {
+        s->tls_failures_unlogged++;
+    }
+    px_client_close(c, NULL);
+}
+
+/* One step of the handshake; once it is done the client is read as any other. */
+static void tls_handshake(px_client *c)
+{
+    px_client_tls *x = c->tls;
+    struct ev_loop *loop = c->set->core->loop;
+    int rc = px_tls_handshake(x->t);
+    if (rc < 0) {
+        tls_failed(c, px_tls_error(x->t));
+        return;
+    }
+    if (rc == 0) {
+        tls_watch(c, px_tls_want_write(x->t) ? EV_WRITE : EV_READ);
+        return;
+    }
+    x->handshaking = 0;
+    ev_timer_stop(loop, &x->hs);
+    tls_watch(c, 0);
+    px_log_debug(&c->set->core->log, "Client id=%llu addr=%s: %s handshake done%s", (unsigned long long)c->id, c->addr,
+                 px_tls_version(x->t), px_tls_peer_verified(x->t) ? ", client certificate verified" : "");
+    if (c->flags & PX_CLIENT_PAUSED) return; /* shutting down */
+    ev_io_start(loop, &c->rw);
+    /* what the client sent right behind its Finished may sit in TLS already */
+    ev_feed_event(loop, &c->rw, EV_READ);
+}
+
+static void tls_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    px_client *c = w->data;
+    px_client_tls *x = c->tls;
+    (void)revents;
+    if (c->flags & PX_CLIENT_CLOSING) return;
+    if (x->handshaking) {
+        tls_handshake(c);
+        return;
+    }
+    /* the socket is ready for what a read or a write waited on: try it again */
+    unsigned want = x->want;
+    x->want = 0;
+    tls_watch(c, 0);
+    if (want & TLS_READ_WANTS_WRITE) client_read_cb(loop, &c->rw, EV_READ);
+    if ((want & TLS_WRITE_WANTS_READ) && !(c->flags & PX_CLIENT_CLOSING)) px_client_flush(c);
+}
+
+static void tls_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    px_client *c = w->data;
+    char why[96];
+    (void)loop;
+    (void)revents;
+    if (c->flags & PX_CLIENT_CLOSING || !c->tls->handshaking) return;
+    snprintf(why, sizeof(why), "not done within %g seconds", PX_CLIENT_TLS_HANDSHAKE_TIMEOUT);
+    tls_failed(c, why);
+}
+
+int px_client_tls_accept(px_client *c, px_tls_ctx *ctx)
+{
+    struct ev_loop *loop = c->set->core->loop;
+    char err[256];
+    px_tls *t = px_tls_new(ctx, c->fd, 1, NULL, NULL, err, sizeof(err));
+    if (!t) {
+        px_log_warning(&c->set->core->log, "Client id=%llu addr=%s: %s", (unsigned long long)c->id, c->addr, err);
+        px_client_close(c, NULL);
+        return -1;
+    }
+    px_client_tls *x = calloc(1, sizeof(*x));
+    if (!x) abort();
+    x->t = t;
+    x->handshaking = 1;
+    c->tls = x;
+    ev_io_stop(loop, &c->rw); /* nothing is parsed before the handshake is done */
+    ev_io_init(&x->w, tls_cb, c->fd, EV_READ);
+    ev_timer_init(&x->hs, tls_timeout_cb, PX_CLIENT_TLS_HANDSHAKE_TIMEOUT, 0.);
+    x->w.data = x->hs.data = c;
+    ev_io_start(loop, &x->w);
+    ev_timer_start(loop, &x->hs);
+    return 0;
+}
+
+/* px_tls_read for the read callback: a read that waits for the socket to be
+ * writable is retried from tls_cb, and bytes TLS decrypted past len are
+ * read next without waiting for the socket. */
+static ssize_t tls_read(px_client *c, char *p, size_t len)
+{
+    px_client_tls *x = c->tls;
+    ssize_t n = px_tls_read(x->t, p, len);
+    if (n > 0 && px_tls_pending(x->t)) ev_feed_event(c->set->core->loop, &c->rw, EV_READ);
+    if (n < 0 && errno == EAGAIN && px_tls_want_write(x->t)) {
+        x->want |= TLS_READ_WANTS_WRITE;
+        tls_watch_wants(c);
+    }
+    return n;
+}
+
+/* px_tls_write of out's bytes (referenced replies were copied there: out_ref). */
+static ssize_t tls_write(px_client *c)
+{
+    return px_tls_write(c->tls->t, px_buf_start(&c->out), px_buf_used(&c->out));
+}
+
+/* After a write's EAGAIN: 1 if TLS waits for the socket to be readable (not
+ * writable, as ww would wait for), then tls_cb writes again. */
+static int tls_write_wants_read(px_client *c)
+{
+    px_client_tls *x = c->tls;
+    if (px_tls_want_write(x->t)) return 0;
+    if (c->flags & PX_CLIENT_WRITE_ARMED) {
+        c->flags &= ~PX_CLIENT_WRITE_ARMED;
+        ev_io_stop(c->set->core->loop, &c->ww);
+    }
+    x->want |= TLS_WRITE_WANTS_READ;
+    tls_watch_wants(c);
+    return 1;
+}
 
 /* r counts as in flight on u (NULL: on no connection that orders others). */
 static void inflight_add(px_client *c, px_req *r, struct px_upstream *u)
@@ -911,7 +1118,7 @@ static void resume_held(px_client *c)
     c->flags &= ~PX_CLIENT_HOLD;
     if (c->flags & PX_CLIENT_PAUSED) return;
     ev_io_start(c->set->core->loop, &c->rw);
-    if (px_buf_used(&c->in)) ev_feed_event(c->set->core->loop, &c->rw, EV_READ);
+    if (unread(c)) ev_feed_event(c->set->core->loop, &c->rw, EV_READ);
 }
 
 void px_client_resume(px_client *c) { resume_held(c); }

@@ -26,6 +26,7 @@
 #include "proxy/px_command.h"
 #include "proxy/px_core.h"
 #include "proxy/px_resp.h"
+#include "proxy/px_tls.h"
 #include "proxy/px_upstream.h"
 
 struct px_upstream;
@@ -35,6 +36,7 @@ struct px_router;
 struct px_client;
 struct px_clients;
 struct px_sub;
+struct px_client_tls;
 
 /* Called with a forwarded request's reply before it is delivered; may
  * replace the bytes by appending others to out (then returns 1). */
@@ -117,6 +119,7 @@ typedef struct px_client {
     int fd;
     unsigned flags;
     ev_io rw, ww;
+    struct px_client_tls *tls; /* its TLS state (a tls-port client), NULL for a plain one */
     px_buf in, out;
     /* Output is out's copied bytes with large replies referenced in between
      * (px_client_reply_ref), written together with writev. */
@@ -232,6 +235,8 @@ typedef struct px_clients {
     int clients_mem_warned;          /* over maxmemory-clients with nobody left to close: logged */
     px_client *write_clients;        /* clients with output to flush */
     px_client *closing;              /* clients to free from the loop */
+    double tls_notice_at;            /* when a failed TLS handshake may be logged at notice again */
+    uint64_t tls_failures_unlogged;  /* failed since the last such line (each one is logged at verbose) */
     px_req *req_free;                /* recycled request objects */
     long req_free_len;
 } px_clients;
@@ -247,6 +252,17 @@ void px_clients_free_all(px_clients *set);
 
 /* Take over an accepted socket. */
 px_client *px_client_create(px_clients *set, int fd, const char *addr);
+/*
+ * Make c (just created, from tls-port) a TLS client with ctx (borrowed: the
+ * session keeps its own reference): nothing is read until its handshake is
+ * done, which is driven from the loop and bounded by
+ * PX_CLIENT_TLS_HANDSHAKE_TIMEOUT seconds.  A handshake that fails or takes
+ * longer closes c and counts in tls_handshake_failures.  -1 if c was closed
+ * at once (no TLS session could be made).
+ */
+#define PX_CLIENT_TLS_HANDSHAKE_TIMEOUT 10.0
+int px_client_tls_accept(px_client *c, px_tls_ctx *ctx);
+static inline int px_client_is_tls(const px_client *c) { return c->tls != NULL; }
 /* Close: stop I/O now, free later from the loop. */
 void px_client_close(px_client *c, const char *why);
 

@@ -531,7 +531,8 @@ static void client_line(px_client *c, px_buf *b, const px_client *self)
                    "ssub=%d multi=%d qbuf=%zu qbuf-free=%zu argv-mem=%zu multi-mem=0 rbs=%zu rbp=%zu obl=0 "
                    "oll=%ld omem=%zu tot-mem=%zu events=r cmd=%s user=%s "
                    "redir=%lld resp=%d lib-name=%s lib-ver=%s inflight=%ld pinned=%d\n",
-                   (unsigned long long)c->id, c->addr, c->set->core->cfg->bind, c->set->core->cfg->port, c->fd,
+                   (unsigned long long)c->id, c->addr, c->set->core->cfg->bind,
+                   px_client_is_tls(c) ? c->set->core->cfg->tls_port : c->set->core->cfg->port, c->fd,
                    c->name ? c->name : "", (long long)(now - c->created), (long long)(now - c->last_active), flags,
                    c->db, c->nsub, c->npsub, c->nssub, c->state & PX_STATE_MULTI ? c->multi_queued : -1,
                    px_buf_used(&c->in), c->in.cap - c->in.len, argv_mem, c->out.cap, c->out.cap,
@@ -667,14 +668,16 @@ static void client_kill(px_client *c, px_req *r, int argc, const char *const *ar
             return;
         }
     }
-    char mine[300];
+    char mine[300], mine_tls[300];
     snprintf(mine, sizeof(mine), "%s:%lld", s->core.cfg->bind, s->core.cfg->port);
+    snprintf(mine_tls, sizeof(mine_tls), "%s:%lld", s->core.cfg->bind, s->core.cfg->tls_port);
     long long killed = 0;
     px_client *only = id ? px_clients_find(&s->clients, (uint64_t)id) : NULL;
     for (px_client *o = id ? only : s->clients.clients; o; o = id ? NULL : o->next) {
         if (o->flags & PX_CLIENT_CLOSING || (skipme && o == c)) continue;
         if ((type >= 0 && client_type(o) != type) || (addr && !eq(addr, addrlen, o->addr)) ||
-            (laddr && !eq(laddr, laddrlen, mine)) || (user && !(o->user && eq(user, userlen, o->user))))
+            (laddr && !eq(laddr, laddrlen, px_client_is_tls(o) ? mine_tls : mine)) ||
+            (user && !(o->user && eq(user, userlen, o->user))))
             continue;
         killed++;
         kill_one(c, o);
@@ -988,7 +991,9 @@ static int admin_config(LOCAL_ARGS)
             px_client_reply_error(r, "ERR Unknown option '%s'", name);
         } else if (px_config_restart_only(name)) {
             px_client_reply_error(r, "ERR hotproxy: '%s' only changes with a restart", name);
-        } else if (!strcasecmp(name, "cache-rule") || !strcasecmp(name, "user") || !strcasecmp(name, "refuse-command")) {
+        } else if (!strcasecmp(name, "cache-rule") || !strcasecmp(name, "user") || !strcasecmp(name, "refuse-command") ||
+                   !strncasecmp(name, "tls-", 4)) {
+            /* tls-*: the TLS context is made from the files at reload, all of them together */
             px_client_reply_error(r, "ERR hotproxy: change '%s' in the config file, then HOTPROXY CONFIG RELOAD", name);
         } else if (px_config_set(cfg, name, 1, &value, err, sizeof(err)) != 0) {
             px_client_reply_error(r, "ERR %s", err);

@@ -25,6 +25,7 @@
 #include "proxy/px_metrics.h"
 #include "proxy/px_router.h"
 #include "proxy/px_sentinel.h"
+#include "proxy/px_tls.h"
 #include "proxy/px_upstream.h"
 
 #define CRON_INTERVAL 0.1
@@ -40,6 +41,7 @@ void px_server_stats(px_server *s, px_stats_server *v)
     v->version = HOTPROXY_VERSION;
     v->process_id = (int64_t)getpid();
     v->tcp_port = s->core.cfg->port;
+    v->tls_port = s->tls_listen_fd >= 0 ? s->core.cfg->tls_port : 0;
     v->uptime_in_seconds = (int64_t)(px_now(&s->core) - s->core.start_time);
     v->config_file = s->core.cfg->config_file ? s->core.cfg->config_file : "";
     v->connected_clients = s->clients.nclients;
@@ -174,6 +176,7 @@ static void accept_pause(px_server *s, int err)
                        strerror(err), (int)(ACCEPT_RETRY * 1000));
     }
     ev_io_stop(s->core.loop, &s->accept_w);
+    ev_io_stop(s->core.loop, &s->tls_accept_w);
     ev_timer_set(&s->accept_retry_w, ACCEPT_RETRY, 0.);
     ev_timer_start(s->core.loop, &s->accept_retry_w);
 }
@@ -183,18 +186,21 @@ static void accept_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
     px_server *s = w->data;
     (void)revents;
     if (!s->core.shutting_down && s->listen_fd >= 0) ev_io_start(loop, &s->accept_w);
+    if (!s->core.shutting_down && s->tls_listen_fd >= 0) ev_io_start(loop, &s->tls_accept_w);
 }
 
+/* A client on port, or on tls-port (w is tls_accept_w): the same, but for TLS. */
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     px_server *s = w->data;
+    int tls = w == &s->tls_accept_w;
     (void)loop;
     (void)revents;
     long long maxclients = s->core.cfg->maxclients < s->maxclients_fd_cap ? s->core.cfg->maxclients : s->maxclients_fd_cap;
     for (int i = 0; i < 64; i++) {
         struct sockaddr_storage sa;
         socklen_t salen = sizeof(sa);
-        int fd = accept4(s->listen_fd, (struct sockaddr *)&sa, &salen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(w->fd, (struct sockaddr *)&sa, &salen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR) continue;
             if (errno == EMFILE || errno == ENFILE) accept_pause(s, errno);
@@ -220,7 +226,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         snprintf(addr, sizeof(addr), "%s:%d", host, port);
         if (s->clients.nclients >= maxclients) {
             static const char msg[] = "-ERR max number of clients reached\r\n";
-            ssize_t n = write(fd, msg, sizeof(msg) - 1);
+            ssize_t n = tls ? 0 : write(fd, msg, sizeof(msg) - 1); /* no TLS yet to say it in */
             (void)n;
             close(fd);
             s->core.stats.rejected_connections++;
@@ -234,7 +240,8 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
         }
         s->core.stats.connections_received++;
-        px_client_create(&s->clients, fd, addr);
+        px_client *c = px_client_create(&s->clients, fd, addr);
+        if (tls) px_client_tls_accept(c, s->tls_ctx);
     }
 }
 
@@ -301,12 +308,19 @@ static void adjust_open_files_limit(px_server *s)
                    (unsigned long long)limit, cap);
 }
 
+/* port, and tls-port on the same addresses when it is set (its context
+ * made first, so bad certificates stop the start with the reason). */
 static int listen_on(px_server *s, char *err, size_t errlen)
 {
     const px_config *cfg = s->core.cfg;
     s->listen_fd = px_listen_tcp(cfg->bind, cfg->port, (int)cfg->tcp_backlog, "bind",
                                  "Could not create server TCP listening socket", err, errlen);
-    return s->listen_fd < 0 ? -1 : 0;
+    if (s->listen_fd < 0) return -1;
+    if (!cfg->tls_port) return 0;
+    if (!(s->tls_ctx = px_tls_server_ctx(cfg, err, errlen))) return -1;
+    s->tls_listen_fd = px_listen_tcp(cfg->bind, cfg->tls_port, (int)cfg->tcp_backlog, "bind",
+                                     "Could not create server TLS listening socket", err, errlen);
+    return s->tls_listen_fd < 0 ? -1 : 0;
 }
 
 static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
@@ -346,9 +360,16 @@ int px_server_reload(px_server *s, char *err, size_t errlen)
 {
     px_config fresh;
     char out[64], restart[512];
+    px_tls_ctx *tls = NULL;
     px_config_init(&fresh);
     if (!s->argv || px_config_from_args(&fresh, s->argc, s->argv, out, sizeof(out), err, errlen) != 0) {
         if (!s->argv) snprintf(err, errlen, "no command line to read again");
+        px_config_free(&fresh);
+        return -1;
+    }
+    /* The new TLS context before anything changes: files that do not load
+     * leave the running one, and the rest of the config, as they were. */
+    if (s->tls_listen_fd >= 0 && !(tls = px_tls_server_ctx(&fresh, err, errlen))) {
         px_config_free(&fresh);
         return -1;
     }
@@ -358,8 +379,13 @@ int px_server_reload(px_server *s, char *err, size_t errlen)
     px_l1_reconfigure(s->l1);
     refused_from_config(s);
     s->reloads++;
-    px_log_notice(&s->core.log, "Config reloaded from %s: %d directive(s) took effect",
-                  s->core.cfg->config_file ? s->core.cfg->config_file : "the command line", changed);
+    if (tls) {
+        px_tls_ctx_free(s->tls_ctx); /* its clients keep their sessions */
+        s->tls_ctx = tls;
+    }
+    px_log_notice(&s->core.log, "Config reloaded from %s: %d directive(s) took effect%s",
+                  s->core.cfg->config_file ? s->core.cfg->config_file : "the command line", changed,
+                  tls ? ", TLS certificates read again" : "");
     if (restart[0]) px_log_warning(&s->core.log, "Config reload: changed but only applied at restart: %s", restart);
     return 0;
 }
@@ -370,10 +396,15 @@ void px_server_shutdown(px_server *s)
     s->core.shutting_down = 1;
     s->shutdown_deadline = px_now(&s->core) + (double)s->core.cfg->shutdown_timeout;
     ev_io_stop(s->core.loop, &s->accept_w);
+    ev_io_stop(s->core.loop, &s->tls_accept_w);
     ev_timer_stop(s->core.loop, &s->accept_retry_w);
     if (s->listen_fd >= 0) {
         close(s->listen_fd);
         s->listen_fd = -1;
+    }
+    if (s->tls_listen_fd >= 0) {
+        close(s->tls_listen_fd);
+        s->tls_listen_fd = -1;
     }
     /* Stop reading: what was read is still answered, nothing new starts. */
     for (px_client *c = s->clients.clients; c; c = c->next) px_client_stop_reading(c);
@@ -384,7 +415,7 @@ px_server *px_server_create(px_config *cfg, const px_client_ops *ops, char *err,
     px_server *s = calloc(1, sizeof(*s));
     if (!s) abort();
     s->core.cfg = cfg;
-    s->listen_fd = -1;
+    s->listen_fd = s->tls_listen_fd = -1;
     s->core.loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
     if (!s->core.loop) {
         snprintf(err, errlen, "cannot create the event loop");
@@ -424,6 +455,8 @@ px_server *px_server_create(px_config *cfg, const px_client_ops *ops, char *err,
         return NULL;
     }
     ev_io_init(&s->accept_w, accept_cb, s->listen_fd, EV_READ);
+    ev_io_init(&s->tls_accept_w, accept_cb, s->tls_listen_fd, EV_READ);
+    s->tls_accept_w.data = s;
     ev_timer_init(&s->accept_retry_w, accept_retry_cb, ACCEPT_RETRY, 0.);
     s->accept_retry_w.data = s;
     ev_prepare_init(&s->flush_w, flush_cb);
@@ -434,6 +467,7 @@ px_server *px_server_create(px_config *cfg, const px_client_ops *ops, char *err,
     s->accept_w.data = s->flush_w.data = s->cron_w.data = s;
     s->sigterm_w.data = s->sigint_w.data = s->sighup_w.data = s;
     ev_io_start(s->core.loop, &s->accept_w);
+    if (s->tls_listen_fd >= 0) ev_io_start(s->core.loop, &s->tls_accept_w);
     ev_prepare_start(s->core.loop, &s->flush_w);
     ev_timer_start(s->core.loop, &s->cron_w);
     ev_signal_start(s->core.loop, &s->sigterm_w);
@@ -444,8 +478,14 @@ px_server *px_server_create(px_config *cfg, const px_client_ops *ops, char *err,
 
 int px_server_run(px_server *s)
 {
-    px_log_notice(&s->core.log, "hotproxy %s ready to accept connections on %s:%lld, upstream %s", HOTPROXY_VERSION,
-                  s->core.cfg->bind, s->core.cfg->port, s->core.cfg->upstream);
+    if (s->tls_listen_fd >= 0)
+        px_log_notice(&s->core.log,
+                      "hotproxy %s ready to accept connections on %s:%lld and TLS connections on port %lld, upstream %s",
+                      HOTPROXY_VERSION, s->core.cfg->bind, s->core.cfg->port, s->core.cfg->tls_port,
+                      s->core.cfg->upstream);
+    else
+        px_log_notice(&s->core.log, "hotproxy %s ready to accept connections on %s:%lld, upstream %s", HOTPROXY_VERSION,
+                      s->core.cfg->bind, s->core.cfg->port, s->core.cfg->upstream);
     ev_run(s->core.loop, 0);
     /* Write what can still be written without waiting. */
     for (px_client *c = s->clients.clients; c; c = c->next) px_client_flush(c);
@@ -464,6 +504,8 @@ void px_server_destroy(px_server *s)
     px_router_destroy(s->router);
     px_l1_destroy(s->l1); /* after the pools: their teardown answers the fills */
     if (s->listen_fd >= 0) close(s->listen_fd);
+    if (s->tls_listen_fd >= 0) close(s->tls_listen_fd);
+    px_tls_ctx_free(s->tls_ctx);
     free(s->refused);
     px_stats_free(&s->core.stats);
     px_log_close(&s->core.log);

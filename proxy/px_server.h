@@ -32,6 +32,9 @@ typedef struct px_server {
 
     int listen_fd;
     ev_io accept_w;
+    int tls_listen_fd;               /* tls-port's, -1 when it is 0 */
+    ev_io tls_accept_w;
+    px_tls_ctx *tls_ctx;             /* what tls-port's new clients get; a reload replaces it */
     ev_timer accept_retry_w;         /* accepting paused: out of file descriptors */
     int accept_paused;               /* in such an episode (logged once) */
     long long maxclients_fd_cap;     /* the most clients the descriptor limit allows */
@@ -61,7 +64,11 @@ void px_server_destroy(px_server *s);
 /*
  * Read the config file and command line again (SIGHUP, HOTPROXY CONFIG
  * RELOAD) and apply what can change while running; clients stay connected.
- * Returns 0, or -1 with err set (the running config is unchanged).
+ * With tls-port open, the TLS context is made again from the tls-* files
+ * (changed or not: a certificate renewed in place is read again) for the
+ * clients that connect from then on.
+ * Returns 0, or -1 with err set (the running config and TLS context are
+ * unchanged).
  */
 int px_server_reload(px_server *s, char *err, size_t errlen);
 

@@ -71,6 +71,7 @@ typedef struct px_stats_lanes {
     X(version, INFO, STR, "hotproxy's version")                                          \
     X(process_id, GAUGE, I64, "process id")                                              \
     X(tcp_port, GAUGE, I64, "port hotproxy listens on")                                  \
+    X(tls_port, GAUGE, I64, "TLS port hotproxy listens on (0: none)")                    \
     X(uptime_in_seconds, GAUGE, I64, "seconds since hotproxy started")                   \
     X(config_file, INFO, STR, "path of the config file (empty: none)")                   \
     X(connected_clients, GAUGE, I64, "client connections open now")                      \
@@ -81,6 +82,7 @@ typedef struct px_stats_lanes {
     X(connections_received, COUNTER, U64, "client connections accepted")                                     \
     X(rejected_connections, COUNTER, U64, "client connections refused at maxclients")                        \
     X(accept_fd_exhaustions, COUNTER, U64, "times accepting paused for want of file descriptors")            \
+    X(tls_handshake_failures, COUNTER, U64, "TLS clients closed: handshake refused, failed or not done in time") \
     X(commands_processed, COUNTER, U64, "commands read from clients")                                        \
     X(commands_forwarded, COUNTER, U64, "commands sent upstream")                                            \
     X(commands_local, COUNTER, U64, "commands answered by hotproxy itself")                                  \

@@ -18,11 +18,12 @@
 #include "tap.h"
 
 static const char *const server_keys[] = {
-    "hotproxy_version",           "hotproxy_process_id",        "hotproxy_tcp_port", "hotproxy_uptime_in_seconds",
+    "hotproxy_version",           "hotproxy_process_id",        "hotproxy_tcp_port", "hotproxy_tls_port", "hotproxy_uptime_in_seconds",
     "hotproxy_config_file",       "hotproxy_connected_clients", "hotproxy_maxclients", NULL};
 static const char *const stats_keys[] = {"hotproxy_connections_received",
                                          "hotproxy_rejected_connections",
                                          "hotproxy_accept_fd_exhaustions",
+                                         "hotproxy_tls_handshake_failures",
                                          "hotproxy_commands_processed",
                                          "hotproxy_commands_forwarded",
                                          "hotproxy_commands_local",
