@@ -42,6 +42,7 @@ void px_server_stats(px_server *s, px_stats_server *v)
     v->process_id = (int64_t)getpid();
     v->tcp_port = s->core.cfg->port;
     v->tls_port = s->tls_listen_fd >= 0 ? s->core.cfg->tls_port : 0;
+    v->tls_cert_not_after = s->tls_ctx ? px_tls_ctx_not_after(s->tls_ctx) : 0;
     v->uptime_in_seconds = (int64_t)(px_now(&s->core) - s->core.start_time);
     v->config_file = s->core.cfg->config_file ? s->core.cfg->config_file : "";
     v->connected_clients = s->clients.nclients;
@@ -308,6 +309,19 @@ static void adjust_open_files_limit(px_server *s)
                    (unsigned long long)limit, cap);
 }
 
+/* A certificate that expired, or soon will, still loads (as in Redis): say
+ * so, since clients refuse it, and each refusal is only a handshake failure. */
+static void check_expiry(px_server *s, const px_tls_ctx *x)
+{
+    long long end = px_tls_ctx_not_after(x), left = end - (long long)time(NULL);
+    if (!end) return;
+    if (left <= 0)
+        px_log_warning(&s->core.log, "tls-cert-file %s has expired (%lld days ago): TLS clients will refuse it",
+                       s->core.cfg->tls_cert_file, -left / 86400);
+    else if (left < 14 * 86400)
+        px_log_warning(&s->core.log, "tls-cert-file %s expires in %lld day(s)", s->core.cfg->tls_cert_file, left / 86400);
+}
+
 /* port, and tls-port on the same addresses when it is set (its context
  * made first, so bad certificates stop the start with the reason). */
 static int listen_on(px_server *s, char *err, size_t errlen)
@@ -318,6 +332,7 @@ static int listen_on(px_server *s, char *err, size_t errlen)
     if (s->listen_fd < 0) return -1;
     if (!cfg->tls_port) return 0;
     if (!(s->tls_ctx = px_tls_server_ctx(cfg, err, errlen))) return -1;
+    check_expiry(s, s->tls_ctx);
     s->tls_listen_fd = px_listen_tcp(cfg->bind, cfg->tls_port, (int)cfg->tcp_backlog, "bind",
                                      "Could not create server TLS listening socket", err, errlen);
     return s->tls_listen_fd < 0 ? -1 : 0;
@@ -382,6 +397,7 @@ int px_server_reload(px_server *s, char *err, size_t errlen)
     if (tls) {
         px_tls_ctx_free(s->tls_ctx); /* its clients keep their sessions */
         s->tls_ctx = tls;
+        check_expiry(s, tls);
     }
     px_log_notice(&s->core.log, "Config reloaded from %s: %d directive(s) took effect%s",
                   s->core.cfg->config_file ? s->core.cfg->config_file : "the command line", changed,

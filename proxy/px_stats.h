@@ -75,7 +75,8 @@ typedef struct px_stats_lanes {
     X(uptime_in_seconds, GAUGE, I64, "seconds since hotproxy started")                   \
     X(config_file, INFO, STR, "path of the config file (empty: none)")                   \
     X(connected_clients, GAUGE, I64, "client connections open now")                      \
-    X(maxclients, GAUGE, I64, "most client connections accepted at once")
+    X(maxclients, GAUGE, I64, "most client connections accepted at once")               \
+    X(tls_cert_not_after, GAUGE, I64, "unix time tls-cert-file stops being valid (0: no TLS port)")
 
 /* # Hotproxy_stats: the process' counters, kept live in px_server's stats. */
 #define PX_STATS_LIST(X)                                                                                     \

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -266,6 +267,14 @@ void px_tls_ctx_free(px_tls_ctx *x)
 int px_tls_ctx_auth(const px_tls_ctx *x)
 {
     return x->auth;
+}
+
+long long px_tls_ctx_not_after(const px_tls_ctx *x)
+{
+    X509 *cert = SSL_CTX_get0_certificate(x->ctx);
+    struct tm tm;
+    if (!cert || ASN1_TIME_to_tm(X509_get0_notAfter(cert), &tm) != 1) return 0;
+    return (long long)timegm(&tm);
 }
 
 static int is_ip(const char *s)

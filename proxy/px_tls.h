@@ -48,6 +48,8 @@ px_tls_ctx *px_tls_client_ctx(const px_config *c, char *err, size_t errlen);
 void px_tls_ctx_free(px_tls_ctx *x);
 /* 1 if the context asks clients for a certificate. */
 int px_tls_ctx_auth(const px_tls_ctx *x);
+/* When the context's own certificate stops being valid (unix time), 0 when it has none. */
+long long px_tls_ctx_not_after(const px_tls_ctx *x);
 
 /*
  * TLS on fd (connected, non-blocking; the caller keeps owning it).  accept:

@@ -180,6 +180,9 @@ ok $? "... with the same fields as a plain client's (Redis 7.0 shows nothing TLS
 out=$(pcli INFO hotproxy | tr -d '\r' | sed -n 's/^hotproxy_tls_port://p')
 [[ $out == "$tport" ]]
 ok $? "INFO: hotproxy_tls_port is $tport (got '$out')"
+out=$(pcli INFO hotproxy | tr -d '\r' | sed -n 's/^hotproxy_tls_cert_not_after://p')
+[[ -n $out && $out -gt $(date +%s) ]]
+ok $? "INFO: hotproxy_tls_cert_not_after is the certificate's end, in the future (got '$out')"
 
 # --- big values and a long pipeline ------------------------------------------------
 
@@ -537,6 +540,24 @@ out=$(timeout 20 "$bin" "$conf" --tls-ca-cert-file "$tmp/missing.crt" --tls-key-
 rc=$?
 [[ $rc != 0 && $out == *"tls-ca-cert-file"*"missing.crt"* ]]
 ok $? "a CA file that is not there stops the start with the reason (rc $rc: $out)"
+
+# --- an expired certificate loads (as in Redis), with a warning ------------------------
+
+write_conf yes
+cp "$tmp/expired.crt" "$tmp/live.crt" && cp "$tmp/expired.key" "$tmp/live.key"
+: >"$log"
+"$bin" "$conf" >"$tmp/hotproxy.out" 2>&1 &
+ppid_=$!
+pids+=("$ppid_")
+wait_ping "$pport" "$ppid_"
+ok $? "hotproxy starts with an expired tls-cert-file"
+wait_for 20 log_has "has expired"
+ok $? "... and warns that it has expired ($(grep -F "has expired" "$log" | head -1))"
+out=$(pcli INFO hotproxy | tr -d '\r' | sed -n 's/^hotproxy_tls_cert_not_after://p')
+[[ -n $out && $out -gt 0 && $out -lt $(date +%s) ]]
+ok $? "INFO: hotproxy_tls_cert_not_after is in the past (got '$out')"
+stop_hp
+ok $? "hotproxy exits 0 on SIGTERM"
 
 echo "1..$n"
 exit $((failed > 0))

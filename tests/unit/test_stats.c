@@ -19,7 +19,8 @@
 
 static const char *const server_keys[] = {
     "hotproxy_version",           "hotproxy_process_id",        "hotproxy_tcp_port", "hotproxy_tls_port", "hotproxy_uptime_in_seconds",
-    "hotproxy_config_file",       "hotproxy_connected_clients", "hotproxy_maxclients", NULL};
+    "hotproxy_config_file",       "hotproxy_connected_clients", "hotproxy_maxclients",
+    "hotproxy_tls_cert_not_after", NULL};
 static const char *const stats_keys[] = {"hotproxy_connections_received",
                                          "hotproxy_rejected_connections",
                                          "hotproxy_accept_fd_exhaustions",
