@@ -39,6 +39,9 @@ static void resume_held(px_client *c);
 static void inflight_done(px_client *c, px_req *r);
 static void rebuild_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void subs_free(px_client *c);
+static void tracks_release(px_client *c, int all);
+static int track_find(const px_client *c, const struct px_upstream *u, const px_pool *pool);
+static struct px_upstream *track_conn(px_client *c, px_pool *pool);
 
 static int mem_bucket(size_t mem)
 {
@@ -285,6 +288,8 @@ static void client_free(px_client *c)
     free(c->orefs);
     px_buf_free(&c->rewrite);
     free(c->on);
+    free(c->tracks);
+    px_buf_free(&c->track_cmds);
     px_buf_free(&c->multi_keys);
     px_client_multi_reset(c);
     subs_free(c);
@@ -1052,6 +1057,8 @@ struct px_upstream *px_client_pin(px_client *c, px_pool *pool, const char **err)
  * flight are, if any (px_pool_pick). */
 struct px_upstream *px_client_pick(px_client *c, px_pool *pool)
 {
+    /* tracking across a Cluster: what it reads must be tracked for it */
+    if (px_client_tracks_across(c)) return track_conn(c, pool);
     return px_pool_pick(pool, c->db, c->proto, px_client_inflight_on(c, pool));
 }
 
@@ -1144,6 +1151,15 @@ static void rebuild_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 void px_client_pinned_lost(px_client *c, struct px_upstream *u)
 {
+    int t = u != c->pinned ? track_find(c, u, NULL) : -1;
+    if (t >= 0) {
+        /* one of its other masters' connections: what it read there is
+         * watched no more, as when its only connection is lost */
+        c->tracks[t] = c->tracks[--c->ntracks];
+        if (!(c->state & PX_STATE_TRACKING) || (c->flags & (PX_CLIENT_CLOSING | PX_CLIENT_CLOSE_AFTER_REPLY))) return;
+        lose_client(c, "a connection it tracked keys on was lost");
+        return;
+    }
     unsigned state = c->state;
     c->pinned = NULL;
     c->state = 0;
@@ -1195,6 +1211,7 @@ void px_client_pinned_lost(px_client *c, struct px_upstream *u)
 
 void px_client_maybe_unpin(px_client *c)
 {
+    if (c->ntracks && !(c->state & PX_STATE_TRACKING)) tracks_release(c, 0);
     struct px_upstream *u = c->pinned;
     if (!u || c->state || c->nblocking || c->markers || u->nsent || u->raw) return;
     /* a reply of its still counted in flight (held by the L1's barrier)
@@ -1206,6 +1223,9 @@ void px_client_maybe_unpin(px_client *c)
 
 void px_client_drop_pinned(px_client *c)
 {
+    tracks_release(c, 1);
+    px_buf_free(&c->track_cmds);
+    c->track_bcast = 0;
     struct px_upstream *u = c->pinned;
     if (!u) return;
     c->pinned = NULL;
@@ -1230,6 +1250,150 @@ int px_client_pin_redirect_target(px_client *c, const char **err)
     return 0;
 }
 
+/* --- Redis Cluster: a tracking client's connection on each master --------- */
+
+/* What Redis sends a tracking client on FLUSHALL: forget everything. */
+static const char flush_push[] = ">2\r\n$10\r\ninvalidate\r\n_\r\n";
+
+static void ignore_internal(struct px_upstream *u, void *ctx, const char *reply, size_t len)
+{
+    (void)u;
+    (void)ctx;
+    (void)reply;
+    (void)len;
+}
+
+int px_client_tracks_across(const px_client *c)
+{
+    return c->pinned && c->state == PX_STATE_TRACKING && px_router_sharded(c->set->router);
+}
+
+/* The index in c->tracks of u (or, u NULL, of the one of pool), or -1. */
+static int track_find(const px_client *c, const struct px_upstream *u, const px_pool *pool)
+{
+    for (int i = 0; i < c->ntracks; i++)
+        if (u ? c->tracks[i] == u : c->tracks[i]->pool == pool) return i;
+    return -1;
+}
+
+static void track_add(px_client *c, struct px_upstream *u)
+{
+    if (c->ntracks == c->ctracks) {
+        c->ctracks = c->ctracks ? c->ctracks * 2 : 4;
+        c->tracks = realloc(c->tracks, sizeof(*c->tracks) * (size_t)c->ctracks);
+        if (!c->tracks) abort();
+    }
+    c->tracks[c->ntracks++] = u;
+}
+
+/* A new connection of c's own on pool, its CLIENT TRACKING commands sent
+ * first, one by one (each answers one reply, dropped). */
+static struct px_upstream *track_open(px_client *c, px_pool *pool, const char **err)
+{
+    struct px_upstream *u = px_client_pin(c, pool, err);
+    if (!u) return NULL;
+    px_upstream_no_reuse(u); /* as any connection that had tracking on */
+    for (size_t at = 0; at + 4 <= c->track_cmds.len;) {
+        uint32_t n;
+        memcpy(&n, c->track_cmds.data + at, 4);
+        px_upstream_send_internal(u, c->track_cmds.data + at + 4, n, ignore_internal, NULL);
+        at += 4 + n;
+    }
+    return u;
+}
+
+/* c's connection of pool, opened if need be, without making it the pinned one. */
+static struct px_upstream *track_conn(px_client *c, px_pool *pool)
+{
+    if (c->pinned->pool == pool) return c->pinned;
+    int i = track_find(c, NULL, pool);
+    if (i >= 0) return c->tracks[i];
+    const char *err = NULL;
+    struct px_upstream *u = track_open(c, pool, &err);
+    if (u) track_add(c, u);
+    return u;
+}
+
+struct px_upstream *px_client_track_switch(px_client *c, px_pool *pool, const char **err)
+{
+    if (c->pinned->pool == pool) return c->pinned;
+    struct px_upstream *u;
+    int i = track_find(c, NULL, pool);
+    if (i >= 0) {
+        u = c->tracks[i];
+        c->tracks[i] = c->tracks[--c->ntracks];
+    } else if (!(u = track_open(c, pool, err))) {
+        return NULL;
+    }
+    track_add(c, c->pinned);
+    c->pinned = u;
+    return u;
+}
+
+/* BCAST: a connection on every master that serves slots (writes to a
+ * prefix anywhere must reach c); -1 with err when one cannot be opened. */
+static int track_all(px_client *c, const char **err)
+{
+    px_router *r = c->set->router;
+    px_pool *last = NULL;
+    for (int s = 0; s < r->topo->nshards; s++) {
+        px_pool *p = px_router_shard_pool(r, s);
+        if (!p || p == last) continue;
+        last = p;
+        if (c->pinned && p != c->pinned->pool && !track_conn(c, p)) {
+            *err = "ERR hotproxy: CLIENT TRACKING BCAST needs a connection of this client's own on every master, "
+                   "and one could not be opened";
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int px_client_track_cmd(px_client *c, const char *cmd, size_t len, int on, int bcast, const char **err)
+{
+    for (int i = 0; i < c->ntracks; i++) px_upstream_send_internal(c->tracks[i], cmd, len, ignore_internal, NULL);
+    if (!on) { /* OFF: the others go once idle (px_client_maybe_unpin) */
+        px_buf_free(&c->track_cmds);
+        c->track_bcast = 0;
+        return 0;
+    }
+    uint32_t n = (uint32_t)len;
+    px_buf_append(&c->track_cmds, (const char *)&n, 4);
+    px_buf_append(&c->track_cmds, cmd, len);
+    if (!bcast) return 0;
+    c->track_bcast = 1;
+    return track_all(c, err);
+}
+
+/* Tracking ended: its other connections go, once nothing of its is in
+ * flight there (all: now, as the client goes). */
+static void tracks_release(px_client *c, int all)
+{
+    for (int i = 0; i < c->ntracks;) {
+        struct px_upstream *u = c->tracks[i];
+        if (!all && (u->nsent || px_client_inflight_on(c, u->pool) == u)) {
+            i++;
+            continue;
+        }
+        c->tracks[i] = c->tracks[--c->ntracks];
+        px_pool_unpin(u->pool, u);
+    }
+}
+
+void px_clients_keys_moved(struct px_router *r, px_pool *p, void *arg)
+{
+    px_clients *s = arg;
+    (void)r;
+    for (px_client *c = s->clients; c; c = c->next) {
+        if (!(c->state & PX_STATE_TRACKING) || !c->pinned || (c->flags & (PX_CLIENT_CLOSING | PX_CLIENT_CLOSE_AFTER_REPLY)))
+            continue;
+        if (c->pinned->pool != p && track_find(c, NULL, p) < 0) continue; /* it read nothing there */
+        /* RESP2 without REDIRECT gets no invalidation at all, as from Redis */
+        if (c->proto == 3) px_client_upstream_frame(c, c->pinned, flush_push, sizeof(flush_push) - 1);
+        const char *err = NULL;
+        if (c->track_bcast && track_all(c, &err) != 0) lose_client(c, err);
+    }
+}
 
 static void process_input(px_client *c)
 {

@@ -1036,8 +1036,52 @@ static void redirect_target_known(struct px_upstream *u, void *ctx, const char *
     if (c) px_client_resume(c);
 }
 
+/* Whether CLIENT TRACKING's options name this one. */
+static int tracking_option(int argc, const char *const *argv, const size_t *argvlen, const char *name)
+{
+    for (int i = 3; i < argc; i++)
+        if (eq(argv[i], argvlen[i], name)) return 1;
+    return 0;
+}
+
+/*
+ * In front of a Redis Cluster a tracking client holds a connection of its
+ * own on each master it reads from (px_client_track_switch), and each gets
+ * its CLIENT TRACKING commands.  REDIRECT would need the target to hold one
+ * on every master too, subscribed there; OPTIN/OPTOUT's CLIENT CACHING
+ * speaks of the next command on one connection, which need not be the one
+ * the next command goes to.  Both are refused, saying so.
+ */
+static int tracking_refused(px_client *c, px_req *r, const char *why)
+{
+    px_client_reply_error(r, "%s", why);
+    if (!c->state) px_client_drop_pinned(c); /* pinned for this command alone */
+    return -1;
+}
+
+static int tracking_across(px_client *c, px_req *r, int argc, const char *const *argv, const size_t *argvlen)
+{
+    if (redirect_at(argc, argv, argvlen) >= 0)
+        return tracking_refused(c, r,
+                                "ERR hotproxy: CLIENT TRACKING REDIRECT is not supported in front of a Redis Cluster: "
+                                "use RESP3 (HELLO 3) and CLIENT TRACKING without REDIRECT");
+    if (tracking_option(argc, argv, argvlen, "optin") || tracking_option(argc, argv, argvlen, "optout"))
+        return tracking_refused(c, r,
+                                "ERR hotproxy: CLIENT TRACKING OPTIN and OPTOUT are not supported in front of a Redis "
+                                "Cluster: use the default mode or BCAST");
+    int on = argc >= 3 && eq(argv[2], argvlen[2], "on"), off = argc >= 3 && eq(argv[2], argvlen[2], "off");
+    if (!on && !off) return 0; /* Redis' own error */
+    px_buf b = {0};
+    px_resp_command(&b, argc, argv, argvlen);
+    const char *err = NULL;
+    int rc = px_client_track_cmd(c, b.data, b.len, on, tracking_option(argc, argv, argvlen, "bcast"), &err);
+    px_buf_free(&b);
+    return rc == 0 ? 0 : tracking_refused(c, r, err);
+}
+
 int px_local_tracking_ready(px_client *c, int argc, const char *const *argv, const size_t *argvlen)
 {
+    if (px_router_sharded(c->set->router)) return 1; /* no REDIRECT there (tracking_across) */
     int at = redirect_at(argc, argv, argvlen);
     px_client *o = at < 0 ? NULL : client_by_id(c->set->owner, argv[at], argvlen[at]);
     const char *err = NULL;
@@ -1058,6 +1102,7 @@ int px_local_tracking_ready(px_client *c, int argc, const char *const *argv, con
 
 int px_local_tracking(px_client *c, px_req *r, int argc, const char *const *argv, const size_t *argvlen)
 {
+    if (px_router_sharded(c->set->router)) return tracking_across(c, r, argc, argv, argvlen);
     int at = redirect_at(argc, argv, argvlen);
     if (at < 0) return 0;
     px_client *o = client_by_id(c->set->owner, argv[at], argvlen[at]);

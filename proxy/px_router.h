@@ -86,6 +86,8 @@ struct px_router {
     int ncontrol;
     px_pool_listener listener;
     void *listener_arg;
+    void (*moved_fn)(px_router *r, px_pool *p, void *arg); /* px_router_on_keys_moved's */
+    void *moved_arg;
 };
 
 /* "single": every command to the one configured upstream. */
@@ -135,6 +137,9 @@ px_pool *px_router_add_control_pool(px_router *r, const char *host, int port);
 void px_router_keys_moved(px_router *r, px_pool *p);
 /* One listener for the set's changes; it is told of the pools already in it. */
 void px_router_listen(px_router *r, px_pool_listener fn, void *arg);
+/* One more, told of PX_POOL_KEYS_MOVED only, after the listener: the client
+ * side (a client tracking keys on a Cluster read some through p). */
+void px_router_on_keys_moved(px_router *r, void (*fn)(px_router *r, px_pool *p, void *arg), void *arg);
 
 /* Before the loop sleeps: every pool's writes, then (after the clients')
  * the closed connections to free. */
