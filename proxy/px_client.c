@@ -42,6 +42,7 @@ static void subs_free(px_client *c);
 static void tracks_release(px_client *c, int all);
 static int track_find(const px_client *c, const struct px_upstream *u, const px_pool *pool);
 static struct px_upstream *track_conn(px_client *c, px_pool *pool);
+static int track_redirect(px_req *r, struct px_upstream *u, const char *reply, size_t len);
 
 static int mem_bucket(size_t mem)
 {
@@ -718,6 +719,7 @@ static void upstream_done(px_upreq *q, struct px_upstream *u, const char *reply,
     px_req *r = (px_req *)((char *)q - offsetof(px_req, up));
     /* the topology sees it first (Sentinel: a -READONLY means the master moved) */
     if (!failed && px_router_reply(r->set->router, q, u, reply, len)) return;
+    if (!failed && r->pinned && r->up.raw && track_redirect(r, u, reply, len)) return;
     if (failed && r->client) r->set->core->stats.upstream_error_replies++;
     /* Its MULTI failed with the connection: the client knows it is in no
      * transaction (px_client_pinned_lost must not keep one for it). */
@@ -759,8 +761,10 @@ void px_client_forward(px_client *c, px_req *r, struct px_upstream *u, const cha
     r->up.done = upstream_done;
     r->up.what = r->cmd ? r->cmd->name : NULL;
     int resends = c->set->router->topo->resends;
-    if (resends && !oob && !r->pinned && (resends == PX_RESENDS_ALL || px_command_writes(r->cmd))) {
-        /* the topology may send it again elsewhere (a Cluster redirect) */
+    if (resends && !oob && (!r->pinned || px_client_tracks_across(c)) &&
+        (resends == PX_RESENDS_ALL || px_command_writes(r->cmd))) {
+        /* the topology may send it again elsewhere (a Cluster redirect;
+         * track_redirect for a client tracking across the Cluster) */
         r->up.raw = malloc(rawlen ? rawlen : 1);
         if (!r->up.raw) abort();
         memcpy(r->up.raw, raw, rawlen);
@@ -1328,6 +1332,29 @@ struct px_upstream *px_client_track_switch(px_client *c, px_pool *pool, const ch
     track_add(c, c->pinned);
     c->pinned = u;
     return u;
+}
+
+/*
+ * A MOVED or ASK one of its commands got on its own connection (hotproxy's
+ * map was behind: a resharding) is followed as on a shared connection, on
+ * its own connection of the master named, so that what it reads there is
+ * tracked for it; at most 5 times, as the router does, then the client gets
+ * the error.  Returns 1 when r was sent on.
+ */
+static int track_redirect(px_req *r, struct px_upstream *u, const char *reply, size_t len)
+{
+    px_client *c = r->client;
+    if (!c || len < 5 || reply[0] != '-' || !px_client_tracks_across(c) || r->up.redirects >= 5) return 0;
+    int asking = 0;
+    px_pool *pool = px_router_redirected(c->set->router, u, reply, len, &asking);
+    struct px_upstream *nu = pool ? track_conn(c, pool) : NULL;
+    if (!nu) return 0;
+    inflight_done(c, r); /* it counts on nu now */
+    inflight_add(c, r, nu);
+    r->up.redirects++;
+    if (asking) px_upstream_send_internal(nu, "*1\r\n$6\r\nASKING\r\n", 16, ignore_internal, NULL);
+    px_upstream_send(nu, &r->up, r->up.raw, r->up.rawlen);
+    return 1;
 }
 
 /* BCAST: a connection on every master that serves slots (writes to a

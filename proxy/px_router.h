@@ -67,6 +67,11 @@ typedef struct px_topology {
     int (*shard)(px_router *r, const char *key, size_t len);
     int nshards; /* shards are 0 .. nshards - 1 */
     px_pool *(*shard_pool)(px_router *r, int shard);
+    /* Optional: a redirection a command got on a connection of a client's
+     * own (u): the pool it names, with *asking set when that pool must be
+     * sent ASKING first (NULL: none, the reply is the client's).  The map
+     * learns from it as from one on a shared connection. */
+    px_pool *(*redirected)(px_router *r, px_upstream *u, const char *reply, size_t len, int *asking);
 } px_topology;
 
 /* Told when a pool joins (event PX_POOL_ADDED) or leaves (PX_POOL_REMOVED:
@@ -117,6 +122,10 @@ static inline int px_router_shard(px_router *r, const char *key, size_t len)
 }
 static inline int px_router_sharded(const px_router *r) { return r->topo->shard != NULL; }
 static inline px_pool *px_router_shard_pool(px_router *r, int shard) { return r->topo->shard_pool(r, shard); }
+static inline px_pool *px_router_redirected(px_router *r, px_upstream *u, const char *reply, size_t len, int *asking)
+{
+    return r->topo->redirected ? r->topo->redirected(r, u, reply, len, asking) : NULL;
+}
 /* The pool that serves commands naming no key (a pinned connection for
  * CLIENT TRACKING's redirect target, the L1's first link). */
 px_pool *px_router_default(px_router *r);
