@@ -1376,8 +1376,16 @@ static int track_all(px_client *c, const char **err)
     return 0;
 }
 
+/* What a client's CLIENT TRACKING ON commands may hold (each is replayed
+ * on every new connection; BCAST prefixes add up): far above any real use. */
+#define TRACK_CMDS_MAX (64 * 1024)
+
 int px_client_track_cmd(px_client *c, const char *cmd, size_t len, int on, int bcast, const char **err)
 {
+    if (on && c->track_cmds.len + 4 + len > TRACK_CMDS_MAX) {
+        *err = "ERR hotproxy: too many CLIENT TRACKING ON commands since tracking was turned on (turn it off first)";
+        return -1;
+    }
     for (int i = 0; i < c->ntracks; i++) px_upstream_send_internal(c->tracks[i], cmd, len, ignore_internal, NULL);
     if (!on) { /* OFF: the others go once idle (px_client_maybe_unpin) */
         px_buf_free(&c->track_cmds);

@@ -247,6 +247,21 @@ static void refused(int port)
     is_str(hx_cmd(a, "CLIENT GETREDIR"), "-1", "refused: ... with tracking off");
     redisFree(x);
     redisFree(a);
+
+    /* what hotproxy keeps to replay on each new master's connection is
+     * bounded: BCAST prefix after prefix ends in a clear error */
+    redisContext *b = hx_redis(port);
+    int n = 0, oks = 0;
+    const char *last = "";
+    for (; n < 5000; n++) {
+        last = hx_cmd(b, "CLIENT TRACKING on BCAST PREFIX ctq%d:", n);
+        if (strcmp(last, "OK")) break;
+        oks++;
+    }
+    ok(oks > 100 && !strncmp(last, "ERR hotproxy: too many CLIENT TRACKING ON commands", 50),
+       "refused: after %d prefixes, BCAST with one more gets a clear error (%s)", oks, last);
+    is_str(hx_cmd(b, "SET ct:after-prefixes 1"), "OK", "refused: the client goes on working");
+    redisFree(b);
 }
 
 static void node_id(int port, char *out, size_t n)
