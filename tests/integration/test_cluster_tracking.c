@@ -14,7 +14,11 @@
  *    client is told to flush everything (an invalidate push with a null, as
  *    Redis sends on FLUSHALL), and keys of that slot read again from the new
  *    master are tracked there;
- *  - CLIENT TRACKING OFF: no invalidation afterwards, and RESET frees it all.
+ *  - CLIENT TRACKING OFF: no invalidation afterwards, and RESET frees it all;
+ *  - bad input: more CLIENT TRACKING ON than hotproxy keeps to replay gets a
+ *    clear error;
+ *  - its connection to one master lost: the client is closed, as against one
+ *    Redis (what it read there is watched no more).
  * Every wait polls with a generous deadline.
  */
 #include <poll.h>
@@ -344,6 +348,35 @@ static void slot_moves(int port)
     redisFree(w);
 }
 
+/* Its connection to one master is lost (the master closes it): what it
+ * read there is watched no more, so hotproxy closes the client, as against
+ * one Redis; the others go on. */
+static void lost_connection(int port)
+{
+    char k[HX_TOPO_MAX][32];
+    if (!ok(keys_per_master("ctl:", k) == 0, "lost: a key on each master")) return;
+    conn t;
+    conn_open(&t, port);
+    conn_send(&t, "HELLO 3");
+    conn_send(&t, "CLIENT TRACKING on");
+    for (int m = 0; m < topo.nmasters; m++) conn_send(&t, "GET %s", k[m]);
+    ok(conn_expect(&t, "+OK\r\n_\r\n_\r\n_\r\n", DEADLINE_MS), "lost: the client tracks keys of every master");
+    /* master 0's: not the connection its last command used (master 2's) */
+    redisContext *d = hx_redis(topo.masters[0].port);
+    long long killed = atoll(hx_cmd(d, "CLIENT KILL TYPE normal SKIPME yes"));
+    redisFree(d);
+    ok(killed > 0, "lost: master 0 closes its clients (%lld), among them the client's connection there", killed);
+    int st = hx_read_eof(t.fd, &t.in, DEADLINE_MS);
+    ok(st == HX_EOF || st == HX_RESET, "lost: hotproxy closes the client (%s)", hx_status_name(st));
+    conn_close(&t);
+    redisContext *w = hx_redis(port);
+    const char *v = "";
+    double until = hx_now() + DEADLINE_MS / 1000.0;
+    while (hx_now() < until && strcmp(v = hx_cmd(w, "SET %s back", k[0]), "OK")) hx_sleep_ms(50);
+    is_str(v, "OK", "lost: another client writes a key of master 0 again");
+    redisFree(w);
+}
+
 int main(void)
 {
     hx_init(400);
@@ -366,6 +399,7 @@ int main(void)
     bcast(proxy.port);
     refused(proxy.port);
     slot_moves(proxy.port);
+    lost_connection(proxy.port);
     is_int(hx_stop(&proxy, 10000), 0, "hotproxy exits cleanly");
     hx_topo_stop(&topo, 5000);
     done_testing();
