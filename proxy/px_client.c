@@ -1423,8 +1423,12 @@ void px_clients_keys_moved(struct px_router *r, px_pool *p, void *arg)
         if (!(c->state & PX_STATE_TRACKING) || !c->pinned || (c->flags & (PX_CLIENT_CLOSING | PX_CLIENT_CLOSE_AFTER_REPLY)))
             continue;
         if (c->pinned->pool != p && track_find(c, NULL, p) < 0) continue; /* it read nothing there */
-        /* RESP2 without REDIRECT gets no invalidation at all, as from Redis */
-        if (c->proto == 3) px_client_upstream_frame(c, c->pinned, flush_push, sizeof(flush_push) - 1);
+        /* RESP2 without REDIRECT gets no invalidation at all, as from Redis;
+         * a resharding moves many slots at once: one flush not yet written
+         * (the last bytes of its output) is enough */
+        size_t n = sizeof(flush_push) - 1, used = px_buf_used(&c->out);
+        int pending = !c->noref && used >= n && !memcmp(px_buf_start(&c->out) + used - n, flush_push, n);
+        if (c->proto == 3 && !pending) px_client_upstream_frame(c, c->pinned, flush_push, n);
         const char *err = NULL;
         if (c->track_bcast && track_all(c, &err) != 0) lose_client(c, err);
     }
