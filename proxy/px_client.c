@@ -1230,6 +1230,8 @@ void px_client_drop_pinned(px_client *c)
     tracks_release(c, 1);
     px_buf_free(&c->track_cmds);
     c->track_bcast = 0;
+    c->track_unconfirmed = 0; /* disowned: their answers are no longer counted */
+    c->track_flush_after = 0;
     struct px_upstream *u = c->pinned;
     if (!u) return;
     c->pinned = NULL;
@@ -1267,6 +1269,31 @@ static void ignore_internal(struct px_upstream *u, void *ctx, const char *reply,
     (void)len;
 }
 
+/* A CLIENT TRACKING command hotproxy sent on one of c's connections was
+ * answered (its reply is Redis' to the one c sends on its pinned one):
+ * once all are, tracking is in place on every master, and what waited for
+ * that goes on (a flush push, c's next CLIENT TRACKING). */
+static void track_confirmed(struct px_upstream *u, void *ctx, const char *reply, size_t len)
+{
+    px_client *c = u->owner; /* NULL once it is no longer c's: then nothing waits */
+    (void)ctx;
+    (void)reply;
+    (void)len;
+    if (!c || c->track_unconfirmed <= 0 || --c->track_unconfirmed > 0) return;
+    if (c->track_flush_after && !(c->flags & (PX_CLIENT_CLOSING | PX_CLIENT_CLOSE_AFTER_REPLY))) {
+        static const char flush[] = ">2\r\n$10\r\ninvalidate\r\n_\r\n";
+        if (c->proto == 3) px_client_upstream_frame(c, c->pinned ? c->pinned : u, flush, sizeof(flush) - 1);
+    }
+    c->track_flush_after = 0;
+    resume_held(c);
+}
+
+static void track_send(px_client *c, struct px_upstream *u, const char *cmd, size_t len)
+{
+    c->track_unconfirmed++;
+    px_upstream_send_internal(u, cmd, len, track_confirmed, NULL);
+}
+
 int px_client_tracks_across(const px_client *c)
 {
     return c->pinned && c->state == PX_STATE_TRACKING && px_router_sharded(c->set->router);
@@ -1300,7 +1327,7 @@ static struct px_upstream *track_open(px_client *c, px_pool *pool, const char **
     for (size_t at = 0; at + 4 <= c->track_cmds.len;) {
         uint32_t n;
         memcpy(&n, c->track_cmds.data + at, 4);
-        px_upstream_send_internal(u, c->track_cmds.data + at + 4, n, ignore_internal, NULL);
+        track_send(c, u, c->track_cmds.data + at + 4, n);
         at += 4 + n;
     }
     return u;
@@ -1386,7 +1413,11 @@ int px_client_track_cmd(px_client *c, const char *cmd, size_t len, int on, int b
         *err = "ERR hotproxy: too many CLIENT TRACKING ON commands since tracking was turned on (turn it off first)";
         return -1;
     }
-    for (int i = 0; i < c->ntracks; i++) px_upstream_send_internal(c->tracks[i], cmd, len, ignore_internal, NULL);
+    if (!c->pinned) {
+        px_pool *pool = px_router_default(c->set->router);
+        if (!pool || !(c->pinned = px_client_pin(c, pool, err))) return -1;
+    }
+    for (int i = 0; i < c->ntracks; i++) track_send(c, c->tracks[i], cmd, len);
     if (!on) { /* OFF: the others go once idle (px_client_maybe_unpin) */
         px_buf_free(&c->track_cmds);
         c->track_bcast = 0;
@@ -1428,9 +1459,15 @@ void px_clients_keys_moved(struct px_router *r, px_pool *p, void *arg)
          * (the last bytes of its output) is enough */
         size_t n = sizeof(flush_push) - 1, used = px_buf_used(&c->out);
         int pending = !c->noref && used >= n && !memcmp(px_buf_start(&c->out) + used - n, flush_push, n);
-        if (c->proto == 3 && !pending) px_client_upstream_frame(c, c->pinned, flush_push, n);
         const char *err = NULL;
-        if (c->track_bcast && track_all(c, &err) != 0) lose_client(c, err);
+        if (c->track_bcast && track_all(c, &err) != 0) {
+            lose_client(c, err);
+            continue;
+        }
+        /* a connection just opened on the new master: the flush once its
+         * tracking is on (a write there before would be missed) */
+        if (c->track_unconfirmed) c->track_flush_after = 1;
+        else if (c->proto == 3 && !pending) px_client_upstream_frame(c, c->pinned, flush_push, n);
     }
 }
 
