@@ -255,6 +255,10 @@ static void refused(int port)
     r = hx_cmd(a, "CLIENT TRACKING on OPTIN");
     ok(!strncmp(r, "ERR hotproxy: CLIENT TRACKING OPTIN and OPTOUT are not supported", 60), "refused: OPTIN too (%s)", r);
     is_str(hx_cmd(a, "SET ct:after-refused 1"), "OK", "refused: the client goes on working");
+    is_str(hx_cmd(a, "MULTI"), "OK", "refused: MULTI");
+    r = hx_cmd(a, "CLIENT TRACKING on");
+    ok(!strncmp(r, "ERR hotproxy: CLIENT TRACKING inside MULTI is not supported", 59), "refused: ... CLIENT TRACKING inside it (%s)", r);
+    is_str(hx_cmd(a, "EXEC"), "EXECABORT Transaction discarded because of previous errors.", "refused: ... EXEC aborts, as Redis does after a refused command");
     is_str(hx_cmd(a, "CLIENT GETREDIR"), "-1", "refused: ... with tracking off");
     redisFree(x);
     redisFree(a);
