@@ -202,6 +202,19 @@ static void default_mode(int port)
     redisFree(d);
     ok(conn_find(&t, inval(k[1]), DEADLINE_MS) >= 0, "default: a write straight to the master invalidates it");
 
+    /* a transaction on another master than its last command's: MULTI moves
+     * there (its last command, the GET above, was master 1's) */
+    hx_buf_reset(&t.in);
+    conn_send(&t, "MULTI");
+    conn_send(&t, "SET %s tx", k[0]);
+    conn_send(&t, "GET %s", k[0]);
+    conn_send(&t, "EXEC");
+    ok(conn_expect(&t, "+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n+OK\r\n$2\r\ntx\r\n", DEADLINE_MS),
+       "default: MULTI, then keys of master 0 only: the transaction runs there");
+    d = hx_redis(owner_port(k[0]));
+    is_str(hx_cmd(d, "GET %s", k[0]), "tx", "default: ... master 0 holds its write");
+    redisFree(d);
+
     /* OFF: nothing more, on any master */
     hx_buf_reset(&t.in);
     for (int m = 0; m < topo.nmasters; m++) conn_send(&t, "GET %s", k[m]);
