@@ -65,6 +65,10 @@ static int unread(const px_client *c)
 {
     return px_buf_used(&c->in) || (c->tls && px_tls_pending(c->tls->t));
 }
+static void tracks_release(px_client *c, int all);
+static int track_find(const px_client *c, const struct px_upstream *u, const px_pool *pool);
+static struct px_upstream *track_conn(px_client *c, px_pool *pool);
+static int track_redirect(px_req *r, struct px_upstream *u, const char *reply, size_t len);
 
 static int mem_bucket(size_t mem)
 {
@@ -325,6 +329,8 @@ static void client_free(px_client *c)
     free(c->orefs);
     px_buf_free(&c->rewrite);
     free(c->on);
+    free(c->tracks);
+    px_buf_free(&c->track_cmds);
     px_buf_free(&c->multi_keys);
     px_client_multi_reset(c);
     subs_free(c);
@@ -921,6 +927,7 @@ static void upstream_done(px_upreq *q, struct px_upstream *u, const char *reply,
     /* the topology sees it first (Sentinel: a -READONLY means the master moved) */
     if (!failed && px_router_reply(r->set->router, q, u, reply, len)) return;
     if (failed && px_router_failed(r->set->router, q, u, reply, len)) return; /* a read sent where its key lives now */
+    if (!failed && r->pinned && r->up.raw && track_redirect(r, u, reply, len)) return;
     if (failed && r->client) r->set->core->stats.upstream_error_replies++;
     /* Its MULTI failed with the connection: the client knows it is in no
      * transaction (px_client_pinned_lost must not keep one for it). */
@@ -1055,8 +1062,10 @@ void px_client_forward(px_client *c, px_req *r, struct px_upstream *u, const cha
         r->up.resend = pinned_resend;
         r->up.park = pinned_park;
     }
-    if (moves || (resends && !oob && !r->pinned && (resends == PX_RESENDS_ALL || px_command_writes(r->cmd)))) {
-        /* the topology may send it again elsewhere (a Cluster redirect) */
+    if (moves || (resends && !oob && (!r->pinned || px_client_tracks_across(c)) &&
+                  (resends == PX_RESENDS_ALL || px_command_writes(r->cmd)))) {
+        /* the topology may send it again elsewhere (a Cluster redirect;
+         * track_redirect for a client tracking across the Cluster) */
         r->up.raw = malloc(rawlen ? rawlen : 1);
         if (!r->up.raw) abort();
         memcpy(r->up.raw, raw, rawlen);
@@ -1429,6 +1438,8 @@ struct px_upstream *px_client_pin(px_client *c, px_pool *pool, const char **err)
  * flight are, if any (px_pool_pick). */
 struct px_upstream *px_client_pick(px_client *c, px_pool *pool)
 {
+    /* tracking across a Cluster: what it reads must be tracked for it */
+    if (px_client_tracks_across(c)) return track_conn(c, pool);
     return px_pool_pick(pool, c->db, c->proto, px_client_inflight_on(c, pool));
 }
 
@@ -1546,6 +1557,15 @@ static void rebuild_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 void px_client_pinned_lost(px_client *c, struct px_upstream *u)
 {
+    int t = u != c->pinned ? track_find(c, u, NULL) : -1;
+    if (t >= 0) {
+        /* one of its other masters' connections: what it read there is
+         * watched no more, as when its only connection is lost */
+        c->tracks[t] = c->tracks[--c->ntracks];
+        if (!(c->state & PX_STATE_TRACKING) || (c->flags & (PX_CLIENT_CLOSING | PX_CLIENT_CLOSE_AFTER_REPLY))) return;
+        lose_client(c, "a connection it tracked keys on was lost");
+        return;
+    }
     unsigned state = c->state;
     c->pinned = NULL;
     c->state = 0;
@@ -1598,6 +1618,7 @@ void px_client_pinned_lost(px_client *c, struct px_upstream *u)
 
 void px_client_maybe_unpin(px_client *c)
 {
+    if (c->ntracks && !(c->state & PX_STATE_TRACKING)) tracks_release(c, 0);
     struct px_upstream *u = c->pinned;
     if (!u || c->state || c->nblocking || c->markers || u->nsent || u->raw) return;
     /* a reply of its still counted in flight (held by the L1's barrier)
@@ -1609,6 +1630,11 @@ void px_client_maybe_unpin(px_client *c)
 
 void px_client_drop_pinned(px_client *c)
 {
+    tracks_release(c, 1);
+    px_buf_free(&c->track_cmds);
+    c->track_bcast = 0;
+    c->track_unconfirmed = 0; /* disowned: their answers are no longer counted */
+    c->track_flush_after = 0;
     struct px_upstream *u = c->pinned;
     if (!u) return;
     c->pinned = NULL;
@@ -1633,6 +1659,212 @@ int px_client_pin_redirect_target(px_client *c, const char **err)
     return 0;
 }
 
+/* --- Redis Cluster: a tracking client's connection on each master --------- */
+
+/* What Redis sends a tracking client on FLUSHALL: forget everything. */
+static const char flush_push[] = ">2\r\n$10\r\ninvalidate\r\n_\r\n";
+
+/* A CLIENT TRACKING command hotproxy sent on one of c's connections was
+ * answered (its reply is Redis' to the one c sends on its pinned one):
+ * once all are, tracking is in place on every master, and what waited for
+ * that goes on (a flush push, c's next CLIENT TRACKING). */
+static void track_confirmed(struct px_upstream *u, void *ctx, const char *reply, size_t len)
+{
+    px_client *c = u->owner; /* NULL once it is no longer c's: then nothing waits */
+    (void)ctx;
+    (void)reply;
+    (void)len;
+    if (!c || c->track_unconfirmed <= 0 || --c->track_unconfirmed > 0) return;
+    if (c->track_flush_after && !(c->flags & (PX_CLIENT_CLOSING | PX_CLIENT_CLOSE_AFTER_REPLY))) {
+        static const char flush[] = ">2\r\n$10\r\ninvalidate\r\n_\r\n";
+        if (c->proto == 3) px_client_upstream_frame(c, c->pinned ? c->pinned : u, flush, sizeof(flush) - 1);
+    }
+    c->track_flush_after = 0;
+    resume_held(c);
+}
+
+static void track_send(px_client *c, struct px_upstream *u, const char *cmd, size_t len)
+{
+    c->track_unconfirmed++;
+    px_upstream_send_internal(u, cmd, len, track_confirmed, NULL);
+}
+
+int px_client_tracks_across(const px_client *c)
+{
+    return c->pinned && c->state == PX_STATE_TRACKING && px_router_sharded(c->set->router);
+}
+
+/* The index in c->tracks of u (or, u NULL, of the one of pool), or -1. */
+static int track_find(const px_client *c, const struct px_upstream *u, const px_pool *pool)
+{
+    for (int i = 0; i < c->ntracks; i++)
+        if (u ? c->tracks[i] == u : c->tracks[i]->pool == pool) return i;
+    return -1;
+}
+
+static void track_add(px_client *c, struct px_upstream *u)
+{
+    if (c->ntracks == c->ctracks) {
+        c->ctracks = c->ctracks ? c->ctracks * 2 : 4;
+        c->tracks = realloc(c->tracks, sizeof(*c->tracks) * (size_t)c->ctracks);
+        if (!c->tracks) abort();
+    }
+    c->tracks[c->ntracks++] = u;
+}
+
+/* A new connection of c's own on pool, its CLIENT TRACKING commands sent
+ * first, one by one (each answers one reply, dropped). */
+static struct px_upstream *track_open(px_client *c, px_pool *pool, const char **err)
+{
+    struct px_upstream *u = px_client_pin(c, pool, err);
+    if (!u) return NULL;
+    px_upstream_no_reuse(u); /* as any connection that had tracking on */
+    for (size_t at = 0; at + 4 <= c->track_cmds.len;) {
+        uint32_t n;
+        memcpy(&n, c->track_cmds.data + at, 4);
+        track_send(c, u, c->track_cmds.data + at + 4, n);
+        at += 4 + n;
+    }
+    return u;
+}
+
+/* c's connection of pool, opened if need be, without making it the pinned one. */
+static struct px_upstream *track_conn(px_client *c, px_pool *pool)
+{
+    if (c->pinned->pool == pool) return c->pinned;
+    int i = track_find(c, NULL, pool);
+    if (i >= 0) return c->tracks[i];
+    const char *err = NULL;
+    struct px_upstream *u = track_open(c, pool, &err);
+    if (u) track_add(c, u);
+    return u;
+}
+
+struct px_upstream *px_client_track_switch(px_client *c, px_pool *pool, const char **err)
+{
+    if (c->pinned->pool == pool) return c->pinned;
+    struct px_upstream *u;
+    int i = track_find(c, NULL, pool);
+    if (i >= 0) {
+        u = c->tracks[i];
+        c->tracks[i] = c->tracks[--c->ntracks];
+    } else if (!(u = track_open(c, pool, err))) {
+        return NULL;
+    }
+    track_add(c, c->pinned);
+    c->pinned = u;
+    return u;
+}
+
+/*
+ * A MOVED or ASK one of its commands got on its own connection (hotproxy's
+ * map was behind: a resharding) is followed as on a shared connection, on
+ * its own connection of the master named, so that what it reads there is
+ * tracked for it; at most 5 times, as the router does, then the client gets
+ * the error.  Returns 1 when r was sent on.
+ */
+static int track_redirect(px_req *r, struct px_upstream *u, const char *reply, size_t len)
+{
+    px_client *c = r->client;
+    if (!c || len < 5 || reply[0] != '-' || !px_client_tracks_across(c) || r->up.redirects >= 5) return 0;
+    int asking = 0;
+    px_pool *pool = px_router_redirected(c->set->router, u, reply, len, &asking);
+    struct px_upstream *nu = pool ? track_conn(c, pool) : NULL;
+    if (!nu) return 0;
+    inflight_done(c, r); /* it counts on nu now */
+    inflight_add(c, r, nu);
+    r->up.redirects++;
+    if (asking) px_upstream_send_internal(nu, "*1\r\n$6\r\nASKING\r\n", 16, ignore_internal, NULL);
+    px_upstream_send(nu, &r->up, r->up.raw, r->up.rawlen);
+    return 1;
+}
+
+/* BCAST: a connection on every master that serves slots (writes to a
+ * prefix anywhere must reach c); -1 with err when one cannot be opened. */
+static int track_all(px_client *c, const char **err)
+{
+    px_router *r = c->set->router;
+    px_pool *last = NULL;
+    for (int s = 0; s < r->topo->nshards; s++) {
+        px_pool *p = px_router_shard_pool(r, s);
+        if (!p || p == last) continue;
+        last = p;
+        if (c->pinned && p != c->pinned->pool && !track_conn(c, p)) {
+            *err = "ERR hotproxy: CLIENT TRACKING BCAST needs a connection of this client's own on every master, "
+                   "and one could not be opened";
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* What a client's CLIENT TRACKING ON commands may hold (each is replayed
+ * on every new connection; BCAST prefixes add up): far above any real use. */
+#define TRACK_CMDS_MAX (64 * 1024)
+
+int px_client_track_cmd(px_client *c, const char *cmd, size_t len, int on, int bcast, const char **err)
+{
+    if (on && c->track_cmds.len + 4 + len > TRACK_CMDS_MAX) {
+        *err = "ERR hotproxy: too many CLIENT TRACKING ON commands since tracking was turned on (turn it off first)";
+        return -1;
+    }
+    if (!c->pinned) {
+        px_pool *pool = px_router_default(c->set->router);
+        if (!pool || !(c->pinned = px_client_pin(c, pool, err))) return -1;
+    }
+    for (int i = 0; i < c->ntracks; i++) track_send(c, c->tracks[i], cmd, len);
+    if (!on) { /* OFF: the others go once idle (px_client_maybe_unpin) */
+        px_buf_free(&c->track_cmds);
+        c->track_bcast = 0;
+        return 0;
+    }
+    uint32_t n = (uint32_t)len;
+    px_buf_append(&c->track_cmds, (const char *)&n, 4);
+    px_buf_append(&c->track_cmds, cmd, len);
+    if (!bcast) return 0;
+    c->track_bcast = 1;
+    return track_all(c, err);
+}
+
+/* Tracking ended: its other connections go, once nothing of its is in
+ * flight there (all: now, as the client goes). */
+static void tracks_release(px_client *c, int all)
+{
+    for (int i = 0; i < c->ntracks;) {
+        struct px_upstream *u = c->tracks[i];
+        if (!all && (u->nsent || px_client_inflight_on(c, u->pool) == u)) {
+            i++;
+            continue;
+        }
+        c->tracks[i] = c->tracks[--c->ntracks];
+        px_pool_unpin(u->pool, u);
+    }
+}
+
+void px_clients_keys_moved(struct px_router *r, px_pool *p, void *arg)
+{
+    px_clients *s = arg;
+    (void)r;
+    for (px_client *c = s->clients; c; c = c->next) {
+        if (!(c->state & PX_STATE_TRACKING) || !c->pinned || (c->flags & (PX_CLIENT_CLOSING | PX_CLIENT_CLOSE_AFTER_REPLY)))
+            continue;
+        if (c->pinned->pool != p && track_find(c, NULL, p) < 0) continue; /* it read nothing there */
+        /* RESP2 without REDIRECT gets no invalidation at all, as from Redis;
+         * a resharding moves many slots at once: one flush not yet written
+         * (the last bytes of its output) is enough */
+        size_t n = sizeof(flush_push) - 1, used = px_buf_used(&c->out);
+        int pending = !c->noref && used >= n && !memcmp(px_buf_start(&c->out) + used - n, flush_push, n);
+        const char *err = NULL;
+        if (c->track_bcast && track_all(c, &err) != 0) {
+            lose_client(c, err);
+            continue;
+        }
+        /* a connection just opened on the new master: the flush once its
+         * tracking is on (a write there before would be missed) */
+        if (c->track_unconfirmed) c->track_flush_after = 1;
+        else if (c->proto == 3 && !pending) px_client_upstream_frame(c, c->pinned, flush_push, n);
+    }
+}
 
 static void process_input(px_client *c)
 {

@@ -170,6 +170,17 @@ typedef struct px_client {
     int exec_local;         /* EXECs in flight that run local commands: what follows waits for them */
     uint64_t track_redir;   /* hotproxy id its CLIENT TRACKING redirects to (0: none) */
     int redirect_wait;      /* its CLIENT TRACKING REDIRECT waited once for the target's Redis id */
+    /* Redis Cluster, CLIENT TRACKING (see px_client_track_switch): pinned is
+     * its connection of the master its last command went to, tracks[] its
+     * connections of the other masters, each with its tracking on too. */
+    struct px_upstream **tracks;
+    int ntracks, ctracks;
+    px_buf track_cmds;      /* its CLIENT TRACKING ON commands, replayed on each new connection */
+    int track_bcast;        /* BCAST: a connection on every master, so every master's writes reach it */
+    int track_unconfirmed;  /* CLIENT TRACKING commands sent on tracks[] not answered yet */
+    int track_flush_after;  /* a flush push waits for them (a BCAST connection just opened) */
+    uint64_t track_prepared; /* ncommands + 1 of the CLIENT TRACKING command sent on tracks[] already */
+    const char *track_err;  /* ... and why that failed (NULL: it did not) */
     const char *last_cmd;   /* the table's name of its last command */
     const struct px_command *cmd_hint; /* px_command_lookup_hint's, for its next command */
     uint64_t ncommands;
@@ -310,6 +321,33 @@ void px_client_drop_pinned(px_client *c);
  * CLIENT TRACKING redirects to it (Redis needs a connection id to send the
  * invalidations to); it keeps it until RESET.  -1 with err if it cannot. */
 int px_client_pin_redirect_target(px_client *c, const char **err);
+
+/*
+ * Redis Cluster, a client in CLIENT TRACKING: Redis tracks the keys a
+ * connection read on the node that served them, so the client holds a
+ * connection of its own on each master it sends commands to, with the same
+ * CLIENT TRACKING commands replayed there (their replies dropped), and the
+ * invalidations of every one reach it.  px_client_tracks_across: c is such
+ * a client (tracking is its only state).  px_client_track_switch makes c's
+ * connection of pool's master its pinned one, opening it if need be (NULL
+ * with err when it cannot); the one it replaces is kept in c->tracks.
+ * px_client_track_cmd: c's CLIENT TRACKING command (its bytes) is about to
+ * be sent on c->pinned (pinned first on the router's default pool if c has
+ * none): the other connections get it now; ON is kept for the ones opened
+ * later (bcast: opened on every master now), OFF forgets them (closed once
+ * idle).  px_clients_keys_moved (a px_router_on_keys_moved
+ * hook, arg the set): keys served by p may now be another master's, whose
+ * connection never tracked what the client read: a tracking client that
+ * read through p is told to flush everything (RESP3: an invalidate push
+ * with a null, as Redis sends on FLUSHALL).
+ */
+int px_client_tracks_across(const px_client *c);
+/* CLIENT TRACKING commands sent on c's other connections and not yet
+ * answered: c's next CLIENT TRACKING waits for them (px_client_resume). */
+static inline int px_client_track_unconfirmed(const px_client *c) { return c->track_unconfirmed; }
+struct px_upstream *px_client_track_switch(px_client *c, px_pool *pool, const char **err);
+int px_client_track_cmd(px_client *c, const char *cmd, size_t len, int on, int bcast, const char **err);
+void px_clients_keys_moved(struct px_router *r, px_pool *p, void *arg);
 
 /*
  * The dispatcher's side of a request.  A new request at the tail of c's

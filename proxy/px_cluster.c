@@ -567,6 +567,32 @@ static int starts(const char *reply, size_t len, const char *what)
     return len > n && !memcmp(reply, what, n);
 }
 
+/* The pool a MOVED or ASK names (NULL: unreadable); a MOVED updates the
+ * slot at once and reads the whole map again. */
+static px_pool *follow(cstate *st, px_upstream *u, const char *reply, size_t len, int moved)
+{
+    int slot, port;
+    const char *host;
+    size_t hlen;
+    if (parse_redirect(reply, len, moved ? 7 : 5, &slot, &host, &hlen, &port) != 0) return NULL;
+    if (hlen == 0) {
+        host = u->pool->host;
+        hlen = strlen(host);
+    }
+    px_pool *p = pool_for(st, host, hlen, port);
+    unowned_clear(st, p); /* a node being resharded to owns nothing yet, but ASK sends there */
+    if (moved) {
+        st->st.cluster_moved++;
+        px_pool *was = st->slots[slot];
+        st->slots[slot] = p;
+        if (was && was != p) px_router_keys_moved(st->r, was);
+        refresh(st, CAUSE_MOVED);
+    } else {
+        st->st.cluster_ask++;
+    }
+    return p;
+}
+
 static int cluster_reply(px_router *r, px_upreq *q, px_upstream *u, const char *reply, size_t len)
 {
     cstate *st = r->topo_state;
@@ -590,26 +616,9 @@ static int cluster_reply(px_router *r, px_upreq *q, px_upstream *u, const char *
         park(st, q, u->proto, RETRY_FIRST * (double)(1 << (q->redirects - 1)), NULL, NULL, 0);
         return 1;
     }
-    int slot, port;
-    const char *host;
-    size_t hlen;
-    if (parse_redirect(reply, len, moved ? 7 : 5, &slot, &host, &hlen, &port) != 0) return 0;
-    if (hlen == 0) {
-        host = u->pool->host;
-        hlen = strlen(host);
-    }
+    px_pool *p = follow(st, u, reply, len, moved);
+    if (!p) return 0;
     q->redirects++;
-    px_pool *p = pool_for(st, host, hlen, port);
-    unowned_clear(st, p); /* a node being resharded to owns nothing yet, but ASK sends there */
-    if (moved) {
-        st->st.cluster_moved++;
-        px_pool *was = st->slots[slot];
-        st->slots[slot] = p;
-        if (was && was != p) px_router_keys_moved(st->r, was);
-        refresh(st, CAUSE_MOVED);
-    } else {
-        st->st.cluster_ask++;
-    }
     resend(p, q, u->proto, ask);
     return 1;
 }
@@ -630,6 +639,14 @@ static int cluster_failed(px_router *r, px_upreq *q, px_upstream *u, const char 
     refresh(st, CAUSE_DOWN);
     park(st, q, u->proto, DOWN_GAP, u->pool, reply, len);
     return 1;
+}
+
+/* A client's own connection: the client side sends the command on. */
+static px_pool *cluster_redirected(px_router *r, px_upstream *u, const char *reply, size_t len, int *asking)
+{
+    int moved = starts(reply, len, "-MOVED "), ask = starts(reply, len, "-ASK ");
+    *asking = ask;
+    return moved || ask ? follow(r->topo_state, u, reply, len, moved) : NULL;
 }
 
 /* --- the rest of the topology ---------------------------------------------- */
@@ -783,6 +800,7 @@ const px_topology px_cluster_topology = {
     .shard_pool = cluster_shard_pool,
     .waiting = cluster_waiting,
     .shard_stale = cluster_shard_stale,
+    .redirected = cluster_redirected,
 };
 
 static int cluster_setup(px_router *r, char *err, size_t errlen)

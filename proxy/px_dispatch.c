@@ -155,6 +155,27 @@ static int pinned_keys(px_client *c, const px_command *cmd, int argc, int *cross
         return 0;
     }
     if (pool == c->pinned->pool) return 0;
+    /* no state left on it (CLIENT TRACKING OFF, EXEC, a refused CLIENT
+     * TRACKING): after its replies, the command takes the shared path
+     * (one that needs a connection of its own is refused below, as before) */
+    if (!c->state && c->ninflight > 0) return -1;
+    if (!c->state && !(px_handler_props(cmd->handler) & PX_HP_PIN)) return 2;
+    if (c->state == PX_STATE_TRACKING) {
+        /* Redis tracks a key on the node that served it: c's own connection
+         * of that master, with its tracking there too */
+        if (c->nblocking > 0) return -1; /* after its blocked command, as on one connection */
+        px_client_track_switch(c, pool, err); /* NULL: *err says why, refused below */
+        return 0;
+    }
+    if (c->state == (PX_STATE_TRACKING | PX_STATE_MULTI) && c->multi_queued == 0) {
+        /* its MULTI moves to that master's connection, as below */
+        if (c->ninflight > 0) return -1;
+        struct px_upstream *was = c->pinned;
+        if (!px_client_track_switch(c, pool, err)) return 0;
+        px_upstream_send_internal(was, "*1\r\n$7\r\nDISCARD\r\n", 17, ignore_reply, NULL);
+        px_upstream_send_internal(c->pinned, "*1\r\n$5\r\nMULTI\r\n", 15, ignore_reply, NULL);
+        return 1;
+    }
     if (c->state == PX_STATE_WATCH && !(cmd->flags & PX_F_PS)) return 2;
     if (c->state != PX_STATE_MULTI || c->multi_queued > 0) {
         *crossed = 1;
@@ -445,9 +466,12 @@ static int dispatch(void *arg, px_client *c, const char *raw, size_t rawlen)
     int oob = 0;
     px_split_plan *split = NULL; /* keys spread over servers: one command per server (px_split) */
     const char *split_err = NULL;
-    if (upstream && !c->pinned && !(c->state & PX_STATE_MULTI)) {
+    if (upstream && (!c->pinned || px_client_tracks_across(c)) && !(c->state & PX_STATE_MULTI)) {
+        /* a client tracking across a Cluster sends its parts on its own
+         * connections (px_client_pick), and reads none from the L1: Redis
+         * must see them to track them for it */
         int wait;
-        split = px_split_plan_make(c, cmd, argc, s->l1, &wait, &split_err);
+        split = px_split_plan_make(c, cmd, argc, c->pinned ? NULL : s->l1, &wait, &split_err);
         if (split && wait) {
             px_split_plan_free(split);
             return 0;

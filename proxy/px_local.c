@@ -1042,8 +1042,93 @@ static void redirect_target_known(struct px_upstream *u, void *ctx, const char *
     if (c) px_client_resume(c);
 }
 
+/* Whether CLIENT TRACKING's options name this one. */
+static int tracking_option(int argc, const char *const *argv, const size_t *argvlen, const char *name)
+{
+    for (int i = 3; i < argc; i++)
+        if (eq(argv[i], argvlen[i], name)) return 1;
+    return 0;
+}
+
+/*
+ * In front of a Redis Cluster a tracking client holds a connection of its
+ * own on each master it reads from (px_client_track_switch), and each gets
+ * its CLIENT TRACKING commands.  REDIRECT would need the target to hold one
+ * on every master too, subscribed there; OPTIN/OPTOUT's CLIENT CACHING
+ * speaks of the next command on one connection, which need not be the one
+ * the next command goes to.  Both are refused, saying so.
+ */
+static int tracking_refused(px_client *c, px_req *r, const char *why)
+{
+    px_client_reply_error(r, "%s", why);
+    if (!c->state) px_client_drop_pinned(c); /* pinned for this command alone */
+    return -1;
+}
+
+/* Why hotproxy refuses this CLIENT TRACKING in front of a Cluster, or NULL.
+ * Inside MULTI it would reach the other masters' connections at once, not
+ * at EXEC. */
+static const char *tracking_refusal(const px_client *c, int argc, const char *const *argv, const size_t *argvlen)
+{
+    if (redirect_at(argc, argv, argvlen) >= 0)
+        return "ERR hotproxy: CLIENT TRACKING REDIRECT is not supported in front of a Redis Cluster: use RESP3 "
+               "(HELLO 3) and CLIENT TRACKING without REDIRECT";
+    if (tracking_option(argc, argv, argvlen, "optin") || tracking_option(argc, argv, argvlen, "optout"))
+        return "ERR hotproxy: CLIENT TRACKING OPTIN and OPTOUT are not supported in front of a Redis Cluster: use "
+               "the default mode or BCAST";
+    if (c->state & PX_STATE_MULTI)
+        return "ERR hotproxy: CLIENT TRACKING inside MULTI is not supported in front of a Redis Cluster";
+    return NULL;
+}
+
+/* Send it on the client's other connections (px_client_track_cmd); the
+ * outcome is kept for when the command itself is sent (tracking_across). */
+static void tracking_send_others(px_client *c, int on, int argc, const char *const *argv, const size_t *argvlen)
+{
+    px_buf b = {0};
+    px_resp_command(&b, argc, argv, argvlen);
+    const char *err = NULL;
+    int rc = px_client_track_cmd(c, b.data, b.len, on, tracking_option(argc, argv, argvlen, "bcast"), &err);
+    px_buf_free(&b);
+    c->track_prepared = c->ncommands + 1; /* dispatch counts the command before it is sent */
+    c->track_err = rc == 0 ? NULL : err;
+}
+
+/*
+ * Before it is dispatched: the command goes first to the client's other
+ * masters' connections (BCAST: one opened on every master), and the client
+ * waits until each has answered, so that when Redis' +OK reaches it,
+ * tracking is on (or off) on every master, as on one Redis: a write made
+ * anywhere after it is seen.
+ */
+static int tracking_prepare(px_client *c, int argc, const char *const *argv, const size_t *argvlen)
+{
+    if (px_client_track_unconfirmed(c)) return 0; /* resumed once they are in */
+    if (c->track_prepared == c->ncommands + 1 || tracking_refusal(c, argc, argv, argvlen)) return 1;
+    int on = argc >= 3 && eq(argv[2], argvlen[2], "on"), off = argc >= 3 && eq(argv[2], argvlen[2], "off");
+    if (!on && !off) return 1; /* Redis' own error */
+    if (!c->pinned && c->ninflight > 0) return 0; /* as any command that pins */
+    tracking_send_others(c, on, argc, argv, argvlen);
+    return !px_client_track_unconfirmed(c);
+}
+
+static int tracking_across(px_client *c, px_req *r, int argc, const char *const *argv, const size_t *argvlen)
+{
+    const char *why = tracking_refusal(c, argc, argv, argvlen);
+    if (why) {
+        if (c->state & PX_STATE_MULTI) c->multi_dirty = 1; /* as Redis: EXEC then aborts */
+        return tracking_refused(c, r, why);
+    }
+    int on = argc >= 3 && eq(argv[2], argvlen[2], "on"), off = argc >= 3 && eq(argv[2], argvlen[2], "off");
+    if (!on && !off) return 0; /* Redis' own error */
+    if (c->track_prepared != c->ncommands) tracking_send_others(c, on, argc, argv, argvlen); /* not done before */
+    c->track_prepared = 0;
+    return c->track_err ? tracking_refused(c, r, c->track_err) : 0;
+}
+
 int px_local_tracking_ready(px_client *c, int argc, const char *const *argv, const size_t *argvlen)
 {
+    if (px_router_sharded(c->set->router)) return tracking_prepare(c, argc, argv, argvlen);
     int at = redirect_at(argc, argv, argvlen);
     px_client *o = at < 0 ? NULL : client_by_id(c->set->owner, argv[at], argvlen[at]);
     const char *err = NULL;
@@ -1064,6 +1149,7 @@ int px_local_tracking_ready(px_client *c, int argc, const char *const *argv, con
 
 int px_local_tracking(px_client *c, px_req *r, int argc, const char *const *argv, const size_t *argvlen)
 {
+    if (px_router_sharded(c->set->router)) return tracking_across(c, r, argc, argv, argvlen);
     int at = redirect_at(argc, argv, argvlen);
     if (at < 0) return 0;
     px_client *o = client_by_id(c->set->owner, argv[at], argvlen[at]);

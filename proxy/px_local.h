@@ -28,7 +28,10 @@ int px_local_has_handler(px_handler h);
  * CLIENT TRACKING ... REDIRECT <id>: the id a client knows is hotproxy's; Redis
  * needs the id of that client's pinned connection.  Writes the translated
  * command into c->rewrite; returns -1 (r answered with Redis' error) when
- * no such pinned client exists.
+ * no such pinned client exists.  In front of a Redis Cluster: REDIRECT,
+ * OPTIN and OPTOUT are refused (-1, r answered with why), and the command
+ * also goes to the client's connections of the other masters
+ * (px_client_track_cmd).
  */
 int px_local_tracking(struct px_client *c, struct px_req *r, int argc, const char *const *argv, const size_t *argvlen);
 

@@ -59,6 +59,13 @@ void px_router_repoint(px_router *r, px_pool *p, const char *host, int port, con
 void px_router_keys_moved(px_router *r, px_pool *p)
 {
     if (r->listener) r->listener(r, p, PX_POOL_KEYS_MOVED, r->listener_arg);
+    if (r->moved_fn) r->moved_fn(r, p, r->moved_arg);
+}
+
+void px_router_on_keys_moved(px_router *r, void (*fn)(px_router *r, px_pool *p, void *arg), void *arg)
+{
+    r->moved_fn = fn;
+    r->moved_arg = arg;
 }
 
 void px_router_listen(px_router *r, px_pool_listener fn, void *arg)

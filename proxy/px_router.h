@@ -78,6 +78,11 @@ typedef struct px_topology {
      * shard channel whose slot moved): read where it went (a Cluster's map,
      * again). */
     void (*shard_stale)(px_router *r, int shard);
+    /* Optional: a redirection a command got on a connection of a client's
+     * own (u): the pool it names, with *asking set when that pool must be
+     * sent ASKING first (NULL: none, the reply is the client's).  The map
+     * learns from it as from one on a shared connection. */
+    px_pool *(*redirected)(px_router *r, px_upstream *u, const char *reply, size_t len, int *asking);
 } px_topology;
 
 /* Told when a pool joins (event PX_POOL_ADDED) or leaves (PX_POOL_REMOVED:
@@ -98,6 +103,8 @@ struct px_router {
     px_pool_listener listener;
     void *listener_arg;
     int waited; /* px_router_waiting said 1 since px_router_wait_over last said so */
+    void (*moved_fn)(px_router *r, px_pool *p, void *arg); /* px_router_on_keys_moved's */
+    void *moved_arg;
 };
 
 /* "single": every command to the one configured upstream. */
@@ -151,6 +158,10 @@ static inline void px_router_shard_stale(px_router *r, int shard)
 {
     if (r->topo->shard_stale) r->topo->shard_stale(r, shard);
 }
+static inline px_pool *px_router_redirected(px_router *r, px_upstream *u, const char *reply, size_t len, int *asking)
+{
+    return r->topo->redirected ? r->topo->redirected(r, u, reply, len, asking) : NULL;
+}
 /* The pool that serves commands naming no key (a pinned connection for
  * CLIENT TRACKING's redirect target, the L1's first link). */
 px_pool *px_router_default(px_router *r);
@@ -171,6 +182,9 @@ px_pool *px_router_add_control_pool(px_router *r, const char *host, int port);
 void px_router_keys_moved(px_router *r, px_pool *p);
 /* One listener for the set's changes; it is told of the pools already in it. */
 void px_router_listen(px_router *r, px_pool_listener fn, void *arg);
+/* One more, told of PX_POOL_KEYS_MOVED only, after the listener: the client
+ * side (a client tracking keys on a Cluster read some through p). */
+void px_router_on_keys_moved(px_router *r, void (*fn)(px_router *r, px_pool *p, void *arg), void *arg);
 
 /* Before the loop sleeps: every pool's writes, then (after the clients')
  * the closed connections to free. */

@@ -465,6 +465,7 @@ px_server *px_server_create(px_config *cfg, const px_client_ops *ops, char *err,
     s->clients.ops = ops;
     s->clients.ops_arg = s;
     s->clients.owner = s;
+    px_router_on_keys_moved(s->router, px_clients_keys_moved, &s->clients); /* tracking clients flush */
     px_router_start(s->router);
     if (cfg->metrics_port && !(s->metrics = px_metrics_create(&s->core, metrics_page, s, err, errlen))) {
         px_server_destroy(s);
