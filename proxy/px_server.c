@@ -25,6 +25,7 @@
 #include "proxy/px_metrics.h"
 #include "proxy/px_router.h"
 #include "proxy/px_sentinel.h"
+#include "proxy/px_tls.h"
 #include "proxy/px_upstream.h"
 
 #define CRON_INTERVAL 0.1
@@ -62,7 +63,8 @@ static void metrics_page(void *arg, px_buf *out)
     px_stats_prom_group(PX_STATS_G_SERVER, &view, &none, 1, out);
     view = &s->core.stats;
     px_stats_prom_group(PX_STATS_G_STATS, &view, &none, 1, out);
-    px_stats_router rv = {.topology = s->router->topo->name};
+    px_stats_router rv;
+    px_router_stats(s->router, &rv);
     view = &rv;
     px_stats_prom_group(PX_STATS_G_ROUTER, &view, &none, 1, out);
 
@@ -348,6 +350,12 @@ int px_server_reload(px_server *s, char *err, size_t errlen)
         px_config_free(&fresh);
         return -1;
     }
+    /* certificates are read again even when their paths did not change (a
+     * renewal rewrites them in place); new connections use the new context */
+    if (px_core_upstream_tls(&s->core, &fresh, err, errlen) != 0) {
+        px_config_free(&fresh);
+        return -1;
+    }
     int changed = px_config_reload(s->core.cfg, &fresh, restart, sizeof(restart));
     px_config_free(&fresh);
     s->core.log.level = (int)s->core.cfg->loglevel;
@@ -402,6 +410,11 @@ px_server *px_server_create(px_config *cfg, const px_client_ops *ops, char *err,
         return NULL;
     }
     refused_from_config(s);
+    /* before the topology is picked: its startup checks speak TLS too */
+    if (px_core_upstream_tls(&s->core, cfg, err, errlen) != 0) {
+        px_server_destroy(s);
+        return NULL;
+    }
     const px_topology *topo = px_sentinel_pick(&s->core, err, errlen);
     s->router = topo ? px_router_create(&s->core, topo, err, errlen) : NULL;
     if (!s->router) {
@@ -461,6 +474,7 @@ void px_server_destroy(px_server *s)
     px_l1_destroy(s->l1); /* after the pools: their teardown answers the fills */
     if (s->listen_fd >= 0) close(s->listen_fd);
     free(s->refused);
+    px_tls_ctx_free(s->core.upstream_tls);
     px_stats_free(&s->core.stats);
     px_log_close(&s->core.log);
     ev_loop_destroy(s->core.loop);
