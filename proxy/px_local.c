@@ -987,7 +987,10 @@ static int admin_config(LOCAL_ARGS)
             px_client_reply_error(r, "ERR Unknown option '%s'", name);
         } else if (px_config_restart_only(name)) {
             px_client_reply_error(r, "ERR hotproxy: '%s' only changes with a restart", name);
-        } else if (!strcasecmp(name, "cache-rule") || !strcasecmp(name, "user") || !strcasecmp(name, "refuse-command")) {
+        } else if (!strcasecmp(name, "cache-rule") || !strcasecmp(name, "user") || !strcasecmp(name, "refuse-command") ||
+                   !strncasecmp(name, "upstream-tls-", 13)) {
+            /* upstream-tls-*: the TLS context is made from them all at once,
+             * and a reload keeps the running one when the new one fails */
             px_client_reply_error(r, "ERR hotproxy: change '%s' in the config file, then HOTPROXY CONFIG RELOAD", name);
         } else if (px_config_set(cfg, name, 1, &value, err, sizeof(err)) != 0) {
             px_client_reply_error(r, "ERR %s", err);

@@ -411,12 +411,14 @@ static void tls_failed(px_upstream *u, const char *why)
      * attempt, retried after the backoff, not a lost connection */
     if (u->state == PX_UP_READY) u->state = PX_UP_CONNECTING;
     /* A refused certificate is an operator's to fix: a warning, once per
-     * pool until one of its connections succeeds again (retries every
-     * backoff, and the L1's link, would flood the log); the repeats at the
-     * level of other connect failures (up_fail's). */
+     * pool and reason until one of its connections succeeds again (retries
+     * every backoff, and the L1's link, would flood the log); the repeats at
+     * the level of other connect failures (up_fail's). */
     snprintf(line, sizeof(line), "upstream %s TLS handshake failed: %s", u->pool->name, why);
-    if (!u->pool->tls_warned) px_log_warning(&s->log, "Upstream: %s", line);
-    u->pool->tls_warned = 1;
+    if (strncmp(u->pool->tls_warned, why, sizeof(u->pool->tls_warned) - 1)) {
+        px_log_warning(&s->log, "Upstream: %s", line);
+        snprintf(u->pool->tls_warned, sizeof(u->pool->tls_warned), "%s", why);
+    }
     up_fail(u, "upstream %s TLS handshake failed: %s", why, 0);
 }
 
@@ -606,7 +608,7 @@ static int up_read_some(px_upstream *u)
     if (u->tls && !u->tls_answered) {
         u->tls_answered = 1;
         u->backoff = 0;
-        u->pool->tls_warned = 0;
+        u->pool->tls_warned[0] = '\0';
     }
     while (u->state == PX_UP_READY && px_buf_used(&u->in)) {
         const char *start = px_buf_start(&u->in);

@@ -173,9 +173,9 @@ typedef struct px_pool {
     void *handshake_arg;
     long noob;               /* of those, out-of-band connections */
     char redis_version[32];  /* from INFO server, for HELLO */
+    char tls_warned[160];    /* the TLS failure last logged as a warning ("": none since a connection succeeded) */
     long long databases;     /* from CONFIG GET databases, for SELECT */
     unsigned probed : 1;
-    unsigned tls_warned : 1; /* a TLS failure was logged as a warning since a connection last succeeded */
     unsigned own_auth : 1;   /* AUTH with auth_user/auth_password, not upstream-user/password */
     char *auth_user, *auth_password;
 } px_pool;

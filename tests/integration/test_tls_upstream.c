@@ -1,0 +1,453 @@
+/*
+ * test_tls_upstream: hotproxy (plain port) in front of Redis over TLS
+ * (upstream-tls yes), with certificates made here with the openssl command.
+ *
+ *  - a TLS-only redis-server (port 0, tls-port): PING, SET/GET, a 1 MB
+ *    value, a 10k pipeline, MULTI/EXEC, pub/sub, BLPOP; the L1 with tracking
+ *    over TLS: INFO says tracking up, Redis' CLIENT LIST shows hotproxy's
+ *    connections on its TLS port with tracking on, and a write through
+ *    another path (redis-cli --tls) invalidates the L1;
+ *  - mutual TLS (tls-auth-clients yes): without upstream-tls-cert-file the
+ *    server refuses hotproxy (log line, counter), with it everything works;
+ *  - server certificates that are expired, of another CA, for another name:
+ *    each refused with its reason in the log and hotproxy_upstream_tls_failures
+ *    moving; upstream-tls-verify no accepts each;
+ *  - upstream-tls-sni: the name sent and checked instead of the host;
+ *  - a reload (HOTPROXY CONFIG RELOAD) with a certificate file that does not
+ *    load: refused with the reason, and the running context keeps working;
+ *  - a bad certificate file stops startup with the reason.
+ *
+ * redis-server is started here, not by the harness: the harness' launcher
+ * checks readiness with a plain PING, which a TLS-only server never answers.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "tap.h"
+
+#define DEADLINE_MS 20000
+
+static const char *dir;
+
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int sh(const char *fmt, ...)
+{
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    return system(cmd);
+}
+
+/* dir/file, in one of 16 rotating buffers */
+static const char *f(const char *file)
+{
+    static char buf[16][600];
+    static int i;
+    i = (i + 1) % 16;
+    snprintf(buf[i], sizeof(buf[i]), "%s/%s", dir, file);
+    return buf[i];
+}
+
+static int make_ca(const char *name)
+{
+    return sh("cd %s && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 "
+              "-subj /CN=%s -keyout %s.key -out %s.crt 2>/dev/null",
+              dir, name, name, name);
+}
+
+/* name.crt/.key signed by ca, valid for days (-1: expired since yesterday). */
+static int make_cert(const char *name, const char *ca, const char *san, int days)
+{
+    return sh("cd %s && openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=%s "
+              "-keyout %s.key -out %s.csr 2>/dev/null && "
+              "printf 'subjectAltName=%s\\n' > %s.ext && "
+              "openssl x509 -req -in %s.csr -CA %s.crt -CAkey %s.key -CAcreateserial -days %d "
+              "-extfile %s.ext -out %s.crt 2>/dev/null",
+              dir, name, name, name, san, name, name, ca, ca, days, name, name);
+}
+
+/* redis-cli --tls to port (hotproxy's own client certificate, the test CA,
+ * no name check: a client of the test, not the thing tested); its output. */
+static const char *rcli(int port, const char *args)
+{
+    static char out[65536];
+    char cmd[2048];
+    snprintf(cmd, sizeof(cmd),
+             "timeout 10 redis-cli --tls --insecure --cacert %s --cert %s --key %s -h 127.0.0.1 -p %d %s 2>&1",
+             f("ca.crt"), f("client.crt"), f("client.key"), port, args);
+    out[0] = '\0';
+    FILE *p = popen(cmd, "r");
+    if (!p) return out;
+    size_t n = fread(out, 1, sizeof(out) - 1, p);
+    out[n] = '\0';
+    pclose(p);
+    return out;
+}
+
+/* A TLS-only redis-server with cert.crt/.key; auth: tls-auth-clients. */
+static int tls_redis(hx_proc *p, const char *name, const char *cert, const char *auth)
+{
+    int port = hx_free_port();
+    char portstr[16], certf[600], keyf[600], logf[600], c[64], k[64];
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    snprintf(c, sizeof(c), "%s.crt", cert);
+    snprintf(k, sizeof(k), "%s.key", cert);
+    snprintf(certf, sizeof(certf), "%s", f(c));
+    snprintf(keyf, sizeof(keyf), "%s", f(k));
+    snprintf(logf, sizeof(logf), "%s/%s-%d.log", dir, name, port);
+    const char *argv[] = {"redis-server", "--port", "0", "--tls-port", portstr, "--bind", "127.0.0.1",
+                          "--tls-cert-file", certf, "--tls-key-file", keyf, "--tls-ca-cert-file", f("ca.crt"),
+                          "--tls-auth-clients", auth, "--save", "", "--appendonly", "no", "--dir", dir,
+                          "--logfile", logf, NULL};
+    if (hx_spawn(p, name, argv) != 0) return -1;
+    p->port = port;
+    snprintf(p->logfile, sizeof(p->logfile), "%.500s", logf);
+    double deadline = hx_now() + DEADLINE_MS / 1000.0;
+    while (hx_now() < deadline && hx_alive(p)) {
+        if (strstr(rcli(port, "PING"), "PONG")) return 0;
+        hx_sleep_ms(50);
+    }
+    diag("TLS redis-server %s on %d did not answer PING", name, port);
+    hx_diag_file(p->logfile, 4096);
+    return -1;
+}
+
+/* hotproxy with upstream-tls yes and the test CA, then extra. */
+static int tls_proxy(hx_proc *p, int upstream, const char *const *extra)
+{
+    const char *argv[40];
+    int n = 0;
+    argv[n++] = "--upstream-tls";
+    argv[n++] = "yes";
+    argv[n++] = "--upstream-tls-ca-cert-file";
+    argv[n++] = f("ca.crt");
+    for (int i = 0; extra && extra[i] && n < 39; i++) argv[n++] = extra[i];
+    argv[n] = NULL;
+    return hx_proxy_startv(p, 0, upstream, argv);
+}
+
+static int wait_log(hx_proc *p, const char *needle)
+{
+    double deadline = hx_now() + DEADLINE_MS / 1000.0;
+    while (hx_now() < deadline) {
+        if (hx_file_contains(p->logfile, needle)) return 1;
+        hx_sleep_ms(50);
+    }
+    hx_diag_file(p->logfile, 4096);
+    return 0;
+}
+
+static long long tls_failures(redisContext *c)
+{
+    return hx_info_num(c, "hotproxy_upstream", "hotproxy_upstream_tls_failures");
+}
+
+/* GET key through c until it reads want (or the deadline). */
+static int wait_get(redisContext *c, const char *key, const char *want)
+{
+    double deadline = hx_now() + DEADLINE_MS / 1000.0;
+    while (hx_now() < deadline) {
+        if (!strcmp(hx_cmd(c, "GET %s", key), want)) return 1;
+        hx_sleep_ms(20);
+    }
+    diag("GET %s: %s, not %s", key, hx_cmd(c, "GET %s", key), want);
+    return 0;
+}
+
+static void basics(int up)
+{
+    hx_proc p;
+    const char *extra[] = {NULL};
+    if (tls_proxy(&p, up, extra) != 0) {
+        ok(0, "hotproxy starts with upstream-tls yes");
+        return;
+    }
+    redisContext *c = hx_redis(p.port);
+    ok(wait_get(c, "nokey", "(nil)"), "GET through hotproxy reaches the TLS-only Redis");
+    is_str(hx_info_get(c, "hotproxy_upstream", "hotproxy_upstream_tls"), "yes", "INFO: hotproxy_upstream_tls:yes");
+    is_str(hx_cmd(c, "PING"), "PONG", "PING");
+    is_str(hx_cmd(c, "SET k1 v1"), "OK", "SET");
+    is_str(hx_cmd(c, "GET k1"), "v1", "GET");
+    is_str(hx_cmd(c, "ECHO %s", "through TLS"), "through TLS", "ECHO (forwarded)");
+
+    /* a 1 MB value: many TLS records each way, reads of more than one chunk */
+    size_t big = 1 << 20;
+    char *v = malloc(big + 1);
+    for (size_t i = 0; i < big; i++) v[i] = (char)('a' + (i * 7 + i / 1000) % 26);
+    v[big] = '\0';
+    redisReply *r = redisCommand(c, "SET big %b", v, big);
+    ok(r && r->type == REDIS_REPLY_STATUS, "SET of a 1 MB value");
+    if (r) freeReplyObject(r);
+    r = redisCommand(c, "GET big");
+    ok(r && r->type == REDIS_REPLY_STRING && r->len == big && !memcmp(r->str, v, big),
+       "GET of the 1 MB value returns it byte for byte");
+    if (r) freeReplyObject(r);
+    free(v);
+
+    /* 10k pipelined commands in one write, answered in order */
+    hx_buf req = {0}, out = {0};
+    for (int i = 0; i < 10000; i++) hx_buf_printf(&req, "*2\r\n$4\r\nINCR\r\n$3\r\nctr\r\n");
+    int fd = hx_connect(p.port);
+    long got = 0;
+    int st = hx_exchange(fd, req.data, req.len, 10000, &out, &got, DEADLINE_MS);
+    is_int(got, 10000, "a 10k pipeline is answered in full (%s)", hx_status_name(st));
+    ok(out.len > 9 && !memcmp(out.data + out.len - 8, ":10000\r\n", 8), "the last reply of the pipeline is :10000");
+    close(fd);
+    hx_buf_free(&req);
+    hx_buf_free(&out);
+
+    /* MULTI/EXEC: a pinned connection, over TLS too */
+    is_str(hx_cmd(c, "MULTI"), "OK", "MULTI");
+    is_str(hx_cmd(c, "SET m1 x"), "QUEUED", "a command queued");
+    is_str(hx_cmd(c, "INCR mctr"), "QUEUED", "another queued");
+    is_str(hx_cmd(c, "EXEC"), "(array 2)", "EXEC answers both");
+    is_str(hx_cmd(c, "GET m1"), "x", "what EXEC ran is there");
+
+    /* pub/sub */
+    redisContext *sub = hx_redis(p.port);
+    r = redisCommand(sub, "SUBSCRIBE tlschan");
+    ok(r && r->type == REDIS_REPLY_ARRAY, "SUBSCRIBE confirmed");
+    if (r) freeReplyObject(r);
+    is_str(hx_cmd(c, "PUBLISH tlschan hello"), "1", "PUBLISH reaches the one subscriber");
+    void *m = NULL;
+    int okmsg = redisGetReply(sub, &m) == REDIS_OK && m && ((redisReply *)m)->type == REDIS_REPLY_ARRAY &&
+                ((redisReply *)m)->elements == 3 && !strcmp(((redisReply *)m)->element[2]->str, "hello");
+    ok(okmsg, "the subscriber gets the message");
+    if (m) freeReplyObject(m);
+    redisFree(sub);
+
+    /* BLPOP: blocked on its own connection, woken by a push from another */
+    redisContext *b = hx_redis(p.port);
+    redisAppendCommand(b, "BLPOP tlslist 15");
+    void *br = NULL;
+    redisBufferWrite(b, &(int){0});
+    double deadline = hx_now() + DEADLINE_MS / 1000.0;
+    /* the push must come after BLPOP blocked: wait for Redis to say a client is blocked */
+    while (hx_now() < deadline && !strstr(rcli(up, "INFO clients"), "blocked_clients:1")) hx_sleep_ms(20);
+    is_str(hx_cmd(c, "RPUSH tlslist item"), "1", "RPUSH");
+    ok(redisGetReply(b, &br) == REDIS_OK && br && ((redisReply *)br)->type == REDIS_REPLY_ARRAY &&
+           !strcmp(((redisReply *)br)->element[1]->str, "item"),
+       "BLPOP is woken with the item");
+    if (br) freeReplyObject(br);
+    redisFree(b);
+
+    /* the L1 and its tracking, over TLS */
+    ok(hx_info_wait(c, "hotproxy_cache", "hotproxy_l1_tracking", "up", DEADLINE_MS) == 0,
+       "INFO: hotproxy_l1_tracking:up (the invalidation link is TLS too)");
+    char portarg[32];
+    snprintf(portarg, sizeof(portarg), "laddr=127.0.0.1:%d", up);
+    const char *list = rcli(up, "CLIENT LIST");
+    int tracked = 0, linked = 0, nconns = 0;
+    for (const char *l = list; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        const char *e = strchr(l, '\n');
+        size_t len = e ? (size_t)(e - l) : strlen(l);
+        char line[1024];
+        snprintf(line, sizeof(line), "%.*s", (int)(len < 1000 ? len : 1000), l);
+        if (!strstr(line, portarg) || strstr(line, "cmd=client|list")) continue;
+        nconns++;
+        if (strstr(line, "flags=t") || strstr(line, "flags=Pt")) tracked++;
+        if (strstr(line, "sub=1")) linked++;
+    }
+    ok(nconns >= 2 && tracked >= 1 && linked >= 1,
+       "Redis' CLIENT LIST shows hotproxy's connections on its TLS port: %d, %d with tracking on, %d the "
+       "invalidation link",
+       nconns, tracked, linked);
+    if (!(nconns >= 2 && tracked >= 1 && linked >= 1)) diag("%s", list);
+    is_str(hx_cmd(c, "SET hot v1"), "OK", "SET hot v1");
+    ok(hx_l1_hit(c, "hot", 20), "GET hot is answered from the L1");
+    long long inv = hx_info_num(c, "hotproxy_cache", "hotproxy_l1_invalidations_tracking");
+    ok(strstr(rcli(up, "SET hot v2"), "OK") != NULL, "SET hot v2 straight to Redis (redis-cli --tls)");
+    ok(wait_get(c, "hot", "v2"), "the write through the other path invalidated the L1: GET reads v2");
+    ok(hx_info_num(c, "hotproxy_cache", "hotproxy_l1_invalidations_tracking") > inv,
+       "by an invalidation from Redis (hotproxy_l1_invalidations_tracking grows)");
+    is_int(tls_failures(c), 0, "no TLS failure counted");
+    redisFree(c);
+    is_int(hx_stop(&p, 15000), 0, "hotproxy exits 0");
+}
+
+/* hotproxy (with extra) in front of up: each GET is refused with why in it,
+ * the log says it once, and the counter moves. */
+static void refused(int up, const char *what, const char *why, const char *const *extra)
+{
+    hx_proc p;
+    if (tls_proxy(&p, up, extra) != 0) {
+        ok(0, "%s: hotproxy starts", what);
+        return;
+    }
+    redisContext *c = hx_redis(p.port);
+    ok(wait_log(&p, why), "%s: the log says the TLS handshake failed: %s", what, why);
+    char line[300];
+    snprintf(line, sizeof(line), "upstream 127.0.0.1:%d TLS handshake failed", up);
+    ok(hx_file_contains(p.logfile, line), "%s: the log line names the upstream", what);
+    const char *r = hx_cmd(c, "GET k1");
+    ok(strstr(r, "TLS handshake failed") != NULL, "%s: a command gets an error saying why: %s", what, r);
+    long long n = tls_failures(c);
+    double deadline = hx_now() + DEADLINE_MS / 1000.0;
+    while (hx_now() < deadline && tls_failures(c) <= n) hx_sleep_ms(50);
+    ok(n > 0 && tls_failures(c) > n, "%s: hotproxy_upstream_tls_failures counts the retries (%lld, then %lld)", what,
+       n, tls_failures(c));
+    redisFree(c);
+    is_int(hx_stop(&p, 15000), 0, "%s: hotproxy exits 0", what);
+}
+
+static void accepted(int up, const char *what, const char *const *extra)
+{
+    hx_proc p;
+    if (tls_proxy(&p, up, extra) != 0) {
+        ok(0, "%s: hotproxy starts", what);
+        return;
+    }
+    redisContext *c = hx_redis(p.port);
+    ok(wait_get(c, "nokey", "(nil)"), "%s: GET is answered by Redis", what);
+    is_str(hx_cmd(c, "SET k2 v2"), "OK", "%s: SET", what);
+    is_int(tls_failures(c), 0, "%s: no TLS failure counted", what);
+    redisFree(c);
+    is_int(hx_stop(&p, 15000), 0, "%s: hotproxy exits 0", what);
+}
+
+/* Redis' CLIENT KILL of every connection but redis-cli's own: hotproxy's
+ * connections come back, made with the context in use now. */
+static void kill_upstream_conns(int up)
+{
+    rcli(up, "CLIENT KILL TYPE normal SKIPME yes");
+    rcli(up, "CLIENT KILL TYPE pubsub SKIPME yes");
+}
+
+/*
+ * Certificates renewed in place: upstream-tls-ca-cert-file is a file whose
+ * content the test replaces, then HOTPROXY CONFIG RELOAD.  A file that does
+ * not load: the reload is refused with the reason and the running context
+ * stays; another CA's: new connections are refused (the context changed),
+ * and the right one again: they work.
+ */
+static void reload(int up)
+{
+    hx_proc p;
+    const char *extra[] = {"--upstream-tls-ca-cert-file", f("live-ca.crt"), NULL};
+    sh("cp %s %s", f("ca.crt"), f("live-ca.crt"));
+    if (tls_proxy(&p, up, extra) != 0) {
+        ok(0, "reload: hotproxy starts");
+        return;
+    }
+    redisContext *c = hx_redis(p.port);
+    ok(wait_get(c, "nokey", "(nil)"), "reload: GET works before");
+    sh("echo 'not a certificate' > %s", f("live-ca.crt"));
+    const char *r = hx_cmd(c, "HOTPROXY CONFIG RELOAD");
+    ok(strstr(r, "config not reloaded") && strstr(r, "upstream-tls-ca-cert-file"),
+       "reload: a CA file that does not load is refused, with the directive named: %s", r);
+    kill_upstream_conns(up);
+    ok(wait_get(c, "nokey", "(nil)"), "reload: new connections still use the running context");
+    long long before = tls_failures(c);
+    sh("cp %s %s", f("ca2.crt"), f("live-ca.crt"));
+    is_str(hx_cmd(c, "HOTPROXY CONFIG RELOAD"), "OK", "reload: another CA's file loads");
+    is_str(hx_cmd(c, "GET k1"), "v1", "reload: the connection open before is not dropped");
+    kill_upstream_conns(up);
+    double deadline = hx_now() + DEADLINE_MS / 1000.0;
+    while (hx_now() < deadline && tls_failures(c) <= before) hx_sleep_ms(50);
+    ok(tls_failures(c) > before, "reload: new connections use the new context (refused: another CA)");
+    sh("cp %s %s", f("ca.crt"), f("live-ca.crt"));
+    is_str(hx_cmd(c, "HOTPROXY CONFIG RELOAD"), "OK", "reload: the right CA again");
+    ok(wait_get(c, "k1", "v1"), "reload: new connections work again");
+    r = hx_cmd(c, "HOTPROXY CONFIG SET upstream-tls-ca-cert-file %s", f("ca.crt"));
+    ok(strstr(r, "CONFIG RELOAD") != NULL, "reload: CONFIG SET of upstream-tls-* says to reload instead: %s", r);
+    redisFree(c);
+    is_int(hx_stop(&p, 15000), 0, "reload: hotproxy exits 0");
+}
+
+/* A certificate file that does not load stops startup with the reason. */
+static void bad_file(int up)
+{
+    char portstr[16], upstr[32];
+    snprintf(portstr, sizeof(portstr), "%d", hx_free_port());
+    snprintf(upstr, sizeof(upstr), "127.0.0.1:%d", up);
+    const char *argv[] = {hx_bin(), "--port", portstr, "--upstream", upstr, "--upstream-tls", "yes",
+                          "--upstream-tls-ca-cert-file", f("missing.crt"), NULL};
+    hx_proc p;
+    if (hx_spawn(&p, "hotproxy-badfile", argv) != 0) {
+        ok(0, "bad file: hotproxy runs");
+        return;
+    }
+    int st = hx_wait_exit(&p, 15000);
+    ok(st > 0 && st < 128, "bad file: hotproxy exits with an error (%d)", st);
+    ok(hx_file_contains(p.outfile, "upstream-tls-ca-cert-file") && hx_file_contains(p.outfile, "missing.crt"),
+       "bad file: the error names the directive and the file");
+}
+
+int main(void)
+{
+    hx_init(600);
+    dir = hx_tmpdir();
+    if (sh("openssl version >/dev/null 2>&1") != 0) skip_all("no openssl command");
+    if (make_ca("ca") || make_ca("ca2") || make_cert("server", "ca", "DNS:localhost,IP:127.0.0.1", 30) ||
+        make_cert("client", "ca", "DNS:client", 30) || make_cert("expired", "ca", "DNS:localhost,IP:127.0.0.1", -1) ||
+        make_cert("otherca", "ca2", "DNS:localhost,IP:127.0.0.1", 30) ||
+        make_cert("othername", "ca", "DNS:other.example", 30)) {
+        ok(0, "the openssl command made the certificates");
+        done_testing();
+        return exit_status();
+    }
+    no_plan();
+    hx_proc r1, r2, rexp, rca, rname;
+    if (tls_redis(&r1, "redis-tls", "server", "no") != 0) {
+        ok(0, "a TLS-only redis-server starts");
+        done_testing();
+        return exit_status();
+    }
+    basics(r1.port);
+
+    /* mutual TLS */
+    if (tls_redis(&r2, "redis-mtls", "server", "yes") == 0) {
+        const char *none[] = {NULL};
+        refused(r2.port, "mutual TLS without upstream-tls-cert-file", "certificate required", none);
+        const char *mine[] = {"--upstream-tls-cert-file", f("client.crt"), "--upstream-tls-key-file", f("client.key"),
+                              NULL};
+        accepted(r2.port, "mutual TLS with upstream-tls-cert-file", mine);
+        hx_stop(&r2, 10000);
+    } else {
+        ok(0, "a redis-server with tls-auth-clients yes starts");
+    }
+
+    /* server certificates refused, then accepted with upstream-tls-verify no */
+    const char *none[] = {NULL};
+    const char *noverify[] = {"--upstream-tls-verify", "no", NULL};
+    if (tls_redis(&rexp, "redis-expired", "expired", "no") == 0) {
+        refused(rexp.port, "an expired certificate", "certificate refused: certificate has expired", none);
+        accepted(rexp.port, "an expired certificate, upstream-tls-verify no", noverify);
+        hx_stop(&rexp, 10000);
+    } else {
+        ok(0, "a redis-server with an expired certificate starts");
+    }
+    if (tls_redis(&rca, "redis-otherca", "otherca", "no") == 0) {
+        refused(rca.port, "a certificate of another CA", "certificate refused: unable to get local issuer certificate",
+                none);
+        accepted(rca.port, "a certificate of another CA, upstream-tls-verify no", noverify);
+        hx_stop(&rca, 10000);
+    } else {
+        ok(0, "a redis-server with a certificate of another CA starts");
+    }
+    if (tls_redis(&rname, "redis-othername", "othername", "no") == 0) {
+        refused(rname.port, "a certificate for another name", "certificate refused: IP address mismatch", none);
+        accepted(rname.port, "a certificate for another name, upstream-tls-verify no", noverify);
+        const char *sni[] = {"--upstream-tls-sni", "other.example", NULL};
+        accepted(rname.port, "upstream-tls-sni other.example, the certificate's name", sni);
+        hx_stop(&rname, 10000);
+    } else {
+        ok(0, "a redis-server with a certificate for another name starts");
+    }
+    const char *wrongsni[] = {"--upstream-tls-sni", "other.example", NULL};
+    refused(r1.port, "upstream-tls-sni other.example, not the certificate's name", "certificate refused: hostname mismatch",
+            wrongsni);
+
+    reload(r1.port);
+    bad_file(r1.port);
+    hx_stop(&r1, 10000);
+    done_testing();
+    return exit_status();
+}
