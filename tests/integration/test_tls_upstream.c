@@ -91,32 +91,84 @@ static const char *rcli(int port, const char *args)
     return out;
 }
 
-/* A TLS-only redis-server with cert.crt/.key; auth: tls-auth-clients. */
-static int tls_redis(hx_proc *p, const char *name, const char *cert, const char *auth)
+/* Wait until a TLS PING to p is answered; 0, or -1 and the log as diag. */
+static int tls_ready(hx_proc *p)
 {
-    int port = hx_free_port();
-    char portstr[16], certf[600], keyf[600], logf[600], c[64], k[64];
+    double deadline = hx_now() + DEADLINE_MS / 1000.0;
+    while (hx_now() < deadline && hx_alive(p)) {
+        if (strstr(rcli(p->port, "PING"), "PONG")) return 0;
+        hx_sleep_ms(50);
+    }
+    diag("TLS %s on %d did not answer PING", p->name, p->port);
+    hx_diag_file(p->outfile, 2048);
+    hx_diag_file(p->logfile, 4096);
+    return -1;
+}
+
+/* A free port whose +10000 (a Cluster node's bus) is a port too. */
+static int node_port(void)
+{
+    for (int i = 0; i < 200; i++) {
+        int pt = hx_free_port();
+        if (pt > 0 && pt < 55000) return pt;
+    }
+    return -1;
+}
+
+/* A TLS-only redis-server with cert.crt/.key; auth: tls-auth-clients;
+ * extra: more arguments (NULL-terminated, may be NULL). */
+static int tls_redis_x(hx_proc *p, const char *name, const char *cert, const char *auth, const char *const *extra)
+{
+    int port = node_port();
+    char portstr[16], certf[600], keyf[600], logf[600], nodes[64], c[64], k[64], pname[48];
     snprintf(portstr, sizeof(portstr), "%d", port);
     snprintf(c, sizeof(c), "%s.crt", cert);
     snprintf(k, sizeof(k), "%s.key", cert);
     snprintf(certf, sizeof(certf), "%s", f(c));
     snprintf(keyf, sizeof(keyf), "%s", f(k));
     snprintf(logf, sizeof(logf), "%s/%s-%d.log", dir, name, port);
-    const char *argv[] = {"redis-server", "--port", "0", "--tls-port", portstr, "--bind", "127.0.0.1",
-                          "--tls-cert-file", certf, "--tls-key-file", keyf, "--tls-ca-cert-file", f("ca.crt"),
-                          "--tls-auth-clients", auth, "--save", "", "--appendonly", "no", "--dir", dir,
-                          "--logfile", logf, NULL};
-    if (hx_spawn(p, name, argv) != 0) return -1;
+    snprintf(nodes, sizeof(nodes), "nodes-%d.conf", port);
+    snprintf(pname, sizeof(pname), "%s-%d", name, port);
+    const char *argv[64] = {"redis-server", "--port", "0", "--tls-port", portstr, "--bind", "127.0.0.1",
+                            "--tls-cert-file", certf, "--tls-key-file", keyf, "--tls-ca-cert-file", f("ca.crt"),
+                            "--tls-auth-clients", auth, "--tls-replication", "yes", "--save", "", "--appendonly",
+                            "no", "--dir", dir, "--logfile", logf, "--cluster-config-file", nodes};
+    int n = 0;
+    while (argv[n]) n++;
+    for (int i = 0; extra && extra[i] && n < 63; i++) argv[n++] = extra[i];
+    argv[n] = NULL;
+    if (hx_spawn(p, pname, argv) != 0) return -1;
     p->port = port;
     snprintf(p->logfile, sizeof(p->logfile), "%.500s", logf);
-    double deadline = hx_now() + DEADLINE_MS / 1000.0;
-    while (hx_now() < deadline && hx_alive(p)) {
-        if (strstr(rcli(port, "PING"), "PONG")) return 0;
-        hx_sleep_ms(50);
-    }
-    diag("TLS redis-server %s on %d did not answer PING", name, port);
-    hx_diag_file(p->logfile, 4096);
-    return -1;
+    return tls_ready(p);
+}
+
+static int tls_redis(hx_proc *p, const char *name, const char *cert, const char *auth)
+{
+    return tls_redis_x(p, name, cert, auth, NULL);
+}
+
+/* A TLS-only redis-sentinel monitoring mymaster at master_port. */
+static int tls_sentinel(hx_proc *p, int master_port)
+{
+    int port = node_port();
+    char name[48], conf[600];
+    snprintf(name, sizeof(name), "sentinel-%d", port);
+    snprintf(conf, sizeof(conf), "%s/%s.conf", dir, name);
+    FILE *fp = fopen(conf, "w");
+    if (!fp) return -1;
+    fprintf(fp, "port 0\ntls-port %d\nbind 127.0.0.1\ndaemonize no\ndir %s\nlogfile %s/%s.log\n", port, dir, dir,
+            name);
+    fprintf(fp, "tls-cert-file %s\ntls-key-file %s\ntls-ca-cert-file %s\ntls-replication yes\n", f("server.crt"),
+            f("server.key"), f("ca.crt"));
+    fprintf(fp, "sentinel monitor mymaster 127.0.0.1 %d 2\n", master_port);
+    fprintf(fp, "sentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 10000\n");
+    fclose(fp);
+    const char *argv[] = {"redis-sentinel", conf, NULL};
+    if (hx_spawn(p, name, argv) != 0) return -1;
+    p->port = port;
+    snprintf(p->logfile, sizeof(p->logfile), "%s/%s.log", dir, name);
+    return tls_ready(p);
 }
 
 /* hotproxy with upstream-tls yes and the test CA, then extra. */
@@ -380,6 +432,156 @@ static void bad_file(int up)
        "bad file: the error names the directive and the file");
 }
 
+/* Poll rcli(port, args) until its output holds want. */
+static int wait_rcli(int port, const char *args, const char *want)
+{
+    double deadline = hx_now() + 30.0;
+    while (hx_now() < deadline) {
+        if (strstr(rcli(port, args), want)) return 1;
+        hx_sleep_ms(100);
+    }
+    diag("redis-cli -p %d %s: no '%s' in: %.500s", port, args, want, rcli(port, args));
+    return 0;
+}
+
+static int wait_info(redisContext *c, const char *field, const char *want)
+{
+    int rc = hx_info_wait(c, "hotproxy_upstream", field, want, 30000);
+    if (rc) diag("%s is %s, not %s", field, hx_info_get(c, "hotproxy_upstream", field), want);
+    return rc == 0;
+}
+
+/*
+ * A master, its replica and three Sentinels, all TLS-only and asking
+ * clients for a certificate: topology auto finds the Sentinels (its INFO
+ * probe over TLS), discovery's blocking checks and the control links are
+ * TLS, and a planned failover is followed.
+ */
+static void sentinel_part(void)
+{
+    hx_proc m, r, s[3], p;
+    char mport[16], rport[16], others[64], want[64];
+    memset(s, 0, sizeof(s));
+    if (tls_redis(&m, "smaster", "server", "yes") != 0) {
+        ok(0, "sentinel: a TLS master starts");
+        return;
+    }
+    snprintf(mport, sizeof(mport), "%d", m.port);
+    const char *rep[] = {"--replicaof", "127.0.0.1", mport, NULL};
+    if (tls_redis_x(&r, "sreplica", "server", "yes", rep) != 0) {
+        ok(0, "sentinel: a TLS replica starts");
+        return;
+    }
+    snprintf(rport, sizeof(rport), "%d", r.port);
+    ok(wait_rcli(r.port, "INFO replication", "master_link_status:up"), "sentinel: the replica's TLS link is up");
+    for (int i = 0; i < 3; i++)
+        if (tls_sentinel(&s[i], m.port) != 0) {
+            ok(0, "sentinel: TLS Sentinel %d starts", i);
+            return;
+        }
+    int ready = 1;
+    for (int i = 0; i < 3; i++)
+        ready &= wait_rcli(s[i].port, "SENTINEL MASTER mymaster", "num-other-sentinels\n2\n") &&
+                 wait_rcli(s[i].port, "SENTINEL MASTER mymaster", "num-slaves\n1\n");
+    ok(ready, "sentinel: the Sentinels know each other and the replica");
+    snprintf(others, sizeof(others), "127.0.0.1:%d,127.0.0.1:%d", s[1].port, s[2].port);
+    const char *extra[] = {"--upstream", others, "--upstream-tls-cert-file", f("client.crt"), "--upstream-tls-key-file",
+                           f("client.key"), NULL};
+    if (tls_proxy(&p, s[0].port, extra) != 0) {
+        ok(0, "sentinel: hotproxy starts");
+        goto out;
+    }
+    redisContext *c = hx_redis(p.port);
+    is_str(hx_info_get(c, "hotproxy_upstream", "hotproxy_topology"), "sentinel",
+           "sentinel: topology auto asked over TLS and found Sentinels");
+    snprintf(want, sizeof(want), "127.0.0.1:%d", m.port);
+    ok(wait_info(c, "hotproxy_sentinel_master", want), "sentinel: discovery over TLS names the master");
+    ok(wait_info(c, "hotproxy_sentinels_reachable", "3"), "sentinel: the control links to the 3 Sentinels are up");
+    is_str(hx_cmd(c, "SET sk before"), "OK", "sentinel: SET on the master");
+    is_str(hx_cmd(c, "GET sk"), "before", "sentinel: GET");
+    ok(wait_rcli(r.port, "GET sk", "before"), "sentinel: the write reached the replica");
+    ok(strstr(rcli(s[0].port, "SENTINEL FAILOVER mymaster"), "OK") != NULL, "sentinel: SENTINEL FAILOVER accepted");
+    snprintf(want, sizeof(want), "127.0.0.1:%d", r.port);
+    ok(wait_info(c, "hotproxy_sentinel_master", want), "sentinel: hotproxy follows the failover to the replica");
+    double deadline = hx_now() + 30.0;
+    const char *w = "";
+    while (hx_now() < deadline && strcmp(w = hx_cmd(c, "SET sk after"), "OK")) hx_sleep_ms(50);
+    is_str(w, "OK", "sentinel: writes succeed on the new master");
+    ok(wait_rcli(r.port, "GET sk", "after"), "sentinel: and reach it");
+    is_int(tls_failures(c), 0, "sentinel: no TLS failure counted");
+    redisFree(c);
+    is_int(hx_stop(&p, 15000), 0, "sentinel: hotproxy exits 0");
+out:
+    for (int i = 0; i < 3; i++)
+        if (s[i].pid) hx_stop(&s[i], 10000);
+    hx_stop(&r, 10000);
+    hx_stop(&m, 10000);
+}
+
+/* Three TLS-only masters in a Cluster (tls-cluster yes): seeds, slot map
+ * and every node's pool over TLS; a MGET split across the nodes. */
+static void cluster_part(void)
+{
+    hx_proc n[3], p;
+    memset(n, 0, sizeof(n));
+    const char *ce[] = {"--cluster-enabled", "yes", "--tls-cluster", "yes", "--cluster-node-timeout", "5000", NULL};
+    for (int i = 0; i < 3; i++)
+        if (tls_redis_x(&n[i], "node", "server", "yes", ce) != 0) {
+            ok(0, "cluster: TLS node %d starts", i);
+            goto out;
+        }
+    int st = sh("timeout 60 redis-cli --tls --cacert %s --cert %s --key %s --cluster create 127.0.0.1:%d 127.0.0.1:%d "
+                "127.0.0.1:%d --cluster-replicas 0 --cluster-yes > %s 2>&1",
+                f("ca.crt"), f("client.crt"), f("client.key"), n[0].port, n[1].port, n[2].port, f("cluster-create.out"));
+    ok(st == 0, "cluster: redis-cli --tls --cluster create");
+    if (st) hx_diag_file(f("cluster-create.out"), 4096);
+    int whole = 1;
+    for (int i = 0; i < 3; i++)
+        whole &= wait_rcli(n[i].port, "CLUSTER INFO", "cluster_state:ok") &&
+                 wait_rcli(n[i].port, "CLUSTER INFO", "cluster_known_nodes:3");
+    ok(whole, "cluster: every node says cluster_state:ok and knows 3 nodes");
+    const char *extra[] = {"--upstream-tls-cert-file", f("client.crt"), "--upstream-tls-key-file", f("client.key"), NULL};
+    if (tls_proxy(&p, n[0].port, extra) != 0) {
+        ok(0, "cluster: hotproxy starts");
+        goto out;
+    }
+    redisContext *c = hx_redis(p.port);
+    is_str(hx_info_get(c, "hotproxy_upstream", "hotproxy_topology"), "cluster",
+           "cluster: topology auto asked over TLS and found a Cluster");
+    ok(wait_info(c, "hotproxy_cluster_slots_known", "16384"), "cluster: the slot map is whole (CLUSTER SLOTS over TLS)");
+    ok(wait_info(c, "hotproxy_cluster_nodes", "3"), "cluster: a pool per master");
+    char cmd[4096] = "MGET";
+    int set = 1;
+    for (int i = 0; i < 30; i++) {
+        char k[16], v[16];
+        snprintf(k, sizeof(k), "ck%d", i);
+        snprintf(v, sizeof(v), "cv%d", i);
+        set &= !strcmp(hx_cmd(c, "SET %s %s", k, v), "OK");
+        snprintf(cmd + strlen(cmd), sizeof(cmd) - strlen(cmd), " %s", k);
+    }
+    ok(set, "cluster: 30 keys SET through hotproxy");
+    int spread = 1;
+    for (int i = 0; i < 3; i++) spread &= atoi(rcli(n[i].port, "DBSIZE")) > 0;
+    ok(spread, "cluster: the keys went to all 3 nodes");
+    long long split = hx_info_num(c, "hotproxy_upstream", "hotproxy_cluster_split");
+    redisReply *r = redisCommand(c, cmd);
+    int good = r && r->type == REDIS_REPLY_ARRAY && r->elements == 30;
+    for (size_t i = 0; good && i < 30; i++) {
+        char v[16];
+        snprintf(v, sizeof(v), "cv%zu", i);
+        good = r->element[i]->type == REDIS_REPLY_STRING && !strcmp(r->element[i]->str, v);
+    }
+    ok(good, "cluster: a MGET of the 30 keys is split across the nodes and merged in order");
+    if (r) freeReplyObject(r);
+    ok(hx_info_num(c, "hotproxy_upstream", "hotproxy_cluster_split") > split, "cluster: hotproxy_cluster_split grows");
+    is_int(tls_failures(c), 0, "cluster: no TLS failure counted");
+    redisFree(c);
+    is_int(hx_stop(&p, 15000), 0, "cluster: hotproxy exits 0");
+out:
+    for (int i = 0; i < 3; i++)
+        if (n[i].pid) hx_stop(&n[i], 10000);
+}
+
 int main(void)
 {
     hx_init(600);
@@ -448,6 +650,8 @@ int main(void)
     reload(r1.port);
     bad_file(r1.port);
     hx_stop(&r1, 10000);
+    sentinel_part();
+    cluster_part();
     done_testing();
     return exit_status();
 }
