@@ -702,7 +702,8 @@ static int discover_one(sstate *st, sentinel *s, char *why, size_t whylen)
                  rep->element[0]->type == REDIS_REPLY_STRING && !strcmp(rep->element[0]->str, "master");
     if (!master)
         snprintf(why, whylen, "names %.100s:%lld, whose ROLE is not master (%.60s)", host, port,
-                 !rep ? px_blocking_error(m) : rep->type == REDIS_REPLY_ARRAY && rep->elements && rep->element[0]->str ? rep->element[0]->str
+                 !rep ? px_blocking_error(m)
+                 : rep->type == REDIS_REPLY_ARRAY && rep->elements && rep->element[0]->str ? rep->element[0]->str
                  : rep->type == REDIS_REPLY_ERROR ? rep->str : "?");
     if (rep) freeReplyObject(rep);
     px_blocking_close(m);
@@ -765,7 +766,8 @@ static int probe_kind(px_core *core, char *err, size_t errlen)
         char why[256] = "";
         for (int k = 0; k < 3; k++) {
             if (k > 0 && !(passwords[k] && *passwords[k])) continue;
-            px_blocking *rc = blocking_connect(core, a->host, a->port, timeout, users[k], passwords[k], why, sizeof(why));
+            px_blocking *rc =
+                blocking_connect(core, a->host, a->port, timeout, users[k], passwords[k], why, sizeof(why));
             if (!rc) {
                 if (k == 0) break; /* cannot connect: the next address */
                 continue;

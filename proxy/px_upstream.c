@@ -390,8 +390,11 @@ static void up_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         /* connect-timeout covers the TLS handshake too */
         u->core->upstream_tls_failures++;
         up_fail(u, "upstream %s TLS handshake failed: %s", "no answer within connect-timeout", 0);
-    } else if (u->state == PX_UP_CONNECTING) up_fail(u, "upstream %s unavailable: %s", "connect timeout", 0);
-    else if (u->state == PX_UP_DOWN) up_connect(u);
+    } else if (u->state == PX_UP_CONNECTING) {
+        up_fail(u, "upstream %s unavailable: %s", "connect timeout", 0);
+    } else if (u->state == PX_UP_DOWN) {
+        up_connect(u);
+    }
 }
 
 /* Why a read or write returned n <= 0: TLS' reason for a TLS failure. */
@@ -453,7 +456,8 @@ static void tls_start(px_upstream *u)
     const px_config *cfg = u->core->cfg;
     const char *name = *cfg->upstream_tls_sni ? cfg->upstream_tls_sni : u->pool->host;
     char err[256];
-    u->tls = px_tls_new(u->core->upstream_tls, u->fd, 0, name, cfg->upstream_tls_verify ? name : NULL, err, sizeof(err));
+    u->tls = px_tls_new(u->core->upstream_tls, u->fd, 0, name, cfg->upstream_tls_verify ? name : NULL, err,
+                        sizeof(err));
     if (!u->tls) {
         tls_failed(u, err);
         return;
@@ -579,7 +583,8 @@ static int up_read_some(px_upstream *u)
     if (want > 64u << 20) want = 64u << 20;
     char *p = px_buf_reserve(&u->in, want);
     ssize_t n = u->tls ? px_tls_read(u->tls, p, want) : read(u->fd, p, want);
-    if (n <= 0 && u->tls && !u->tls_answered && (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))) {
+    int again = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
+    if (n <= 0 && !again && u->tls && !u->tls_answered) {
         /* nothing answered yet: the server refused the TLS session (its
          * alert says why), the commands did not run */
         tls_failed(u, io_error(u, n));
@@ -590,7 +595,7 @@ static int up_read_some(px_upstream *u)
         return 0;
     }
     if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+        if (again) {
             if (u->tls && px_tls_want_write(u->tls) && !u->read_wants_write) {
                 /* TLS must write first: the write watcher reads again */
                 u->read_wants_write = 1;
