@@ -17,6 +17,7 @@
  */
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -160,6 +161,7 @@ static int accept_one(int lfd)
 int main(void)
 {
     plan(11);
+    signal(SIGPIPE, SIG_IGN); /* as hotproxy's main(): close_notify to a peer gone is no matter */
     snprintf(dir, sizeof(dir), "/tmp/hotproxy-uptls-XXXXXX");
     if (!mkdtemp(dir)) abort();
     if (sh("cd %s && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj /CN=ca "
