@@ -25,6 +25,7 @@ static void up_read_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void up_write_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void up_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void up_ready(px_upstream *u);
+static void tls_failed(px_upstream *u, const char *why);
 
 static int is_pinned(const px_upstream *u) { return u->lane == NULL; }
 
@@ -387,9 +388,9 @@ static void up_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     (void)revents;
     if (u->state == PX_UP_CONNECTING && u->tls) {
-        /* connect-timeout covers the TLS handshake too */
-        u->core->upstream_tls_failures++;
-        up_fail(u, "upstream %s TLS handshake failed: %s", "no answer within connect-timeout", 0);
+        /* connect-timeout covers the TLS handshake too; a plain Redis waits
+         * for the end of a line the ClientHello never sends */
+        tls_failed(u, "no answer within connect-timeout (is it a TLS port?)");
     } else if (u->state == PX_UP_CONNECTING) {
         up_fail(u, "upstream %s unavailable: %s", "connect timeout", 0);
     } else if (u->state == PX_UP_DOWN) {

@@ -335,6 +335,7 @@ static void refused(int up, const char *what, const char *why, const char *const
     }
     redisContext *c = hx_redis(p.port);
     ok(wait_log(&p, why), "%s: the log says the TLS handshake failed: %s", what, why);
+    is_str(hx_cmd(c, "PING"), "PONG", "%s: hotproxy goes on serving meanwhile (PING)", what);
     char line[300];
     snprintf(line, sizeof(line), "upstream 127.0.0.1:%d TLS handshake failed", up);
     ok(hx_file_contains(p.logfile, line), "%s: the log line names the upstream", what);
@@ -362,6 +363,29 @@ static void accepted(int up, const char *what, const char *const *extra)
     is_int(tls_failures(c), 0, "%s: no TLS failure counted", what);
     redisFree(c);
     is_int(hx_stop(&p, 15000), 0, "%s: hotproxy exits 0", what);
+}
+
+/* Upstreams that do not speak TLS: a server that never answers (the
+ * handshake's time is connect-timeout's, and the loop goes on serving), and
+ * a plain redis-server (it waits for the end of a line the ClientHello never
+ * sends). */
+static void not_tls(void)
+{
+    hx_proc fake, plain;
+    if (hx_fake_start(&fake, HX_FAKE_SILENT, NULL, 0) != 0) {
+        ok(0, "a silent server starts");
+        return;
+    }
+    const char *quick[] = {"--connect-timeout", "300", NULL};
+    refused(fake.port, "a server that never answers the handshake",
+            "TLS handshake failed: no answer within connect-timeout", quick);
+    hx_stop(&fake, 5000);
+    if (hx_redis_start(&plain, 0) != 0) {
+        ok(0, "a plain redis-server starts");
+        return;
+    }
+    refused(plain.port, "a plain redis-server", "no answer within connect-timeout (is it a TLS port?)", quick);
+    hx_stop(&plain, 10000);
 }
 
 /* Redis' CLIENT KILL of every connection but redis-cli's own: hotproxy's
@@ -647,6 +671,7 @@ int main(void)
     refused(r1.port, "upstream-tls-sni other.example, not the certificate's name", "certificate refused: hostname mismatch",
             wrongsni);
 
+    not_tls();
     reload(r1.port);
     bad_file(r1.port);
     hx_stop(&r1, 10000);
