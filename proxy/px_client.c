@@ -713,6 +713,7 @@ static void upstream_done(px_upreq *q, struct px_upstream *u, const char *reply,
     px_req *r = (px_req *)((char *)q - offsetof(px_req, up));
     /* the topology sees it first (Sentinel: a -READONLY means the master moved) */
     if (!failed && px_router_reply(r->set->router, q, u, reply, len)) return;
+    if (failed && px_router_failed(r->set->router, q, u, reply, len)) return; /* a read sent where its key lives now */
     if (failed && r->client) r->set->core->stats.upstream_error_replies++;
     /* Its MULTI failed with the connection: the client knows it is in no
      * transaction (px_client_pinned_lost must not keep one for it). */
@@ -724,17 +725,39 @@ static void upstream_done(px_upreq *q, struct px_upstream *u, const char *reply,
     else px_client_reply(r, reply, len);
 }
 
+/* The router sends r again on pool p (a Cluster redirect), or parks it for
+ * a retry (p NULL): it goes on the connection the client's requests to p
+ * are on, and its in-flight entry moves there, so the client's next
+ * commands to p queue behind it, not past it on another connection; a
+ * write's barrier waits on the link of the pool it now runs on. */
+static struct px_upstream *upstream_resend_on(px_upreq *q, px_pool *p, int proto)
+{
+    px_req *r = (px_req *)((char *)q - offsetof(px_req, up));
+    px_client *c = r->client;
+    struct px_upstream *to = p ? px_pool_pick(p, 0, proto, c ? px_client_inflight_on(c, p) : NULL) : NULL;
+    if (r->writes) r->inval_pool = to ? to->pool : NULL;
+    if (c && r->forwarded) {
+        inflight_done(c, r);
+        inflight_add(c, r, to);
+    }
+    return to;
+}
+
 void px_client_reply_via(px_req *r, struct px_upstream *u, const char *cmd, size_t cmdlen, const char *reply,
                          size_t len)
 {
     if (len && reply[0] == '-' && r->set->router->topo->resends && u && u->lane && !r->up.raw) {
         r->up.done = upstream_done;
+        r->up.resend_on = upstream_resend_on;
         r->up.what = r->cmd ? r->cmd->name : NULL;
         r->up.raw = malloc(cmdlen ? cmdlen : 1);
         if (!r->up.raw) abort();
         memcpy(r->up.raw, cmd, cmdlen);
         r->up.rawlen = cmdlen;
-        if (px_router_reply(r->set->router, &r->up, u, reply, len)) return;
+        /* a fill's connection that failed answers with its error (u is down then) */
+        if (u->state != PX_UP_READY ? px_router_failed(r->set->router, &r->up, u, reply, len)
+                                    : px_router_reply(r->set->router, &r->up, u, reply, len))
+            return;
     }
     px_client_reply(r, reply, len);
 }
@@ -752,6 +775,7 @@ void px_client_forward(px_client *c, px_req *r, struct px_upstream *u, const cha
     r->pinned = u == c->pinned;
     inflight_add(c, r, oob ? NULL : u); /* an out-of-band connection orders nothing after it */
     r->up.done = upstream_done;
+    r->up.resend_on = upstream_resend_on;
     r->up.what = r->cmd ? r->cmd->name : NULL;
     int resends = c->set->router->topo->resends;
     if (resends && !oob && !r->pinned && (resends == PX_RESENDS_ALL || px_command_writes(r->cmd))) {

@@ -2,10 +2,14 @@
  * px_cluster: the "cluster" topology.  See px_cluster.h.
  *
  * The map is one owner pool per slot.  Pools are added as the map names
- * masters and never removed while running: a client's in-flight bookkeeping
- * and a redirected request may still name a connection of a pool that lost
- * its slots, and a master that lost them all may get some back (a failover
- * undone); an unused pool costs its few idle connections.
+ * masters (or a redirect names a node), and removed from the cron once a
+ * master has owned no slot for UNOWNED_READS map reads in a row and has
+ * nothing in flight (removed from the Cluster, or a master demoted to
+ * replica): a master that gets slots back soon (a failover undone, a node
+ * being resharded to that ASK names) keeps its pool, and nothing is freed
+ * inside a reply callback of the pool's own connection.  What could still
+ * name one of its connections (a redirected request's in-flight entry)
+ * moves with the request (px_upreq.resend_on).
  */
 #include "proxy/px_cluster.h"
 
@@ -24,6 +28,9 @@
 #define DOWN_GAP 0.25       /* a master down asks for the map at most this often (a promotion is seen within it) */
 #define MAX_RESENDS 5       /* a command is sent again at most this many times */
 #define RETRY_FIRST 0.05    /* the first pause before a TRYAGAIN is retried, doubled each time */
+#define FIRST_MAP_RETRY 0.25 /* with no map yet, asked again this often */
+#define UNOWNED_READS 2     /* map reads that name a master with no slot before its pool is removed */
+#define UNOWNED_FORCE 6     /* ... and after this many, even with requests in flight (they get an error) */
 
 enum { CAUSE_START, CAUSE_MOVED, CAUSE_PERIODIC, CAUSE_DOWN, NCAUSES };
 static const char *const cause_names[NCAUSES] = {"start", "moved", "periodic", "down"};
@@ -89,14 +96,26 @@ typedef struct token {
     struct cstate *st;
 } token;
 
-/* A command waiting for its retry (TRYAGAIN, CLUSTERDOWN, LOADING). */
+/* A command waiting for its retry (TRYAGAIN, CLUSTERDOWN, LOADING), or a
+ * read whose master's connection broke, waiting for its slot's new owner
+ * (dead: that master's pool; until: then it gets err, the break's error). */
 typedef struct retry {
     ev_timer t;
     struct cstate *st;
     px_upreq *q;
     int proto;
     struct retry *prev, *next;
+    px_pool *dead;
+    double until;
+    size_t errlen;
+    char err[];
 } retry;
+
+/* A data pool that owned no slot at the last map reads, and how many. */
+typedef struct unowned {
+    px_pool *p;
+    int reads;
+} unowned;
 
 typedef struct cstate {
     px_router *r;
@@ -112,15 +131,27 @@ typedef struct cstate {
     int cause;                        /* why the last read began */
     int again;                        /* another read was wanted meanwhile: its cause + 1 */
     double last_start, next_periodic, last_down;
+    double started;                   /* cluster_start: commands wait for a whole map from then */
+    int whole;                        /* every slot's master has been known */
     retry *retries;
     int closing;
     char last_fail[600];              /* why the last node asked gave no map */
     int warned;                       /* a read with no map from anyone was logged (until one succeeds) */
     px_stats_cluster st;              /* the counters (INFO fills in the rest) */
     px_buf info_map;
+    unowned *unowned;                 /* pools owning no slot, candidates for removal */
+    int nunowned;
 } cstate;
 
 static void refresh(cstate *st, int cause);
+
+/* How long a command may wait for what it needs from the Cluster (a map,
+ * a new master): upstream-timeout, connect-timeout when that is 0. */
+static double hold_time(const cstate *st)
+{
+    const px_config *cfg = st->core->cfg;
+    return (double)(cfg->upstream_timeout > 0 ? cfg->upstream_timeout : cfg->connect_timeout) / 1000.0;
+}
 
 static px_pool *pool_for(cstate *st, const char *host, size_t hlen, int port)
 {
@@ -206,6 +237,39 @@ static int apply_map(cstate *st, const char *reply, size_t len, px_pool *asked)
     return 0;
 }
 
+static int owns_slots(const cstate *st, const px_pool *p);
+
+/* p is in use (it owns slots, or a redirect named it): no candidate. */
+static void unowned_clear(cstate *st, const px_pool *p)
+{
+    for (int i = 0; i < st->nunowned; i++)
+        if (st->unowned[i].p == p) {
+            st->unowned[i] = st->unowned[--st->nunowned];
+            return;
+        }
+}
+
+/* After a map read: each data pool owning no slot counts one more. */
+static void unowned_count(cstate *st)
+{
+    px_router *r = st->r;
+    for (int i = 0; i < r->npools; i++) {
+        px_pool *p = r->pools[i];
+        if (owns_slots(st, p)) {
+            unowned_clear(st, p);
+            continue;
+        }
+        int j = 0;
+        while (j < st->nunowned && st->unowned[j].p != p) j++;
+        if (j == st->nunowned) {
+            st->unowned = realloc(st->unowned, sizeof(*st->unowned) * (size_t)(st->nunowned + 1));
+            if (!st->unowned) abort();
+            st->unowned[st->nunowned++] = (unowned){p, 0};
+        }
+        st->unowned[j].reads++;
+    }
+}
+
 static void ask_next(cstate *st);
 
 static void slots_done(px_upstream *u, void *ctx, const char *reply, size_t len)
@@ -218,6 +282,12 @@ static void slots_done(px_upstream *u, void *ctx, const char *reply, size_t len)
     px_pool *asked = u ? u->pool : NULL;
     if (len && reply[0] != '-' && apply_map(st, reply, len, asked) == 0) {
         st->st.cluster_refreshes++;
+        if (!st->whole) {
+            int s = 0;
+            while (s < PX_CLUSTER_SLOTS && st->slots[s]) s++;
+            st->whole = s == PX_CLUSTER_SLOTS;
+        }
+        unowned_count(st);
         if (st->warned) px_log_notice(&st->core->log, "Cluster: slot map read from %s", asked ? asked->name : "?");
         st->warned = 0;
         return;
@@ -369,7 +439,8 @@ static void ignore_reply(px_upstream *u, void *ctx, const char *reply, size_t le
  * cannot take it, q is answered with the pool's error. */
 static void resend(px_pool *p, px_upreq *q, int proto, int asking)
 {
-    px_upstream *u = p ? px_pool_pick(p, 0, proto, NULL) : NULL;
+    /* its owner picks the connection and moves its in-flight entry there */
+    px_upstream *u = !p ? NULL : q->resend_on ? q->resend_on(q, p, proto) : px_pool_pick(p, 0, proto, NULL);
     if (!u) {
         char err[512];
         int n = snprintf(err, sizeof(err), "-ERR %s\r\n", p ? px_pool_unavailable(p) : "no master known for this slot");
@@ -382,9 +453,11 @@ static void resend(px_pool *p, px_upreq *q, int proto, int asking)
 }
 
 /* The master of the slot of a command's bytes now (after a refresh, a retry
- * goes where the slot went), or NULL. */
-static px_pool *owner_of_raw(cstate *st, const char *raw, size_t len)
+ * goes where the slot went), or NULL; *cmdp (when not NULL): the command's
+ * table entry (NULL: unknown). */
+static px_pool *owner_of_raw(cstate *st, const char *raw, size_t len, const px_command **cmdp)
 {
+    if (cmdp) *cmdp = NULL;
     px_req_parser p;
     px_pool *pool = NULL;
     px_req_parser_init(&p, (long long)len);
@@ -397,6 +470,7 @@ static px_pool *owner_of_raw(cstate *st, const char *raw, size_t len)
             px_command_lookup(argv[0], argvlen[0], p.argc > 1 ? argv[1] : NULL, p.argc > 1 ? argvlen[1] : 0);
         int slot = cmd ? command_slot(cmd, p.argc, argv, argvlen) : -1;
         pool = slot >= 0 ? st->slots[slot] : first_master(st->r);
+        if (cmdp) *cmdp = cmd;
         free(argv);
         free(argvlen);
     }
@@ -408,15 +482,54 @@ static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     retry *t = w->data;
     cstate *st = t->st;
-    (void)loop;
     (void)revents;
+    px_upreq *q = t->q;
+    px_pool *owner = owner_of_raw(st, q->raw, q->rawlen, NULL);
+    int give_up = 0;
+    if (t->dead && owner == t->dead) {
+        /* the map still names the master that broke: wait for its new
+         * owner (or its own connections back), within the deadline */
+        px_upstream *u = px_pool_pick(owner, 0, t->proto, NULL);
+        if (!u || u->state != PX_UP_READY) {
+            if (px_now(st->core) < t->until) {
+                ev_timer_set(&t->t, DOWN_GAP, 0);
+                ev_timer_start(loop, &t->t);
+                return;
+            }
+            give_up = 1;
+        }
+    }
     if (t->prev) t->prev->next = t->next;
     else st->retries = t->next;
     if (t->next) t->next->prev = t->prev;
-    px_upreq *q = t->q;
     int proto = t->proto;
+    if (give_up) q->done(q, NULL, t->err, t->errlen, 1);
+    else resend(owner, q, proto, 0);
     free(t);
-    resend(owner_of_raw(st, q->raw, q->rawlen), q, proto, 0);
+}
+
+/* Park q in the retry list: sent again after wait seconds (dead: the
+ * master's pool whose connection broke under it, see retry_cb). */
+static void park(cstate *st, px_upreq *q, int proto, double wait, px_pool *dead, const char *err, size_t errlen)
+{
+    retry *t = calloc(1, sizeof(*t) + errlen + 1);
+    if (!t) abort();
+    t->st = st;
+    t->q = q;
+    t->proto = proto;
+    t->dead = dead;
+    if (dead) {
+        t->until = px_now(st->core) + hold_time(st);
+        memcpy(t->err, err, errlen);
+        t->errlen = errlen;
+    }
+    t->next = st->retries;
+    if (st->retries) st->retries->prev = t;
+    st->retries = t;
+    ev_timer_init(&t->t, retry_cb, wait, 0);
+    t->t.data = t;
+    ev_timer_start(st->core->loop, &t->t);
+    if (q->resend_on) q->resend_on(q, NULL, 0); /* on no connection until the retry (u's pool may go meanwhile) */
 }
 
 /* "-MOVED 3999 127.0.0.1:6381" after skip bytes: the slot and the address
@@ -464,17 +577,7 @@ static int cluster_reply(px_router *r, px_upreq *q, px_upstream *u, const char *
         q->redirects++;
         st->st.cluster_tryagain++;
         if (starts(reply, len, "-CLUSTERDOWN")) refresh(st, CAUSE_DOWN);
-        retry *t = calloc(1, sizeof(*t));
-        if (!t) abort();
-        t->st = st;
-        t->q = q;
-        t->proto = u->proto;
-        t->next = st->retries;
-        if (st->retries) st->retries->prev = t;
-        st->retries = t;
-        ev_timer_init(&t->t, retry_cb, RETRY_FIRST * (double)(1 << (q->redirects - 1)), 0);
-        t->t.data = t;
-        ev_timer_start(st->core->loop, &t->t);
+        park(st, q, u->proto, RETRY_FIRST * (double)(1 << (q->redirects - 1)), NULL, NULL, 0);
         return 1;
     }
     int slot, port;
@@ -487,6 +590,7 @@ static int cluster_reply(px_router *r, px_upreq *q, px_upstream *u, const char *
     }
     q->redirects++;
     px_pool *p = pool_for(st, host, hlen, port);
+    unowned_clear(st, p); /* a node being resharded to owns nothing yet, but ASK sends there */
     if (moved) {
         st->st.cluster_moved++;
         px_pool *was = st->slots[slot];
@@ -500,11 +604,41 @@ static int cluster_reply(px_router *r, px_upreq *q, px_upstream *u, const char *
     return 1;
 }
 
+/* A forwarded request whose shared connection broke (the master may be
+ * dead): a read is sent again to its slot's owner once the map names
+ * another, or the master's connections are back, within upstream-timeout;
+ * a write keeps the error (it may have run). */
+static int cluster_failed(px_router *r, px_upreq *q, px_upstream *u, const char *reply, size_t len)
+{
+    cstate *st = r->topo_state;
+    if (!st || st->closing || !q->raw || !u || !u->lane || !u->broke || q->redirects >= MAX_RESENDS) return 0;
+    const px_command *cmd;
+    owner_of_raw(st, q->raw, q->rawlen, &cmd);
+    if (!cmd || px_command_writes(cmd) || (cmd->flags & PX_F_BL)) return 0;
+    q->redirects++;
+    st->st.cluster_read_retries++;
+    refresh(st, CAUSE_DOWN);
+    park(st, q, u->proto, DOWN_GAP, u->pool, reply, len);
+    return 1;
+}
+
 /* --- the rest of the topology ---------------------------------------------- */
 
 static void cluster_start(px_router *r)
 {
-    refresh(r->topo_state, CAUSE_START);
+    cstate *st = r->topo_state;
+    st->started = px_now(st->core);
+    refresh(st, CAUSE_START);
+}
+
+/* Commands wait for the first whole map (its read takes a few ms, longer
+ * when no seed is up yet, and a node that just joined knows part of it)
+ * rather than get CLUSTERDOWN, for hold_time after the start; after that
+ * a slot not known gets it. */
+static int cluster_waiting(px_router *r)
+{
+    cstate *st = r->topo_state;
+    return !st->whole && px_now(st->core) - st->started < hold_time(st);
 }
 
 static int owns_slots(const cstate *st, const px_pool *p)
@@ -512,6 +646,35 @@ static int owns_slots(const cstate *st, const px_pool *p)
     for (int s = 0; s < PX_CLUSTER_SLOTS; s++)
         if (st->slots[s] == p) return 1;
     return 0;
+}
+
+/* A pool whose master has owned no slot for UNOWNED_READS map reads goes,
+ * from the cron (never inside a reply callback of its own connection), once
+ * nothing is in flight on it, or after UNOWNED_FORCE reads whatever is (its
+ * requests then get an error naming the removal).  One per tick: the
+ * removal answers requests, whose callbacks may start a map read. */
+static void remove_unowned(cstate *st)
+{
+    if (st->inflight) return; /* the map request may be on one of its connections */
+    for (int i = 0; i < st->nunowned; i++) {
+        unowned w = st->unowned[i];
+        if (w.reads < UNOWNED_READS) continue;
+        if (owns_slots(st, w.p)) { /* a MOVED gave it a slot since */
+            unowned_clear(st, w.p);
+            return;
+        }
+        px_stats_pool v;
+        px_pool_stats(w.p, &v);
+        free(v.lane.v);
+        if (v.upstream_inflight && w.reads < UNOWNED_FORCE) continue;
+        unowned_clear(st, w.p);
+        for (retry *t = st->retries; t; t = t->next)
+            if (t->dead == w.p) t->dead = NULL; /* they go to their slot's owner, whoever it is */
+        px_log_notice(&st->core->log, "Cluster: master %s owns no slot (%d map reads): its pool is removed", w.p->name,
+                      w.reads);
+        px_router_remove_pool(st->r, w.p, "the node owns no slot in the Cluster's map any more");
+        return;
+    }
 }
 
 static void cluster_cron(px_router *r, double now)
@@ -522,7 +685,8 @@ static void cluster_cron(px_router *r, double now)
         st->again = 0;
         refresh(st, cause);
     }
-    if (now >= st->next_periodic) refresh(st, CAUSE_PERIODIC);
+    if (now >= st->next_periodic || (cluster_waiting(r) && !st->inflight && now - st->last_start >= FIRST_MAP_RETRY))
+        refresh(st, CAUSE_PERIODIC);
     /* a master whose connections are all down: a failover may be on */
     if (now - st->last_down >= DOWN_GAP) {
         for (int i = 0; i < r->npools; i++) {
@@ -532,6 +696,7 @@ static void cluster_cron(px_router *r, double now)
             break;
         }
     }
+    remove_unowned(st);
 }
 
 static void cluster_info(px_router *r, px_buf *out)
@@ -574,6 +739,7 @@ static void cluster_destroy(px_router *r)
     if (st->seed_link) px_pool_close(st->seed_link->pool, st->seed_link, "shutting down");
     free(st->seeds);
     px_buf_free(&st->info_map);
+    free(st->unowned);
     free(st);
     r->topo_state = NULL;
 }
@@ -592,12 +758,14 @@ const px_topology px_cluster_topology = {
     .start = cluster_start,
     .route = cluster_route,
     .reply = cluster_reply,
+    .failed = cluster_failed,
     .cron = cluster_cron,
     .info = cluster_info,
     .destroy = cluster_destroy,
     .shard = cluster_shard,
     .nshards = PX_CLUSTER_SLOTS,
     .shard_pool = cluster_shard_pool,
+    .waiting = cluster_waiting,
 };
 
 static int cluster_setup(px_router *r, char *err, size_t errlen)

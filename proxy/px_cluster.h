@@ -4,7 +4,9 @@
  *
  * The slot map: CLUSTER SLOTS, asked of a master hotproxy already talks to
  * or, with none reachable, of the seed nodes (the "upstream" addresses,
- * control pools).  One data pool per master, added as the map names it.
+ * control pools).  One data pool per master, added as the map names it,
+ * removed (from the cron) once its master has owned no slot for two map
+ * reads and nothing is in flight on it.
  * The map is read again: on every MOVED (the slot is updated at once from
  * the reply's address, the whole map follows, at most once per 100 ms), every
  * few seconds, and when a master's connections are all down.  A map that
@@ -23,7 +25,10 @@
  * it, TRYAGAIN / CLUSTERDOWN / LOADING again after a growing pause; a
  * command is sent again at most 5 times, then its last error is the reply.
  * On a connection of the client's own (MULTI, WATCH, blocking commands)
- * Redis' error goes through, as Redis Cluster's own would.
+ * Redis' error goes through, as Redis Cluster's own would.  A read in
+ * flight on a shared connection that breaks (a master dying) is sent again
+ * to its slot's owner once the map names a new one, within upstream-timeout;
+ * a write gets the connection's error (it may have run).
  */
 #ifndef PX_CLUSTER_H
 #define PX_CLUSTER_H
@@ -35,8 +40,9 @@
 #define PX_CLUSTER_SLOTS 16384
 
 /* Its setup only notes the seeds (nothing blocks): the first map is asked
- * for when the router starts, and commands sent before it is in get an
- * error saying so. */
+ * for when the router starts; commands sent before a whole map is in wait
+ * for it (px_topology.waiting) up to upstream-timeout after the start, then
+ * a slot not known gets an error saying so. */
 extern const px_topology px_cluster_topology;
 
 /* A command was split by slot or sent to every master (for INFO). */

@@ -427,6 +427,10 @@ static int dispatch(void *arg, px_client *c, const char *raw, size_t rawlen)
     if (lost) upstream = 0;
     if ((hp & PX_HP_TRACKING) && upstream && !px_local_tracking_ready(c, argc, c->argv, c->argvlen)) return 0;
 
+    /* The topology cannot route yet (a Cluster's first map): the command
+     * waits unread, and the server wakes the client (px_router_wait_over). */
+    if (upstream && px_router_waiting(c->set->router)) return 0;
+
     /* Decide the connection before anything happens, so a command can wait. */
     px_pool *pool = NULL;
     struct px_upstream *u = NULL;

@@ -58,6 +58,10 @@ typedef struct px_topology {
     /* Optional: a forwarded reply before its requester sees it.  Returns 1
      * when the topology took the request over (to retry or redirect it). */
     int (*reply)(px_router *r, px_upreq *q, px_upstream *u, const char *reply, size_t len);
+    /* Optional: a forwarded request answered with the error of u failing
+     * (reply: that error).  Returns 1 when the topology took it over (a
+     * read sent again where its keys live now). */
+    int (*failed)(px_router *r, px_upreq *q, px_upstream *u, const char *reply, size_t len);
     void (*cron)(px_router *r, double now);
     void (*info)(px_router *r, px_buf *out); /* its own INFO lines, before the pools' */
     void (*destroy)(px_router *r);           /* its own state (the pools are the router's) */
@@ -67,6 +71,9 @@ typedef struct px_topology {
     int (*shard)(px_router *r, const char *key, size_t len);
     int nshards; /* shards are 0 .. nshards - 1 */
     px_pool *(*shard_pool)(px_router *r, int shard);
+    /* Optional: 1 while commands should wait rather than be routed (a
+     * Cluster's first map not in yet); the topology bounds how long. */
+    int (*waiting)(px_router *r);
 } px_topology;
 
 /* Told when a pool joins (event PX_POOL_ADDED) or leaves (PX_POOL_REMOVED:
@@ -86,6 +93,7 @@ struct px_router {
     int ncontrol;
     px_pool_listener listener;
     void *listener_arg;
+    int waited; /* px_router_waiting said 1 since px_router_wait_over last said so */
 };
 
 /* "single": every command to the one configured upstream. */
@@ -107,6 +115,12 @@ static inline int px_router_reply(px_router *r, px_upreq *q, px_upstream *u, con
 {
     return r->topo->reply ? r->topo->reply(r, q, u, reply, len) : 0;
 }
+/* A forwarded request's connection failed (reply: the error it gets): 1
+ * when the topology took the request over. */
+static inline int px_router_failed(px_router *r, px_upreq *q, px_upstream *u, const char *reply, size_t len)
+{
+    return r->topo->failed ? r->topo->failed(r, q, u, reply, len) : 0;
+}
 /* The shard of a key, -1 when the topology does not spread keys (one
  * server holds them all); the pool of a shard. */
 static inline int px_router_shard(px_router *r, const char *key, size_t len)
@@ -115,6 +129,20 @@ static inline int px_router_shard(px_router *r, const char *key, size_t len)
 }
 static inline int px_router_sharded(const px_router *r) { return r->topo->shard != NULL; }
 static inline px_pool *px_router_shard_pool(px_router *r, int shard) { return r->topo->shard_pool(r, shard); }
+/* 1 while commands should wait for the topology (the caller holds them
+ * unread); then, once, px_router_wait_over says 1: wake whoever waited. */
+static inline int px_router_waiting(px_router *r)
+{
+    int w = r->topo->waiting && r->topo->waiting(r);
+    r->waited |= w;
+    return w;
+}
+static inline int px_router_wait_over(px_router *r)
+{
+    if (!r->waited || px_router_waiting(r)) return 0;
+    r->waited = 0;
+    return 1;
+}
 /* The pool that serves commands naming no key (a pinned connection for
  * CLIENT TRACKING's redirect target, the L1's first link). */
 px_pool *px_router_default(px_router *r);

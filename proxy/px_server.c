@@ -144,6 +144,10 @@ static void cron_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
     px_router_cron(s->router, now);
     px_l1_cron(s->l1, now);
+    /* commands that waited for the topology (a Cluster's first map) go on */
+    if (px_router_wait_over(s->router))
+        for (px_client *c = s->clients.clients; c; c = c->next)
+            if (c->flags & PX_CLIENT_HOLD) px_client_resume(c);
     if (s->core.cfg->timeout > 0) {
         for (px_client *c = s->clients.clients; c; c = c->next) {
             if (c->flags & PX_CLIENT_CLOSING || c->ninflight > 0) continue;

@@ -369,6 +369,7 @@ static void part_done(px_upreq *q, struct px_upstream *u, const char *reply, siz
     px_split_plan *p = pt->sp;
     /* the topology sees it first: a redirect is followed, as for any command */
     if (!failed && px_router_reply(p->router, q, u, reply, len)) return;
+    if (failed && px_router_failed(p->router, q, u, reply, len)) return;
     pt->reply = malloc(len ? len : 1);
     if (!pt->reply) abort();
     memcpy(pt->reply, reply, len);
@@ -380,6 +381,21 @@ static void part_done(px_upreq *q, struct px_upstream *u, const char *reply, siz
     px_client_reply(p->r, out.data, out.len);
     px_buf_free(&out);
     px_split_plan_free(p);
+}
+
+/* A part sent again on pool p (a redirect; NULL: parked for a retry): on
+ * the client's connection to p, and its in-flight count moves with it. */
+static struct px_upstream *part_resend_on(px_upreq *q, px_pool *p, int proto)
+{
+    part *pt = (part *)((char *)q - offsetof(part, up));
+    px_client *c = pt->sp->r->client;
+    struct px_upstream *to = p ? px_pool_pick(p, 0, proto, c ? px_client_inflight_on(c, p) : NULL) : NULL;
+    if (c) {
+        px_client_hold(c, to);
+        px_client_release(c, pt->u);
+    }
+    pt->u = to;
+    return to;
 }
 
 void px_split_send(px_split_plan *p, px_client *c, px_req *r, px_l1 *l)
@@ -402,6 +418,7 @@ void px_split_send(px_split_plan *p, px_client *c, px_req *r, px_l1 *l)
         part *pt = &p->parts[i];
         pt->sp = p;
         pt->up.done = part_done;
+        pt->up.resend_on = part_resend_on;
         pt->up.what = p->cmd->name;
         px_client_hold(c, pt->u);
         c->set->core->stats.commands_forwarded++;

@@ -137,7 +137,8 @@ typedef struct px_stats_lanes {
     X(cluster_refresh_periodic, COUNTER, U64, "maps asked for by the background check (every 5 s)")               \
     X(cluster_refresh_down, COUNTER, U64, "maps asked for because a master's connections were all down")          \
     X(cluster_refresh_failures, COUNTER, U64, "CLUSTER SLOTS asked of a node that gave no usable map")             \
-    X(cluster_last_refresh_cause, INFO, STR, "why the last map was asked for (start, moved, periodic, down)")
+    X(cluster_last_refresh_cause, INFO, STR, "why the last map was asked for (start, moved, periodic, down)")       \
+    X(cluster_read_retries, COUNTER, U64, "reads in flight on a master whose connection broke, sent to its new owner")
 
 /* # Hotproxy_upstream: one upstream pool (scope pool, named by "upstream"). */
 #define PX_STATS_POOL_LIST(X)                                                                          \

@@ -158,6 +158,7 @@ static void up_fail(px_upstream *u, const char *fmt, const char *detail, int ret
     int was_ready = u->state == PX_UP_READY;
     if (u->state == PX_UP_CLOSED) return;
     snprintf(u->errstr, sizeof(u->errstr), fmt, u->pool->name, detail);
+    u->broke = !retry_now;
     if (was_ready) s->stats.upstream_disconnects++;
     else s->stats.upstream_connect_failures++;
     px_log_write(&s->log, was_ready ? 3 : 1, "Upstream: %s", u->errstr);
@@ -735,6 +736,7 @@ static void up_release(px_upstream *u, const char *why)
     close_socket(u); /* resets the scanner, which gives back its stack */
     ev_timer_stop(u->core->loop, &u->timer);
     u->state = PX_UP_DOWN;
+    u->broke = 0;
     snprintf(u->errstr, sizeof(u->errstr), "%s", why);
     fail_queue(u);
 }

@@ -92,6 +92,13 @@ struct px_upreq {
     char *raw;
     size_t rawlen;
     int redirects;
+    /* Optional, set by whoever queues it: the router is about to send it
+     * again on pool p (a Cluster redirect), or parks it for a retry (p
+     * NULL: on no connection meanwhile).  Returns the connection of p
+     * (db 0, proto) to send it on, NULL when none is up; the owner picks
+     * it and moves its bookkeeping of where q is there (a client's
+     * in-flight entry, so its later commands to p queue behind q). */
+    struct px_upstream *(*resend_on)(px_upreq *q, struct px_pool *p, int proto);
 };
 
 typedef struct px_upstream {
@@ -131,6 +138,8 @@ typedef struct px_upstream {
     unsigned oob : 1;        /* out-of-band: closed once its requests are answered */
     unsigned link : 1;       /* hotproxy's own link (px_pool_open_link) */
     unsigned moved : 1;      /* closed by px_pool_repoint: the server changed, the link did not break */
+    unsigned broke : 1;      /* its last failure was the link breaking (the server may be gone), not a
+                              * timeout, a re-point or hotproxy letting it go */
     uint64_t tracking_epoch; /* shared: the invalidation link epoch its CLIENT TRACKING names (0: none) */
     unsigned tracking_used : 1; /* shared: the L1 filled through it since its tracking was turned on */
     px_frame_cb on_frame;    /* pinned connections and links: who gets frames and their end */

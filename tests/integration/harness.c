@@ -15,6 +15,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -28,6 +29,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
 #include "tap.h"
 
 #define MAX_PROCS 64
@@ -39,6 +44,9 @@ static pid_t procs[MAX_PROCS];       /* every child still to reap */
 static unsigned watchdog_secs;
 
 static int ms_left(double deadline);
+static int conn_fd(int port);
+static redisContext *conn_ctx(int port, int timeout_s, char *why, size_t cap);
+static void cli_tls_argv(int port, const char **argv, int *n);
 static const char *info_value(const char *text, const char *field, char *out, size_t cap);
 
 /* --- buffers --------------------------------------------------------------- */
@@ -351,6 +359,7 @@ int hx_alive(hx_proc *p)
     if (r == 0) return 1;
     untrack(p->pid);
     p->pid = 0;
+    hx_tls_register(p->port, NULL);
     return 0;
 }
 
@@ -364,6 +373,7 @@ int hx_wait_exit(hx_proc *p, int timeout_ms)
         if (r == p->pid) {
             untrack(p->pid);
             p->pid = 0;
+            hx_tls_register(p->port, NULL);
             int code = decode_status(st);
             if (code != 0) {
                 diag("%s exited with status %d", p->name, code);
@@ -403,6 +413,7 @@ void hx_kill(hx_proc *p)
     }
     untrack(p->pid);
     p->pid = 0;
+    hx_tls_register(p->port, NULL);
 }
 
 /* PING until +PONG, for up to timeout_ms; then QUIT and wait for the close, so
@@ -412,7 +423,7 @@ static int wait_ready(hx_proc *p, int timeout_ms)
     double deadline = hx_now() + timeout_ms / 1000.0;
     while (hx_now() < deadline) {
         if (!hx_alive(p)) return -1;
-        int fd = hx_connect(p->port);
+        int fd = conn_fd(p->port);
         if (fd >= 0) {
             /* serving: PONG, or NOAUTH from a server with a password */
             hx_buf b = {0};
@@ -468,13 +479,9 @@ static int cluster_free_port(void)
  * NULL without a diag (callers poll). */
 static redisContext *node_connect(int port, const char *password)
 {
-    struct timeval tv = {5, 0};
-    redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
-    if (!c || c->err) {
-        if (c) redisFree(c);
-        return NULL;
-    }
-    redisSetTimeout(c, tv);
+    char why[256];
+    redisContext *c = conn_ctx(port, 5, why, sizeof(why));
+    if (!c) return NULL;
     if (password && *password) {
         redisReply *r = redisCommand(c, "AUTH %s", password);
         int authed = r && r->type == REDIS_REPLY_STATUS;
@@ -508,7 +515,7 @@ int hx_redis_start_opts(hx_proc *p, const hx_redis_opts *o)
     const char *base = o->name && *o->name ? o->name : "redis";
     for (int attempt = 0; attempt < 3; attempt++) {
         int pt = o->port ? o->port : hx_free_port();
-        char portstr[16], name[48], logfile[512], master[16], nodes[64];
+        char portstr[16], name[48], logfile[512], master[16], nodes[64], cert[400], key[400], ca[400];
         snprintf(portstr, sizeof(portstr), "%d", pt);
         snprintf(name, sizeof(name), "%.30s-%d", base, pt);
         snprintf(logfile, sizeof(logfile), "%s/%s.log", tmpdir, name);
@@ -516,6 +523,26 @@ int hx_redis_start_opts(hx_proc *p, const hx_redis_opts *o)
                                 "--appendonly", "no", "--dir", tmpdir, "--daemonize", "no",
                                 "--logfile", logfile};
         int n = 15;
+        if (o->tls_dir) {
+            const char *c = o->tls_cert ? o->tls_cert : "server";
+            snprintf(cert, sizeof(cert), "%s/%s.crt", o->tls_dir, c);
+            snprintf(key, sizeof(key), "%s/%s.key", o->tls_dir, c);
+            snprintf(ca, sizeof(ca), "%s/ca.crt", o->tls_dir);
+            const char *tls[] = {"--port", "0", "--tls-port", portstr, "--tls-cert-file", cert,
+                                 "--tls-key-file", key, "--tls-ca-cert-file", ca, "--tls-replication", "yes",
+                                 "--tls-cluster", "yes"};
+            for (size_t i = 0; i < sizeof(tls) / sizeof(tls[0]); i++) argv[n++] = tls[i];
+            if (o->tls_auth_clients) {
+                argv[n++] = "--tls-auth-clients";
+                argv[n++] = o->tls_auth_clients;
+            }
+            /* the harness presents the client certificate, and verifies the
+             * server's unless the test chose a bad one on purpose */
+            hx_tls t;
+            hx_tls_client(&t, o->tls_dir, "client");
+            t.insecure = o->tls_cert != NULL;
+            hx_tls_register(pt, &t);
+        }
         if (o->password) {
             argv[n++] = "--requirepass";
             argv[n++] = o->password;
@@ -556,6 +583,7 @@ int hx_redis_start_opts(hx_proc *p, const hx_redis_opts *o)
         hx_diag_file(p->outfile, 4096);
         hx_diag_file(p->logfile, 4096);
         hx_kill(p);
+        hx_tls_register(pt, NULL);
         if (o->port) break; /* a port the test chose: no retry elsewhere */
         /* another port helps only when someone took this one meanwhile */
         if (!hx_file_contains(p->logfile, "in use") && !hx_file_contains(p->outfile, "in use")) break;
@@ -601,7 +629,19 @@ static int sentinel_spawn(hx_proc *p, const hx_topo *t, const hx_sentinel_opts *
             diag("sentinel: %s: %s", conf, strerror(errno));
             return -1;
         }
-        fprintf(f, "port %d\nbind 127.0.0.1\ndaemonize no\ndir %s\nlogfile %s/%s.log\n", pt, tmpdir, tmpdir, name);
+        fprintf(f, "bind 127.0.0.1\ndaemonize no\ndir %s\nlogfile %s/%s.log\n", tmpdir, tmpdir, name);
+        if (o->tls_dir) {
+            /* TLS only, and to the data nodes too (tls-replication) */
+            fprintf(f, "port 0\ntls-port %d\ntls-replication yes\n", pt);
+            fprintf(f, "tls-cert-file %s/server.crt\ntls-key-file %s/server.key\ntls-ca-cert-file %s/ca.crt\n",
+                    o->tls_dir, o->tls_dir, o->tls_dir);
+            if (o->tls_auth_clients) fprintf(f, "tls-auth-clients %s\n", o->tls_auth_clients);
+            hx_tls tls;
+            hx_tls_client(&tls, o->tls_dir, "client");
+            hx_tls_register(pt, &tls);
+        } else {
+            fprintf(f, "port %d\n", pt);
+        }
         fprintf(f, "sentinel monitor %s 127.0.0.1 %d %d\n", t->name, t->masters[0].port, quorum);
         fprintf(f, "sentinel down-after-milliseconds %s %d\n", t->name, o->down_after_ms ? o->down_after_ms : 1000);
         fprintf(f, "sentinel failover-timeout %s %d\n", t->name,
@@ -617,6 +657,7 @@ static int sentinel_spawn(hx_proc *p, const hx_topo *t, const hx_sentinel_opts *
         hx_diag_file(p->outfile, 4096);
         hx_diag_file(p->logfile, 4096);
         hx_kill(p);
+        hx_tls_register(pt, NULL);
     }
     return -1;
 }
@@ -637,7 +678,11 @@ int hx_sentinel_start(hx_topo *t, const hx_sentinel_opts *o)
     }
     snprintf(t->name, sizeof(t->name), "%s", o->name && *o->name ? o->name : "mymaster");
     snprintf(t->password, sizeof(t->password), "%s", o->password ? o->password : "");
-    hx_redis_opts ro = {.password = o->password, .extra = o->extra, .name = "master"};
+    hx_redis_opts ro = {.password = o->password,
+                        .extra = o->extra,
+                        .name = "master",
+                        .tls_dir = o->tls_dir,
+                        .tls_auth_clients = o->tls_auth_clients};
     if (hx_redis_start_opts(&t->masters[0], &ro) != 0) goto fail;
     t->nmasters = 1;
     ro.name = "replica";
@@ -743,7 +788,7 @@ int hx_cluster_start(hx_topo *t, const hx_cluster_opts *o)
     extra[ne++] = "yes";
     for (int i = 0; o->extra && o->extra[i] && ne < 63; i++) extra[ne++] = o->extra[i];
     extra[ne] = NULL;
-    hx_redis_opts ro = {.extra = extra, .name = "node"};
+    hx_redis_opts ro = {.extra = extra, .name = "node", .tls_dir = o->tls_dir, .tls_auth_clients = o->tls_auth_clients};
     for (int i = 0; i < total; i++) {
         int started = -1;
         for (int attempt = 0; attempt < 3 && started != 0; attempt++) {
@@ -757,9 +802,10 @@ int hx_cluster_start(hx_topo *t, const hx_cluster_opts *o)
     }
 
     char addrs[HX_TOPO_MAX][32], reps[16];
-    const char *argv[HX_TOPO_MAX + 8];
+    const char *argv[HX_TOPO_MAX + 20];
     int n = 0;
     argv[n++] = "redis-cli";
+    cli_tls_argv(t->masters[0].port, argv, &n);
     argv[n++] = "--cluster";
     argv[n++] = "create";
     for (int i = 0; i < total; i++) {
@@ -1260,18 +1306,339 @@ long hx_count_replies(const char *p, size_t n, size_t *used)
     return count;
 }
 
+/* --- TLS ------------------------------------------------------------------- */
+
+#ifndef HX_SOURCE_DIR
+#define HX_SOURCE_DIR "."
+#endif
+
+int hx_tls_certs(const char *dir)
+{
+    char def[320], cmd[1024], out[600];
+    if (!dir) {
+        snprintf(def, sizeof(def), "%s/tls", tmpdir);
+        dir = def;
+    }
+    snprintf(out, sizeof(out), "%s/tls-certs.out", tmpdir);
+    snprintf(cmd, sizeof(cmd), "bash '%s/tests/tls-certs.sh' '%s' >'%s' 2>&1", HX_SOURCE_DIR, dir, out);
+    if (system(cmd) == 0) return 0;
+    diag("tests/tls-certs.sh %s failed", dir);
+    hx_diag_file(out, 4096);
+    return -1;
+}
+
+const char *hx_tls_file(const char *dir, const char *name)
+{
+    static char bufs[4][400];
+    static int next;
+    char *b = bufs[next++ % 4];
+    snprintf(b, sizeof(bufs[0]), "%s/%s", dir, name);
+    return b;
+}
+
+void hx_tls_client(hx_tls *t, const char *dir, const char *client)
+{
+    memset(t, 0, sizeof(*t));
+    snprintf(t->ca, sizeof(t->ca), "%s/ca.crt", dir);
+    if (client) {
+        snprintf(t->cert, sizeof(t->cert), "%s/%s.crt", dir, client);
+        snprintf(t->key, sizeof(t->key), "%s/%s.key", dir, client);
+    }
+}
+
+/* The ports whose harness connections are TLS. */
+static struct {
+    int port;
+    hx_tls tls;
+} tls_ports[MAX_PROCS];
+
+void hx_tls_register(int port, const hx_tls *t)
+{
+    int slot = -1;
+    for (int i = 0; i < MAX_PROCS; i++) {
+        if (tls_ports[i].port == port) tls_ports[i].port = 0;
+        if (slot < 0 && !tls_ports[i].port) slot = i;
+    }
+    if (!t) return;
+    if (slot < 0) {
+        fprintf(stderr, "harness: more than %d TLS ports\n", MAX_PROCS);
+        abort();
+    }
+    tls_ports[slot].port = port;
+    tls_ports[slot].tls = *t;
+}
+
+const hx_tls *hx_tls_of(int port)
+{
+    for (int i = 0; port > 0 && i < MAX_PROCS; i++)
+        if (tls_ports[i].port == port) return &tls_ports[i].tls;
+    return NULL;
+}
+
+const char *hx_cli_args(int port, char *out, size_t cap)
+{
+    const hx_tls *t = hx_tls_of(port);
+    size_t off = (size_t)snprintf(out, cap, "-p %d", port);
+    if (t && off < cap) {
+        off += (size_t)snprintf(out + off, cap - off, " --tls");
+        if (off < cap && (t->insecure || !t->ca[0])) off += (size_t)snprintf(out + off, cap - off, " --insecure");
+        else if (off < cap) off += (size_t)snprintf(out + off, cap - off, " --cacert '%s'", t->ca);
+        if (off < cap && t->cert[0])
+            off += (size_t)snprintf(out + off, cap - off, " --cert '%s' --key '%s'", t->cert, t->key);
+        if (off < cap && t->sni[0]) snprintf(out + off, cap - off, " --sni '%s'", t->sni);
+    }
+    return out;
+}
+
+/* redis-cli's TLS arguments for port into argv from *n on (the strings live
+ * in t); nothing for a plain port. */
+static void cli_tls_argv(int port, const char **argv, int *n)
+{
+    const hx_tls *t = hx_tls_of(port);
+    if (!t) return;
+    argv[(*n)++] = "--tls";
+    if (t->insecure || !t->ca[0]) {
+        argv[(*n)++] = "--insecure";
+    } else {
+        argv[(*n)++] = "--cacert";
+        argv[(*n)++] = t->ca;
+    }
+    if (t->cert[0]) {
+        argv[(*n)++] = "--cert";
+        argv[(*n)++] = t->cert;
+        argv[(*n)++] = "--key";
+        argv[(*n)++] = t->key;
+    }
+}
+
+/* The first OpenSSL error on this thread's queue (or what SSL_get_error and
+ * the verify result say) into why. */
+static void tls_reason(SSL *ssl, int rc, char *why, size_t cap)
+{
+    if (!why || !cap) return;
+    long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+    unsigned long e = ERR_peek_error();
+    char ebuf[256] = "";
+    if (e) ERR_error_string_n(e, ebuf, sizeof(ebuf));
+    if (vr != X509_V_OK)
+        snprintf(why, cap, "certificate verify failed: %s", X509_verify_cert_error_string(vr));
+    else if (e)
+        snprintf(why, cap, "%s", ebuf);
+    else if (ssl)
+        snprintf(why, cap, "handshake failed (SSL_get_error %d, errno %s)", SSL_get_error(ssl, rc),
+                 strerror(errno));
+    else
+        snprintf(why, cap, "TLS setup failed");
+    ERR_clear_error();
+}
+
+/* One relayed connection: plaintext on pair, TLS on ssl's socket. */
+typedef struct relay {
+    SSL *ssl;
+    SSL_CTX *ctx;
+    int pair;
+} relay;
+
+/* Move bytes both ways until either side closes or fails; buffers on both
+ * directions so neither side can block the other. */
+static void *relay_main(void *arg)
+{
+    relay *r = arg;
+    int net = SSL_get_fd(r->ssl);
+    char up[65536], down[65536];   /* up: test -> server; down: server -> test */
+    size_t uplen = 0, downlen = 0;
+    int ssl_wants_write = 0, done = 0;
+    while (!done) {
+        /* server -> test */
+        while (downlen < sizeof(down)) {
+            int n = SSL_read(r->ssl, down + downlen, (int)(sizeof(down) - downlen));
+            if (n > 0) {
+                downlen += (size_t)n;
+                continue;
+            }
+            int e = SSL_get_error(r->ssl, n);
+            if (e == SSL_ERROR_WANT_WRITE) ssl_wants_write = 1;
+            else if (e != SSL_ERROR_WANT_READ) done = 1;
+            break;
+        }
+        while (downlen) {
+            ssize_t w = send(r->pair, down, downlen, MSG_NOSIGNAL);
+            if (w > 0) {
+                memmove(down, down + w, downlen - (size_t)w);
+                downlen -= (size_t)w;
+            } else {
+                if (w < 0 && errno != EAGAIN && errno != EINTR) done = 2;
+                break;
+            }
+        }
+        /* test -> server */
+        if (uplen < sizeof(up)) {
+            ssize_t n = recv(r->pair, up + uplen, sizeof(up) - uplen, 0);
+            if (n > 0) uplen += (size_t)n;
+            else if (n == 0 || (errno != EAGAIN && errno != EINTR)) done = 2;
+        }
+        while (uplen) {
+            int w = SSL_write(r->ssl, up, (int)uplen);
+            if (w > 0) {
+                memmove(up, up + w, uplen - (size_t)w);
+                uplen -= (size_t)w;
+                continue;
+            }
+            int e = SSL_get_error(r->ssl, w);
+            ssl_wants_write = e == SSL_ERROR_WANT_WRITE;
+            if (e != SSL_ERROR_WANT_WRITE && e != SSL_ERROR_WANT_READ) done = 1;
+            break;
+        }
+        if (done || (downlen < sizeof(down) && SSL_pending(r->ssl) > 0)) continue;
+        struct pollfd pfd[2] = {{r->pair, (short)((uplen < sizeof(up) ? POLLIN : 0) | (downlen ? POLLOUT : 0)), 0},
+                                {net, (short)((downlen < sizeof(down) ? POLLIN : 0) |
+                                              (uplen || ssl_wants_write ? POLLOUT : 0)),
+                                 0}};
+        poll(pfd, 2, 1000);
+    }
+    /* the test closed its end: say goodbye to the server; the server went
+     * away: hand the test whatever came, then its EOF */
+    if (done == 2) SSL_shutdown(r->ssl);
+    close(r->pair);
+    close(net);
+    SSL_free(r->ssl);
+    SSL_CTX_free(r->ctx);
+    free(r);
+    return NULL;
+}
+
+int hx_connect_tls(int port, const hx_tls *t, char *why, size_t cap)
+{
+    if (why && cap) why[0] = '\0';
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL *ssl = NULL;
+    int fd = -1, sv[2] = {-1, -1}, rc = 0;
+    if (!ctx) goto fail;
+    if (!t->insecure && t->ca[0]) {
+        if (SSL_CTX_load_verify_locations(ctx, t->ca, NULL) != 1) goto fail;
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    }
+    if (t->cert[0] && (SSL_CTX_use_certificate_chain_file(ctx, t->cert) != 1 ||
+                       SSL_CTX_use_PrivateKey_file(ctx, t->key, SSL_FILETYPE_PEM) != 1))
+        goto fail;
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    fd = hx_connect(port);
+    if (fd < 0) {
+        if (why) snprintf(why, cap, "connect to port %d refused", port);
+        SSL_CTX_free(ctx);
+        return -1;
+    }
+    fcntl(fd, F_SETFL, 0); /* blocking for the handshake */
+    struct timeval tv = {10, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    ssl = SSL_new(ctx);
+    if (!ssl || SSL_set_fd(ssl, fd) != 1) goto fail;
+    if (t->sni[0]) SSL_set_tlsext_host_name(ssl, t->sni);
+    if (!t->insecure && t->ca[0]) {
+        X509_VERIFY_PARAM *vp = SSL_get0_param(ssl);
+        if (t->host[0]) X509_VERIFY_PARAM_set1_host(vp, t->host, 0);
+        else X509_VERIFY_PARAM_set1_ip_asc(vp, "127.0.0.1");
+    }
+    rc = SSL_connect(ssl);
+    if (rc != 1) goto fail;
+    /* TLS 1.3 sends the server's verdict on our certificate after the
+     * handshake: a refused client learns it on the first read.  Peek once
+     * so hx_connect_tls says no itself; a server that sends nothing just
+     * times the peek out. */
+    struct timeval shortv = {0, 50000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &shortv, sizeof(shortv));
+    char c;
+    rc = SSL_peek(ssl, &c, 1);
+    if (rc <= 0) {
+        int e = SSL_get_error(ssl, rc);
+        if (e == SSL_ERROR_SSL || e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && errno != EAGAIN)) goto fail;
+        ERR_clear_error();
+    }
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) goto fail;
+    fcntl(fd, F_SETFL, O_NONBLOCK);
+    fcntl(sv[0], F_SETFL, O_NONBLOCK);
+    fcntl(sv[1], F_SETFL, O_NONBLOCK);
+    relay *r = calloc(1, sizeof(*r));
+    if (!r) abort();
+    r->ssl = ssl;
+    r->ctx = ctx;
+    r->pair = sv[1];
+    pthread_t th;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    /* the relay must not take the test's signals (the watchdog, SIGTERM) */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int perr = pthread_create(&th, &attr, relay_main, r);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+    if (perr) {
+        free(r);
+        goto fail;
+    }
+    return sv[0];
+fail:
+    tls_reason(ssl, rc, why, cap);
+    if (ssl) SSL_free(ssl);
+    if (ctx) SSL_CTX_free(ctx);
+    if (fd >= 0) close(fd);
+    if (sv[0] >= 0) close(sv[0]);
+    if (sv[1] >= 0) close(sv[1]);
+    return -1;
+}
+
+redisContext *hx_redis_tls(int port, const hx_tls *t, char *why, size_t cap)
+{
+    int fd = hx_connect_tls(port, t, why, cap);
+    if (fd < 0) return NULL;
+    fcntl(fd, F_SETFL, 0); /* hiredis' blocking mode wants a blocking fd */
+    redisContext *c = redisConnectFd(fd);
+    if (!c || c->err) {
+        if (why) snprintf(why, cap, "hiredis: %s", c ? c->errstr : "out of memory");
+        if (c) redisFree(c);
+        else close(fd);
+        return NULL;
+    }
+    struct timeval tv = {20, 0};
+    redisSetTimeout(c, tv);
+    return c;
+}
+
+/* The harness's own connections: TLS for a registered port. */
+static int conn_fd(int port)
+{
+    const hx_tls *t = hx_tls_of(port);
+    return t ? hx_connect_tls(port, t, NULL, 0) : hx_connect(port);
+}
+
+static redisContext *conn_ctx(int port, int timeout_s, char *why, size_t cap)
+{
+    const hx_tls *t = hx_tls_of(port);
+    struct timeval tv = {timeout_s, 0};
+    redisContext *c = t ? hx_redis_tls(port, t, why, cap) : redisConnectWithTimeout("127.0.0.1", port, tv);
+    if (c && c->err) {
+        snprintf(why, cap, "%s", c->errstr);
+        redisFree(c);
+        return NULL;
+    }
+    if (!c) {
+        if (!t) snprintf(why, cap, "out of memory");
+        return NULL;
+    }
+    redisSetTimeout(c, tv);
+    return c;
+}
+
 /* --- hiredis --------------------------------------------------------------- */
 
 redisContext *hx_redis(int port)
 {
-    struct timeval tv = {20, 0};
-    redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
-    if (!c || c->err) {
-        diag("hiredis connect to port %d: %s", port, c ? c->errstr : "out of memory");
-        if (c) redisFree(c);
-        return NULL;
-    }
-    redisSetTimeout(c, tv);
+    char why[256] = "";
+    redisContext *c = conn_ctx(port, 20, why, sizeof(why));
+    if (!c) diag("hiredis connect to port %d%s: %s", port, hx_tls_of(port) ? " (TLS)" : "", why);
     return c;
 }
 

@@ -114,6 +114,15 @@ typedef struct hx_redis_opts {
     const char *const *extra;  /* more redis-server arguments, NULL-terminated:
                                 * {"--maxmemory", "1mb", NULL} */
     const char *name;          /* its files are TMP/<name>-<port>.*; "redis" */
+    /* TLS only: a directory hx_tls_certs filled.  The server then has port 0
+     * and listens on tls-port (p->port) with DIR/server.crt and .key,
+     * DIR/ca.crt, tls-replication and tls-cluster yes; the harness talks to
+     * it (readiness, INFO, hx_redis) over TLS with DIR/client.crt. */
+    const char *tls_dir;
+    const char *tls_auth_clients; /* "yes", "no", "optional"; NULL: Redis' default (yes) */
+    const char *tls_cert;      /* another server certificate of tls_dir by its base name
+                                * ("expired", "wrong", "wrongname"); the harness then
+                                * does not verify it */
 } hx_redis_opts;
 
 /* Start a redis-server and return once it answers PING (NOAUTH counts), and
@@ -148,6 +157,9 @@ typedef struct hx_sentinel_opts {
     int failover_timeout_ms;   /* 0 means 10000 */
     const char *password;
     const char *const *extra;  /* more redis-server arguments for master and replicas */
+    const char *tls_dir;       /* TLS only, as hx_redis_opts: data nodes and Sentinels
+                                * (each its own tls-port, tls-replication yes) */
+    const char *tls_auth_clients;
 } hx_sentinel_opts;
 
 /* Start it all and return once hx_sentinel_wait says the Sentinels are
@@ -164,6 +176,9 @@ typedef struct hx_cluster_opts {
     int masters;               /* 3..HX_TOPO_MAX (redis-cli's minimum); 0 means 3 */
     int replicas;              /* per master */
     const char *const *extra;  /* more redis-server arguments for every node */
+    const char *tls_dir;       /* TLS only, as hx_redis_opts (tls-cluster yes: the bus
+                                * too), created by redis-cli --cluster create --tls */
+    const char *tls_auth_clients;
 } hx_cluster_opts;
 
 /* Start it and return once hx_cluster_wait says it is whole (30 s); on
@@ -208,6 +223,49 @@ enum {
 };
 int hx_fake_start(hx_proc *p, int mode, const char *reply, size_t replylen);
 
+/* --- TLS ---------------------------------------------------------------------
+ * Certificates come from tests/tls-certs.sh (one recipe for C, shell and
+ * bench/tls.sh): ca, server (SAN localhost, 127.0.0.1), client, expired,
+ * other-ca, wrong (by other-ca), wrongname (SAN not-this-host), each
+ * NAME.crt and NAME.key.  hiredis 0.14 has no TLS, so a TLS connection here
+ * is a socketpair whose other end a thread relays through OpenSSL: the fd
+ * and the hiredis context on it work like plain ones. */
+
+/* Write the certificate set into dir (created; NULL: TMP/tls); 0 or -1. */
+int hx_tls_certs(const char *dir);
+/* dir/name into a rotating static buffer (4 of them). */
+const char *hx_tls_file(const char *dir, const char *name);
+
+/* How a test client connects: paths, "" for none. */
+typedef struct hx_tls {
+    char ca[320];      /* verify the server with it; "" (or insecure): no verification */
+    char cert[320];    /* client certificate and key; "" sends none */
+    char key[320];
+    char sni[128];     /* server name sent; "" none */
+    char host[128];    /* name the server certificate must carry; "": IP 127.0.0.1 */
+    int insecure;      /* 1: no verification at all */
+} hx_tls;
+/* ca = dir/ca.crt, and dir/<client>.crt and .key unless client is NULL. */
+void hx_tls_client(hx_tls *t, const char *dir, const char *client);
+
+/* Connect to 127.0.0.1:port and finish the TLS handshake: a non-blocking fd
+ * that carries the plaintext (hx_send, hx_read_replies work on it), or -1
+ * with why (cap bytes, may be NULL) holding OpenSSL's reason ("certificate
+ * has expired", "alert unknown ca", ...). */
+int hx_connect_tls(int port, const hx_tls *t, char *why, size_t cap);
+/* A blocking hiredis context over TLS with 20 s timeouts, or NULL and why. */
+redisContext *hx_redis_tls(int port, const hx_tls *t, char *why, size_t cap);
+/* From now on the harness's own connections to port (readiness, the
+ * topology helpers, hx_redis, hx_info_field) use TLS with t; NULL forgets
+ * the port.  TLS servers the harness starts are registered by it; register a
+ * hotproxy tls-port yourself before hx_redis on it. */
+void hx_tls_register(int port, const hx_tls *t);
+/* The registered settings of port, or NULL for plain. */
+const hx_tls *hx_tls_of(int port);
+/* redis-cli's arguments for the registered port ("-p P" plus "--tls
+ * --cacert ..." when TLS) into out, space-separated, for a shell line. */
+const char *hx_cli_args(int port, char *out, size_t cap);
+
 /* --- sockets --------------------------------------------------------------- */
 
 /* Non-blocking TCP socket connected to 127.0.0.1:port (TCP_NODELAY), or -1. */
@@ -242,7 +300,8 @@ long hx_count_replies(const char *p, size_t n, size_t *used);
 
 /* --- hiredis --------------------------------------------------------------- */
 
-/* A blocking hiredis context with 20 s timeouts, or NULL (and a diag). */
+/* A blocking hiredis context with 20 s timeouts, or NULL (and a diag); over
+ * TLS when port is registered (hx_tls_register). */
 redisContext *hx_redis(int port);
 /* Run a command and return the reply's text (status, error, bulk, or the
  * integer printed), "(nil)", "(array N)" or "(no reply: ...)"; the string is

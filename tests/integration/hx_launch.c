@@ -6,7 +6,7 @@
  * lines, then "hx_ready=1", and keeps them running until its stdin closes or
  * a signal comes; then it stops them and removes their temp dir.
  *
- *   hx_launch [--watchdog SECONDS] SPEC...
+ *   hx_launch [--watchdog SECONDS] [--tls [--tls-auth-clients yes|no|optional]] SPEC...
  *
  * Each SPEC is one argument, words separated by spaces:
  *   "redis NAME [ARG...]"       a redis-server; ARGs go to it ("--maxmemory 1mb")
@@ -19,7 +19,12 @@
  *   "cluster NAME [masters=N] [replicas=N]"
  *       a Redis Cluster with cluster_state:ok everywhere:  NAME_ports (all)
  *       NAME_master_ports NAME_replica_ports
- * and once for all:  hx_dir (the temp dir).  Lines starting with "#" are
+ * and once for all:  hx_dir (the temp dir).  With --tls, certificates are
+ * made in hx_dir/tls (tests/tls-certs.sh: ca, server, client, expired,
+ * wrong, wrongname, ...; printed as hx_tls_dir) and every server, Sentinel
+ * and cluster node is TLS-only: its port is a tls-port, and clients need
+ * --tls --cacert $hx_tls_dir/ca.crt --cert $hx_tls_dir/client.crt --key
+ * $hx_tls_dir/client.key (tls-auth-clients as given; Redis' default yes).  Lines starting with "#" are
  * diagnostics (TAP comments).  Exit status 1 when something did not start
  * (the reader sees no hx_ready line), 2 on a bad SPEC.
  *
@@ -50,9 +55,16 @@ typedef struct spec {
 
 static int usage(const char *why)
 {
-    fprintf(stderr, "hx_launch: %s\nusage: hx_launch [--watchdog SECONDS] SPEC... (see hx_launch.c)\n", why);
+    fprintf(stderr,
+            "hx_launch: %s\nusage: hx_launch [--watchdog SECONDS] [--tls [--tls-auth-clients yes|no|optional]] "
+            "SPEC... (see hx_launch.c)\n",
+            why);
     return 2;
 }
+
+/* --tls: the certificate directory every SPEC uses, NULL for plain. */
+static const char *tls_dir;
+static const char *tls_auth;
 
 static int valid_name(const char *s)
 {
@@ -86,7 +98,7 @@ static void print_ports(const char *name, const char *what, const hx_proc *p, in
 
 static int start_sentinel(spec *s)
 {
-    hx_sentinel_opts o = {.name = s->words[1]};
+    hx_sentinel_opts o = {.name = s->words[1], .tls_dir = tls_dir, .tls_auth_clients = tls_auth};
     for (int i = 2; i < s->nwords; i++) {
         const char *w = s->words[i];
         int r = int_option(w, "replicas", &o.replicas);
@@ -111,7 +123,7 @@ static int start_sentinel(spec *s)
 
 static int start_cluster(spec *s)
 {
-    hx_cluster_opts o = {0};
+    hx_cluster_opts o = {.tls_dir = tls_dir, .tls_auth_clients = tls_auth};
     for (int i = 2; i < s->nwords; i++) {
         int r = int_option(s->words[i], "masters", &o.masters);
         if (!r) r = int_option(s->words[i], "replicas", &o.replicas);
@@ -131,7 +143,10 @@ static int start_cluster(spec *s)
 
 static int start_redis(spec *s)
 {
-    hx_redis_opts o = {.extra = (const char *const *)s->words + 2, .name = s->words[1]};
+    hx_redis_opts o = {.extra = (const char *const *)s->words + 2,
+                       .name = s->words[1],
+                       .tls_dir = tls_dir,
+                       .tls_auth_clients = tls_auth};
     if (hx_redis_start_opts(&s->redis, &o) != 0) return 1;
     printf("%s_port=%d\n%s_pid=%d\n%s_log=%s\n", s->words[1], s->redis.port, s->words[1], (int)s->redis.pid,
            s->words[1], s->redis.logfile);
@@ -143,10 +158,24 @@ int main(int argc, char **argv)
     static spec specs[MAX_SPECS];
     int nspecs = 0, first = 1;
     unsigned watchdog = 900;
-    if (argc > 2 && !strcmp(argv[1], "--watchdog")) {
-        watchdog = (unsigned)strtoul(argv[2], NULL, 10);
-        first = 3;
+    int tls = 0;
+    while (first < argc && !strncmp(argv[first], "--", 2)) {
+        if (!strcmp(argv[first], "--watchdog") && first + 1 < argc) {
+            watchdog = (unsigned)strtoul(argv[first + 1], NULL, 10);
+            first += 2;
+        } else if (!strcmp(argv[first], "--tls")) {
+            tls = 1;
+            first++;
+        } else if (!strcmp(argv[first], "--tls-auth-clients") && first + 1 < argc &&
+                   (!strcmp(argv[first + 1], "yes") || !strcmp(argv[first + 1], "no") ||
+                    !strcmp(argv[first + 1], "optional"))) {
+            tls_auth = argv[first + 1];
+            first += 2;
+        } else {
+            return usage("unknown option, or a bad value for it");
+        }
     }
+    if (tls_auth && !tls) return usage("--tls-auth-clients without --tls");
     if (first >= argc) return usage("no SPEC");
     for (int a = first; a < argc; a++) {
         if (nspecs == MAX_SPECS) return usage("too many SPECs");
@@ -165,6 +194,16 @@ int main(int argc, char **argv)
     if (hx_init_servers(watchdog) != 0) {
         printf("# hx_launch: redis-server is not installed\n");
         return 1;
+    }
+    static char certs[400];
+    if (tls) {
+        snprintf(certs, sizeof(certs), "%s/tls", hx_tmpdir());
+        if (hx_tls_certs(certs) != 0) {
+            printf("# hx_launch: no certificates\n");
+            return 1;
+        }
+        tls_dir = certs;
+        printf("hx_tls_dir=%s\n", certs);
     }
 
     for (int i = 0; i < nspecs; i++) {

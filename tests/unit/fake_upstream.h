@@ -7,10 +7,11 @@
  * so there is no process to start or kill.  It reads RESP commands with
  * px_req_parse and answers everything but GET at once with a reply the
  * handshake accepts (INFO: a server section, CONFIG GET: databases 16,
- * CLIENT ID: an integer, RESET: +RESET, DEL: the number of its keys, others
- * +OK).  A GET's reply ("$n\r\n<key>@<fake>\r\n"), or an MGET's (an array of
+ * CLIENT ID: an integer, RESET: +RESET, DEL: the number of its keys,
+ * CLUSTER: the map the test set, if any, others +OK).  A GET's reply ("$n\r\n<key>@<fake>\r\n"), or an MGET's (an array of
  * those, held under its first key) is held until the test releases it, unless the
- * fake answers GETs at once (auto_get).  As Redis, one connection answers
+ * fake answers GETs at once (auto_get), or the key's prefix has a redirect
+ * set (moved: a -MOVED the test wrote, answered at once).  As Redis, one connection answers
  * in the order it was asked: a reply ready behind a held GET waits for it.
  *
  * What it saw is kept for the test: per connection, the GETs' keys in the
@@ -81,6 +82,11 @@ typedef struct fake {
     int auto_get;     /* answer GETs at once */
     long ngets;       /* GETs read */
     long long next_client_id;
+    const char *slots; /* CLUSTER's reply (a CLUSTER SLOTS map), when set; else +OK */
+    struct {           /* GETs (MGETs: by the first key) of keys starting with prefix get reply ("-MOVED ...\r\n") at once */
+        char prefix[16];
+        char reply[96];
+    } moved[2];
 } fake;
 
 /* Write the ready replies at the head of c's queue, in order. */
@@ -141,6 +147,12 @@ static inline void fake_answer(fake_conn *c, const char *const *argv, const size
         f->ngets++;
         px_buf_appendf(&e->reply, "$%zu\r\n%s@%s\r\n", strlen(e->key) + 1 + strlen(f->name), e->key, f->name);
         e->ready = f->auto_get;
+        for (int i = 0; i < 2; i++)
+            if (f->moved[i].prefix[0] && !strncmp(e->key, f->moved[i].prefix, strlen(f->moved[i].prefix))) {
+                px_buf_clear(&e->reply, 0);
+                px_buf_appendf(&e->reply, "%s", f->moved[i].reply);
+                e->ready = 1;
+            }
     } else if (FAKE_IS("MGET") && argc >= 2) {
         /* held under its first key, as a GET; each key's value says the fake */
         snprintf(e->key, sizeof(e->key), "%.*s", (int)argvlen[1], argv[1]);
@@ -153,6 +165,12 @@ static inline void fake_answer(fake_conn *c, const char *const *argv, const size
         }
         f->ngets++;
         e->ready = f->auto_get;
+        for (int i = 0; i < 2; i++)
+            if (f->moved[i].prefix[0] && !strncmp(e->key, f->moved[i].prefix, strlen(f->moved[i].prefix))) {
+                px_buf_clear(&e->reply, 0);
+                px_buf_appendf(&e->reply, "%s", f->moved[i].reply);
+                e->ready = 1;
+            }
     } else if (FAKE_IS("DEL")) {
         px_buf_appendf(&e->reply, ":%d\r\n", argc - 1); /* every key existed */
         e->ready = 1;
@@ -165,6 +183,8 @@ static inline void fake_answer(fake_conn *c, const char *const *argv, const size
             px_buf_appendf(&e->reply, "*2\r\n$9\r\ndatabases\r\n$2\r\n16\r\n");
         } else if (FAKE_IS("CLIENT")) {
             px_buf_appendf(&e->reply, ":%lld\r\n", ++f->next_client_id);
+        } else if (FAKE_IS("CLUSTER") && f->slots) {
+            px_buf_appendf(&e->reply, "%s", f->slots);
         } else if (FAKE_IS("RESET")) {
             px_buf_appendf(&e->reply, "+RESET\r\n");
         } else {

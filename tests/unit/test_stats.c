@@ -114,6 +114,7 @@ static const char *const cluster_keys[] = {"hotproxy_cluster_nodes",
                                             "hotproxy_cluster_refresh_down",
                                             "hotproxy_cluster_refresh_failures",
                                             "hotproxy_cluster_last_refresh_cause",
+                                            "hotproxy_cluster_read_retries",
                                             NULL};
 
 static const struct {
