@@ -17,8 +17,9 @@
  *    load: refused with the reason, and the running context keeps working;
  *  - a bad certificate file stops startup with the reason.
  *
- * redis-server is started here, not by the harness: the harness' launcher
- * checks readiness with a plain PING, which a TLS-only server never answers.
+ * Certificates from the harness (tests/tls-certs.sh), servers from its TLS
+ * launchers (TLS-only redis-server, Sentinel set-up, Cluster); the test
+ * talks to them over TLS through the harness (hx_redis on a TLS port).
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -32,7 +33,7 @@
 
 #define DEADLINE_MS 20000
 
-static const char *dir;
+static char dir[600]; /* the certificates */
 
 static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int sh(const char *fmt, ...)
@@ -48,127 +49,43 @@ static int sh(const char *fmt, ...)
 /* dir/file, in one of 16 rotating buffers */
 static const char *f(const char *file)
 {
-    static char buf[16][600];
+    static char buf[16][700];
     static int i;
     i = (i + 1) % 16;
     snprintf(buf[i], sizeof(buf[i]), "%s/%s", dir, file);
     return buf[i];
 }
 
-static int make_ca(const char *name)
-{
-    return sh("cd %s && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 "
-              "-subj /CN=%s -keyout %s.key -out %s.crt 2>/dev/null",
-              dir, name, name, name);
-}
-
-/* name.crt/.key signed by ca, valid for days (-1: expired since yesterday). */
-static int make_cert(const char *name, const char *ca, const char *san, int days)
-{
-    return sh("cd %s && openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=%s "
-              "-keyout %s.key -out %s.csr 2>/dev/null && "
-              "printf 'subjectAltName=%s\\n' > %s.ext && "
-              "openssl x509 -req -in %s.csr -CA %s.crt -CAkey %s.key -CAcreateserial -days %d "
-              "-extfile %s.ext -out %s.crt 2>/dev/null",
-              dir, name, name, name, san, name, name, ca, ca, days, name, name);
-}
-
-/* redis-cli --tls to port (hotproxy's own client certificate, the test CA,
- * no name check: a client of the test, not the thing tested); its output. */
-static const char *rcli(int port, const char *args)
+/* A command straight to a TLS Redis (the harness' TLS client, hotproxy's
+ * certificate), on a connection of its own; the reply's text. */
+static const char *rcmd(int port, const char *fmt, ...)
 {
     static char out[65536];
-    char cmd[2048];
-    snprintf(cmd, sizeof(cmd),
-             "timeout 10 redis-cli --tls --insecure --cacert %s --cert %s --key %s -h 127.0.0.1 -p %d %s 2>&1",
-             f("ca.crt"), f("client.crt"), f("client.key"), port, args);
+    redisContext *c = hx_redis(port);
     out[0] = '\0';
-    FILE *p = popen(cmd, "r");
-    if (!p) return out;
-    size_t n = fread(out, 1, sizeof(out) - 1, p);
-    out[n] = '\0';
-    pclose(p);
+    if (!c) return "(no connection)";
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(c, fmt, ap);
+    va_end(ap);
+    if (!r) snprintf(out, sizeof(out), "(no reply: %s)", c->errstr);
+    else if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS || r->type == REDIS_REPLY_ERROR)
+        snprintf(out, sizeof(out), "%.*s", (int)r->len, r->str);
+    else if (r->type == REDIS_REPLY_INTEGER)
+        snprintf(out, sizeof(out), "%lld", r->integer);
+    else
+        snprintf(out, sizeof(out), "(type %d)", r->type);
+    if (r) freeReplyObject(r);
+    redisFree(c);
     return out;
 }
 
-/* Wait until a TLS PING to p is answered; 0, or -1 and the log as diag. */
-static int tls_ready(hx_proc *p)
-{
-    double deadline = hx_now() + DEADLINE_MS / 1000.0;
-    while (hx_now() < deadline && hx_alive(p)) {
-        if (strstr(rcli(p->port, "PING"), "PONG")) return 0;
-        hx_sleep_ms(50);
-    }
-    diag("TLS %s on %d did not answer PING", p->name, p->port);
-    hx_diag_file(p->outfile, 2048);
-    hx_diag_file(p->logfile, 4096);
-    return -1;
-}
-
-/* A free port whose +10000 (a Cluster node's bus) is a port too. */
-static int node_port(void)
-{
-    for (int i = 0; i < 200; i++) {
-        int pt = hx_free_port();
-        if (pt > 0 && pt < 55000) return pt;
-    }
-    return -1;
-}
-
-/* A TLS-only redis-server with cert.crt/.key; auth: tls-auth-clients;
- * extra: more arguments (NULL-terminated, may be NULL). */
-static int tls_redis_x(hx_proc *p, const char *name, const char *cert, const char *auth, const char *const *extra)
-{
-    int port = node_port();
-    char portstr[16], certf[600], keyf[600], logf[600], nodes[64], c[64], k[64], pname[48];
-    snprintf(portstr, sizeof(portstr), "%d", port);
-    snprintf(c, sizeof(c), "%s.crt", cert);
-    snprintf(k, sizeof(k), "%s.key", cert);
-    snprintf(certf, sizeof(certf), "%s", f(c));
-    snprintf(keyf, sizeof(keyf), "%s", f(k));
-    snprintf(logf, sizeof(logf), "%s/%s-%d.log", dir, name, port);
-    snprintf(nodes, sizeof(nodes), "nodes-%d.conf", port);
-    snprintf(pname, sizeof(pname), "%s-%d", name, port);
-    const char *argv[64] = {"redis-server", "--port", "0", "--tls-port", portstr, "--bind", "127.0.0.1",
-                            "--tls-cert-file", certf, "--tls-key-file", keyf, "--tls-ca-cert-file", f("ca.crt"),
-                            "--tls-auth-clients", auth, "--tls-replication", "yes", "--save", "", "--appendonly",
-                            "no", "--dir", dir, "--logfile", logf, "--cluster-config-file", nodes};
-    int n = 0;
-    while (argv[n]) n++;
-    for (int i = 0; extra && extra[i] && n < 63; i++) argv[n++] = extra[i];
-    argv[n] = NULL;
-    if (hx_spawn(p, pname, argv) != 0) return -1;
-    p->port = port;
-    snprintf(p->logfile, sizeof(p->logfile), "%.500s", logf);
-    return tls_ready(p);
-}
-
+/* A TLS-only redis-server with the certificate cert (NULL: server);
+ * auth: tls-auth-clients. */
 static int tls_redis(hx_proc *p, const char *name, const char *cert, const char *auth)
 {
-    return tls_redis_x(p, name, cert, auth, NULL);
-}
-
-/* A TLS-only redis-sentinel monitoring mymaster at master_port. */
-static int tls_sentinel(hx_proc *p, int master_port)
-{
-    int port = node_port();
-    char name[48], conf[600];
-    snprintf(name, sizeof(name), "sentinel-%d", port);
-    snprintf(conf, sizeof(conf), "%s/%s.conf", dir, name);
-    FILE *fp = fopen(conf, "w");
-    if (!fp) return -1;
-    fprintf(fp, "port 0\ntls-port %d\nbind 127.0.0.1\ndaemonize no\ndir %s\nlogfile %s/%s.log\n", port, dir, dir,
-            name);
-    fprintf(fp, "tls-cert-file %s\ntls-key-file %s\ntls-ca-cert-file %s\ntls-replication yes\n", f("server.crt"),
-            f("server.key"), f("ca.crt"));
-    fprintf(fp, "sentinel monitor mymaster 127.0.0.1 %d 2\n", master_port);
-    fprintf(fp, "sentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 10000\n");
-    fclose(fp);
-    const char *argv[] = {"redis-sentinel", conf, NULL};
-    if (hx_spawn(p, name, argv) != 0) return -1;
-    p->port = port;
-    snprintf(p->logfile, sizeof(p->logfile), "%s/%s.log", dir, name);
-    return tls_ready(p);
+    hx_redis_opts o = {.name = name, .tls_dir = dir, .tls_auth_clients = auth, .tls_cert = cert};
+    return hx_redis_start_opts(p, &o);
 }
 
 /* hotproxy with upstream-tls yes and the test CA, then extra. */
@@ -282,7 +199,7 @@ static void basics(int up)
     redisBufferWrite(b, &(int){0});
     double deadline = hx_now() + DEADLINE_MS / 1000.0;
     /* the push must come after BLPOP blocked: wait for Redis to say a client is blocked */
-    while (hx_now() < deadline && !strstr(rcli(up, "INFO clients"), "blocked_clients:1")) hx_sleep_ms(20);
+    while (hx_now() < deadline && !strstr(rcmd(up, "INFO clients"), "blocked_clients:1")) hx_sleep_ms(20);
     is_str(hx_cmd(c, "RPUSH tlslist item"), "1", "RPUSH");
     ok(redisGetReply(b, &br) == REDIS_OK && br && ((redisReply *)br)->type == REDIS_REPLY_ARRAY &&
            !strcmp(((redisReply *)br)->element[1]->str, "item"),
@@ -295,7 +212,7 @@ static void basics(int up)
        "INFO: hotproxy_l1_tracking:up (the invalidation link is TLS too)");
     char portarg[32];
     snprintf(portarg, sizeof(portarg), "laddr=127.0.0.1:%d", up);
-    const char *list = rcli(up, "CLIENT LIST");
+    const char *list = rcmd(up, "CLIENT LIST");
     int tracked = 0, linked = 0, nconns = 0;
     for (const char *l = list; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
         const char *e = strchr(l, '\n');
@@ -315,7 +232,7 @@ static void basics(int up)
     is_str(hx_cmd(c, "SET hot v1"), "OK", "SET hot v1");
     ok(hx_l1_hit(c, "hot", 20), "GET hot is answered from the L1");
     long long inv = hx_info_num(c, "hotproxy_cache", "hotproxy_l1_invalidations_tracking");
-    ok(strstr(rcli(up, "SET hot v2"), "OK") != NULL, "SET hot v2 straight to Redis (redis-cli --tls)");
+    is_str(rcmd(up, "SET hot v2"), "OK", "SET hot v2 straight to Redis (over TLS, not through hotproxy)");
     ok(wait_get(c, "hot", "v2"), "the write through the other path invalidated the L1: GET reads v2");
     ok(hx_info_num(c, "hotproxy_cache", "hotproxy_l1_invalidations_tracking") > inv,
        "by an invalidation from Redis (hotproxy_l1_invalidations_tracking grows)");
@@ -392,8 +309,8 @@ static void not_tls(void)
  * connections come back, made with the context in use now. */
 static void kill_upstream_conns(int up)
 {
-    rcli(up, "CLIENT KILL TYPE normal SKIPME yes");
-    rcli(up, "CLIENT KILL TYPE pubsub SKIPME yes");
+    rcmd(up, "CLIENT KILL TYPE normal SKIPME yes");
+    rcmd(up, "CLIENT KILL TYPE pubsub SKIPME yes");
 }
 
 /*
@@ -421,7 +338,7 @@ static void reload(int up)
     kill_upstream_conns(up);
     ok(wait_get(c, "nokey", "(nil)"), "reload: new connections still use the running context");
     long long before = tls_failures(c);
-    sh("cp %s %s", f("ca2.crt"), f("live-ca.crt"));
+    sh("cp %s %s", f("other-ca.crt"), f("live-ca.crt"));
     is_str(hx_cmd(c, "HOTPROXY CONFIG RELOAD"), "OK", "reload: another CA's file loads");
     is_str(hx_cmd(c, "GET k1"), "v1", "reload: the connection open before is not dropped");
     kill_upstream_conns(up);
@@ -456,18 +373,6 @@ static void bad_file(int up)
        "bad file: the error names the directive and the file");
 }
 
-/* Poll rcli(port, args) until its output holds want. */
-static int wait_rcli(int port, const char *args, const char *want)
-{
-    double deadline = hx_now() + 30.0;
-    while (hx_now() < deadline) {
-        if (strstr(rcli(port, args), want)) return 1;
-        hx_sleep_ms(100);
-    }
-    diag("redis-cli -p %d %s: no '%s' in: %.500s", port, args, want, rcli(port, args));
-    return 0;
-}
-
 static int wait_info(redisContext *c, const char *field, const char *want)
 {
     int rc = hx_info_wait(c, "hotproxy_upstream", field, want, 30000);
@@ -475,99 +380,82 @@ static int wait_info(redisContext *c, const char *field, const char *want)
     return rc == 0;
 }
 
+/* Poll GET key straight to a TLS Redis until it reads want. */
+static int wait_direct_get(int port, const char *key, const char *want)
+{
+    double deadline = hx_now() + 30.0;
+    while (hx_now() < deadline) {
+        if (!strcmp(rcmd(port, "GET %s", key), want)) return 1;
+        hx_sleep_ms(50);
+    }
+    diag("GET %s on %d: %s, not %s", key, port, rcmd(port, "GET %s", key), want);
+    return 0;
+}
+
 /*
  * A master, its replica and three Sentinels, all TLS-only and asking
- * clients for a certificate: topology auto finds the Sentinels (its INFO
- * probe over TLS), discovery's blocking checks and the control links are
- * TLS, and a planned failover is followed.
+ * clients for a certificate (Redis' default): topology auto finds the
+ * Sentinels (its INFO probe over TLS), discovery's blocking checks and the
+ * control links are TLS, and a planned failover is followed.
  */
 static void sentinel_part(void)
 {
-    hx_proc m, r, s[3], p;
-    char mport[16], rport[16], others[64], want[64];
-    memset(s, 0, sizeof(s));
-    if (tls_redis(&m, "smaster", "server", "yes") != 0) {
-        ok(0, "sentinel: a TLS master starts");
+    hx_topo t;
+    hx_proc p;
+    char others[64], want[64];
+    hx_sentinel_opts o = {.replicas = 1, .sentinels = 3, .tls_dir = dir};
+    if (hx_sentinel_start(&t, &o) != 0) {
+        ok(0, "sentinel: the TLS Sentinel set-up starts");
         return;
     }
-    snprintf(mport, sizeof(mport), "%d", m.port);
-    const char *rep[] = {"--replicaof", "127.0.0.1", mport, NULL};
-    if (tls_redis_x(&r, "sreplica", "server", "yes", rep) != 0) {
-        ok(0, "sentinel: a TLS replica starts");
-        return;
-    }
-    snprintf(rport, sizeof(rport), "%d", r.port);
-    ok(wait_rcli(r.port, "INFO replication", "master_link_status:up"), "sentinel: the replica's TLS link is up");
-    for (int i = 0; i < 3; i++)
-        if (tls_sentinel(&s[i], m.port) != 0) {
-            ok(0, "sentinel: TLS Sentinel %d starts", i);
-            return;
-        }
-    int ready = 1;
-    for (int i = 0; i < 3; i++)
-        ready &= wait_rcli(s[i].port, "SENTINEL MASTER mymaster", "num-other-sentinels\n2\n") &&
-                 wait_rcli(s[i].port, "SENTINEL MASTER mymaster", "num-slaves\n1\n");
-    ok(ready, "sentinel: the Sentinels know each other and the replica");
-    snprintf(others, sizeof(others), "127.0.0.1:%d,127.0.0.1:%d", s[1].port, s[2].port);
+    int m = t.masters[0].port, r = t.replicas[0].port;
+    snprintf(others, sizeof(others), "127.0.0.1:%d,127.0.0.1:%d", t.sentinels[1].port, t.sentinels[2].port);
     const char *extra[] = {"--upstream", others, "--upstream-tls-cert-file", f("client.crt"), "--upstream-tls-key-file",
                            f("client.key"), NULL};
-    if (tls_proxy(&p, s[0].port, extra) != 0) {
+    if (tls_proxy(&p, t.sentinels[0].port, extra) != 0) {
         ok(0, "sentinel: hotproxy starts");
-        goto out;
+        hx_topo_stop(&t, 10000);
+        return;
     }
     redisContext *c = hx_redis(p.port);
     is_str(hx_info_get(c, "hotproxy_upstream", "hotproxy_topology"), "sentinel",
            "sentinel: topology auto asked over TLS and found Sentinels");
-    snprintf(want, sizeof(want), "127.0.0.1:%d", m.port);
+    snprintf(want, sizeof(want), "127.0.0.1:%d", m);
     ok(wait_info(c, "hotproxy_sentinel_master", want), "sentinel: discovery over TLS names the master");
     ok(wait_info(c, "hotproxy_sentinels_reachable", "3"), "sentinel: the control links to the 3 Sentinels are up");
     is_str(hx_cmd(c, "SET sk before"), "OK", "sentinel: SET on the master");
     is_str(hx_cmd(c, "GET sk"), "before", "sentinel: GET");
-    ok(wait_rcli(r.port, "GET sk", "before"), "sentinel: the write reached the replica");
-    ok(strstr(rcli(s[0].port, "SENTINEL FAILOVER mymaster"), "OK") != NULL, "sentinel: SENTINEL FAILOVER accepted");
-    snprintf(want, sizeof(want), "127.0.0.1:%d", r.port);
+    ok(wait_direct_get(r, "sk", "before"), "sentinel: the write reached the replica");
+    is_int(hx_sentinel_failover(&t), 0, "sentinel: SENTINEL FAILOVER accepted");
+    snprintf(want, sizeof(want), "127.0.0.1:%d", r);
     ok(wait_info(c, "hotproxy_sentinel_master", want), "sentinel: hotproxy follows the failover to the replica");
     double deadline = hx_now() + 30.0;
     const char *w = "";
     while (hx_now() < deadline && strcmp(w = hx_cmd(c, "SET sk after"), "OK")) hx_sleep_ms(50);
     is_str(w, "OK", "sentinel: writes succeed on the new master");
-    ok(wait_rcli(r.port, "GET sk", "after"), "sentinel: and reach it");
+    ok(wait_direct_get(r, "sk", "after"), "sentinel: and reach it");
     is_int(tls_failures(c), 0, "sentinel: no TLS failure counted");
     redisFree(c);
     is_int(hx_stop(&p, 15000), 0, "sentinel: hotproxy exits 0");
-out:
-    for (int i = 0; i < 3; i++)
-        if (s[i].pid) hx_stop(&s[i], 10000);
-    hx_stop(&r, 10000);
-    hx_stop(&m, 10000);
+    hx_topo_stop(&t, 10000);
 }
 
 /* Three TLS-only masters in a Cluster (tls-cluster yes): seeds, slot map
  * and every node's pool over TLS; a MGET split across the nodes. */
 static void cluster_part(void)
 {
-    hx_proc n[3], p;
-    memset(n, 0, sizeof(n));
-    const char *ce[] = {"--cluster-enabled", "yes", "--tls-cluster", "yes", "--cluster-node-timeout", "5000", NULL};
-    for (int i = 0; i < 3; i++)
-        if (tls_redis_x(&n[i], "node", "server", "yes", ce) != 0) {
-            ok(0, "cluster: TLS node %d starts", i);
-            goto out;
-        }
-    int st = sh("timeout 60 redis-cli --tls --cacert %s --cert %s --key %s --cluster create 127.0.0.1:%d 127.0.0.1:%d "
-                "127.0.0.1:%d --cluster-replicas 0 --cluster-yes > %s 2>&1",
-                f("ca.crt"), f("client.crt"), f("client.key"), n[0].port, n[1].port, n[2].port, f("cluster-create.out"));
-    ok(st == 0, "cluster: redis-cli --tls --cluster create");
-    if (st) hx_diag_file(f("cluster-create.out"), 4096);
-    int whole = 1;
-    for (int i = 0; i < 3; i++)
-        whole &= wait_rcli(n[i].port, "CLUSTER INFO", "cluster_state:ok") &&
-                 wait_rcli(n[i].port, "CLUSTER INFO", "cluster_known_nodes:3");
-    ok(whole, "cluster: every node says cluster_state:ok and knows 3 nodes");
+    hx_topo t;
+    hx_proc p;
+    hx_cluster_opts o = {.masters = 3, .tls_dir = dir};
+    if (hx_cluster_start(&t, &o) != 0) {
+        ok(0, "cluster: the TLS Cluster starts");
+        return;
+    }
     const char *extra[] = {"--upstream-tls-cert-file", f("client.crt"), "--upstream-tls-key-file", f("client.key"), NULL};
-    if (tls_proxy(&p, n[0].port, extra) != 0) {
+    if (tls_proxy(&p, t.masters[0].port, extra) != 0) {
         ok(0, "cluster: hotproxy starts");
-        goto out;
+        hx_topo_stop(&t, 10000);
+        return;
     }
     redisContext *c = hx_redis(p.port);
     is_str(hx_info_get(c, "hotproxy_upstream", "hotproxy_topology"), "cluster",
@@ -585,7 +473,7 @@ static void cluster_part(void)
     }
     ok(set, "cluster: 30 keys SET through hotproxy");
     int spread = 1;
-    for (int i = 0; i < 3; i++) spread &= atoi(rcli(n[i].port, "DBSIZE")) > 0;
+    for (int i = 0; i < 3; i++) spread &= atoi(rcmd(t.masters[i].port, "DBSIZE")) > 0;
     ok(spread, "cluster: the keys went to all 3 nodes");
     long long split = hx_info_num(c, "hotproxy_upstream", "hotproxy_cluster_split");
     redisReply *r = redisCommand(c, cmd);
@@ -601,27 +489,21 @@ static void cluster_part(void)
     is_int(tls_failures(c), 0, "cluster: no TLS failure counted");
     redisFree(c);
     is_int(hx_stop(&p, 15000), 0, "cluster: hotproxy exits 0");
-out:
-    for (int i = 0; i < 3; i++)
-        if (n[i].pid) hx_stop(&n[i], 10000);
+    hx_topo_stop(&t, 10000);
 }
 
 int main(void)
 {
     hx_init(600);
-    dir = hx_tmpdir();
-    if (sh("openssl version >/dev/null 2>&1") != 0) skip_all("no openssl command");
-    if (make_ca("ca") || make_ca("ca2") || make_cert("server", "ca", "DNS:localhost,IP:127.0.0.1", 30) ||
-        make_cert("client", "ca", "DNS:client", 30) || make_cert("expired", "ca", "DNS:localhost,IP:127.0.0.1", -1) ||
-        make_cert("otherca", "ca2", "DNS:localhost,IP:127.0.0.1", 30) ||
-        make_cert("othername", "ca", "DNS:other.example", 30)) {
-        ok(0, "the openssl command made the certificates");
+    snprintf(dir, sizeof(dir), "%s/tls", hx_tmpdir());
+    if (hx_tls_certs(dir) != 0) {
+        ok(0, "the harness made the certificates");
         done_testing();
         return exit_status();
     }
     no_plan();
     hx_proc r1, r2, rexp, rca, rname;
-    if (tls_redis(&r1, "redis-tls", "server", "no") != 0) {
+    if (tls_redis(&r1, "redis-tls", NULL, "no") != 0) {
         ok(0, "a TLS-only redis-server starts");
         done_testing();
         return exit_status();
@@ -629,7 +511,7 @@ int main(void)
     basics(r1.port);
 
     /* mutual TLS */
-    if (tls_redis(&r2, "redis-mtls", "server", "yes") == 0) {
+    if (tls_redis(&r2, "redis-mtls", NULL, "yes") == 0) {
         const char *none[] = {NULL};
         refused(r2.port, "mutual TLS without upstream-tls-cert-file", "certificate required", none);
         const char *mine[] = {"--upstream-tls-cert-file", f("client.crt"), "--upstream-tls-key-file", f("client.key"),
@@ -650,7 +532,7 @@ int main(void)
     } else {
         ok(0, "a redis-server with an expired certificate starts");
     }
-    if (tls_redis(&rca, "redis-otherca", "otherca", "no") == 0) {
+    if (tls_redis(&rca, "redis-otherca", "wrong", "no") == 0) {
         refused(rca.port, "a certificate of another CA", "certificate refused: unable to get local issuer certificate",
                 none);
         accepted(rca.port, "a certificate of another CA, upstream-tls-verify no", noverify);
@@ -658,25 +540,28 @@ int main(void)
     } else {
         ok(0, "a redis-server with a certificate of another CA starts");
     }
-    if (tls_redis(&rname, "redis-othername", "othername", "no") == 0) {
+    if (tls_redis(&rname, "redis-othername", "wrongname", "no") == 0) {
         refused(rname.port, "a certificate for another name", "certificate refused: IP address mismatch", none);
         accepted(rname.port, "a certificate for another name, upstream-tls-verify no", noverify);
-        const char *sni[] = {"--upstream-tls-sni", "other.example", NULL};
-        accepted(rname.port, "upstream-tls-sni other.example, the certificate's name", sni);
+        const char *sni[] = {"--upstream-tls-sni", "not-this-host", NULL};
+        accepted(rname.port, "upstream-tls-sni not-this-host, the certificate's name", sni);
         hx_stop(&rname, 10000);
     } else {
         ok(0, "a redis-server with a certificate for another name starts");
     }
-    const char *wrongsni[] = {"--upstream-tls-sni", "other.example", NULL};
-    refused(r1.port, "upstream-tls-sni other.example, not the certificate's name", "certificate refused: hostname mismatch",
+    const char *wrongsni[] = {"--upstream-tls-sni", "not-this-host", NULL};
+    refused(r1.port, "upstream-tls-sni not-this-host, not the certificate's name", "certificate refused: hostname mismatch",
             wrongsni);
 
     not_tls();
     reload(r1.port);
     bad_file(r1.port);
     hx_stop(&r1, 10000);
-    sentinel_part();
+    /* the Cluster first: a replica writes the RDB it syncs from its master
+     * as dump.rdb in the temp dir every server shares, which a Cluster
+     * node started later would load (and refuse to join, "not empty") */
     cluster_part();
+    sentinel_part();
     done_testing();
     return exit_status();
 }
