@@ -802,7 +802,12 @@ static int probe_kind(px_core *core, char *err, size_t errlen)
             used += (size_t)snprintf(reasons + used, sizeof(reasons) - used, "%s%s:%d: %s", used ? "; " : "",
                                      a->host, a->port, why);
     }
-    if (c->nupstreams == 1) return PX_TOPO_SINGLE; /* not up yet: a plain Redis, reconnected to as usual */
+    if (c->nupstreams == 1) {
+        /* not up yet: a plain Redis, reconnected to as usual; said, for the
+         * reason may be the operator's (a TLS certificate refused) */
+        px_log_warning(&core->log, "Upstream: topology auto: no answer from %s: taken for a plain Redis", reasons);
+        return PX_TOPO_SINGLE;
+    }
     snprintf(err, errlen, "topology auto: none of the upstreams answered, so what they are is unknown: %s", reasons);
     return -1;
 }
