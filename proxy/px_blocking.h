@@ -7,8 +7,9 @@
  * reaches exactly what the pools will; hiredis' blocking client (0.14 from
  * Debian) cannot, having no TLS.
  *
- * Every step (connect, TLS handshake, a command and its reply) is bounded
- * by the timeout given at connect.  Replies are hiredis' redisReply, decoded
+ * Connecting (with TLS' handshake) and each command with its reply are
+ * each bounded by the timeout given at connect; a TLS handshake that fails
+ * or times out counts in the core's upstream_tls_failures, as on the loop.  Replies are hiredis' redisReply, decoded
  * by px_resp (the module that reads RESP).
  */
 #ifndef PX_BLOCKING_H
