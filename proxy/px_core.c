@@ -10,6 +10,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "proxy/px_tls.h"
+
 double px_now_fresh(px_core *k)
 {
     ev_now_update(k->loop);
@@ -33,6 +35,16 @@ void px_lat_flush(px_core *k)
         k->lat_n = 0;
     }
     k->lat_t0 = 0; /* the next command reads the clock again */
+}
+
+int px_core_upstream_tls(px_core *k, const px_config *c, char *err, size_t errlen)
+{
+    if (!k->cfg->upstream_tls) return 0;
+    px_tls_ctx *x = px_tls_client_ctx(c, err, errlen);
+    if (!x) return -1;
+    px_tls_ctx_free(k->upstream_tls);
+    k->upstream_tls = x;
+    return 0;
 }
 
 int px_listen_tcp(const char *addr, long long port, int backlog, const char *directive, const char *what, char *err,

@@ -16,6 +16,8 @@
 #include "proxy/px_log.h"
 #include "proxy/px_stats.h"
 
+struct px_tls_ctx;
+
 /* Completions waiting for px_lat_flush to read the clock (see px_lat_done). */
 #define PX_LAT_PENDING 1024
 
@@ -27,6 +29,11 @@ typedef struct px_core {
     uint64_t rng;            /* xorshift state for jitter */
     double start_time;
     int shutting_down;       /* a graceful stop has begun: start nothing new */
+    /* upstream-tls: the context every connection to a Redis or a Sentinel
+     * is made with (NULL: plain TCP).  A reload replaces it; connections
+     * made with the old one keep it until they close (px_core_upstream_tls). */
+    struct px_tls_ctx *upstream_tls;
+    uint64_t upstream_tls_failures; /* TLS handshakes with an upstream that failed (INFO's upstream group) */
     /* the latency histograms' clock, read once per batch (px_lat_start) */
     uint64_t lat_t0;         /* ns; 0: read it at the next command */
     int lat_n;
@@ -79,6 +86,14 @@ static inline void px_lat_done(px_core *k, int cmd, int path, uint64_t t0)
     k->lat_pend[k->lat_n].t0 = t0;
     k->lat_n++;
 }
+
+/*
+ * (Re)make the upstream-tls context from c (the running config at startup,
+ * the one being loaded on reload); nothing to do when the running config
+ * says upstream-tls no (it is restart-only).  On failure the context in use
+ * stays and err says why (the directive, the file, OpenSSL's reason).
+ */
+int px_core_upstream_tls(px_core *k, const px_config *c, char *err, size_t errlen);
 
 /*
  * A non-blocking listening TCP socket on addr:port (the first address that

@@ -992,8 +992,10 @@ static int admin_config(LOCAL_ARGS)
         } else if (px_config_restart_only(name)) {
             px_client_reply_error(r, "ERR hotproxy: '%s' only changes with a restart", name);
         } else if (!strcasecmp(name, "cache-rule") || !strcasecmp(name, "user") || !strcasecmp(name, "refuse-command") ||
-                   !strncasecmp(name, "tls-", 4)) {
-            /* tls-*: the TLS context is made from the files at reload, all of them together */
+                   !strncasecmp(name, "tls-", 4) || !strncasecmp(name, "upstream-tls-", 13)) {
+            /* tls-*, upstream-tls-*: a TLS context is made from the files at
+             * reload, all of them together, and a reload keeps the running
+             * one when the new one fails */
             px_client_reply_error(r, "ERR hotproxy: change '%s' in the config file, then HOTPROXY CONFIG RELOAD", name);
         } else if (px_config_set(cfg, name, 1, &value, err, sizeof(err)) != 0) {
             px_client_reply_error(r, "ERR %s", err);

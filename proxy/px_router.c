@@ -100,9 +100,18 @@ void px_router_cron(px_router *r, double now)
     if (r->topo->cron) r->topo->cron(r, now);
 }
 
+void px_router_stats(px_router *r, px_stats_router *v)
+{
+    memset(v, 0, sizeof(*v));
+    v->topology = r->topo->name;
+    v->upstream_tls = r->core->cfg->upstream_tls ? "yes" : "no";
+    v->upstream_tls_failures = r->core->upstream_tls_failures;
+}
+
 void px_router_info(px_router *r, px_buf *out)
 {
-    px_stats_router v = {.topology = r->topo->name};
+    px_stats_router v;
+    px_router_stats(r, &v);
     px_stats_render_group(PX_STATS_G_ROUTER, &v, out);
     if (r->topo->info) r->topo->info(r, out);
     for (int i = 0; i < r->npools; i++) px_pool_info(r->pools[i], out);

@@ -191,6 +191,9 @@ void px_router_on_keys_moved(px_router *r, void (*fn)(px_router *r, px_pool *p, 
 void px_router_flush(px_router *r);
 void px_router_reap(px_router *r);
 void px_router_cron(px_router *r, double now);
+/* The router's values now (the registry's ROUTER group); px_router_info
+ * writes them, the topology's and every pool's as INFO lines. */
+void px_router_stats(px_router *r, px_stats_router *v);
 void px_router_info(px_router *r, px_buf *out);
 
 #endif

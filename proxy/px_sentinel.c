@@ -5,7 +5,8 @@
  * answered first), the data pool (the master's), and at most one address
  * being checked with ROLE before the data pool moves to it.  Everything
  * runs on the loop through control pools' links; only startup (before the
- * loop) asks with hiredis' blocking calls, bounded by connect-timeout.
+ * loop) asks with blocking calls (px_blocking: TLS too with upstream-tls),
+ * bounded by connect-timeout.
  */
 #include "proxy/px_sentinel.h"
 
@@ -15,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "proxy/px_blocking.h"
 #include "proxy/px_cluster.h"
 #include "proxy/px_resp.h"
 
@@ -595,31 +597,20 @@ const px_topology px_sentinel_topology = {
 
 /* --- startup: blocking, before the loop -------------------------------------- */
 
-static struct timeval ms_tv(long long ms)
-{
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
-    return tv;
-}
-
 /* A connection, logged in with user/password when password is set; NULL
  * with why set. */
-static redisContext *blocking_connect(const char *host, int port, long long timeout_ms, const char *user,
-                                      const char *password, char *why, size_t whylen)
+static px_blocking *blocking_connect(px_core *k, const char *host, int port, long long timeout_ms, const char *user,
+                                     const char *password, char *why, size_t whylen)
 {
-    redisContext *c = redisConnectWithTimeout(host, port, ms_tv(timeout_ms));
-    if (!c || c->err) {
-        snprintf(why, whylen, "%s", c ? c->errstr : "out of memory");
-        if (c) redisFree(c);
-        return NULL;
-    }
-    redisSetTimeout(c, ms_tv(timeout_ms));
+    px_blocking *c = px_blocking_connect(k, host, port, timeout_ms, why, whylen);
+    if (!c) return NULL;
     if (password && *password) {
-        redisReply *rep = user && *user ? redisCommand(c, "AUTH %s %s", user, password)
-                                        : redisCommand(c, "AUTH %s", password);
+        const char *argv[] = {"AUTH", user && *user ? user : password, password};
+        redisReply *rep = px_blocking_command(c, user && *user ? 3 : 2, argv);
         if (!rep || rep->type == REDIS_REPLY_ERROR) {
-            snprintf(why, whylen, "AUTH: %s", rep ? rep->str : c->errstr);
+            snprintf(why, whylen, "AUTH: %s", rep ? rep->str : px_blocking_error(c));
             if (rep) freeReplyObject(rep);
-            redisFree(c);
+            px_blocking_close(c);
             return NULL;
         }
         freeReplyObject(rep);
@@ -627,12 +618,20 @@ static redisContext *blocking_connect(const char *host, int port, long long time
     return c;
 }
 
-/* The one master this Sentinel watches, when sentinel-master is empty. */
-static int only_master(redisContext *c, char **name, char *why, size_t whylen)
+/* One command of a few fixed words. */
+static redisReply *blocking_command(px_blocking *c, const char *a0, const char *a1, const char *a2)
 {
-    redisReply *rep = redisCommand(c, "SENTINEL MASTERS");
+    const char *argv[] = {a0, a1, a2};
+    return px_blocking_command(c, a2 ? 3 : a1 ? 2 : 1, argv);
+}
+
+/* The one master this Sentinel watches, when sentinel-master is empty. */
+static int only_master(px_blocking *c, char **name, char *why, size_t whylen)
+{
+    redisReply *rep = blocking_command(c, "SENTINEL", "MASTERS", NULL);
     if (!rep || rep->type != REDIS_REPLY_ARRAY) {
-        snprintf(why, whylen, "SENTINEL MASTERS: %s", rep && rep->type == REDIS_REPLY_ERROR ? rep->str : c->errstr);
+        snprintf(why, whylen, "SENTINEL MASTERS: %s",
+                 rep && rep->type == REDIS_REPLY_ERROR ? rep->str : rep ? "not an array" : px_blocking_error(c));
         if (rep) freeReplyObject(rep);
         return -1;
     }
@@ -668,45 +667,46 @@ static int only_master(redisContext *c, char **name, char *why, size_t whylen)
 static int discover_one(sstate *st, sentinel *s, char *why, size_t whylen)
 {
     const px_config *cfg = st->core->cfg;
-    redisContext *c = blocking_connect(s->pool->host, s->pool->port, cfg->connect_timeout, cfg->sentinel_user,
-                                       cfg->sentinel_password, why, whylen);
+    px_blocking *c = blocking_connect(st->core, s->pool->host, s->pool->port, cfg->connect_timeout, cfg->sentinel_user,
+                                      cfg->sentinel_password, why, whylen);
     if (!c) return -1;
     if (!st->name && only_master(c, &st->name, why, whylen) != 0) {
-        redisFree(c);
+        px_blocking_close(c);
         return -2; /* the same from every Sentinel: stop */
     }
-    redisReply *rep = redisCommand(c, "SENTINEL get-master-addr-by-name %s", st->name);
+    redisReply *rep = blocking_command(c, "SENTINEL", "get-master-addr-by-name", st->name);
     long long port = 0;
     if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
         rep->element[0]->type != REDIS_REPLY_STRING || rep->element[1]->type != REDIS_REPLY_STRING ||
         !px_string2ll(rep->element[1]->str, rep->element[1]->len, &port) || port < 1 || port > 65535) {
         snprintf(why, whylen, "no address for master '%s' (%s)", st->name,
-                 !rep ? c->errstr : rep->type == REDIS_REPLY_ERROR ? rep->str : "it does not know it");
+                 !rep ? px_blocking_error(c) : rep->type == REDIS_REPLY_ERROR ? rep->str : "it does not know it");
         if (rep) freeReplyObject(rep);
-        redisFree(c);
+        px_blocking_close(c);
         return -1;
     }
     char host[256];
     snprintf(host, sizeof(host), "%s", rep->element[0]->str);
     freeReplyObject(rep);
-    redisFree(c);
+    px_blocking_close(c);
 
     char nwhy[200];
-    redisContext *m = blocking_connect(host, (int)port, cfg->connect_timeout, cfg->upstream_user,
-                                       cfg->upstream_password, nwhy, sizeof(nwhy));
+    px_blocking *m = blocking_connect(st->core, host, (int)port, cfg->connect_timeout, cfg->upstream_user,
+                                      cfg->upstream_password, nwhy, sizeof(nwhy));
     if (!m) {
         snprintf(why, whylen, "names %.100s:%lld, which cannot be reached: %.150s", host, port, nwhy);
         return -1;
     }
-    rep = redisCommand(m, "ROLE");
+    rep = blocking_command(m, "ROLE", NULL, NULL);
     int master = rep && rep->type == REDIS_REPLY_ARRAY && rep->elements >= 1 &&
                  rep->element[0]->type == REDIS_REPLY_STRING && !strcmp(rep->element[0]->str, "master");
     if (!master)
         snprintf(why, whylen, "names %.100s:%lld, whose ROLE is not master (%.60s)", host, port,
-                 !rep ? m->errstr : rep->type == REDIS_REPLY_ARRAY && rep->elements && rep->element[0]->str ? rep->element[0]->str
+                 !rep ? px_blocking_error(m)
+                 : rep->type == REDIS_REPLY_ARRAY && rep->elements && rep->element[0]->str ? rep->element[0]->str
                  : rep->type == REDIS_REPLY_ERROR ? rep->str : "?");
     if (rep) freeReplyObject(rep);
-    redisFree(m);
+    px_blocking_close(m);
     if (!master) return -1;
     snprintf(st->master_host, sizeof(st->master_host), "%s", host);
     st->master_port = (int)port;
@@ -752,8 +752,9 @@ static int sentinel_setup(px_router *r, char *err, size_t errlen)
 }
 
 /* What the first upstream that answers is: PX_TOPO_*, or -1 with err set. */
-static int probe_kind(const px_config *c, char *err, size_t errlen)
+static int probe_kind(px_core *core, char *err, size_t errlen)
 {
+    const px_config *c = core->cfg;
     /* a Sentinel or a Redis may want a password: try none, then each set */
     const char *users[] = {NULL, c->sentinel_user, c->upstream_user};
     const char *passwords[] = {NULL, c->sentinel_password, c->upstream_password};
@@ -765,12 +766,13 @@ static int probe_kind(const px_config *c, char *err, size_t errlen)
         char why[256] = "";
         for (int k = 0; k < 3; k++) {
             if (k > 0 && !(passwords[k] && *passwords[k])) continue;
-            redisContext *rc = blocking_connect(a->host, a->port, timeout, users[k], passwords[k], why, sizeof(why));
+            px_blocking *rc =
+                blocking_connect(core, a->host, a->port, timeout, users[k], passwords[k], why, sizeof(why));
             if (!rc) {
                 if (k == 0) break; /* cannot connect: the next address */
                 continue;
             }
-            redisReply *rep = redisCommand(rc, "INFO server");
+            redisReply *rep = blocking_command(rc, "INFO", "server", NULL);
             int kind = -1;
             if (rep && (rep->type == REDIS_REPLY_STRING || rep->type == REDIS_REPLY_STATUS)) {
                 const char *m = strstr(rep->str, "redis_mode:");
@@ -778,13 +780,13 @@ static int probe_kind(const px_config *c, char *err, size_t errlen)
                        : m && !strncmp(m + 11, "cluster", 7) ? PX_TOPO_CLUSTER
                                                              : PX_TOPO_SINGLE;
             } else {
-                snprintf(why, sizeof(why), "INFO server: %s", rep && rep->str ? rep->str : rc->errstr);
+                snprintf(why, sizeof(why), "INFO server: %s", rep && rep->str ? rep->str : px_blocking_error(rc));
                 /* a server that answers INFO with anything but an error is no Redis we know: single */
                 if (rep && rep->type != REDIS_REPLY_ERROR) kind = PX_TOPO_SINGLE;
                 if (!rep && c->nupstreams == 1) kind = PX_TOPO_SINGLE;
             }
             if (rep) freeReplyObject(rep);
-            redisFree(rc);
+            px_blocking_close(rc);
             if (kind >= 0) {
                 if (kind == PX_TOPO_SINGLE && c->nupstreams > 1) {
                     snprintf(err, errlen,
@@ -800,7 +802,12 @@ static int probe_kind(const px_config *c, char *err, size_t errlen)
             used += (size_t)snprintf(reasons + used, sizeof(reasons) - used, "%s%s:%d: %s", used ? "; " : "",
                                      a->host, a->port, why);
     }
-    if (c->nupstreams == 1) return PX_TOPO_SINGLE; /* not up yet: a plain Redis, reconnected to as usual */
+    if (c->nupstreams == 1) {
+        /* not up yet: a plain Redis, reconnected to as usual; said, for the
+         * reason may be the operator's (a TLS certificate refused) */
+        px_log_warning(&core->log, "Upstream: topology auto: no answer from %s: taken for a plain Redis", reasons);
+        return PX_TOPO_SINGLE;
+    }
     snprintf(err, errlen, "topology auto: none of the upstreams answered, so what they are is unknown: %s", reasons);
     return -1;
 }
@@ -811,7 +818,7 @@ const px_topology *px_sentinel_pick(px_core *k, char *err, size_t errlen)
     if (px_config_check_topology(cfg, err, errlen) != 0) return NULL;
     int kind = (int)cfg->topology;
     if (kind == PX_TOPO_AUTO) {
-        kind = probe_kind(cfg, err, errlen);
+        kind = probe_kind(k, err, errlen);
         if (kind < 0) return NULL;
         if (kind != PX_TOPO_SENTINEL && (*cfg->sentinel_master || *cfg->sentinel_password)) {
             snprintf(err, errlen, "topology auto: sentinel-master or sentinel-password is set, but %s is not a Sentinel",

@@ -65,7 +65,8 @@ static void metrics_page(void *arg, px_buf *out)
     px_stats_prom_group(PX_STATS_G_SERVER, &view, &none, 1, out);
     view = &s->core.stats;
     px_stats_prom_group(PX_STATS_G_STATS, &view, &none, 1, out);
-    px_stats_router rv = {.topology = s->router->topo->name};
+    px_stats_router rv;
+    px_router_stats(s->router, &rv);
     view = &rv;
     px_stats_prom_group(PX_STATS_G_ROUTER, &view, &none, 1, out);
 
@@ -382,9 +383,16 @@ int px_server_reload(px_server *s, char *err, size_t errlen)
         px_config_free(&fresh);
         return -1;
     }
-    /* The new TLS context before anything changes: files that do not load
-     * leave the running one, and the rest of the config, as they were. */
+    /* The new TLS contexts before anything changes: files that do not load
+     * leave the running ones, and the rest of the config, as they were.
+     * Certificates are read again even when their paths did not change (a
+     * renewal rewrites them in place); new connections use the new context. */
     if (s->tls_listen_fd >= 0 && !(tls = px_tls_server_ctx(&fresh, err, errlen))) {
+        px_config_free(&fresh);
+        return -1;
+    }
+    if (px_core_upstream_tls(&s->core, &fresh, err, errlen) != 0) {
+        px_tls_ctx_free(tls);
         px_config_free(&fresh);
         return -1;
     }
@@ -453,6 +461,11 @@ px_server *px_server_create(px_config *cfg, const px_client_ops *ops, char *err,
         return NULL;
     }
     refused_from_config(s);
+    /* before the topology is picked: its startup checks speak TLS too */
+    if (px_core_upstream_tls(&s->core, cfg, err, errlen) != 0) {
+        px_server_destroy(s);
+        return NULL;
+    }
     const px_topology *topo = px_sentinel_pick(&s->core, err, errlen);
     s->router = topo ? px_router_create(&s->core, topo, err, errlen) : NULL;
     if (!s->router) {
@@ -524,6 +537,7 @@ void px_server_destroy(px_server *s)
     if (s->tls_listen_fd >= 0) close(s->tls_listen_fd);
     px_tls_ctx_free(s->tls_ctx);
     free(s->refused);
+    px_tls_ctx_free(s->core.upstream_tls);
     px_stats_free(&s->core.stats);
     px_log_close(&s->core.log);
     ev_loop_destroy(s->core.loop);

@@ -103,7 +103,10 @@ typedef struct px_stats_lanes {
     X(net_output_bytes, COUNTER, U64, "bytes written to clients")
 
 /* # Hotproxy_upstream, first line: the topology, then each pool's lines. */
-#define PX_STATS_ROUTER_LIST(X) X(topology, INFO, STR, "how upstreams are chosen (single, sentinel, cluster)")
+#define PX_STATS_ROUTER_LIST(X)                                                                            \
+    X(topology, INFO, STR, "how upstreams are chosen (single, sentinel, cluster)")                         \
+    X(upstream_tls, INFO, STR, "yes when connections to Redis and Sentinels speak TLS (upstream-tls)")     \
+    X(upstream_tls_failures, COUNTER, U64, "TLS handshakes with an upstream that failed (refused certificate, timeout)")
 
 /* # Hotproxy_upstream, after the topology with topology sentinel: the master
  * Sentinel names and how hotproxy follows it. */

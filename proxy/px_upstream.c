@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "proxy/px_tls.h"
 
 #define READ_CHUNK (16 * 1024)
 #define BACKOFF_MIN 0.05
@@ -23,6 +24,8 @@ static void up_connect(px_upstream *u);
 static void up_read_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void up_write_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void up_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void up_ready(px_upstream *u);
+static void tls_failed(px_upstream *u, const char *why);
 
 static int is_pinned(const px_upstream *u) { return u->lane == NULL; }
 
@@ -97,11 +100,14 @@ static void close_socket(px_upstream *u)
     if (u->fd >= 0) {
         ev_io_stop(s->loop, &u->rw);
         ev_io_stop(s->loop, &u->ww);
+        px_tls_free(u->tls); /* before its socket: it may send close_notify */
+        u->tls = NULL;
         close(u->fd);
         u->fd = -1;
     }
     ev_timer_stop(s->loop, &u->timer);
     u->write_armed = 0;
+    u->read_wants_write = u->write_wants_read = u->tls_answered = 0;
     px_buf_clear(&u->out, 0);
     /* The allocation stays (freed with u, or reused by its next connection):
      * the reply being delivered from it may be what closed u (EXEC's reply
@@ -328,12 +334,12 @@ static void up_ready(px_upstream *u)
     ev_io_stop(s->loop, &u->ww);
     u->write_armed = 0;
     u->state = PX_UP_READY;
-    u->backoff = 0;
+    if (!u->tls) u->backoff = 0; /* with TLS, once the server answered (tls_answered) */
     u->errstr[0] = '\0';
     setsockopt(u->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     s->stats.upstream_connects++;
-    px_log_verbose(&s->log, "Upstream: connected to %s (db %d, RESP%d%s)", u->pool->name, u->db, u->proto,
-                   is_pinned(u) ? ", pinned" : "");
+    px_log_verbose(&s->log, "Upstream: connected to %s (db %d, RESP%d%s%s%s)", u->pool->name, u->db, u->proto,
+                   is_pinned(u) ? ", pinned" : "", u->tls ? ", " : "", u->tls ? px_tls_version(u->tls) : "");
     ev_io_set(&u->rw, u->fd, EV_READ);
     ev_io_start(s->loop, &u->rw);
     if (px_buf_used(&u->out)) want_write(u);
@@ -382,21 +388,104 @@ static void up_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     px_upstream *u = w->data;
     (void)loop;
     (void)revents;
-    if (u->state == PX_UP_CONNECTING) up_fail(u, "upstream %s unavailable: %s", "connect timeout", 0);
-    else if (u->state == PX_UP_DOWN) up_connect(u);
+    if (u->state == PX_UP_CONNECTING && u->tls) {
+        /* connect-timeout covers the TLS handshake too; a plain Redis waits
+         * for the end of a line the ClientHello never sends */
+        tls_failed(u, "no answer within connect-timeout (is it a TLS port?)");
+    } else if (u->state == PX_UP_CONNECTING) {
+        up_fail(u, "upstream %s unavailable: %s", "connect timeout", 0);
+    } else if (u->state == PX_UP_DOWN) {
+        up_connect(u);
+    }
+}
+
+/* Why a read or write returned n <= 0: TLS' reason for a TLS failure. */
+static const char *io_error(px_upstream *u, ssize_t n)
+{
+    if (n == 0) return "closed by the server";
+    if (u->tls && errno == EPROTO) return px_tls_error(u->tls);
+    return strerror(errno);
+}
+
+static void tls_failed(px_upstream *u, const char *why)
+{
+    px_core *s = u->core;
+    char line[sizeof(u->errstr)];
+    s->upstream_tls_failures++;
+    /* refused after the handshake seemed done (tls_answered): a failed
+     * attempt, retried after the backoff, not a lost connection */
+    if (u->state == PX_UP_READY) u->state = PX_UP_CONNECTING;
+    /* A refused certificate is an operator's to fix: a warning, once per
+     * pool and reason until one of its connections succeeds again (retries
+     * every backoff, and the L1's link, would flood the log); the repeats at
+     * the level of other connect failures (up_fail's). */
+    snprintf(line, sizeof(line), "upstream %s TLS handshake failed: %s", u->pool->name, why);
+    if (strncmp(u->pool->tls_warned, why, sizeof(u->pool->tls_warned) - 1)) {
+        px_log_warning(&s->log, "Upstream: %s", line);
+        snprintf(u->pool->tls_warned, sizeof(u->pool->tls_warned), "%s", why);
+    }
+    up_fail(u, "upstream %s TLS handshake failed: %s", why, 0);
+}
+
+/* Drive the TLS handshake one step; the connection is ready once it is done. */
+static void tls_step(px_upstream *u)
+{
+    px_core *s = u->core;
+    int rc = px_tls_handshake(u->tls);
+    if (rc < 0) {
+        tls_failed(u, px_tls_error(u->tls));
+        return;
+    }
+    ev_io_stop(s->loop, &u->rw);
+    ev_io_stop(s->loop, &u->ww);
+    if (rc == 1) {
+        up_ready(u);
+        return;
+    }
+    if (px_tls_want_write(u->tls)) {
+        ev_io_start(s->loop, &u->ww);
+    } else {
+        ev_io_set(&u->rw, u->fd, EV_READ);
+        ev_io_start(s->loop, &u->rw);
+    }
+}
+
+/* connect() is done: TLS starts, named after upstream-tls-sni or the host
+ * the pool was given (as configured, or as a Sentinel or CLUSTER SLOTS
+ * named it), which the certificate must match when verified. */
+static void tls_start(px_upstream *u)
+{
+    const px_config *cfg = u->core->cfg;
+    const char *name = *cfg->upstream_tls_sni ? cfg->upstream_tls_sni : u->pool->host;
+    char err[256];
+    u->tls = px_tls_new(u->core->upstream_tls, u->fd, 0, name, cfg->upstream_tls_verify ? name : NULL, err,
+                        sizeof(err));
+    if (!u->tls) {
+        tls_failed(u, err);
+        return;
+    }
+    tls_step(u);
 }
 
 int px_upstream_flush(px_upstream *u)
 {
     px_core *s = u->core;
     if (u->state != PX_UP_READY) return 0; /* written once connected */
+    u->write_wants_read = 0;
     while (px_buf_used(&u->out)) {
-        ssize_t n = write(u->fd, px_buf_start(&u->out), px_buf_used(&u->out));
+        ssize_t n = u->tls ? px_tls_write(u->tls, px_buf_start(&u->out), px_buf_used(&u->out))
+                           : write(u->fd, px_buf_start(&u->out), px_buf_used(&u->out));
         if (n > 0) {
             px_buf_consume(&u->out, (size_t)n);
             continue;
         }
         if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && u->tls && !px_tls_want_write(u->tls)) {
+            /* TLS must read first: the read watcher, always on while
+             * ready, calls this again */
+            u->write_wants_read = 1;
+            return 0;
+        }
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             if (!u->write_armed) {
                 u->write_armed = 1;
@@ -404,11 +493,11 @@ int px_upstream_flush(px_upstream *u)
             }
             return 0;
         }
-        up_fail(u, "upstream %s connection lost (the command may have run): %s",
-                n < 0 ? strerror(errno) : "write failed", 0);
+        if (u->tls && !u->tls_answered) tls_failed(u, io_error(u, n)); /* as in up_read_some */
+        else up_fail(u, "upstream %s connection lost (the command may have run): %s", io_error(u, n), 0);
         return -1;
     }
-    if (u->write_armed) {
+    if (u->write_armed && !u->read_wants_write) {
         u->write_armed = 0;
         ev_io_stop(s->loop, &u->ww);
     }
@@ -424,13 +513,23 @@ static void up_write_cb(struct ev_loop *loop, ev_io *w, int revents)
     if (u->state == PX_UP_CONNECTING) {
         int err = 0;
         socklen_t len = sizeof(err);
+        if (u->tls) {
+            tls_step(u);
+            return;
+        }
         if (getsockopt(u->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
         if (err) {
             up_fail(u, "upstream %s unavailable: %s", strerror(err), 0);
             return;
         }
-        up_ready(u);
+        if (u->core->upstream_tls) tls_start(u);
+        else up_ready(u);
         return;
+    }
+    if (u->read_wants_write) {
+        u->read_wants_write = 0;
+        up_read_cb(loop, &u->rw, EV_READ);
+        if (u->state != PX_UP_READY) return;
     }
     px_upstream_flush(u);
 }
@@ -477,41 +576,81 @@ int px_upstream_ref(px_upstream *u, const char *p, size_t len, px_ref *ref)
     return 1;
 }
 
-static void up_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+/* One read and the frames it completes; 1 when it read something and the
+ * connection is still ready. */
+static int up_read_some(px_upstream *u)
 {
-    px_upstream *u = w->data;
-    (void)loop;
-    (void)revents;
     size_t want = READ_CHUNK, used = px_buf_used(&u->in);
     if (u->scan.need > used && u->scan.need - used > want) want = u->scan.need - used;
     if (want > 64u << 20) want = 64u << 20;
     char *p = px_buf_reserve(&u->in, want);
-    ssize_t n = read(u->fd, p, want);
+    ssize_t n = u->tls ? px_tls_read(u->tls, p, want) : read(u->fd, p, want);
+    int again = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
+    if (n <= 0 && !again && u->tls && !u->tls_answered) {
+        /* nothing answered yet: the server refused the TLS session (its
+         * alert says why), the commands did not run */
+        tls_failed(u, io_error(u, n));
+        return 0;
+    }
     if (n == 0) {
         up_fail(u, "upstream %s connection lost (the command may have run): %s", "closed by the server", 0);
-        return;
+        return 0;
     }
     if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
-        up_fail(u, "upstream %s connection lost (the command may have run): %s", strerror(errno), 0);
-        return;
+        if (again) {
+            if (u->tls && px_tls_want_write(u->tls) && !u->read_wants_write) {
+                /* TLS must write first: the write watcher reads again */
+                u->read_wants_write = 1;
+                if (!u->write_armed) {
+                    u->write_armed = 1;
+                    ev_io_start(u->core->loop, &u->ww);
+                }
+            }
+            return 0;
+        }
+        up_fail(u, "upstream %s connection lost (the command may have run): %s", io_error(u, n), 0);
+        return 0;
     }
     u->in.len += (size_t)n;
+    if (u->tls && !u->tls_answered) {
+        u->tls_answered = 1;
+        u->backoff = 0;
+        u->pool->tls_warned[0] = '\0';
+    }
     while (u->state == PX_UP_READY && px_buf_used(&u->in)) {
         const char *start = px_buf_start(&u->in);
         int rc = px_reply_scan(&u->scan, start, px_buf_used(&u->in));
         if (rc == PX_AGAIN) break;
         if (rc == PX_ERR) {
             up_fail(u, "upstream %s protocol error: %s", u->scan.errstr, 0);
-            return;
+            return 0;
         }
         size_t len = u->scan.pos;
         px_reply_scanner_reset(&u->scan);
         /* Consume first: the frame's bytes stay valid until the next
          * append, and a callback may fail (and clear) the connection. */
         px_buf_consume(&u->in, len);
-        if (deliver(u, start, len) != 0) return;
+        if (deliver(u, start, len) != 0) return 0;
     }
+    return u->state == PX_UP_READY;
+}
+
+static void up_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    px_upstream *u = w->data;
+    (void)loop;
+    (void)revents;
+    if (u->state == PX_UP_CONNECTING) { /* only TLS' handshake waits for reading then */
+        if (u->tls) tls_step(u);
+        return;
+    }
+    if (u->write_wants_read) {
+        px_upstream_flush(u);
+        if (u->state != PX_UP_READY) return;
+    }
+    /* TLS may hold bytes it decrypted that did not fit: the socket will not
+     * signal them, so read again while there are some. */
+    while (up_read_some(u) && u->tls && px_tls_pending(u->tls)) continue;
     if (u->state == PX_UP_READY && !px_buf_used(&u->in) && u->in.cap > 1024 * 1024) px_buf_clear(&u->in, 0);
 }
 

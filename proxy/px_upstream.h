@@ -50,6 +50,7 @@
 struct px_pool;
 struct px_lane;
 struct px_upstream;
+struct px_tls;
 
 typedef enum {
     PX_UP_DOWN,        /* not connected; retry after backoff (shared), or dead (pinned) */
@@ -118,6 +119,7 @@ typedef struct px_upstream {
                               * (NULL when spare or releasing) */
     int db, proto;           /* what the handshake selected */
     int fd;
+    struct px_tls *tls;      /* upstream-tls: the connection's TLS, made once connect() is done */
     px_up_state state;
     ev_io rw, ww;
     ev_timer timer;          /* connect timeout, then reconnect backoff */
@@ -132,6 +134,13 @@ typedef struct px_upstream {
     long long redis_id;      /* CLIENT ID upstream (pinned connections) */
     char marker[48];         /* token of this connection's markers */
     unsigned in_write_list : 1, write_armed : 1;
+    /* TLS may need the other readiness: a read that waits for the socket to
+     * be writable, a write that waits for it to be readable */
+    unsigned read_wants_write : 1, write_wants_read : 1;
+    /* TLS: the server answered something.  With TLS 1.3 the client's side of
+     * the handshake ends before the server has checked hotproxy's
+     * certificate: a refusal (mutual TLS) arrives as the first read. */
+    unsigned tls_answered : 1;
     unsigned raw : 1;        /* frames go to the owner as they come (RESP2 pub/sub, MONITOR) */
     unsigned releasing : 1;  /* RESET sent; spare once confirmed */
     unsigned spare : 1;      /* clean, waiting for a client to pin it */
@@ -183,6 +192,7 @@ typedef struct px_pool {
     void *handshake_arg;
     long noob;               /* of those, out-of-band connections */
     char redis_version[32];  /* from INFO server, for HELLO */
+    char tls_warned[160];    /* the TLS failure last logged as a warning ("": none since a connection succeeded) */
     long long databases;     /* from CONFIG GET databases, for SELECT */
     unsigned probed : 1;
     unsigned own_auth : 1;   /* AUTH with auth_user/auth_password, not upstream-user/password */

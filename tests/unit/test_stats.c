@@ -43,7 +43,7 @@ static const char *const stats_keys[] = {"hotproxy_connections_received",
                                          "hotproxy_net_input_bytes",
                                          "hotproxy_net_output_bytes",
                                          NULL};
-static const char *const router_keys[] = {"hotproxy_topology", NULL};
+static const char *const router_keys[] = {"hotproxy_topology", "hotproxy_upstream_tls", "hotproxy_upstream_tls_failures", NULL};
 static const char *const sentinel_keys[] = {"hotproxy_sentinel_master_name",
                                             "hotproxy_sentinel_master",
                                             "hotproxy_sentinel_status",
