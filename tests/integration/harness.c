@@ -515,14 +515,17 @@ int hx_redis_start_opts(hx_proc *p, const hx_redis_opts *o)
     const char *base = o->name && *o->name ? o->name : "redis";
     for (int attempt = 0; attempt < 3; attempt++) {
         int pt = o->port ? o->port : hx_free_port();
-        char portstr[16], name[48], logfile[512], master[16], nodes[64], cert[400], key[400], ca[400];
+        char portstr[16], name[48], logfile[512], rdb[64], master[16], nodes[64], cert[400], key[400], ca[400];
         snprintf(portstr, sizeof(portstr), "%d", pt);
         snprintf(name, sizeof(name), "%.30s-%d", base, pt);
         snprintf(logfile, sizeof(logfile), "%s/%s.log", tmpdir, name);
+        /* an RDB file of its own: a replica writes the one it syncs, and a
+         * node started later in the same directory would load it */
+        snprintf(rdb, sizeof(rdb), "%s.rdb", name);
         const char *argv[96] = {"redis-server", "--port", portstr, "--bind", "127.0.0.1", "--save", "",
                                 "--appendonly", "no", "--dir", tmpdir, "--daemonize", "no",
-                                "--logfile", logfile};
-        int n = 15;
+                                "--logfile", logfile, "--dbfilename", rdb};
+        int n = 17;
         if (o->tls_dir) {
             const char *c = o->tls_cert ? o->tls_cert : "server";
             snprintf(cert, sizeof(cert), "%s/%s.crt", o->tls_dir, c);
