@@ -389,6 +389,10 @@ ssize_t px_tls_read(px_tls *t, void *buf, size_t len)
         int rc = SSL_read_ex(t->ssl, (char *)buf + got, len - got, &n);
         if (rc == 1) {
             got += n;
+            /* Only what OpenSSL holds decrypted: asking the socket again
+             * would mostly cost a read(2) that says EAGAIN; records still in
+             * the socket wake the loop as plain bytes do. */
+            if (!SSL_pending(t->ssl)) break;
             continue;
         }
         int saved = errno;

@@ -65,7 +65,8 @@ void px_tls_free(px_tls *t);
 /* Drive the handshake: 1 done, 0 not yet (wait as px_tls_want_write says), -1 failed (px_tls_error). */
 int px_tls_handshake(px_tls *t);
 /*
- * As read(2): bytes read (as many as are at hand, up to len), 0 when the
+ * As read(2): bytes read (a record's, or what TLS holds decrypted, up to
+ * len; records still in the socket wake the loop as plain bytes do), 0 when the
  * peer closed, -1 with errno EAGAIN or EPROTO.  Bytes TLS already decrypted
  * but that did not fit are kept: px_tls_pending() says so, and the caller
  * must read again without waiting for the socket (it will not wake).
