@@ -1769,7 +1769,10 @@ static int track_redirect(px_req *r, struct px_upstream *u, const char *reply, s
     if (!c || len < 5 || reply[0] != '-' || !px_client_tracks_across(c) || r->up.redirects >= 5) return 0;
     int asking = 0;
     px_pool *pool = px_router_redirected(c->set->router, u, reply, len, &asking);
-    struct px_upstream *nu = pool ? track_conn(c, pool) : NULL;
+    const char *err = NULL;
+    /* a blocking command blocks on c's pinned connection, the one CLIENT
+     * UNBLOCK names (client_unblock): it moves there with it */
+    struct px_upstream *nu = !pool ? NULL : r->up.blocking ? px_client_track_switch(c, pool, &err) : track_conn(c, pool);
     if (!nu) return 0;
     inflight_done(c, r); /* it counts on nu now */
     inflight_add(c, r, nu);

@@ -372,6 +372,55 @@ static void slot_moves(int port)
     redisFree(w);
 }
 
+/* A blocking command of a tracking client whose slot is MIGRATING: the
+ * ASK is followed to the importing node, where it blocks; CLIENT UNBLOCK
+ * through hotproxy must reach it there (the connection it is blocked on),
+ * else the client stays blocked for good. */
+static void blocked_ask(int port)
+{
+    int src = topo.masters[2].port, dst = topo.masters[1].port;
+    char k[HX_TOPO_MAX][32];
+    if (!ok(keys_per_master("ctk:", k) == 0, "blocked: a key on each master")) return;
+    char list[48];
+    snprintf(list, sizeof(list), "{%s}.list", k[2]); /* master 2's slot, never written */
+    conn t;
+    conn_open(&t, port);
+    conn_send(&t, "HELLO 3");
+    conn_send(&t, "CLIENT TRACKING on");
+    conn_send(&t, "GET %s", k[0]);
+    conn_send(&t, "CLIENT ID");
+    ok(conn_expect(&t, "+OK\r\n_\r\n:", DEADLINE_MS), "blocked: the client tracks, reads a key of master 0");
+    long at = conn_find(&t, "\r\n", DEADLINE_MS);
+    long long id = at > 0 ? atoll(t.in.data) : 0;
+    hx_buf_reset(&t.in);
+    redisContext *s = hx_redis(src), *d = hx_redis(dst), *w = hx_redis(port);
+    int slot = atoi(hx_cmd(s, "CLUSTER KEYSLOT %s", list));
+    char srcid[64], dstid[64];
+    node_id(src, srcid, sizeof(srcid));
+    node_id(dst, dstid, sizeof(dstid));
+    hx_cmd(d, "CLUSTER SETSLOT %d IMPORTING %s", slot, srcid);
+    hx_cmd(s, "CLUSTER SETSLOT %d MIGRATING %s", slot, dstid);
+    /* the key exists nowhere: master 2 answers ASK, it blocks on master 1 */
+    conn_send(&t, "BLPOP %s 0", list);
+    double until = hx_now() + DEADLINE_MS / 1000.0;
+    while (hx_now() < until && hx_info_num(d, "clients", "blocked_clients") < 1) hx_sleep_ms(20);
+    ok(hx_info_num(d, "clients", "blocked_clients") >= 1, "blocked: BLPOP %s 0 follows the ASK, blocks on master 1", list);
+    is_str(hx_cmd(w, "CLIENT UNBLOCK %lld ERROR", id), "1",
+           "blocked: CLIENT UNBLOCK %lld ERROR through hotproxy reaches the connection it is blocked on", id);
+    ok(conn_expect(&t, "-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n", DEADLINE_MS),
+       "blocked: the client gets Redis' UNBLOCKED error");
+    hx_cmd(s, "CLUSTER SETSLOT %d STABLE", slot);
+    hx_cmd(d, "CLUSTER SETSLOT %d STABLE", slot);
+    redisContext *m0 = hx_redis(topo.masters[0].port);
+    hx_cmd(m0, "SET %s changed", k[0]);
+    redisFree(m0);
+    ok(conn_find(&t, inval(k[0]), DEADLINE_MS) >= 0, "blocked: what it read on master 0 is still tracked");
+    conn_close(&t);
+    redisFree(s);
+    redisFree(d);
+    redisFree(w);
+}
+
 /* Its connection to one master is lost (the master closes it): what it
  * read there is watched no more, so hotproxy closes the client, as against
  * one Redis; the others go on. */
@@ -423,6 +472,7 @@ int main(void)
     bcast(proxy.port);
     refused(proxy.port);
     slot_moves(proxy.port);
+    blocked_ask(proxy.port);
     lost_connection(proxy.port);
     is_int(hx_stop(&proxy, 10000), 0, "hotproxy exits cleanly");
     hx_topo_stop(&topo, 5000);
