@@ -421,6 +421,47 @@ static void blocked_ask(int port)
     redisFree(w);
 }
 
+/* An MGET across masters by a tracking client while one key's slot is
+ * MIGRATING and the key already moved: its part on master 0 gets ASK, which
+ * hotproxy follows (on the client's own connection of the importing node),
+ * as for any client: no ASK reaches it. */
+static void split_ask(int port)
+{
+    int src = topo.masters[0].port, dst = topo.masters[1].port;
+    char k[HX_TOPO_MAX][32];
+    if (!ok(keys_per_master("cts:", k) == 0, "split: a key on each master")) return;
+    redisContext *s = hx_redis(src), *d = hx_redis(dst), *w = hx_redis(port);
+    hx_cmd(w, "SET %s a", k[0]);
+    hx_cmd(w, "SET %s b", k[2]);
+    conn t;
+    conn_open(&t, port);
+    conn_send(&t, "HELLO 3");
+    conn_send(&t, "CLIENT TRACKING on");
+    conn_send(&t, "GET %s", k[2]);
+    ok(conn_expect(&t, "+OK\r\n$1\r\nb\r\n", DEADLINE_MS), "split: the client tracks, reads a key of master 2");
+    int slot = atoi(hx_cmd(s, "CLUSTER KEYSLOT %s", k[0]));
+    char srcid[64], dstid[64];
+    node_id(src, srcid, sizeof(srcid));
+    node_id(dst, dstid, sizeof(dstid));
+    hx_cmd(d, "CLUSTER SETSLOT %d IMPORTING %s", slot, srcid);
+    hx_cmd(s, "CLUSTER SETSLOT %d MIGRATING %s", slot, dstid);
+    const char *mr = hx_cmd(s, "MIGRATE 127.0.0.1 %d %s 0 5000", dst, k[0]);
+    if (strcmp(mr, "OK")) diag("MIGRATE: %s", mr);
+    hx_buf_reset(&t.in);
+    conn_send(&t, "MGET %s %s", k[0], k[2]);
+    ok(conn_expect(&t, "*2\r\n$1\r\na\r\n$1\r\nb\r\n", DEADLINE_MS),
+       "split: MGET across masters, one key MIGRATEd mid-migration: answered, the ASK followed by hotproxy");
+    for (int i = 0; i < topo.nmasters; i++) {
+        redisContext *n = hx_redis(topo.masters[i].port);
+        hx_cmd(n, "CLUSTER SETSLOT %d NODE %s", slot, dstid);
+        redisFree(n);
+    }
+    conn_close(&t);
+    redisFree(s);
+    redisFree(d);
+    redisFree(w);
+}
+
 /* Its connection to one master is lost (the master closes it): what it
  * read there is watched no more, so hotproxy closes the client, as against
  * one Redis; the others go on. */
@@ -473,6 +514,7 @@ int main(void)
     refused(proxy.port);
     slot_moves(proxy.port);
     blocked_ask(proxy.port);
+    split_ask(proxy.port);
     lost_connection(proxy.port);
     is_int(hx_stop(&proxy, 10000), 0, "hotproxy exits cleanly");
     hx_topo_stop(&topo, 5000);
