@@ -1566,6 +1566,9 @@ void px_client_pinned_lost(px_client *c, struct px_upstream *u)
         lose_client(c, "a connection it tracked keys on was lost");
         return;
     }
+    /* not c's yet: a px_client_pin whose connect failed at once (its caller
+     * gets the error); the one c holds is untouched, and stays c's */
+    if (u != c->pinned) return;
     unsigned state = c->state;
     c->pinned = NULL;
     c->state = 0;

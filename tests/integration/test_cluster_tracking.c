@@ -491,6 +491,50 @@ static void lost_connection(int port)
     redisFree(w);
 }
 
+/* A master's connection that cannot even be begun (its announced hostname
+ * does not resolve): the tracking client's command for that master gets
+ * hotproxy's error, and the client keeps its connection of the other
+ * master, still tracked there (the failed one was never its own). */
+static void unresolvable(int port)
+{
+    char k[HX_TOPO_MAX][32];
+    if (!ok(keys_per_master("ctu:", k) == 0, "unresolvable: a key on each master")) return;
+    for (int m = 0; m < topo.nmasters; m++) {
+        redisContext *d = hx_redis(topo.masters[m].port);
+        hx_cmd(d, "CONFIG SET cluster-announce-hostname %s", m == 1 ? "nosuch.invalid" : "127.0.0.1");
+        hx_cmd(d, "CONFIG SET cluster-preferred-endpoint-type hostname");
+        redisFree(d);
+    }
+    /* hotproxy's next map names master 1 by that hostname: its commands fail */
+    redisContext *w = hx_redis(port);
+    const char *v = "";
+    double until = hx_now() + DEADLINE_MS / 1000.0;
+    while (hx_now() < until && !strstr(v = hx_cmd(w, "GET %s", k[1]), "nosuch.invalid")) hx_sleep_ms(100);
+    ok(strstr(v, "nosuch.invalid") != NULL, "unresolvable: master 1 is named by a hostname that does not resolve (%s)", v);
+    conn t;
+    conn_open(&t, port);
+    conn_send(&t, "HELLO 3");
+    conn_send(&t, "CLIENT TRACKING on");
+    conn_send(&t, "GET %s", k[0]);
+    ok(conn_expect(&t, "+OK\r\n_\r\n", DEADLINE_MS), "unresolvable: the client tracks, reads a key of master 0");
+    conn_send(&t, "GET %s", k[1]);
+    ok(conn_expect(&t, "-ERR hotproxy: cannot open an upstream connection for this client\r\n", DEADLINE_MS),
+       "unresolvable: its read of master 1's key gets hotproxy's error");
+    conn_send(&t, "GET %s", k[0]);
+    ok(conn_expect(&t, "_\r\n", DEADLINE_MS), "unresolvable: the client goes on: it reads master 0's key again");
+    redisContext *d = hx_redis(topo.masters[0].port);
+    hx_cmd(d, "SET %s changed", k[0]);
+    redisFree(d);
+    ok(conn_find(&t, inval(k[0]), DEADLINE_MS) >= 0, "unresolvable: ... and its invalidation reaches it");
+    conn_close(&t);
+    for (int m = 0; m < topo.nmasters; m++) {
+        redisContext *n = hx_redis(topo.masters[m].port);
+        hx_cmd(n, "CONFIG SET cluster-preferred-endpoint-type ip");
+        redisFree(n);
+    }
+    redisFree(w);
+}
+
 int main(void)
 {
     hx_init(400);
@@ -516,6 +560,7 @@ int main(void)
     blocked_ask(proxy.port);
     split_ask(proxy.port);
     lost_connection(proxy.port);
+    unresolvable(proxy.port);
     is_int(hx_stop(&proxy, 10000), 0, "hotproxy exits cleanly");
     hx_topo_stop(&topo, 5000);
     done_testing();
