@@ -1772,6 +1772,9 @@ static int track_redirect(px_req *r, struct px_upstream *u, const char *reply, s
     if (!c || len < 5 || reply[0] != '-' || !px_client_tracks_across(c) || r->up.redirects >= 5) return 0;
     int asking = 0;
     px_pool *pool = px_router_redirected(c->set->router, u, reply, len, &asking);
+    /* a MOVED tells tracking clients that keys moved (px_clients_keys_moved),
+     * which closes c when its BCAST cannot open a connection: c->pinned gone */
+    if (!px_client_tracks_across(c)) return 0;
     const char *err = NULL;
     /* a blocking command blocks on c's pinned connection, the one CLIENT
      * UNBLOCK names (client_unblock): it moves there with it */
