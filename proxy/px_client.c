@@ -1566,6 +1566,9 @@ void px_client_pinned_lost(px_client *c, struct px_upstream *u)
         lose_client(c, "a connection it tracked keys on was lost");
         return;
     }
+    /* not c's yet: a px_client_pin whose connect failed at once (its caller
+     * gets the error); the one c holds is untouched, and stays c's */
+    if (u != c->pinned) return;
     unsigned state = c->state;
     c->pinned = NULL;
     c->state = 0;
@@ -1769,7 +1772,13 @@ static int track_redirect(px_req *r, struct px_upstream *u, const char *reply, s
     if (!c || len < 5 || reply[0] != '-' || !px_client_tracks_across(c) || r->up.redirects >= 5) return 0;
     int asking = 0;
     px_pool *pool = px_router_redirected(c->set->router, u, reply, len, &asking);
-    struct px_upstream *nu = pool ? track_conn(c, pool) : NULL;
+    /* a MOVED tells tracking clients that keys moved (px_clients_keys_moved),
+     * which closes c when its BCAST cannot open a connection: c->pinned gone */
+    if (!px_client_tracks_across(c)) return 0;
+    const char *err = NULL;
+    /* a blocking command blocks on c's pinned connection, the one CLIENT
+     * UNBLOCK names (client_unblock): it moves there with it */
+    struct px_upstream *nu = !pool ? NULL : r->up.blocking ? px_client_track_switch(c, pool, &err) : track_conn(c, pool);
     if (!nu) return 0;
     inflight_done(c, r); /* it counts on nu now */
     inflight_add(c, r, nu);

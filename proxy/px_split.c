@@ -363,13 +363,44 @@ odd:
     px_buf_appendf(out, "-ERR hotproxy: the servers' replies to '%s' could not be merged\r\n", p->cmd->name);
 }
 
+static void ignore_asking(struct px_upstream *u, void *ctx, const char *reply, size_t len)
+{
+    (void)u;
+    (void)ctx;
+    (void)reply;
+    (void)len;
+}
+
+/* A part of a client tracking across a Cluster is on a connection of the
+ * client's own (px_client_pick), where the router leaves a MOVED or ASK to
+ * its owner: it goes on to the client's connection of the node named (so
+ * what it reads there is tracked for it); 1 when it was sent on. */
+static int follow_own(part *pt, px_client *c, struct px_upstream *u, const char *reply, size_t len)
+{
+    int asking = 0;
+    px_pool *pool = px_router_redirected(pt->sp->router, u, reply, len, &asking);
+    struct px_upstream *nu = pool ? px_client_pick(c, pool) : NULL;
+    if (!nu) return 0;
+    px_client_hold(c, nu);
+    px_client_release(c, pt->u);
+    pt->u = nu;
+    pt->up.redirects++;
+    if (asking) px_upstream_send_internal(nu, "*1\r\n$6\r\nASKING\r\n", 16, ignore_asking, NULL);
+    px_upstream_send(nu, &pt->up, pt->up.raw, pt->up.rawlen);
+    return 1;
+}
+
 static void part_done(px_upreq *q, struct px_upstream *u, const char *reply, size_t len, int failed)
 {
     part *pt = (part *)((char *)q - offsetof(part, up));
     px_split_plan *p = pt->sp;
+    px_client *c = p->r->client;
     /* the topology sees it first: a redirect is followed, as for any command */
     if (!failed && px_router_reply(p->router, q, u, reply, len)) return;
     if (failed && px_router_failed(p->router, q, u, reply, len)) return;
+    if (!failed && u && !u->lane && c && px_client_tracks_across(c) && q->redirects < 5 &&
+        follow_own(pt, c, u, reply, len))
+        return;
     pt->reply = malloc(len ? len : 1);
     if (!pt->reply) abort();
     memcpy(pt->reply, reply, len);

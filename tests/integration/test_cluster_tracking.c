@@ -372,6 +372,96 @@ static void slot_moves(int port)
     redisFree(w);
 }
 
+/* A blocking command of a tracking client whose slot is MIGRATING: the
+ * ASK is followed to the importing node, where it blocks; CLIENT UNBLOCK
+ * through hotproxy must reach it there (the connection it is blocked on),
+ * else the client stays blocked for good. */
+static void blocked_ask(int port)
+{
+    int src = topo.masters[2].port, dst = topo.masters[1].port;
+    char k[HX_TOPO_MAX][32];
+    if (!ok(keys_per_master("ctk:", k) == 0, "blocked: a key on each master")) return;
+    char list[48];
+    snprintf(list, sizeof(list), "{%s}.list", k[2]); /* master 2's slot, never written */
+    conn t;
+    conn_open(&t, port);
+    conn_send(&t, "HELLO 3");
+    conn_send(&t, "CLIENT TRACKING on");
+    conn_send(&t, "GET %s", k[0]);
+    conn_send(&t, "CLIENT ID");
+    ok(conn_expect(&t, "+OK\r\n_\r\n:", DEADLINE_MS), "blocked: the client tracks, reads a key of master 0");
+    long at = conn_find(&t, "\r\n", DEADLINE_MS);
+    long long id = at > 0 ? atoll(t.in.data) : 0;
+    hx_buf_reset(&t.in);
+    redisContext *s = hx_redis(src), *d = hx_redis(dst), *w = hx_redis(port);
+    int slot = atoi(hx_cmd(s, "CLUSTER KEYSLOT %s", list));
+    char srcid[64], dstid[64];
+    node_id(src, srcid, sizeof(srcid));
+    node_id(dst, dstid, sizeof(dstid));
+    hx_cmd(d, "CLUSTER SETSLOT %d IMPORTING %s", slot, srcid);
+    hx_cmd(s, "CLUSTER SETSLOT %d MIGRATING %s", slot, dstid);
+    /* the key exists nowhere: master 2 answers ASK, it blocks on master 1 */
+    conn_send(&t, "BLPOP %s 0", list);
+    double until = hx_now() + DEADLINE_MS / 1000.0;
+    while (hx_now() < until && hx_info_num(d, "clients", "blocked_clients") < 1) hx_sleep_ms(20);
+    ok(hx_info_num(d, "clients", "blocked_clients") >= 1, "blocked: BLPOP %s 0 follows the ASK, blocks on master 1", list);
+    is_str(hx_cmd(w, "CLIENT UNBLOCK %lld ERROR", id), "1",
+           "blocked: CLIENT UNBLOCK %lld ERROR through hotproxy reaches the connection it is blocked on", id);
+    ok(conn_expect(&t, "-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n", DEADLINE_MS),
+       "blocked: the client gets Redis' UNBLOCKED error");
+    hx_cmd(s, "CLUSTER SETSLOT %d STABLE", slot);
+    hx_cmd(d, "CLUSTER SETSLOT %d STABLE", slot);
+    redisContext *m0 = hx_redis(topo.masters[0].port);
+    hx_cmd(m0, "SET %s changed", k[0]);
+    redisFree(m0);
+    ok(conn_find(&t, inval(k[0]), DEADLINE_MS) >= 0, "blocked: what it read on master 0 is still tracked");
+    conn_close(&t);
+    redisFree(s);
+    redisFree(d);
+    redisFree(w);
+}
+
+/* An MGET across masters by a tracking client while one key's slot is
+ * MIGRATING and the key already moved: its part on master 0 gets ASK, which
+ * hotproxy follows (on the client's own connection of the importing node),
+ * as for any client: no ASK reaches it. */
+static void split_ask(int port)
+{
+    int src = topo.masters[0].port, dst = topo.masters[1].port;
+    char k[HX_TOPO_MAX][32];
+    if (!ok(keys_per_master("cts:", k) == 0, "split: a key on each master")) return;
+    redisContext *s = hx_redis(src), *d = hx_redis(dst), *w = hx_redis(port);
+    hx_cmd(w, "SET %s a", k[0]);
+    hx_cmd(w, "SET %s b", k[2]);
+    conn t;
+    conn_open(&t, port);
+    conn_send(&t, "HELLO 3");
+    conn_send(&t, "CLIENT TRACKING on");
+    conn_send(&t, "GET %s", k[2]);
+    ok(conn_expect(&t, "+OK\r\n$1\r\nb\r\n", DEADLINE_MS), "split: the client tracks, reads a key of master 2");
+    int slot = atoi(hx_cmd(s, "CLUSTER KEYSLOT %s", k[0]));
+    char srcid[64], dstid[64];
+    node_id(src, srcid, sizeof(srcid));
+    node_id(dst, dstid, sizeof(dstid));
+    hx_cmd(d, "CLUSTER SETSLOT %d IMPORTING %s", slot, srcid);
+    hx_cmd(s, "CLUSTER SETSLOT %d MIGRATING %s", slot, dstid);
+    const char *mr = hx_cmd(s, "MIGRATE 127.0.0.1 %d %s 0 5000", dst, k[0]);
+    if (strcmp(mr, "OK")) diag("MIGRATE: %s", mr);
+    hx_buf_reset(&t.in);
+    conn_send(&t, "MGET %s %s", k[0], k[2]);
+    ok(conn_expect(&t, "*2\r\n$1\r\na\r\n$1\r\nb\r\n", DEADLINE_MS),
+       "split: MGET across masters, one key MIGRATEd mid-migration: answered, the ASK followed by hotproxy");
+    for (int i = 0; i < topo.nmasters; i++) {
+        redisContext *n = hx_redis(topo.masters[i].port);
+        hx_cmd(n, "CLUSTER SETSLOT %d NODE %s", slot, dstid);
+        redisFree(n);
+    }
+    conn_close(&t);
+    redisFree(s);
+    redisFree(d);
+    redisFree(w);
+}
+
 /* Its connection to one master is lost (the master closes it): what it
  * read there is watched no more, so hotproxy closes the client, as against
  * one Redis; the others go on. */
@@ -401,6 +491,50 @@ static void lost_connection(int port)
     redisFree(w);
 }
 
+/* A master's connection that cannot even be begun (its announced hostname
+ * does not resolve): the tracking client's command for that master gets
+ * hotproxy's error, and the client keeps its connection of the other
+ * master, still tracked there (the failed one was never its own). */
+static void unresolvable(int port)
+{
+    char k[HX_TOPO_MAX][32];
+    if (!ok(keys_per_master("ctu:", k) == 0, "unresolvable: a key on each master")) return;
+    for (int m = 0; m < topo.nmasters; m++) {
+        redisContext *d = hx_redis(topo.masters[m].port);
+        hx_cmd(d, "CONFIG SET cluster-announce-hostname %s", m == 1 ? "nosuch.invalid" : "127.0.0.1");
+        hx_cmd(d, "CONFIG SET cluster-preferred-endpoint-type hostname");
+        redisFree(d);
+    }
+    /* hotproxy's next map names master 1 by that hostname: its commands fail */
+    redisContext *w = hx_redis(port);
+    const char *v = "";
+    double until = hx_now() + DEADLINE_MS / 1000.0;
+    while (hx_now() < until && !strstr(v = hx_cmd(w, "GET %s", k[1]), "nosuch.invalid")) hx_sleep_ms(100);
+    ok(strstr(v, "nosuch.invalid") != NULL, "unresolvable: master 1 is named by a hostname that does not resolve (%s)", v);
+    conn t;
+    conn_open(&t, port);
+    conn_send(&t, "HELLO 3");
+    conn_send(&t, "CLIENT TRACKING on");
+    conn_send(&t, "GET %s", k[0]);
+    ok(conn_expect(&t, "+OK\r\n_\r\n", DEADLINE_MS), "unresolvable: the client tracks, reads a key of master 0");
+    conn_send(&t, "GET %s", k[1]);
+    ok(conn_expect(&t, "-ERR hotproxy: cannot open an upstream connection for this client\r\n", DEADLINE_MS),
+       "unresolvable: its read of master 1's key gets hotproxy's error");
+    conn_send(&t, "GET %s", k[0]);
+    ok(conn_expect(&t, "_\r\n", DEADLINE_MS), "unresolvable: the client goes on: it reads master 0's key again");
+    redisContext *d = hx_redis(topo.masters[0].port);
+    hx_cmd(d, "SET %s changed", k[0]);
+    redisFree(d);
+    ok(conn_find(&t, inval(k[0]), DEADLINE_MS) >= 0, "unresolvable: ... and its invalidation reaches it");
+    conn_close(&t);
+    for (int m = 0; m < topo.nmasters; m++) {
+        redisContext *n = hx_redis(topo.masters[m].port);
+        hx_cmd(n, "CONFIG SET cluster-preferred-endpoint-type ip");
+        redisFree(n);
+    }
+    redisFree(w);
+}
+
 int main(void)
 {
     hx_init(400);
@@ -423,7 +557,10 @@ int main(void)
     bcast(proxy.port);
     refused(proxy.port);
     slot_moves(proxy.port);
+    blocked_ask(proxy.port);
+    split_ask(proxy.port);
     lost_connection(proxy.port);
+    unresolvable(proxy.port);
     is_int(hx_stop(&proxy, 10000), 0, "hotproxy exits cleanly");
     hx_topo_stop(&topo, 5000);
     done_testing();
