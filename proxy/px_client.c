@@ -999,13 +999,15 @@ static void pinned_resend(px_upreq *q, px_pool *p, int asking)
     struct px_upstream *old = r->on, *nu = NULL;
     const char *err = NULL;
     if (!c || (c->flags & (PX_CLIENT_CLOSING | PX_CLIENT_CLOSE_AFTER_REPLY)) || c->pinned != old || c->state)
-        err = "the client's connection changed while its blocking command was redirected";
-    else if (!p) err = "no master known for this slot";
+        err = "ERR hotproxy: the client's connection changed while its blocking command was redirected";
+    else if (!p) err = "CLUSTERDOWN Hash slot not served"; /* Redis Cluster's words */
     else if (old && p == old->pool) nu = old;
     else nu = px_client_pin(c, p, &err);
     if (!nu) {
         char msg[512];
-        int n = snprintf(msg, sizeof(msg), "-ERR %s\r\n", err ? err : px_pool_unavailable(p));
+        int n = err && (!strncmp(err, "ERR ", 4) || !strncmp(err, "CLUSTERDOWN ", 12))
+                    ? snprintf(msg, sizeof(msg), "-%s\r\n", err)
+                    : snprintf(msg, sizeof(msg), "-ERR %s\r\n", err ? err : px_pool_unavailable(p));
         if (n >= (int)sizeof(msg)) n = (int)sizeof(msg) - 1;
         q->done(q, NULL, msg, (size_t)n, 1);
         return;

@@ -447,7 +447,9 @@ static void resend(px_pool *p, px_upreq *q, int proto, int asking)
     px_upstream *u = !p ? NULL : q->resend_on ? q->resend_on(q, p, proto) : px_pool_pick(p, 0, proto, NULL);
     if (!u) {
         char err[512];
-        int n = snprintf(err, sizeof(err), "-ERR %s\r\n", p ? px_pool_unavailable(p) : "no master known for this slot");
+        /* no master for the slot: Redis Cluster's own words for it */
+        int n = p ? snprintf(err, sizeof(err), "-ERR %s\r\n", px_pool_unavailable(p))
+                  : snprintf(err, sizeof(err), "-CLUSTERDOWN Hash slot not served\r\n");
         if (n >= (int)sizeof(err)) n = (int)sizeof(err) - 1;
         q->done(q, NULL, err, (size_t)n, 1);
         return;
