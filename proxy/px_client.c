@@ -1784,6 +1784,7 @@ static int track_redirect(px_req *r, struct px_upstream *u, const char *reply, s
     if (!nu) return 0;
     inflight_done(c, r); /* it counts on nu now */
     inflight_add(c, r, nu);
+    if (r->writes) r->inval_pool = nu->pool; /* its L1 barrier waits on the link of where it runs */
     r->up.redirects++;
     if (asking) px_upstream_send_internal(nu, "*1\r\n$6\r\nASKING\r\n", 16, ignore_internal, NULL);
     px_upstream_send(nu, &r->up, r->up.raw, r->up.rawlen);
