@@ -58,9 +58,6 @@ raw=
 run_timeout=300
 proxy_args=()
 
-need_num() {
-    [[ $# -ge 2 && $2 =~ ^[1-9][0-9]*$ ]] || { echo "compare.sh: $1 needs a positive number" >&2; exit 2; }
-}
 while (($#)); do
     case "$1" in
     --rounds) need_num "$@"; rounds=$2; shift ;;
@@ -307,28 +304,4 @@ for (pipe, test, target) in sorted(groups, key=lambda k: (k[0], k[1] != "SET", o
           f"{fmt(ratio, '.2f')} | {fmt(per_m(pc), '.2f')} | {fmt(per_m(rc), '.2f')} | {fmt(tot, '.2f')} | {above_s} |")
 EOF
 
-echo
-cat "$report"
-if [[ -s $problems ]]; then
-    echo
-    echo "Problems seen:"
-    cat "$problems"
-fi
-if [[ -n $out ]]; then
-    {
-        cat "$report"
-        if [[ -s $problems ]]; then
-            echo
-            echo "Problems seen during this run:"
-            echo
-            sed 's/^/    /' "$problems"
-        fi
-    } >"$out"
-    echo "compare.sh: wrote $out" >&2
-fi
-if [[ -n $raw ]]; then
-    cp "$results" "$raw"
-fi
-# Exit 1 when something went wrong, so scripts notice; the table still shows
-# whatever was measured.
-[[ ! -s $problems ]]
+publish_report "$report" "$problems" "$out" "$raw" "$results"

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Shared by bench/compare.sh, bench/hotkeys.sh and bench/stampede.sh, which
+# Shared by bench/compare.sh, bench/hotkeys.sh, bench/stampede.sh and bench/tls.sh, which
 # source it right after `set -euo pipefail`.  Each of them starts its own
 # redis-server and hotproxy on free loopback ports, measures, and stops what it
 # started; that plumbing lives here so the three cannot drift apart.
@@ -22,6 +22,11 @@ usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
 
 # need OPTION [VALUE...]: exit 2 unless OPTION is followed by a non-empty value.
 need() { [[ $# -ge 2 && -n $2 ]] || { echo "$me: $1 needs a value" >&2; exit 2; }; }
+
+# need_num OPTION [VALUE...]: exit 2 unless OPTION is followed by a positive number.
+need_num() {
+    [[ $# -ge 2 && $2 =~ ^[1-9][0-9]*$ ]] || { echo "$me: $1 needs a positive number" >&2; exit 2; }
+}
 
 # need_cmds HINT CMD...: exit 1 at the first CMD not on PATH; HINT ends the message.
 need_cmds() {
@@ -260,4 +265,33 @@ keep_outputs() {
     mkdir -p "$1"
     cp "$tmp"/*.out "$1"/
     echo "$me: full outputs in $1" >&2
+}
+
+# publish_report REPORT PROBLEMS OUT RAW RESULTS: show the report and the
+# problems seen; with OUT (--out) write both there, with RAW (--raw) copy
+# RESULTS there.  Fails when there were problems, so scripts notice (the
+# table still shows whatever was measured).
+publish_report() {
+    local report=$1 problems=$2 out=$3 raw=$4 results=$5
+    echo
+    cat "$report"
+    if [[ -s $problems ]]; then
+        echo
+        echo "Problems seen:"
+        cat "$problems"
+    fi
+    if [[ -n $out ]]; then
+        {
+            cat "$report"
+            if [[ -s $problems ]]; then
+                echo
+                echo "Problems seen during this run:"
+                echo
+                sed 's/^/    /' "$problems"
+            fi
+        } >"$out"
+        echo "$me: wrote $out" >&2
+    fi
+    [[ -z $raw ]] || cp "$results" "$raw"
+    [[ ! -s $problems ]]
 }

@@ -54,9 +54,6 @@ raw=
 run_timeout=300
 proxy_args=()
 
-need_num() {
-    [[ $# -ge 2 && $2 =~ ^[1-9][0-9]*$ ]] || { echo "tls.sh: $1 needs a positive number" >&2; exit 2; }
-}
 while (($#)); do
     case "$1" in
     --rounds) need_num "$@"; rounds=$2; shift ;;
@@ -285,24 +282,4 @@ EOF
     done
 } >"$report"
 
-echo
-cat "$report"
-if [[ -s $problems ]]; then
-    echo
-    echo "Problems seen:"
-    cat "$problems"
-fi
-if [[ -n $out ]]; then
-    {
-        cat "$report"
-        if [[ -s $problems ]]; then
-            echo
-            echo "Problems seen during this run:"
-            echo
-            sed 's/^/    /' "$problems"
-        fi
-    } >"$out"
-    echo "tls.sh: wrote $out" >&2
-fi
-[[ -z $raw ]] || cp "$results" "$raw"
-[[ ! -s $problems ]]
+publish_report "$report" "$problems" "$out" "$raw" "$results"
