@@ -143,7 +143,7 @@ printf 'round\tpipeline\ttarget\ttest\tn\trps\tp50_ms\tp99_ms\tproxy_cpu_s\tredi
 problems=$tmp/problems.txt
 : >"$problems"
 
-# One redis-benchmark run (lib.sh's bench_one); -r with --keyspace.
+# One redis-benchmark run (lib.sh's bench_one); with -r N, random keys.
 run_one() {
     local -a extra=()
     [[ -n $keyspace ]] && extra=(-r "$keyspace")
