@@ -910,6 +910,22 @@ int hx_cluster_wait(const hx_topo *t, int timeout_ms)
     return 0;
 }
 
+int hx_cluster_proxy_start(hx_topo *t, const hx_cluster_opts *o, hx_proc *px, ...)
+{
+    if (hx_cluster_start(t, o) != 0) return 1;
+    const char *extra[48] = {"--topology", "cluster"};
+    int n = 2;
+    va_list ap;
+    va_start(ap, px);
+    const char *a;
+    while (n < 47 && (a = va_arg(ap, const char *))) extra[n++] = a;
+    va_end(ap);
+    extra[n] = NULL;
+    if (hx_proxy_startv(px, 0, t->masters[0].port, extra) == 0) return 0;
+    hx_topo_stop(t, 5000);
+    return 2;
+}
+
 int hx_cluster_owner(int port, const char *key)
 {
     redisContext *c = hx_redis(port);

@@ -188,6 +188,10 @@ int hx_cluster_start(hx_topo *t, const hx_cluster_opts *o);
  * slots assigned and ok and every node known, and each replica's link to
  * its master is up; 0 when that held within timeout_ms, -1 (and diag). */
 int hx_cluster_wait(const hx_topo *t, int timeout_ms);
+/* hx_cluster_start(t, o), then hotproxy on its first master with --topology
+ * cluster and the NULL-terminated extra arguments: 0; 1 when the cluster did
+ * not start, 2 when hotproxy did not (the cluster is then stopped). */
+int hx_cluster_proxy_start(hx_topo *t, const hx_cluster_opts *o, hx_proc *px, ...) __attribute__((sentinel));
 /* The port of the master that owns key (or shard channel), asked of the node
  * on port (its MOVED says where), or -1. */
 int hx_cluster_owner(int port, const char *key);

@@ -510,14 +510,9 @@ int main(void)
 {
     hx_init(400);
     hx_cluster_opts o = {.masters = 3};
-    if (!ok(hx_cluster_start(&topo, &o) == 0, "3 masters started")) {
-        done_testing();
-        return exit_status();
-    }
     hx_proc proxy;
-    if (!ok(hx_proxy_start(&proxy, 0, topo.masters[0].port, "--topology", "cluster", NULL) == 0,
-            "hotproxy starts with topology cluster")) {
-        hx_topo_stop(&topo, 5000);
+    int up = hx_cluster_proxy_start(&topo, &o, &proxy, NULL);
+    if (!ok(up != 1, "3 masters started") || !ok(up == 0, "hotproxy starts with topology cluster")) {
         done_testing();
         return exit_status();
     }
