@@ -58,9 +58,6 @@ raw=
 run_timeout=300
 proxy_args=()
 
-need_num() {
-    [[ $# -ge 2 && $2 =~ ^[1-9][0-9]*$ ]] || { echo "compare.sh: $1 needs a positive number" >&2; exit 2; }
-}
 while (($#)); do
     case "$1" in
     --rounds) need_num "$@"; rounds=$2; shift ;;
@@ -146,51 +143,11 @@ printf 'round\tpipeline\ttarget\ttest\tn\trps\tp50_ms\tp99_ms\tproxy_cpu_s\tredi
 problems=$tmp/problems.txt
 : >"$problems"
 
-# One redis-benchmark run; appends a row to $results, or notes a problem.
+# One redis-benchmark run (lib.sh's bench_one); with -r N, random keys.
 run_one() {
-    local round=$1 pipe=$2 target=$3 test=$4 n=$5
-    local p=${ppid[$target]} rb0 rb1 pb0="" pb1="" rc=0 line
     local -a extra=()
     [[ -n $keyspace ]] && extra=(-r "$keyspace")
-    if [[ -n $p ]] && ! kill -0 "$p" 2>/dev/null; then
-        echo "round $round -P $pipe $target $test: not run, $target is no longer running" >>"$problems"
-        return 0
-    fi
-    rb0=$(cpu_ticks "$redis_pid")
-    [[ -n $p ]] && pb0=$(cpu_ticks "$p")
-    timeout --kill-after=5 "$run_timeout" redis-benchmark -h 127.0.0.1 -p "${port[$target]}" \
-        -c "$clients" -n "$n" -P "$pipe" -d "$datasize" -t "$test" --csv "${extra[@]}" \
-        >"$tmp/rb.out" 2>"$tmp/rb.err" || rc=$?
-    rb1=$(cpu_ticks "$redis_pid")
-    [[ -n $p ]] && pb1=$(cpu_ticks "$p")
-
-    # redis-benchmark warns when CONFIG GET is refused (proxies do); that is
-    # expected.  Anything else on stderr is worth reporting.
-    if grep -v -e '^WARNING: Could not fetch server CONFIG' -e '^$' "$tmp/rb.err" >"$tmp/rb.err2"; then
-        {
-            echo "round $round -P $pipe $target $test: redis-benchmark said:"
-            sort "$tmp/rb.err2" | uniq -c | sort -rn | head -n 5 | sed 's/^/    /'
-        } >>"$problems"
-    fi
-    if [[ -n $p ]] && ! kill -0 "$p" 2>/dev/null; then
-        echo "round $round -P $pipe $target $test: $target DIED during the run" >>"$problems"
-    fi
-    line=$(grep -i "^\"$test\"," "$tmp/rb.out" | head -n 1 | tr -d '"' || true)
-    if ((rc != 0)) || [[ -z $line ]]; then
-        echo "round $round -P $pipe $target $test: redis-benchmark failed (exit $rc), no result" >>"$problems"
-        return 0
-    fi
-    # test,rps,avg,min,p50,p95,p99,max
-    local f_test f_rps f_avg f_min f_p50 f_p95 f_p99 f_max
-    IFS=, read -r f_test f_rps f_avg f_min f_p50 f_p95 f_p99 f_max <<<"$line"
-    : "$f_test" "$f_avg" "$f_min" "$f_p95" "$f_max"
-    local pcpu=- rcpu=-
-    [[ -n $rb0 && -n $rb1 ]] && rcpu=$(awk -v a="$rb0" -v b="$rb1" -v t="$clk_tck" 'BEGIN { printf "%.3f", (b - a) / t }')
-    [[ -n $pb0 && -n $pb1 ]] && pcpu=$(awk -v a="$pb0" -v b="$pb1" -v t="$clk_tck" 'BEGIN { printf "%.3f", (b - a) / t }')
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$pipe" "$target" "$test" "$n" \
-        "$f_rps" "$f_p50" "$f_p99" "$pcpu" "$rcpu" >>"$results"
-    printf '  round %d  -P %-2s  %-16s  %-3s  %12s req/s  p50 %s ms  p99 %s ms\n' \
-        "$round" "$pipe" "$target" "$test" "$f_rps" "$f_p50" "$f_p99" >&2
+    bench_one 16 "$@" "${ppid[$3]}" "${port[$3]}" "${extra[@]}"
 }
 
 where="redis-server :$redis_port, hotproxy :$proxy_port, $pt :$pt_port, floor :$floor_port"
@@ -307,28 +264,4 @@ for (pipe, test, target) in sorted(groups, key=lambda k: (k[0], k[1] != "SET", o
           f"{fmt(ratio, '.2f')} | {fmt(per_m(pc), '.2f')} | {fmt(per_m(rc), '.2f')} | {fmt(tot, '.2f')} | {above_s} |")
 EOF
 
-echo
-cat "$report"
-if [[ -s $problems ]]; then
-    echo
-    echo "Problems seen:"
-    cat "$problems"
-fi
-if [[ -n $out ]]; then
-    {
-        cat "$report"
-        if [[ -s $problems ]]; then
-            echo
-            echo "Problems seen during this run:"
-            echo
-            sed 's/^/    /' "$problems"
-        fi
-    } >"$out"
-    echo "compare.sh: wrote $out" >&2
-fi
-if [[ -n $raw ]]; then
-    cp "$results" "$raw"
-fi
-# Exit 1 when something went wrong, so scripts notice; the table still shows
-# whatever was measured.
-[[ ! -s $problems ]]
+publish_report "$report" "$problems" "$out" "$raw" "$results"

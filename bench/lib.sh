@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Shared by bench/compare.sh, bench/hotkeys.sh and bench/stampede.sh, which
+# Shared by bench/compare.sh, bench/hotkeys.sh, bench/stampede.sh and bench/tls.sh, which
 # source it right after `set -euo pipefail`.  Each of them starts its own
 # redis-server and hotproxy on free loopback ports, measures, and stops what it
 # started; that plumbing lives here so the three cannot drift apart.
@@ -22,6 +22,11 @@ usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
 
 # need OPTION [VALUE...]: exit 2 unless OPTION is followed by a non-empty value.
 need() { [[ $# -ge 2 && -n $2 ]] || { echo "$me: $1 needs a value" >&2; exit 2; }; }
+
+# need_num OPTION [VALUE...]: exit 2 unless OPTION is followed by a positive number.
+need_num() {
+    [[ $# -ge 2 && $2 =~ ^[1-9][0-9]*$ ]] || { echo "$me: $1 needs a positive number" >&2; exit 2; }
+}
 
 # need_cmds HINT CMD...: exit 1 at the first CMD not on PATH; HINT ends the message.
 need_cmds() {
@@ -260,4 +265,84 @@ keep_outputs() {
     mkdir -p "$1"
     cp "$tmp"/*.out "$1"/
     echo "$me: full outputs in $1" >&2
+}
+
+# bench_one WIDTH ROUND PIPE TARGET TEST N PID PORT [ARG...]: one
+# redis-benchmark run (-t TEST, -P PIPE, -n N, $clients, $datasize, ARG...)
+# on PORT, TARGET's process being PID ("" when it is redis-server itself):
+# appends a row to $results (round, pipeline, target, test, n, rps, p50, p99,
+# PID's CPU s, $redis_pid's CPU s) and a line to stderr (TARGET padded to
+# WIDTH), or notes in $problems why there is no row.  Bounded by $run_timeout.
+# shellcheck disable=SC2154 # clients, datasize, run_timeout: the script's options
+bench_one() {
+    local width=$1 round=$2 pipe=$3 target=$4 test=$5 n=$6 p=$7 port=$8
+    shift 8
+    local rb0 rb1 pb0="" pb1="" rc=0 line
+    if [[ -n $p ]] && ! kill -0 "$p" 2>/dev/null; then
+        echo "round $round -P $pipe $target $test: not run, $target is no longer running" >>"$problems"
+        return 0
+    fi
+    rb0=$(cpu_ticks "$redis_pid")
+    [[ -n $p ]] && pb0=$(cpu_ticks "$p")
+    timeout --kill-after=5 "$run_timeout" redis-benchmark -h 127.0.0.1 -p "$port" \
+        -c "$clients" -n "$n" -P "$pipe" -d "$datasize" -t "$test" --csv "$@" \
+        >"$tmp/rb.out" 2>"$tmp/rb.err" || rc=$?
+    rb1=$(cpu_ticks "$redis_pid")
+    [[ -n $p ]] && pb1=$(cpu_ticks "$p")
+
+    # redis-benchmark warns when CONFIG GET is refused (proxies do); that is
+    # expected.  Anything else on stderr is worth reporting.
+    if grep -v -e '^WARNING: Could not fetch server CONFIG' -e '^$' "$tmp/rb.err" >"$tmp/rb.err2"; then
+        {
+            echo "round $round -P $pipe $target $test: redis-benchmark said:"
+            sort "$tmp/rb.err2" | uniq -c | sort -rn | head -n 5 | sed 's/^/    /'
+        } >>"$problems"
+    fi
+    if [[ -n $p ]] && ! kill -0 "$p" 2>/dev/null; then
+        echo "round $round -P $pipe $target $test: $target DIED during the run" >>"$problems"
+    fi
+    line=$(grep -i "^\"$test\"," "$tmp/rb.out" | head -n 1 | tr -d '"' || true)
+    if ((rc != 0)) || [[ -z $line ]]; then
+        echo "round $round -P $pipe $target $test: redis-benchmark failed (exit $rc), no result" >>"$problems"
+        return 0
+    fi
+    # test,rps,avg,min,p50,p95,p99,max
+    local f_test f_rps f_avg f_min f_p50 f_p95 f_p99 f_max pcpu=- rcpu=-
+    IFS=, read -r f_test f_rps f_avg f_min f_p50 f_p95 f_p99 f_max <<<"$line"
+    : "$f_test" "$f_avg" "$f_min" "$f_p95" "$f_max"
+    [[ -n $rb0 && -n $rb1 ]] && rcpu=$(awk -v a="$rb0" -v b="$rb1" -v t="$clk_tck" 'BEGIN { printf "%.3f", (b - a) / t }')
+    [[ -n $pb0 && -n $pb1 ]] && pcpu=$(awk -v a="$pb0" -v b="$pb1" -v t="$clk_tck" 'BEGIN { printf "%.3f", (b - a) / t }')
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$pipe" "$target" "$test" "$n" \
+        "$f_rps" "$f_p50" "$f_p99" "$pcpu" "$rcpu" >>"$results"
+    printf "  round %d  -P %-2s  %-${width}s  %-3s  %12s req/s  p50 %s ms  p99 %s ms\n" \
+        "$round" "$pipe" "$target" "$test" "$f_rps" "$f_p50" "$f_p99" >&2
+}
+
+# publish_report REPORT PROBLEMS OUT RAW RESULTS: show the report and the
+# problems seen; with OUT (--out) write both there, with RAW (--raw) copy
+# RESULTS there.  Fails when there were problems, so scripts notice (the
+# table still shows whatever was measured).
+publish_report() {
+    local report=$1 problems=$2 out=$3 raw=$4 results=$5
+    echo
+    cat "$report"
+    if [[ -s $problems ]]; then
+        echo
+        echo "Problems seen:"
+        cat "$problems"
+    fi
+    if [[ -n $out ]]; then
+        {
+            cat "$report"
+            if [[ -s $problems ]]; then
+                echo
+                echo "Problems seen during this run:"
+                echo
+                sed 's/^/    /' "$problems"
+            fi
+        } >"$out"
+        echo "$me: wrote $out" >&2
+    fi
+    [[ -z $raw ]] || cp "$results" "$raw"
+    [[ ! -s $problems ]]
 }

@@ -54,9 +54,6 @@ raw=
 run_timeout=300
 proxy_args=()
 
-need_num() {
-    [[ $# -ge 2 && $2 =~ ^[1-9][0-9]*$ ]] || { echo "tls.sh: $1 needs a positive number" >&2; exit 2; }
-}
 while (($#)); do
     case "$1" in
     --rounds) need_num "$@"; rounds=$2; shift ;;
@@ -161,47 +158,11 @@ printf 'round\tpipeline\ttarget\ttest\tn\trps\tp50_ms\tp99_ms\tproxy_cpu_s\tredi
 problems=$tmp/problems.txt
 : >"$problems"
 
-# One redis-benchmark run; appends a row to $results, or notes a problem.
+# One redis-benchmark run (lib.sh's bench_one); TLS targets with --tls.
 run_one() {
-    local round=$1 pipe=$2 target=$3 test=$4 n=$5
-    local p=${ppid[$target]} rb0 rb1 pb0="" pb1="" rc=0 line
     local -a how=()
-    ((${tls[$target]})) && how=("${tls_client[@]}")
-    if [[ -n $p ]] && ! kill -0 "$p" 2>/dev/null; then
-        echo "round $round -P $pipe $target $test: not run, $target is no longer running" >>"$problems"
-        return 0
-    fi
-    rb0=$(cpu_ticks "$redis_pid")
-    [[ -n $p ]] && pb0=$(cpu_ticks "$p")
-    timeout --kill-after=5 "$run_timeout" redis-benchmark -h 127.0.0.1 -p "${port[$target]}" "${how[@]}" \
-        -c "$clients" -n "$n" -P "$pipe" -d "$datasize" -t "$test" --csv >"$tmp/rb.out" 2>"$tmp/rb.err" || rc=$?
-    rb1=$(cpu_ticks "$redis_pid")
-    [[ -n $p ]] && pb1=$(cpu_ticks "$p")
-    # a proxy may refuse redis-benchmark's CONFIG GET; anything else counts
-    if grep -v -e '^WARNING: Could not fetch server CONFIG' -e '^$' "$tmp/rb.err" >"$tmp/rb.err2"; then
-        {
-            echo "round $round -P $pipe $target $test: redis-benchmark said:"
-            sort "$tmp/rb.err2" | uniq -c | sort -rn | head -n 5 | sed 's/^/    /'
-        } >>"$problems"
-    fi
-    if [[ -n $p ]] && ! kill -0 "$p" 2>/dev/null; then
-        echo "round $round -P $pipe $target $test: $target DIED during the run" >>"$problems"
-    fi
-    line=$(grep -i "^\"$test\"," "$tmp/rb.out" | head -n 1 | tr -d '"' || true)
-    if ((rc != 0)) || [[ -z $line ]]; then
-        echo "round $round -P $pipe $target $test: redis-benchmark failed (exit $rc), no result" >>"$problems"
-        return 0
-    fi
-    # test,rps,avg,min,p50,p95,p99,max
-    local f_test f_rps f_avg f_min f_p50 f_p95 f_p99 f_max pcpu=- rcpu=-
-    IFS=, read -r f_test f_rps f_avg f_min f_p50 f_p95 f_p99 f_max <<<"$line"
-    : "$f_test" "$f_avg" "$f_min" "$f_p95" "$f_max"
-    [[ -n $rb0 && -n $rb1 ]] && rcpu=$(awk -v a="$rb0" -v b="$rb1" -v t="$clk_tck" 'BEGIN { printf "%.3f", (b - a) / t }')
-    [[ -n $pb0 && -n $pb1 ]] && pcpu=$(awk -v a="$pb0" -v b="$pb1" -v t="$clk_tck" 'BEGIN { printf "%.3f", (b - a) / t }')
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$pipe" "$target" "$test" "$n" \
-        "$f_rps" "$f_p50" "$f_p99" "$pcpu" "$rcpu" >>"$results"
-    printf '  round %d  -P %-2s  %-30s  %-3s  %12s req/s  p50 %s ms  p99 %s ms\n' \
-        "$round" "$pipe" "$target" "$test" "$f_rps" "$f_p50" "$f_p99" >&2
+    ((${tls[$3]})) && how=("${tls_client[@]}")
+    bench_one 30 "$@" "${ppid[$3]}" "${port[$3]}" "${how[@]}"
 }
 
 for s in "${skipped[@]}"; do echo "tls.sh: $s" >&2; done
@@ -285,24 +246,4 @@ EOF
     done
 } >"$report"
 
-echo
-cat "$report"
-if [[ -s $problems ]]; then
-    echo
-    echo "Problems seen:"
-    cat "$problems"
-fi
-if [[ -n $out ]]; then
-    {
-        cat "$report"
-        if [[ -s $problems ]]; then
-            echo
-            echo "Problems seen during this run:"
-            echo
-            sed 's/^/    /' "$problems"
-        fi
-    } >"$out"
-    echo "tls.sh: wrote $out" >&2
-fi
-[[ -z $raw ]] || cp "$results" "$raw"
-[[ ! -s $problems ]]
+publish_report "$report" "$problems" "$out" "$raw" "$results"

@@ -30,6 +30,33 @@ skip() { # skip COUNT WHY
     done
 }
 
+# need_tools CMD...: the whole file skipped (1..0 # SKIP, exit 0) unless every
+# CMD is on the PATH (or an executable path).
+need_tools() {
+    local tool
+    for tool in "$@"; do
+        if ! command -v "$tool" >/dev/null; then
+            echo "1..0 # SKIP $tool is not installed"
+            exit 0
+        fi
+    done
+}
+
+# watchdog SECONDS: a background process that stops this script (SIGTERM,
+# after a TAP comment) once it has run SECONDS, so no single step hangs the
+# file; it ends by itself with the script.  Its pid is $! afterwards.
+watchdog() {
+    local secs=$1 name=${0##*/} self=$$
+    (
+        for ((i = 0; i < secs; i++)); do
+            sleep 1
+            kill -0 "$self" 2>/dev/null || exit 0
+        done
+        echo "# watchdog: $name ran longer than $secs s, stopped"
+        kill -TERM "$self"
+    ) 2>/dev/null &
+}
+
 # Bind port 0 and report what the kernel chose; TAP_PYTHON picks the python.
 free_port() {
     "${TAP_PYTHON:-python3}" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'

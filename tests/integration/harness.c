@@ -910,6 +910,89 @@ int hx_cluster_wait(const hx_topo *t, int timeout_ms)
     return 0;
 }
 
+int hx_cluster_proxy_start(hx_topo *t, const hx_cluster_opts *o, hx_proc *px, ...)
+{
+    if (hx_cluster_start(t, o) != 0) return 1;
+    const char *extra[48] = {"--topology", "cluster"};
+    int n = 2;
+    va_list ap;
+    va_start(ap, px);
+    const char *a;
+    while (n < 47 && (a = va_arg(ap, const char *))) extra[n++] = a;
+    va_end(ap);
+    extra[n] = NULL;
+    if (hx_proxy_startv(px, 0, t->masters[0].port, extra) == 0) return 0;
+    hx_topo_stop(t, 5000);
+    return 2;
+}
+
+int hx_cluster_owner(int port, const char *key)
+{
+    redisContext *c = hx_redis(port);
+    if (!c) return -1;
+    redisReply *r = redisCommand(c, "TYPE %s", key);
+    int p = -1;
+    if (r && r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "MOVED ", 6)) {
+        const char *colon = strrchr(r->str, ':');
+        if (colon) p = atoi(colon + 1);
+    } else if (r && r->type != REDIS_REPLY_ERROR) {
+        p = port;
+    }
+    if (r) freeReplyObject(r);
+    redisFree(c);
+    return p;
+}
+
+void hx_cluster_node_id(int port, char *out, size_t n)
+{
+    redisContext *d = hx_redis(port);
+    snprintf(out, n, "%s", d ? hx_cmd(d, "CLUSTER MYID") : "");
+    if (d) redisFree(d);
+}
+
+void hx_cluster_move_begin(int slot, int src, int dst)
+{
+    char srcid[64], dstid[64];
+    hx_cluster_node_id(src, srcid, sizeof(srcid));
+    hx_cluster_node_id(dst, dstid, sizeof(dstid));
+    redisContext *s = hx_redis(src), *t = hx_redis(dst);
+    if (t) hx_cmd(t, "CLUSTER SETSLOT %d IMPORTING %s", slot, srcid);
+    if (s) hx_cmd(s, "CLUSTER SETSLOT %d MIGRATING %s", slot, dstid);
+    if (s) redisFree(s);
+    if (t) redisFree(t);
+}
+
+int hx_cluster_map_slots(redisContext *c, int port)
+{
+    const char *map = hx_info_get(c, "hotproxy_upstream", "hotproxy_cluster_slot_map");
+    char pat[48];
+    snprintf(pat, sizeof(pat), "127.0.0.1:%d=", port);
+    const char *at = map ? strstr(map, pat) : NULL;
+    return at ? atoi(at + strlen(pat)) : -1;
+}
+
+int hx_cluster_load_round(redisContext *c, char keys[][32], int n, int round, char *err, size_t errsz)
+{
+    int errors = 0;
+    for (int i = 0; i < n; i++) {
+        char v[96];
+        snprintf(v, sizeof(v), "%d:%.31s", round, keys[i]);
+        redisReply *r = redisCommand(c, "SET %s %s", keys[i], v);
+        if (!r || r->type != REDIS_REPLY_STATUS || strcmp(r->str, "OK")) {
+            errors++;
+            snprintf(err, errsz, "SET %s: %s", keys[i], r ? (r->str ? r->str : "?") : c->errstr);
+        }
+        if (r) freeReplyObject(r);
+        r = redisCommand(c, "GET %s", keys[i]);
+        if (!r || r->type != REDIS_REPLY_STRING || strcmp(r->str, v)) {
+            errors++;
+            snprintf(err, errsz, "GET %s: %s (wanted %s)", keys[i], r ? (r->str ? r->str : "(nil)") : c->errstr, v);
+        }
+        if (r) freeReplyObject(r);
+    }
+    return errors;
+}
+
 int hx_proxy_startv(hx_proc *p, int port, int upstream_port, const char *const *extra)
 {
     for (int attempt = 0; attempt < 3; attempt++) {

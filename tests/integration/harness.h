@@ -188,6 +188,21 @@ int hx_cluster_start(hx_topo *t, const hx_cluster_opts *o);
  * slots assigned and ok and every node known, and each replica's link to
  * its master is up; 0 when that held within timeout_ms, -1 (and diag). */
 int hx_cluster_wait(const hx_topo *t, int timeout_ms);
+/* hx_cluster_start(t, o), then hotproxy on its first master with --topology
+ * cluster and the NULL-terminated extra arguments: 0; 1 when the cluster did
+ * not start, 2 when hotproxy did not (the cluster is then stopped). */
+int hx_cluster_proxy_start(hx_topo *t, const hx_cluster_opts *o, hx_proc *px, ...) __attribute__((sentinel));
+/* The port of the master that owns key (or shard channel), asked of the node
+ * on port (its MOVED says where), or -1. */
+int hx_cluster_owner(int port, const char *key);
+/* The node id (CLUSTER MYID) of the node on port into out; "" if unreachable. */
+void hx_cluster_node_id(int port, char *out, size_t n);
+/* The first step of moving a slot by hand: IMPORTING on dst, MIGRATING on src. */
+void hx_cluster_move_begin(int slot, int src, int dst);
+/* The slots hotproxy's slot map (INFO on c, a hotproxy) gives the master on port, or -1. */
+int hx_cluster_map_slots(redisContext *c, int port);
+/* One SET and one GET of each key (the value names the round); the failures, the last kept in err. */
+int hx_cluster_load_round(redisContext *c, char keys[][32], int n, int round, char *err, size_t errsz);
 
 /* SIGTERM everything in t at once, then reap (SIGKILL after timeout_ms). */
 void hx_topo_stop(hx_topo *t, int timeout_ms);

@@ -22,12 +22,7 @@ if [[ ! -x $bin ]]; then
     echo "1..0 # SKIP no hotproxy binary at $bin"
     exit 0
 fi
-for tool in redis-server redis-cli redis-benchmark python3; do
-    if ! command -v "$tool" >/dev/null; then
-        echo "1..0 # SKIP $tool is not installed"
-        exit 0
-    fi
-done
+need_tools redis-server redis-cli redis-benchmark python3
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/hotproxy-cli-XXXXXX")
 pids=()
@@ -46,14 +41,7 @@ trap cleanup EXIT
 trap 'exit 143' TERM INT HUP
 
 # The watchdog: no single step may hang the file.
-(
-    for ((i = 0; i < 280; i++)); do
-        sleep 1
-        kill -0 $$ 2>/dev/null || exit 0
-    done
-    echo "# watchdog: test_cli.sh ran longer than 280 s, stopped"
-    kill -TERM $$
-) 2>/dev/null &
+watchdog 280
 watchdog=$!
 pids+=("$watchdog")
 

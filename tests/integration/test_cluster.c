@@ -47,25 +47,6 @@
 
 static hx_topo topo;
 
-/* The port of the master that owns key, asked of the node on port (its
- * MOVED says where), or -1. */
-static int owner_port(int port, const char *key)
-{
-    redisContext *c = hx_redis(port);
-    if (!c) return -1;
-    redisReply *r = redisCommand(c, "TYPE %s", key);
-    int p = -1;
-    if (r && r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "MOVED ", 6)) {
-        const char *colon = strrchr(r->str, ':');
-        if (colon) p = atoi(colon + 1);
-    } else if (r && r->type != REDIS_REPLY_ERROR) {
-        p = port;
-    }
-    if (r) freeReplyObject(r);
-    redisFree(c);
-    return p;
-}
-
 static int master_index(int port)
 {
     for (int i = 0; i < topo.nmasters; i++)
@@ -79,25 +60,7 @@ static char last_err[256];
  * round); the commands that failed, the last error kept in last_err. */
 static int load_round(redisContext *c, char keys[][32], int n, int round)
 {
-    int errors = 0;
-    for (int i = 0; i < n; i++) {
-        char v[96];
-        snprintf(v, sizeof(v), "%d:%.31s", round, keys[i]);
-        redisReply *r = redisCommand(c, "SET %s %s", keys[i], v);
-        if (!r || r->type != REDIS_REPLY_STATUS || strcmp(r->str, "OK")) {
-            errors++;
-            snprintf(last_err, sizeof(last_err), "SET %s: %s", keys[i], r ? (r->str ? r->str : "?") : c->errstr);
-        }
-        if (r) freeReplyObject(r);
-        r = redisCommand(c, "GET %s", keys[i]);
-        if (!r || r->type != REDIS_REPLY_STRING || strcmp(r->str, v)) {
-            errors++;
-            snprintf(last_err, sizeof(last_err), "GET %s: %s (wanted %s)", keys[i],
-                     r ? (r->str ? r->str : "(nil)") : c->errstr, v);
-        }
-        if (r) freeReplyObject(r);
-    }
-    return errors;
+    return hx_cluster_load_round(c, keys, n, round, last_err, sizeof(last_err));
 }
 
 static void basics(redisContext *c)
@@ -110,7 +73,7 @@ static void basics(redisContext *c)
         snprintf(v, sizeof(v), "v%d", i);
         if (strcmp(hx_cmd(c, "SET %s %s", k, v), "OK")) wrong++;
         if (strcmp(hx_cmd(c, "GET %s", k), v)) wrong++;
-        int m = master_index(owner_port(topo.masters[0].port, k));
+        int m = master_index(hx_cluster_owner(topo.masters[0].port, k));
         if (m < 0) {
             wrong++;
             continue;
@@ -184,7 +147,7 @@ static void basics(redisContext *c)
         for (int i = 0; i < 60; i++) {
             char k[128];
             snprintf(k, sizeof(k), "%s", hx_cmd(c, "RANDOMKEY"));
-            int m = master_index(owner_port(topo.masters[0].port, k));
+            int m = master_index(hx_cluster_owner(topo.masters[0].port, k));
             if (m >= 0) masters += from[m]++ == 0;
         }
         ok(masters == topo.nmasters, "RANDOMKEY: keys from every master in 60 calls (%d, %d, %d)", from[0], from[1],
@@ -193,8 +156,8 @@ static void basics(redisContext *c)
 
     /* hash tags */
     is_str(hx_cmd(c, "MSETNX {user1}.a x {user1}.b y"), "1", "MSETNX of keys with one hash tag");
-    ok(owner_port(topo.masters[0].port, "{user1}.a") == owner_port(topo.masters[0].port, "{user1}.b") &&
-           owner_port(topo.masters[0].port, "{user1}.a") > 0,
+    ok(hx_cluster_owner(topo.masters[0].port, "{user1}.a") == hx_cluster_owner(topo.masters[0].port, "{user1}.b") &&
+           hx_cluster_owner(topo.masters[0].port, "{user1}.a") > 0,
        "... both keys on one master");
     is_str(hx_cmd(c, "RENAME {user1}.a {user1}.c"), "OK", "RENAME within a hash tag");
     is_str(hx_cmd(c, "GET {user1}.c"), "x", "... renamed");
@@ -254,7 +217,7 @@ static void stateful(redisContext *c, int pport)
            r->element[1]->integer == 11,
        "EXEC: the transaction ran on the key's master (INCR gave 11)");
     if (r) freeReplyObject(r);
-    int m = master_index(owner_port(topo.masters[0].port, "{a}.m"));
+    int m = master_index(hx_cluster_owner(topo.masters[0].port, "{a}.m"));
     redisContext *d = hx_redis(topo.masters[m >= 0 ? m : 0].port);
     is_str(hx_cmd(d, "GET {a}.m"), "11", "... the master holds 11");
     redisFree(d);
@@ -324,7 +287,7 @@ static void l1_check(redisContext *c)
              hx_info_num(c, "hotproxy_cache", "hotproxy_l1_fills"), hx_info_num(c, "hotproxy_cache", "hotproxy_l1_hits"),
              hx_info_num(c, "hotproxy_cache", "hotproxy_l1_bypassed"));
     if (getenv("HX_CLUSTER_DEBUG")) diag("%s", hx_cmd(c, "INFO hotproxy_upstream"));
-    int m = master_index(owner_port(topo.masters[0].port, key));
+    int m = master_index(hx_cluster_owner(topo.masters[0].port, key));
     redisContext *d = hx_redis(m >= 0 ? topo.masters[m].port : topo.masters[0].port);
     is_str(hx_cmd(d, "SET %s two", key), "OK", "L1: the key written straight to its master");
     redisFree(d);
@@ -344,7 +307,7 @@ static void l1_check(redisContext *c)
        "L1: MGET across masters: every value at its place");
     if (r) freeReplyObject(r);
     is_int(hx_info_num(c, "hotproxy_cache", "hotproxy_l1_hits") - h0, 2, "L1: ... the two held keys from the L1");
-    m = master_index(owner_port(topo.masters[0].port, "mg:{a}"));
+    m = master_index(hx_cluster_owner(topo.masters[0].port, "mg:{a}"));
     d = hx_redis(m >= 0 ? topo.masters[m].port : topo.masters[0].port);
     is_str(hx_cmd(d, "SET mg:{a} A2"), "OK", "L1: one written straight to its master");
     redisFree(d);
@@ -368,20 +331,12 @@ static void l1_check(redisContext *c)
     is_str(hx_cmd(c, "GET mg:{b}"), "B3", "L1: ... and so does GET");
 }
 
-/* The master's node id on port. */
-static void node_id(int port, char *out, size_t n)
-{
-    redisContext *d = hx_redis(port);
-    snprintf(out, n, "%s", hx_cmd(d, "CLUSTER MYID"));
-    redisFree(d);
-}
-
 static void reshard(redisContext *c)
 {
     int src = topo.masters[0].port, dst = topo.masters[1].port;
     char srcid[64], dstid[64];
-    node_id(src, srcid, sizeof(srcid));
-    node_id(dst, dstid, sizeof(dstid));
+    hx_cluster_node_id(src, srcid, sizeof(srcid));
+    hx_cluster_node_id(dst, dstid, sizeof(dstid));
     /* keys of master 0, and the slots of the first few of them */
     static char keys[240][32];
     int n = 0, slots[8], nslots = 0;
@@ -390,7 +345,7 @@ static void reshard(redisContext *c)
         char k[32];
         snprintf(k, sizeof(k), "rs:%d", i);
         int slot = atoi(hx_cmd(s, "CLUSTER KEYSLOT %s", k));
-        if (owner_port(src, k) != src) continue;
+        if (hx_cluster_owner(src, k) != src) continue;
         int in = 0;
         for (int j = 0; j < nslots; j++) in |= slots[j] == slot;
         if (!in && nslots < 8) slots[nslots++] = slot, in = 1;
@@ -401,7 +356,7 @@ static void reshard(redisContext *c)
     for (int i = 0, m = 0; m < 20 && i < 1000; i++) {
         char k[32];
         snprintf(k, sizeof(k), "other:%d", i);
-        if (owner_port(src, k) == src) continue;
+        if (hx_cluster_owner(src, k) == src) continue;
         snprintf(keys[n++], sizeof(keys[0]), "%s", k);
         m++;
     }
@@ -441,42 +396,25 @@ static void reshard(redisContext *c)
     for (int i = 0; i < n; i++) {
         char v[96];
         snprintf(v, sizeof(v), "%d:%.31s", round, keys[i]);
-        int p = owner_port(src, keys[i]);
+        int p = hx_cluster_owner(src, keys[i]);
         redisContext *d = hx_redis(p > 0 ? p : src);
         if (strcmp(hx_cmd(d, "GET %s", keys[i]), v)) missing++;
         redisFree(d);
     }
     ok(missing == 0, "... every key's last value is on its owner afterwards (%d not)", missing);
-    ok(owner_port(src, keys[0]) == dst, "... the moved slots are the new master's");
+    ok(hx_cluster_owner(src, keys[0]) == dst, "... the moved slots are the new master's");
     ok(hx_info_num(c, "hotproxy_cache", "hotproxy_l1_flushes_slot_moved") > 0,
        "... and the L1 was flushed as their owner changed (its entries' invalidations came from the old one)");
     redisFree(s);
     redisFree(t);
 }
 
-/*
- * redis-cli --cluster reshard (slots from master 2 to master 0, key by key
- * with MIGRATE, as operators do it) running while the test writes and reads
- * through hotproxy: no error, no read older than the write before it, every
- * last value on its owner afterwards.  HX_RESHARD_SLOTS sets how many slots
- * (default 300; the README's figure is from 4000).
- */
-/* The slots hotproxy's map gives the master on port, or -1. */
-static int slots_of(redisContext *c, int port)
-{
-    const char *map = hx_info_get(c, "hotproxy_upstream", "hotproxy_cluster_slot_map");
-    char pat[48];
-    snprintf(pat, sizeof(pat), "127.0.0.1:%d=", port);
-    const char *at = map ? strstr(map, pat) : NULL;
-    return at ? atoi(at + strlen(pat)) : -1;
-}
-
 static void reshard_cli(redisContext *c)
 {
     int nslots = getenv("HX_RESHARD_SLOTS") ? atoi(getenv("HX_RESHARD_SLOTS")) : 300;
     char from[64], to[64], seed[64], slots[16];
-    node_id(topo.masters[2].port, from, sizeof(from));
-    node_id(topo.masters[0].port, to, sizeof(to));
+    hx_cluster_node_id(topo.masters[2].port, from, sizeof(from));
+    hx_cluster_node_id(topo.masters[0].port, to, sizeof(to));
     snprintf(seed, sizeof(seed), "127.0.0.1:%d", topo.masters[1].port);
     snprintf(slots, sizeof(slots), "%d", nslots);
     /* keys everywhere, most on the master that gives slots away */
@@ -485,7 +423,7 @@ static void reshard_cli(redisContext *c)
     for (int i = 0; n < 300 && i < 20000; i++) {
         char k[32];
         snprintf(k, sizeof(k), "rc:%d", i);
-        if (i % 4 != 0 && owner_port(topo.masters[2].port, k) != topo.masters[2].port) continue;
+        if (i % 4 != 0 && hx_cluster_owner(topo.masters[2].port, k) != topo.masters[2].port) continue;
         snprintf(keys[n++], sizeof(keys[0]), "%s", k);
     }
     int round = 0, errors = load_round(c, keys, n, ++round);
@@ -500,7 +438,7 @@ static void reshard_cli(redisContext *c)
     const char *argv[] = {"redis-cli", "--cluster", "reshard", seed, "--cluster-from", from, "--cluster-to", to,
                           "--cluster-slots", slots, "--cluster-yes", "--cluster-pipeline", "10", NULL};
     hx_proc cli;
-    int before0 = slots_of(c, topo.masters[0].port);
+    int before0 = hx_cluster_map_slots(c, topo.masters[0].port);
     double t0 = hx_now();
     if (!ok(hx_spawn(&cli, "reshard", argv) == 0, "redis-cli --cluster reshard of %d slots started", nslots)) return;
     long long moved0 = hx_info_num(c, "hotproxy_upstream", "hotproxy_cluster_moved");
@@ -512,7 +450,7 @@ static void reshard_cli(redisContext *c)
     if (errors) diag("last error: %s", last_err);
     int want0 = before0 + nslots, got0 = -1;
     double until = hx_now() + DEADLINE;
-    while (hx_now() < until && (got0 = slots_of(c, topo.masters[0].port)) != want0) hx_sleep_ms(100);
+    while (hx_now() < until && (got0 = hx_cluster_map_slots(c, topo.masters[0].port)) != want0) hx_sleep_ms(100);
     if (!ok(got0 == want0, "redis-cli --cluster reshard moved %d slots in %.1f s (hotproxy's map: %d -> %d)", nslots, took,
             before0, got0))
         hx_diag_file(cli.outfile, 4000);
@@ -525,7 +463,7 @@ static void reshard_cli(redisContext *c)
     for (int i = 0; i < n; i++) {
         char v[96];
         snprintf(v, sizeof(v), "%d:%.31s", round, keys[i]);
-        int p = owner_port(topo.masters[1].port, keys[i]);
+        int p = hx_cluster_owner(topo.masters[1].port, keys[i]);
         redisContext *d = hx_redis(p > 0 ? p : topo.masters[0].port);
         if (strcmp(hx_cmd(d, "GET %s", keys[i]), v)) lost++;
         redisFree(d);
@@ -546,7 +484,7 @@ static void killed(redisContext *c, char keys[][32], int n, int round)
     int dead[60] = {0}, ndead = 0, rj = -1;
     for (int i = 0; i < topo.nreplicas; i++)
         if (topo.replica_of[i] == 1) rj = i;
-    for (int i = 0; i < n && i < 60; i++) ndead += dead[i] = owner_port(topo.masters[0].port, keys[i]) == topo.masters[1].port;
+    for (int i = 0; i < n && i < 60; i++) ndead += dead[i] = hx_cluster_owner(topo.masters[0].port, keys[i]) == topo.masters[1].port;
     redisContext *rep = hx_redis(topo.replicas[rj].port);
     hx_kill(&topo.masters[1]);
     double t0 = hx_now(), promoted = 0, first_ok = 0;
@@ -659,15 +597,9 @@ int main(void)
 {
     hx_init(400);
     hx_cluster_opts o = {.masters = 3};
-    if (!ok(hx_cluster_start(&topo, &o) == 0, "3 masters started")) {
-        done_testing();
-        return exit_status();
-    }
     hx_proc proxy;
-    if (!ok(hx_proxy_start(&proxy, 0, topo.masters[0].port, "--topology", "cluster", "--l1-ttl", "600000",
-                           "--l1-hot-threshold", "0", NULL) == 0,
-            "hotproxy starts with topology cluster and one seed")) {
-        hx_topo_stop(&topo, 5000);
+    int up = hx_cluster_proxy_start(&topo, &o, &proxy, "--l1-ttl", "600000", "--l1-hot-threshold", "0", NULL);
+    if (!ok(up != 1, "3 masters started") || !ok(up == 0, "hotproxy starts with topology cluster and one seed")) {
         done_testing();
         return exit_status();
     }

@@ -54,32 +54,13 @@
 
 static hx_topo topo;
 
-/* The port of the master that owns key (or channel), asked of the node on
- * port (its MOVED says where), or -1. */
-static int owner_port(int port, const char *key)
-{
-    redisContext *c = hx_redis(port);
-    if (!c) return -1;
-    redisReply *r = redisCommand(c, "TYPE %s", key);
-    int p = -1;
-    if (r && r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "MOVED ", 6)) {
-        const char *colon = strrchr(r->str, ':');
-        if (colon) p = atoi(colon + 1);
-    } else if (r && r->type != REDIS_REPLY_ERROR) {
-        p = port;
-    }
-    if (r) freeReplyObject(r);
-    redisFree(c);
-    return p;
-}
-
 /* A key "<prefix>{<tag>N}" (N counting up) whose master is on port
  * (want_port > 0) or not on it (want_port < 0, -port), into out. */
 static void key_on(const char *prefix, int want_port, char *out, size_t n)
 {
     for (int i = 0; i < 100000; i++) {
         snprintf(out, n, "{%s%d}", prefix, i);
-        int p = owner_port(topo.masters[0].port, out);
+        int p = hx_cluster_owner(topo.masters[0].port, out);
         if ((want_port > 0 && p == want_port) || (want_port < 0 && p != -want_port && p > 0)) return;
     }
 }
@@ -90,26 +71,6 @@ static int slot_of(const char *key)
     int s = atoi(hx_cmd(d, "CLUSTER KEYSLOT %s", key));
     redisFree(d);
     return s;
-}
-
-static void node_id(int port, char *out, size_t n)
-{
-    redisContext *d = hx_redis(port);
-    snprintf(out, n, "%s", hx_cmd(d, "CLUSTER MYID"));
-    redisFree(d);
-}
-
-/* The first half of moving a slot: IMPORTING on dst, MIGRATING on src. */
-static void move_begin(int slot, int src, int dst)
-{
-    char srcid[64], dstid[64];
-    node_id(src, srcid, sizeof(srcid));
-    node_id(dst, dstid, sizeof(dstid));
-    redisContext *s = hx_redis(src), *t = hx_redis(dst);
-    hx_cmd(t, "CLUSTER SETSLOT %d IMPORTING %s", slot, srcid);
-    hx_cmd(s, "CLUSTER SETSLOT %d MIGRATING %s", slot, dstid);
-    redisFree(s);
-    redisFree(t);
 }
 
 /* MIGRATE every key of the slot from src to dst. */
@@ -130,7 +91,7 @@ static void move_keys(int slot, int src, int dst)
 static void move_end(int slot, int src, int dst)
 {
     char dstid[64];
-    node_id(dst, dstid, sizeof(dstid));
+    hx_cluster_node_id(dst, dstid, sizeof(dstid));
     int order[HX_TOPO_MAX], n = 0;
     order[n++] = dst;
     order[n++] = src;
@@ -146,7 +107,7 @@ static void move_end(int slot, int src, int dst)
 
 static void move_slot(int slot, int src, int dst)
 {
-    move_begin(slot, src, dst);
+    hx_cluster_move_begin(slot, src, dst);
     move_keys(slot, src, dst);
     move_end(slot, src, dst);
 }
@@ -255,7 +216,7 @@ static void blocked_ask(redisContext *c, int pport)
     hx_raw_send(&b, "RPUSH", k, "asked", NULL);
     is_str(hx_raw_reply(&b, 20000), "1", "ASK: RPUSH %s through hotproxy", k);
     long long ask0 = counter(c, "hotproxy_cluster_ask");
-    move_begin(slot, src, dst);
+    hx_cluster_move_begin(slot, src, dst);
     move_keys(slot, src, dst);
     hx_raw_send(&b, "BLPOP", k, "0", NULL);
     snprintf(want, sizeof(want), "%s=asked", k);
@@ -279,10 +240,10 @@ static void blocked_ask(redisContext *c, int pport)
 static void unblock(redisContext *c, int pport)
 {
     char k[64], id[32];
-    int first = owner_port(topo.masters[0].port, "{s0-14782}"); /* slot 0: keyless commands go there */
+    int first = hx_cluster_owner(topo.masters[0].port, "{s0-14782}"); /* slot 0: keyless commands go there */
     is_str(hx_cmd(c, "CLUSTER KEYSLOT {s0-14782}"), "0", "UNBLOCK: {s0-14782} is in slot 0");
     key_on("unb", -first, k, sizeof(k));
-    int m = owner_port(topo.masters[0].port, k);
+    int m = hx_cluster_owner(topo.masters[0].port, k);
     hx_rawc b;
     if (!ok(hx_raw_open(&b, pport) == 0, "UNBLOCK: a client connected")) return;
     hx_raw_send(&b, "CLIENT", "ID", NULL);
@@ -493,14 +454,9 @@ int main(void)
 {
     hx_init(400);
     hx_cluster_opts o = {.masters = 3};
-    if (!ok(hx_cluster_start(&topo, &o) == 0, "3 masters started")) {
-        done_testing();
-        return exit_status();
-    }
     hx_proc px;
-    if (!ok(hx_proxy_start(&px, 0, topo.masters[0].port, "--topology", "cluster", "--loglevel", "verbose", NULL) == 0,
-            "hotproxy starts with topology cluster")) {
-        hx_topo_stop(&topo, 5000);
+    int up = hx_cluster_proxy_start(&topo, &o, &px, "--loglevel", "verbose", NULL);
+    if (!ok(up != 1, "3 masters started") || !ok(up == 0, "hotproxy starts with topology cluster")) {
         done_testing();
         return exit_status();
     }

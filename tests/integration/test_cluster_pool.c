@@ -25,42 +25,6 @@
 static hx_topo topo;
 static char last_err[1024];
 
-/* The master's node id on port. */
-static void node_id(int port, char *out, size_t n)
-{
-    redisContext *d = hx_redis(port);
-    snprintf(out, n, "%s", d ? hx_cmd(d, "CLUSTER MYID") : "");
-    if (d) redisFree(d);
-}
-
-/* The port of the master that owns key, asked of the node on port, or -1. */
-static int owner_port(int port, const char *key)
-{
-    redisContext *c = hx_redis(port);
-    if (!c) return -1;
-    redisReply *r = redisCommand(c, "TYPE %s", key);
-    int p = -1;
-    if (r && r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "MOVED ", 6)) {
-        const char *colon = strrchr(r->str, ':');
-        if (colon) p = atoi(colon + 1);
-    } else if (r && r->type != REDIS_REPLY_ERROR) {
-        p = port;
-    }
-    if (r) freeReplyObject(r);
-    redisFree(c);
-    return p;
-}
-
-/* The slots hotproxy's map gives the master on port (-1: none). */
-static int slots_of(redisContext *c, int port)
-{
-    const char *map = hx_info_get(c, "hotproxy_upstream", "hotproxy_cluster_slot_map");
-    char pat[48];
-    snprintf(pat, sizeof(pat), "127.0.0.1:%d=", port);
-    const char *at = map ? strstr(map, pat) : NULL;
-    return at ? atoi(at + strlen(pat)) : -1;
-}
-
 /* 1 while hotproxy's INFO lists a pool for the node on port. */
 static int pool_listed(redisContext *c, int port)
 {
@@ -76,24 +40,7 @@ static int pool_listed(redisContext *c, int port)
  * same as one pipeline; the errors, the last one kept in last_err. */
 static int load_round(redisContext *c, char keys[][32], int n, int round)
 {
-    int errors = 0;
-    for (int i = 0; i < n; i++) {
-        char v[96];
-        snprintf(v, sizeof(v), "%d:%.31s", round, keys[i]);
-        redisReply *r = redisCommand(c, "SET %s %s", keys[i], v);
-        if (!r || r->type != REDIS_REPLY_STATUS || strcmp(r->str, "OK")) {
-            errors++;
-            snprintf(last_err, sizeof(last_err), "SET %s: %s", keys[i], r ? (r->str ? r->str : "?") : c->errstr);
-        }
-        if (r) freeReplyObject(r);
-        r = redisCommand(c, "GET %s", keys[i]);
-        if (!r || r->type != REDIS_REPLY_STRING || strcmp(r->str, v)) {
-            errors++;
-            snprintf(last_err, sizeof(last_err), "GET %s: %s (wanted %s)", keys[i],
-                     r ? (r->str ? r->str : "(nil)") : c->errstr, v);
-        }
-        if (r) freeReplyObject(r);
-    }
+    int errors = hx_cluster_load_round(c, keys, n, round, last_err, sizeof(last_err));
     for (int i = 0; i < n; i++) redisAppendCommand(c, "GET %s", keys[i]);
     for (int i = 0; i < n; i++) {
         redisReply *r = NULL;
@@ -153,8 +100,8 @@ static void master_leaves(redisContext *c)
     char seed[32], addr4[32], id0[64], id4[64];
     snprintf(seed, sizeof(seed), "127.0.0.1:%d", topo.masters[0].port);
     snprintf(addr4, sizeof(addr4), "127.0.0.1:%d", n4->port);
-    node_id(topo.masters[0].port, id0, sizeof(id0));
-    node_id(n4->port, id4, sizeof(id4));
+    hx_cluster_node_id(topo.masters[0].port, id0, sizeof(id0));
+    hx_cluster_node_id(n4->port, id4, sizeof(id4));
     const char *add[] = {"redis-cli", "--cluster", "add-node", addr4, seed, NULL};
     if (!ok(cli("add-node", add) == 0 && hx_cluster_wait(&topo, 30000) == 0,
             "redis-cli --cluster add-node: every node knows the 4th"))
@@ -164,7 +111,7 @@ static void master_leaves(redisContext *c)
     if (!ok(cli("reshard-to-4", to4) == 0, "200 slots resharded to it")) return;
     int got = -1;
     double until = hx_now() + DEADLINE;
-    while (hx_now() < until && (got = slots_of(c, n4->port)) != 200) hx_sleep_ms(100);
+    while (hx_now() < until && (got = hx_cluster_map_slots(c, n4->port)) != 200) hx_sleep_ms(100);
     ok(got == 200 && pool_listed(c, n4->port), "hotproxy's map gives it 200 slots, INFO lists its pool");
     /* keys of every master, two of the 4th's among them */
     static char keys[24][32];
@@ -172,7 +119,7 @@ static void master_leaves(redisContext *c)
     for (int i = 0; n < 24 && i < 20000; i++) {
         char k[32];
         snprintf(k, sizeof(k), "mv:%d", i);
-        int own = owner_port(topo.masters[0].port, k) == n4->port;
+        int own = hx_cluster_owner(topo.masters[0].port, k) == n4->port;
         if (!own && n >= 20) continue;
         if (own && on4 >= 4) continue;
         on4 += own;
@@ -181,7 +128,7 @@ static void master_leaves(redisContext *c)
     int errors = load_round(c, keys, n, 1);
     redisContext *d4 = hx_redis(n4->port);
     int served = 0;
-    for (int i = 0; d4 && i < n; i++) served += owner_port(n4->port, keys[i]) == n4->port && !strncmp(hx_cmd(d4, "GET %s", keys[i]), "1:", 2);
+    for (int i = 0; d4 && i < n; i++) served += hx_cluster_owner(n4->port, keys[i]) == n4->port && !strncmp(hx_cmd(d4, "GET %s", keys[i]), "1:", 2);
     if (d4) redisFree(d4);
     ok(on4 == 4 && served == 4 && errors == 0, "keys of the 4th master are served there through hotproxy (%d of %d, %d errors%s%s)",
        served, on4, errors, errors ? ": " : "", errors ? last_err : "");
@@ -302,7 +249,7 @@ static void reads_retried(void)
     for (int i = 0; n < 40 && i < 5000; i++) {
         char k[32];
         snprintf(k, sizeof(k), "rd:%d", i);
-        int own = owner_port(t.masters[0].port, k) == dead;
+        int own = hx_cluster_owner(t.masters[0].port, k) == dead;
         if ((own && ndead >= 30) || (!own && n - ndead >= 10)) continue;
         ndead += own;
         snprintf(keys[n++], sizeof(keys[0]), "%s", k);
@@ -375,15 +322,9 @@ int main(void)
 {
     hx_init(400);
     hx_cluster_opts o = {.masters = 3};
-    if (!ok(hx_cluster_start(&topo, &o) == 0, "3 masters started")) {
-        done_testing();
-        return exit_status();
-    }
     hx_proc proxy;
-    if (!ok(hx_proxy_start(&proxy, 0, topo.masters[0].port, "--topology", "cluster", "--upstream-connections", "4",
-                           NULL) == 0,
-            "hotproxy starts with topology cluster")) {
-        hx_topo_stop(&topo, 5000);
+    int up = hx_cluster_proxy_start(&topo, &o, &proxy, "--upstream-connections", "4", NULL);
+    if (!ok(up != 1, "3 masters started") || !ok(up == 0, "hotproxy starts with topology cluster")) {
         done_testing();
         return exit_status();
     }

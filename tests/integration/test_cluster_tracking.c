@@ -122,20 +122,6 @@ static const char *inval(const char *key)
 
 static const char flush_push[] = ">2\r\n$10\r\ninvalidate\r\n_\r\n";
 
-/* The port of the master owning key (its MOVED says), or -1. */
-static int owner_port(const char *key)
-{
-    redisContext *c = hx_redis(topo.masters[0].port);
-    if (!c) return -1;
-    redisReply *r = redisCommand(c, "TYPE %s", key);
-    int p = -1;
-    if (r && r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "MOVED ", 6)) p = atoi(strrchr(r->str, ':') + 1);
-    else if (r && r->type != REDIS_REPLY_ERROR) p = topo.masters[0].port;
-    if (r) freeReplyObject(r);
-    redisFree(c);
-    return p;
-}
-
 /* keys[m]: a key named prefix<n> owned by master m, for each master. */
 static int keys_per_master(const char *prefix, char keys[][32])
 {
@@ -144,7 +130,7 @@ static int keys_per_master(const char *prefix, char keys[][32])
     for (int i = 0; i < 1000 && found < topo.nmasters; i++) {
         char k[32];
         snprintf(k, sizeof(k), "%s%d", prefix, i);
-        int p = owner_port(k);
+        int p = hx_cluster_owner(topo.masters[0].port, k);
         for (int m = 0; m < topo.nmasters; m++)
             if (topo.masters[m].port == p && !keys[m][0]) {
                 snprintf(keys[m], 32, "%s", k);
@@ -197,7 +183,7 @@ static void default_mode(int port)
     hx_buf_reset(&t.in);
     conn_send(&t, "GET %s", k[1]);
     ok(conn_expect(&t, "$2\r\ny1\r\n", DEADLINE_MS), "default: it reads %s again", k[1]);
-    redisContext *d = hx_redis(owner_port(k[1]));
+    redisContext *d = hx_redis(hx_cluster_owner(topo.masters[0].port, k[1]));
     hx_cmd(d, "SET %s z", k[1]);
     redisFree(d);
     ok(conn_find(&t, inval(k[1]), DEADLINE_MS) >= 0, "default: a write straight to the master invalidates it");
@@ -211,7 +197,7 @@ static void default_mode(int port)
     conn_send(&t, "EXEC");
     ok(conn_expect(&t, "+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n+OK\r\n$2\r\ntx\r\n", DEADLINE_MS),
        "default: MULTI, then keys of master 0 only: the transaction runs there");
-    d = hx_redis(owner_port(k[0]));
+    d = hx_redis(hx_cluster_owner(topo.masters[0].port, k[0]));
     is_str(hx_cmd(d, "GET %s", k[0]), "tx", "default: ... master 0 holds its write");
     redisFree(d);
 
@@ -292,13 +278,6 @@ static void refused(int port)
     redisFree(b);
 }
 
-static void node_id(int port, char *out, size_t n)
-{
-    redisContext *d = hx_redis(port);
-    snprintf(out, n, "%s", hx_cmd(d, "CLUSTER MYID"));
-    redisFree(d);
-}
-
 /* A slot the client read from moves to another master (by hand, as
  * redis-cli --cluster reshard does it): it is told to flush, and a key of
  * that slot read again is tracked on the new master. */
@@ -324,11 +303,9 @@ static void slot_moves(int port)
     redisContext *s = hx_redis(src), *d = hx_redis(dst), *pc = hx_redis(port);
     long long ask0 = hx_info_num(pc, "hotproxy_upstream", "hotproxy_cluster_ask");
     int slot = atoi(hx_cmd(s, "CLUSTER KEYSLOT %s", held));
-    char srcid[64], dstid[64];
-    node_id(src, srcid, sizeof(srcid));
-    node_id(dst, dstid, sizeof(dstid));
-    hx_cmd(d, "CLUSTER SETSLOT %d IMPORTING %s", slot, srcid);
-    hx_cmd(s, "CLUSTER SETSLOT %d MIGRATING %s", slot, dstid);
+    char dstid[64];
+    hx_cluster_node_id(dst, dstid, sizeof(dstid));
+    hx_cluster_move_begin(slot, src, dst);
     const char *mr = hx_cmd(s, "MIGRATE 127.0.0.1 %d %s 0 5000", dst, held);
     if (strcmp(mr, "OK")) diag("MIGRATE: %s", mr);
     ok(conn_find(&t, inval(held), DEADLINE_MS) >= 0, "moved: MIGRATE took the key off master 0: its invalidation");
@@ -395,11 +372,7 @@ static void blocked_ask(int port)
     hx_buf_reset(&t.in);
     redisContext *s = hx_redis(src), *d = hx_redis(dst), *w = hx_redis(port);
     int slot = atoi(hx_cmd(s, "CLUSTER KEYSLOT %s", list));
-    char srcid[64], dstid[64];
-    node_id(src, srcid, sizeof(srcid));
-    node_id(dst, dstid, sizeof(dstid));
-    hx_cmd(d, "CLUSTER SETSLOT %d IMPORTING %s", slot, srcid);
-    hx_cmd(s, "CLUSTER SETSLOT %d MIGRATING %s", slot, dstid);
+    hx_cluster_move_begin(slot, src, dst);
     /* the key exists nowhere: master 2 answers ASK, it blocks on master 1 */
     conn_send(&t, "BLPOP %s 0", list);
     double until = hx_now() + DEADLINE_MS / 1000.0;
@@ -440,11 +413,9 @@ static void split_ask(int port)
     conn_send(&t, "GET %s", k[2]);
     ok(conn_expect(&t, "+OK\r\n$1\r\nb\r\n", DEADLINE_MS), "split: the client tracks, reads a key of master 2");
     int slot = atoi(hx_cmd(s, "CLUSTER KEYSLOT %s", k[0]));
-    char srcid[64], dstid[64];
-    node_id(src, srcid, sizeof(srcid));
-    node_id(dst, dstid, sizeof(dstid));
-    hx_cmd(d, "CLUSTER SETSLOT %d IMPORTING %s", slot, srcid);
-    hx_cmd(s, "CLUSTER SETSLOT %d MIGRATING %s", slot, dstid);
+    char dstid[64];
+    hx_cluster_node_id(dst, dstid, sizeof(dstid));
+    hx_cluster_move_begin(slot, src, dst);
     const char *mr = hx_cmd(s, "MIGRATE 127.0.0.1 %d %s 0 5000", dst, k[0]);
     if (strcmp(mr, "OK")) diag("MIGRATE: %s", mr);
     hx_buf_reset(&t.in);
@@ -539,14 +510,9 @@ int main(void)
 {
     hx_init(400);
     hx_cluster_opts o = {.masters = 3};
-    if (!ok(hx_cluster_start(&topo, &o) == 0, "3 masters started")) {
-        done_testing();
-        return exit_status();
-    }
     hx_proc proxy;
-    if (!ok(hx_proxy_start(&proxy, 0, topo.masters[0].port, "--topology", "cluster", NULL) == 0,
-            "hotproxy starts with topology cluster")) {
-        hx_topo_stop(&topo, 5000);
+    int up = hx_cluster_proxy_start(&topo, &o, &proxy, NULL);
+    if (!ok(up != 1, "3 masters started") || !ok(up == 0, "hotproxy starts with topology cluster")) {
         done_testing();
         return exit_status();
     }

@@ -24,13 +24,9 @@
  *  - a subscriber whose upstream connection breaks (CLIENT KILL on the
  *    master, no failover) is still closed, as before.
  */
-#include <errno.h>
-#include <poll.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -40,161 +36,20 @@
 
 static hx_topo topo;
 
-/* A client on a raw socket, and the frames it got (RESP2 and RESP3). */
-typedef struct rawc {
-    int fd;
-    int eof;
-    hx_buf in;
-    size_t pos; /* frames before it were taken */
-} rawc;
-
-static int raw_open(rawc *r, int port)
-{
-    memset(r, 0, sizeof(*r));
-    r->fd = hx_connect(port);
-    return r->fd >= 0 ? 0 : -1;
-}
-
-static void raw_close(rawc *r)
-{
-    if (r->fd >= 0) close(r->fd);
-    r->fd = -1;
-    hx_buf_free(&r->in);
-}
-
-/* Send one command: the arguments, NULL-terminated. */
-static int raw_send(rawc *r, ...)
-{
-    const char *argv[32];
-    size_t argvlen[32];
-    int argc = 0;
-    va_list ap;
-    va_start(ap, r);
-    const char *a;
-    while ((a = va_arg(ap, const char *)) && argc < 32) {
-        argv[argc] = a;
-        argvlen[argc++] = strlen(a);
-    }
-    va_end(ap);
-    hx_buf b = {0};
-    hx_buf_command(&b, argc, argv, argvlen);
-    int rc = hx_send(r->fd, b.data, b.len, 5000);
-    hx_buf_free(&b);
-    return rc;
-}
-
-/* Length of the complete RESP2 or RESP3 frame at p; 0 incomplete, -1 bad. */
-static long frame_len(const char *p, size_t n, int depth)
-{
-    const char *nl = n ? memchr(p, '\n', n) : NULL;
-    if (!nl) return 0;
-    if (depth > 16 || nl == p || nl[-1] != '\r') return -1;
-    size_t ll = (size_t)(nl - p) + 1;
-    long long v = atoll(p + 1);
-    switch (p[0]) {
-    case '+': case '-': case ':': case '_': case ',': case '#': case '(':
-        return (long)ll;
-    case '$': case '=': case '!':
-        if (v < 0) return (long)ll;
-        return n < ll + (size_t)v + 2 ? 0 : (long)(ll + (size_t)v + 2);
-    case '*': case '>': case '~': case '%': {
-        if (v < 0) return (long)ll;
-        if (p[0] == '%') v *= 2;
-        size_t pos = ll;
-        for (long long i = 0; i < v; i++) {
-            long e = frame_len(p + pos, n - pos, depth + 1);
-            if (e <= 0) return e;
-            pos += (size_t)e;
-        }
-        return (long)pos;
-    }
-    default:
-        return -1;
-    }
-}
-
-/* The next frame r got within timeout_ms: 1 (f, len: valid until the next
- * call), 0 if none came, -1 on a closed connection or a bad frame. */
-static int raw_frame(rawc *r, const char **f, size_t *len, int timeout_ms)
-{
-    double end = hx_now() + timeout_ms / 1000.0;
-    for (;;) {
-        long l = frame_len(r->in.data + r->pos, r->in.len - r->pos, 0);
-        if (l < 0) return -1;
-        if (l > 0) {
-            *f = r->in.data + r->pos;
-            *len = (size_t)l;
-            r->pos += (size_t)l;
-            return 1;
-        }
-        if (r->eof) return -1;
-        int left = (int)((end - hx_now()) * 1000);
-        if (left <= 0) return 0;
-        struct pollfd p = {r->fd, POLLIN, 0};
-        if (poll(&p, 1, left) <= 0) continue;
-        hx_buf_reserve(&r->in, 65536);
-        ssize_t n = recv(r->fd, r->in.data + r->in.len, 65536, 0);
-        if (n > 0) r->in.len += (size_t)n;
-        else if (n == 0 || (errno != EAGAIN && errno != EINTR)) r->eof = 1;
-    }
-}
-
-/* The first element of an array or push frame, when it is a bulk string
- * ("message", "subscribe"...), copied into out; "" otherwise. */
-static const char *frame_kind(const char *f, size_t len, char *out, size_t outsz)
-{
-    out[0] = '\0';
-    if (len < 4 || (f[0] != '*' && f[0] != '>')) return out;
-    const char *p = memchr(f, '\n', len);
-    if (!p || p + 1 >= f + len || p[1] != '$') return out;
-    long long l = atoll(p + 2);
-    const char *s = memchr(p + 1, '\n', (size_t)(f + len - p - 1));
-    if (!s || l < 0 || (size_t)l >= outsz || s + 1 + l > f + len) return out;
-    memcpy(out, s + 1, (size_t)l);
-    out[l] = '\0';
-    return out;
-}
-
 static int has(const char *f, size_t len, const char *needle)
 {
     return memmem(f, len, needle, strlen(needle)) != NULL;
 }
 
 /* Read n frames from r (each within the deadline): 0 when they came. */
-static int raw_skip(rawc *r, int n)
+static int raw_skip(hx_rawc *r, int n)
 {
     const char *f;
     size_t len;
     for (int i = 0; i < n; i++)
-        if (raw_frame(r, &f, &len, (int)(DEADLINE * 1000)) != 1) return -1;
+        if (hx_raw_frame(r, &f, &len, (int)(DEADLINE * 1000)) != 1) return -1;
     return 0;
 }
-
-/* One reply as text ("+OK" -> "OK", "-ERR x" -> "ERR x", "$-1"/"_" ->
- * "(nil)", a bulk -> its bytes); "(none: ...)" when none came. */
-static const char *raw_reply(rawc *r, int timeout_ms)
-{
-    static char text[512];
-    const char *f;
-    size_t len;
-    int rc = raw_frame(r, &f, &len, timeout_ms);
-    if (rc != 1) {
-        snprintf(text, sizeof(text), "(none: %s)", rc ? "closed" : "timeout");
-        return text;
-    }
-    if (f[0] == '$' && f[1] != '-') {
-        const char *s = memchr(f, '\n', len);
-        snprintf(text, sizeof(text), "%.*s", (int)(f + len - s - 3), s + 1);
-    } else if ((f[0] == '$' && f[1] == '-') || f[0] == '_' || !strncmp(f, "*-1", 3)) {
-        snprintf(text, sizeof(text), "(nil)");
-    } else if (f[0] == '*') {
-        snprintf(text, sizeof(text), "(array %d)", atoi(f + 1));
-    } else {
-        snprintf(text, sizeof(text), "%.*s", (int)(len - 3 > 500 ? 500 : len - 3), f + 1);
-    }
-    return text;
-}
-
 
 /* The CLIENT LIST line (through hotproxy) of the pub/sub client with that
  * protocol, its sub= psub= ssub= as "s/p/ss", or "(none)". */
@@ -226,7 +81,7 @@ typedef struct seen {
     char other_kind[64];
 } seen;
 
-static void collect(rawc *r, const char *const *needles, int nneedles, seen *sn)
+static void collect(hx_rawc *r, const char *const *needles, int nneedles, seen *sn)
 {
     int got[8] = {0};
     memset(sn, 0, sizeof(*sn));
@@ -235,10 +90,10 @@ static void collect(rawc *r, const char *const *needles, int nneedles, seen *sn)
         const char *f;
         size_t len;
         char kind[64];
-        int rc = raw_frame(r, &f, &len, 200);
+        int rc = hx_raw_frame(r, &f, &len, 200);
         if (rc < 0) break;
         if (rc == 0) continue;
-        frame_kind(f, len, kind, sizeof(kind));
+        hx_frame_kind(f, len, kind, sizeof(kind));
         if (!strcmp(kind, "subscribe") || !strcmp(kind, "psubscribe") || !strcmp(kind, "ssubscribe")) {
             sn->confirmations++;
         } else if (!strcmp(kind, "message") || !strcmp(kind, "pmessage") || !strcmp(kind, "smessage")) {
@@ -256,9 +111,9 @@ static void collect(rawc *r, const char *const *needles, int nneedles, seen *sn)
     /* anything more that is already on its way */
     const char *f;
     size_t len;
-    while (raw_frame(r, &f, &len, 300) == 1) {
+    while (hx_raw_frame(r, &f, &len, 300) == 1) {
         char kind[64];
-        frame_kind(f, len, kind, sizeof(kind));
+        hx_frame_kind(f, len, kind, sizeof(kind));
         if (strstr(kind, "subscribe")) sn->confirmations++;
         else if (strstr(kind, "message")) sn->messages++;
         else sn->other++;
@@ -302,39 +157,39 @@ int main(void)
     }
 
     /* --- before the failover --- */
-    rawc s2, s3, mc, wc, bc, dc, rc_;
-    int opened = raw_open(&s2, proxy.port) | raw_open(&s3, proxy.port) | raw_open(&mc, proxy.port) |
-                 raw_open(&wc, proxy.port) | raw_open(&bc, proxy.port) | raw_open(&dc, proxy.port) |
-                 raw_open(&rc_, proxy.port);
+    hx_rawc s2, s3, mc, wc, bc, dc, rc_;
+    int opened = hx_raw_open(&s2, proxy.port) | hx_raw_open(&s3, proxy.port) | hx_raw_open(&mc, proxy.port) |
+                 hx_raw_open(&wc, proxy.port) | hx_raw_open(&bc, proxy.port) | hx_raw_open(&dc, proxy.port) |
+                 hx_raw_open(&rc_, proxy.port);
     ok(opened == 0, "seven clients connected");
-    raw_send(&s2, "SUBSCRIBE", "ch1", "ch2", NULL);
-    raw_send(&s2, "PSUBSCRIBE", "pat.*", NULL);
-    raw_send(&s2, "SSUBSCRIBE", "shard1", NULL);
+    hx_raw_send(&s2, "SUBSCRIBE", "ch1", "ch2", NULL);
+    hx_raw_send(&s2, "PSUBSCRIBE", "pat.*", NULL);
+    hx_raw_send(&s2, "SSUBSCRIBE", "shard1", NULL);
     ok(raw_skip(&s2, 4) == 0, "RESP2 subscriber: 4 confirmations (2 channels, a pattern, a shard channel)");
-    raw_send(&s3, "HELLO", "3", NULL);
-    raw_send(&s3, "SUBSCRIBE", "ch1", NULL);
-    raw_send(&s3, "PSUBSCRIBE", "pat.*", NULL);
+    hx_raw_send(&s3, "HELLO", "3", NULL);
+    hx_raw_send(&s3, "SUBSCRIBE", "ch1", NULL);
+    hx_raw_send(&s3, "PSUBSCRIBE", "pat.*", NULL);
     ok(raw_skip(&s3, 3) == 0, "RESP3 subscriber: HELLO 3, then 2 confirmations");
-    raw_send(&mc, "MULTI", NULL);
-    raw_send(&mc, "SET", "tx:a", "1", NULL);
-    raw_send(&mc, "INCR", "tx:b", NULL);
-    const char *r1 = raw_reply(&mc, 20000), *r2 = NULL, *r3 = NULL;
+    hx_raw_send(&mc, "MULTI", NULL);
+    hx_raw_send(&mc, "SET", "tx:a", "1", NULL);
+    hx_raw_send(&mc, "INCR", "tx:b", NULL);
+    const char *r1 = hx_raw_reply(&mc, 20000), *r2 = NULL, *r3 = NULL;
     int multi_ok = !strcmp(r1, "OK");
-    r2 = raw_reply(&mc, 20000);
+    r2 = hx_raw_reply(&mc, 20000);
     multi_ok &= !strcmp(r2, "QUEUED");
-    r3 = raw_reply(&mc, 20000);
+    r3 = hx_raw_reply(&mc, 20000);
     multi_ok &= !strcmp(r3, "QUEUED");
     ok(multi_ok, "MULTI, SET, INCR: OK QUEUED QUEUED");
-    raw_send(&wc, "WATCH", "tx:w", NULL);
-    is_str(raw_reply(&wc, 20000), "OK", "WATCH tx:w");
-    raw_send(&dc, "MULTI", NULL);
-    raw_send(&dc, "SET", "tx:d", "1", NULL);
-    multi_ok = !strcmp(raw_reply(&dc, 20000), "OK");
-    multi_ok &= !strcmp(raw_reply(&dc, 20000), "QUEUED");
+    hx_raw_send(&wc, "WATCH", "tx:w", NULL);
+    is_str(hx_raw_reply(&wc, 20000), "OK", "WATCH tx:w");
+    hx_raw_send(&dc, "MULTI", NULL);
+    hx_raw_send(&dc, "SET", "tx:d", "1", NULL);
+    multi_ok = !strcmp(hx_raw_reply(&dc, 20000), "OK");
+    multi_ok &= !strcmp(hx_raw_reply(&dc, 20000), "QUEUED");
     ok(multi_ok, "another client: MULTI, SET: OK QUEUED");
-    raw_send(&rc_, "WATCH", "tx:r", NULL);
-    is_str(raw_reply(&rc_, 20000), "OK", "another client: WATCH tx:r");
-    raw_send(&bc, "BLPOP", "bl:key", "0", NULL);
+    hx_raw_send(&rc_, "WATCH", "tx:r", NULL);
+    is_str(hx_raw_reply(&rc_, 20000), "OK", "another client: WATCH tx:r");
+    hx_raw_send(&bc, "BLPOP", "bl:key", "0", NULL);
     ok(wait_blocked(old) == 0, "BLPOP is blocked on the master");
     redisContext *ctl = hx_redis(proxy.port);
     is_str(sub_counts(ctl, 2), "2/1/1", "CLIENT LIST: the RESP2 subscriber has sub=2 psub=1 ssub=1");
@@ -353,46 +208,46 @@ int main(void)
     redisContext *nm = hx_redis(np);
 
     /* the blocked client: an error, then still usable */
-    const char *b1 = raw_reply(&bc, 20000);
+    const char *b1 = hx_raw_reply(&bc, 20000);
     ok(!strncmp(b1, "ERR", 3), "BLPOP in flight gets an error ('%s')", b1);
-    raw_send(&bc, "GET", "bl:other", NULL);
-    is_str(raw_reply(&bc, 20000), "(nil)", "... and the client's GET afterwards is answered");
+    hx_raw_send(&bc, "GET", "bl:other", NULL);
+    is_str(hx_raw_reply(&bc, 20000), "(nil)", "... and the client's GET afterwards is answered");
 
     /* the MULTI client */
-    raw_send(&mc, "SET", "tx:c", "1", NULL);
-    is_str(raw_reply(&mc, 20000), "QUEUED", "MULTI after the switch: SET is QUEUED");
-    raw_send(&mc, "EXEC", NULL);
-    is_str(raw_reply(&mc, 20000), "EXECABORT Transaction discarded because the upstream master changed (failover).",
+    hx_raw_send(&mc, "SET", "tx:c", "1", NULL);
+    is_str(hx_raw_reply(&mc, 20000), "QUEUED", "MULTI after the switch: SET is QUEUED");
+    hx_raw_send(&mc, "EXEC", NULL);
+    is_str(hx_raw_reply(&mc, 20000), "EXECABORT Transaction discarded because the upstream master changed (failover).",
            "... and EXEC answers EXECABORT");
     is_str(hx_cmd(nm, "EXISTS tx:a tx:b tx:c"), "0", "none of its commands ran on the new master");
-    raw_send(&mc, "SET", "tx:after", "1", NULL);
-    is_str(raw_reply(&mc, 20000), "OK", "the transaction is over: the client's next SET runs");
+    hx_raw_send(&mc, "SET", "tx:after", "1", NULL);
+    is_str(hx_raw_reply(&mc, 20000), "OK", "the transaction is over: the client's next SET runs");
     is_str(hx_cmd(nm, "GET tx:after"), "1", "... on the new master");
 
     /* the WATCH client */
-    raw_send(&wc, "MULTI", NULL);
-    raw_send(&wc, "SET", "tx:w", "1", NULL);
-    raw_send(&wc, "EXEC", NULL);
-    r1 = raw_reply(&wc, 20000);
+    hx_raw_send(&wc, "MULTI", NULL);
+    hx_raw_send(&wc, "SET", "tx:w", "1", NULL);
+    hx_raw_send(&wc, "EXEC", NULL);
+    r1 = hx_raw_reply(&wc, 20000);
     ok(!strcmp(r1, "OK"), "WATCH, the switch, MULTI: OK ('%s')", r1);
-    r2 = raw_reply(&wc, 20000);
+    r2 = hx_raw_reply(&wc, 20000);
     ok(!strcmp(r2, "QUEUED"), "... SET: QUEUED ('%s')", r2);
-    r3 = raw_reply(&wc, 20000);
+    r3 = hx_raw_reply(&wc, 20000);
     ok(!strncmp(r3, "EXECABORT", 9), "... EXEC: EXECABORT ('%s')", r3);
     is_str(hx_cmd(nm, "EXISTS tx:w"), "0", "... and tx:w is unset on the new master");
 
     /* DISCARD ends the lost transaction; RESET clears a lost WATCH */
-    raw_send(&dc, "DISCARD", NULL);
-    is_str(raw_reply(&dc, 20000), "OK", "MULTI, the switch, DISCARD: OK");
-    raw_send(&dc, "GET", "tx:d", NULL);
-    is_str(raw_reply(&dc, 20000), "(nil)", "... the client's GET runs (and tx:d was never set)");
-    raw_send(&rc_, "RESET", NULL);
-    is_str(raw_reply(&rc_, 20000), "RESET", "WATCH, the switch, RESET");
-    raw_send(&rc_, "MULTI", NULL);
-    raw_send(&rc_, "SET", "tx:r", "1", NULL);
-    raw_send(&rc_, "EXEC", NULL);
+    hx_raw_send(&dc, "DISCARD", NULL);
+    is_str(hx_raw_reply(&dc, 20000), "OK", "MULTI, the switch, DISCARD: OK");
+    hx_raw_send(&dc, "GET", "tx:d", NULL);
+    is_str(hx_raw_reply(&dc, 20000), "(nil)", "... the client's GET runs (and tx:d was never set)");
+    hx_raw_send(&rc_, "RESET", NULL);
+    is_str(hx_raw_reply(&rc_, 20000), "RESET", "WATCH, the switch, RESET");
+    hx_raw_send(&rc_, "MULTI", NULL);
+    hx_raw_send(&rc_, "SET", "tx:r", "1", NULL);
+    hx_raw_send(&rc_, "EXEC", NULL);
     raw_skip(&rc_, 2);
-    is_str(raw_reply(&rc_, 20000), "(array 1)", "... then MULTI/SET/EXEC runs");
+    is_str(hx_raw_reply(&rc_, 20000), "(array 1)", "... then MULTI/SET/EXEC runs");
     is_str(hx_cmd(nm, "GET tx:r"), "1", "... on the new master");
 
     /* the subscribers: messages published after the switch */
@@ -425,14 +280,14 @@ int main(void)
     is_str(sub_counts(ctl, 3), "1/1/0", "CLIENT LIST after the switch: sub=1 psub=1 ssub=0 (RESP3)");
     {
         /* Redis' own count: the new master holds ch2 and pat.* for it */
-        raw_send(&s2, "UNSUBSCRIBE", "ch1", NULL);
+        hx_raw_send(&s2, "UNSUBSCRIBE", "ch1", NULL);
         const char *f;
         size_t len;
-        int rc2 = raw_frame(&s2, &f, &len, 20000);
+        int rc2 = hx_raw_frame(&s2, &f, &len, 20000);
         ok(rc2 == 1 && has(f, len, "unsubscribe\r\n$3\r\nch1\r\n:2\r\n"),
            "RESP2 subscriber: UNSUBSCRIBE ch1 -> count 2 from the new master");
-        raw_send(&s3, "PING", NULL);
-        is_str(raw_reply(&s3, 20000), "PONG", "RESP3 subscriber: PING answered");
+        hx_raw_send(&s3, "PING", NULL);
+        is_str(hx_raw_reply(&s3, 20000), "PONG", "RESP3 subscriber: PING answered");
     }
     is_str(sub_counts(ctl, 2), "1/1/1", "CLIENT LIST: sub=1 after the UNSUBSCRIBE");
 
@@ -443,18 +298,18 @@ int main(void)
         size_t len;
         int rc2;
         end = hx_now() + DEADLINE;
-        while ((rc2 = raw_frame(&s3, &f, &len, 500)) == 1 || (rc2 == 0 && hx_now() < end)) {
+        while ((rc2 = hx_raw_frame(&s3, &f, &len, 500)) == 1 || (rc2 == 0 && hx_now() < end)) {
         }
         ok(rc2 < 0, "a subscriber whose upstream connection was killed (not moved) is closed");
     }
 
-    raw_close(&s2);
-    raw_close(&s3);
-    raw_close(&mc);
-    raw_close(&wc);
-    raw_close(&bc);
-    raw_close(&dc);
-    raw_close(&rc_);
+    hx_raw_close(&s2);
+    hx_raw_close(&s3);
+    hx_raw_close(&mc);
+    hx_raw_close(&wc);
+    hx_raw_close(&bc);
+    hx_raw_close(&dc);
+    hx_raw_close(&rc_);
     redisFree(nm);
     redisFree(ctl);
     is_int(hx_stop(&proxy, 10000), 0, "hotproxy exits cleanly");

@@ -34,12 +34,7 @@ if [[ ! -x $bin ]]; then
     echo "1..0 # SKIP no hotproxy binary at $bin"
     exit 0
 fi
-for tool in redis-server redis-cli redis-benchmark openssl "$py"; do
-    if ! command -v "$tool" >/dev/null; then
-        echo "1..0 # SKIP $tool is not installed"
-        exit 0
-    fi
-done
+need_tools redis-server redis-cli redis-benchmark openssl "$py"
 if ! "$py" -c 'import redis' 2>/dev/null; then
     echo "1..0 # SKIP python3-redis is not installed"
     exit 0
@@ -59,14 +54,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 143' TERM INT HUP
 
-(
-    for ((i = 0; i < 280; i++)); do
-        sleep 1
-        kill -0 $$ 2>/dev/null || exit 0
-    done
-    echo "# watchdog: test_tls_clients.sh ran longer than 280 s, stopped"
-    kill -TERM $$
-) 2>/dev/null &
+watchdog 280
 pids+=("$!")
 
 # --- certificates ---------------------------------------------------------------

@@ -5,7 +5,7 @@
  * (no client certificate, an unknown CA, a wrong name, bad files) with the
  * reason in the error.
  *
- * The certificates are made here with the openssl command (EC P-256, a CA
+ * The certificates are tests/tls-certs.sh's (tls_certs.h: EC P-256, a CA
  * and what it signs, and a second CA), in a temporary directory removed at
  * the end.
  */
@@ -19,46 +19,7 @@
 #include <unistd.h>
 
 #include "tap.h"
-
-static char dir[64];
-
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-    char cmd[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    return system(cmd);
-}
-
-/* ca, and name.crt/.key signed by the CA in ca_name, with the given SAN. */
-static int make_ca(const char *name)
-{
-    return sh("cd %s && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 "
-              "-subj /CN=%s -keyout %s.key -out %s.crt 2>/dev/null",
-              dir, name, name, name);
-}
-
-static int make_cert(const char *name, const char *ca, const char *san)
-{
-    return sh("cd %s && openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=%s "
-              "-keyout %s.key -out %s.csr 2>/dev/null && "
-              "printf 'subjectAltName=%s\\n' > %s.ext && "
-              "openssl x509 -req -in %s.csr -CA %s.crt -CAkey %s.key -CAcreateserial -days 30 "
-              "-extfile %s.ext -out %s.crt 2>/dev/null",
-              dir, name, name, name, san, name, name, ca, ca, name, name);
-}
-
-static char *path(const char *file)
-{
-    static char buf[8][128];
-    static int i;
-    i = (i + 1) % 8;
-    snprintf(buf[i], sizeof(buf[i]), "%s/%s", dir, file);
-    return buf[i];
-}
+#include "tls_certs.h"
 
 static void conf(px_config *c, const char *text)
 {
@@ -119,33 +80,33 @@ static void test_config_errors(void)
     ok(!px_tls_server_ctx(&c, err, sizeof(err)) && strstr(err, "tls-cert-file"), "no certificate: %s", err);
     px_config_free(&c);
 
-    snprintf(text, sizeof(text), "tls-cert-file %s\ntls-key-file %s\n", path("server.crt"), path("server.key"));
+    snprintf(text, sizeof(text), "tls-cert-file %s\ntls-key-file %s\n", tls_path("server.crt"), tls_path("server.key"));
     conf(&c, text);
     ok(!px_tls_server_ctx(&c, err, sizeof(err)) && strstr(err, "tls-ca-cert-file"),
        "tls-auth-clients yes without a CA: %s", err);
     px_config_free(&c);
 
-    snprintf(text, sizeof(text), "tls-cert-file %s\ntls-key-file %s\ntls-auth-clients no\n", path("server.crt"),
-             path("client.key"));
+    snprintf(text, sizeof(text), "tls-cert-file %s\ntls-key-file %s\ntls-auth-clients no\n", tls_path("server.crt"),
+             tls_path("client.key"));
     conf(&c, text);
     ok(!px_tls_server_ctx(&c, err, sizeof(err)) && strstr(err, "does not match tls-cert-file"),
        "key of another certificate: %s", err);
     px_config_free(&c);
 
-    snprintf(text, sizeof(text), "tls-cert-file %s\ntls-key-file %s\ntls-auth-clients no\n", path("missing.crt"),
-             path("server.key"));
+    snprintf(text, sizeof(text), "tls-cert-file %s\ntls-key-file %s\ntls-auth-clients no\n", tls_path("missing.crt"),
+             tls_path("server.key"));
     conf(&c, text);
     ok(!px_tls_server_ctx(&c, err, sizeof(err)) && strstr(err, "tls-cert-file") && strstr(err, "missing.crt"),
        "missing file named: %s", err);
     px_config_free(&c);
 
     snprintf(text, sizeof(text), "tls-cert-file %s\ntls-key-file %s\ntls-auth-clients no\ntls-protocols TLSv9\n",
-             path("server.crt"), path("server.key"));
+             tls_path("server.crt"), tls_path("server.key"));
     conf(&c, text);
     ok(!px_tls_server_ctx(&c, err, sizeof(err)) && strstr(err, "TLSv9"), "unknown protocol: %s", err);
     px_config_free(&c);
 
-    snprintf(text, sizeof(text), "upstream-tls-cert-file %s\n", path("client.crt"));
+    snprintf(text, sizeof(text), "upstream-tls-cert-file %s\n", tls_path("client.crt"));
     conf(&c, text);
     ok(!px_tls_client_ctx(&c, err, sizeof(err)) && strstr(err, "upstream-tls-key-file"), "cert without key: %s", err);
     px_config_free(&c);
@@ -155,8 +116,8 @@ static px_tls_ctx *server_ctx(const char *extra)
 {
     px_config c;
     char text[1024], err[512];
-    snprintf(text, sizeof(text), "tls-cert-file %s\ntls-key-file %s\ntls-ca-cert-file %s\n%s", path("server.crt"),
-             path("server.key"), path("ca.crt"), extra);
+    snprintf(text, sizeof(text), "tls-cert-file %s\ntls-key-file %s\ntls-ca-cert-file %s\n%s", tls_path("server.crt"),
+             tls_path("server.key"), tls_path("ca.crt"), extra);
     conf(&c, text);
     px_tls_ctx *x = px_tls_server_ctx(&c, err, sizeof(err));
     if (!x) diag("server ctx: %s", err);
@@ -168,10 +129,10 @@ static px_tls_ctx *client_ctx(const char *ca, int with_cert)
 {
     px_config c;
     char text[1024], err[512];
-    snprintf(text, sizeof(text), "upstream-tls-ca-cert-file %s\n", path(ca));
+    snprintf(text, sizeof(text), "upstream-tls-ca-cert-file %s\n", tls_path(ca));
     if (with_cert)
         snprintf(text + strlen(text), sizeof(text) - strlen(text), "upstream-tls-cert-file %s\nupstream-tls-key-file %s\n",
-                 path("client.crt"), path("client.key"));
+                 tls_path("client.crt"), tls_path("client.key"));
     conf(&c, text);
     px_tls_ctx *x = px_tls_client_ctx(&c, err, sizeof(err));
     if (!x) diag("client ctx: %s", err);
@@ -264,7 +225,7 @@ static void test_refusals(void)
     px_tls_ctx_free(sx);
 
     sx = server_ctx("tls-auth-clients no\n");
-    px_tls_ctx *other = client_ctx("other.crt", 0);
+    px_tls_ctx *other = client_ctx("other-ca.crt", 0);
     ok(!pair_open(&p, sx, other, "127.0.0.1"), "a server certificate from an unknown CA is refused");
     ok(strstr(px_tls_error(p.cli), "certificate refused") != NULL, "with the reason: %s", px_tls_error(p.cli));
     pair_close(&p);
@@ -301,19 +262,16 @@ static void test_refusals(void)
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN); /* as hotproxy: a close_notify to a closed peer is EPIPE */
-    snprintf(dir, sizeof(dir), "/tmp/test_tls.XXXXXX");
-    if (!mkdtemp(dir)) abort();
-    if (make_ca("ca") || make_ca("other") || make_cert("server", "ca", "DNS:localhost,IP:127.0.0.1") ||
-        make_cert("client", "ca", "DNS:client")) {
+    if (tls_certs_make("test_tls") != 0) {
         plan(1);
-        ok(0, "the openssl command made the certificates (it is in .ci/deps)");
-        sh("rm -rf %s", dir);
+        ok(0, "tests/tls-certs.sh made the certificates (the openssl command is in .ci/deps)");
+        tls_certs_remove();
         return exit_status();
     }
     plan(26);
     test_config_errors();
     test_data();
     test_refusals();
-    sh("rm -rf %s", dir);
+    tls_certs_remove();
     return exit_status();
 }

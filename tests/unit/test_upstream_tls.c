@@ -13,12 +13,11 @@
  *  - a server that closes during the handshake: counted as a TLS failure,
  *    the error names it, the connection retries.
  *
- * Certificates are made with the openssl command, as test_tls does.
+ * Certificates are tests/tls-certs.sh's (tls_certs.h), as test_tls's.
  */
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,28 +28,7 @@
 #include "proxy/px_tls.h"
 #include "proxy/px_upstream.h"
 #include "tap.h"
-
-static char dir[64];
-
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-    char cmd[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    return system(cmd);
-}
-
-static char *path(const char *file)
-{
-    static char buf[8][128];
-    static int i;
-    i = (i + 1) % 8;
-    snprintf(buf[i], sizeof(buf[i]), "%s/%s", dir, file);
-    return buf[i];
-}
+#include "tls_certs.h"
 
 static void set(px_config *c, const char *name, const char *value)
 {
@@ -162,26 +140,19 @@ int main(void)
 {
     plan(11);
     signal(SIGPIPE, SIG_IGN); /* as hotproxy's main(): close_notify to a peer gone is no matter */
-    snprintf(dir, sizeof(dir), "/tmp/hotproxy-uptls-XXXXXX");
-    if (!mkdtemp(dir)) abort();
-    if (sh("cd %s && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj /CN=ca "
-           "-keyout ca.key -out ca.crt 2>/dev/null && "
-           "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=server -keyout server.key "
-           "-out server.csr 2>/dev/null && printf 'subjectAltName=IP:127.0.0.1\\n' > server.ext && "
-           "openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 30 -extfile server.ext "
-           "-out server.crt 2>/dev/null",
-           dir) != 0) {
-        skip_all("the openssl command could not make certificates");
+    if (tls_certs_make("hotproxy-uptls") != 0) {
+        tls_certs_remove();
+        skip_all("tests/tls-certs.sh could not make certificates");
     }
     char err[512];
     px_config cfg, scfg;
     fake_core_init(&k, &cfg, 1);
     set(&cfg, "upstream-tls", "yes");
-    set(&cfg, "upstream-tls-ca-cert-file", path("ca.crt"));
+    set(&cfg, "upstream-tls-ca-cert-file", tls_path("ca.crt"));
     k.upstream_tls = px_tls_client_ctx(&cfg, err, sizeof(err));
     px_config_init(&scfg);
-    set(&scfg, "tls-cert-file", path("server.crt"));
-    set(&scfg, "tls-key-file", path("server.key"));
+    set(&scfg, "tls-cert-file", tls_path("server.crt"));
+    set(&scfg, "tls-key-file", tls_path("server.key"));
     set(&scfg, "tls-auth-clients", "no");
     px_tls_ctx *sx = px_tls_server_ctx(&scfg, err, sizeof(err));
     if (!k.upstream_tls || !sx) {
@@ -260,6 +231,6 @@ int main(void)
     ev_loop_destroy(k.loop);
     px_config_free(&cfg);
     px_config_free(&scfg);
-    sh("rm -rf %s", dir);
+    tls_certs_remove();
     return exit_status();
 }
